@@ -1,0 +1,3 @@
+from dail_harness.cli import main
+
+main()

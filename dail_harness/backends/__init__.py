@@ -1,0 +1,1 @@
+"""Sampling back-ends (hf, vllm): one interface, so the pipeline never changes with the engine."""

@@ -1,0 +1,51 @@
+"""The sampling back-end interface: requests in, completions out, in batches as they finish."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from dail_harness.sampling import SamplingParams
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt and the sample indices still to produce for it (all of them, or what a resume lacks)."""
+
+    request_id: str
+    """Stable id, `task/problem_id`; also keys the per-sample randomness."""
+    prompt: str
+    """The user-turn text; back-ends apply the model's chat template."""
+    sample_indices: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class Completion:
+    request_id: str
+    sample_index: int
+    text: str
+    num_tokens: int
+    """Generated tokens, including a final end-of-sequence token."""
+    prompt_tokens: int
+    finish_reason: str
+    """`stop` (end of sequence or a stop string) or `length` (hit max tokens)."""
+
+
+class SamplingBackend(ABC):
+    """Base class; subclasses register with `@registry.register("backends", NAME)`."""
+
+    name = ""
+
+    @abstractmethod
+    def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:
+        """Yield completions in groups as they finish (the caller stores each group at once)."""
+
+    def close(self) -> None:
+        """Release the model and any engine resources."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,148 @@
+"""The `hf` back-end: batched transformers `generate` with the model's chat template.
+
+Sampling runs as a logits processor that applies the presence penalty, temperature and top-p and adds
+keyed Gumbel noise (see `dail_harness.sampling`), with greedy selection on top: each sample is then a
+function of (seed, problem, sample index) alone. On CUDA, decode uses a static KV cache with a compiled
+forward (CUDA graphs), since eager decode is launch-bound; batch size and prompt width are padded to
+fixed buckets there so the compiled graph is reused. The CPU path is plain eager generate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+from dail_harness import registry
+from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
+from dail_harness.models.loading import default_device, load_causal_lm, load_tokenizer, resolve_model
+from dail_harness.sampling import (SamplingParams, apply_presence_penalty, keyed_uniform, stable_key,
+                                   warp_logits)
+
+PROMPT_BUCKET = 128  # static-cache prompt widths are rounded up to this (fewer recompiles)
+
+
+class KeyedSamplingProcessor:
+    """transformers logits processor: penalties, warping and keyed Gumbel noise (argmax = a sample)."""
+
+    def __init__(self, keys: torch.Tensor, prompt_width: int, params: SamplingParams):
+        self.keys, self.prompt_width, self.params = keys, prompt_width, params
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        generated = input_ids[:, self.prompt_width:]
+        scores = apply_presence_penalty(scores.float(), generated, p.presence_penalty)
+        if p.temperature == 0:
+            return scores
+        pos = torch.full((scores.shape[0],), generated.shape[1], device=scores.device)
+        u = keyed_uniform(self.keys.to(scores.device), pos, scores.shape[-1])
+        return warp_logits(scores, p.temperature, p.top_p) - torch.log(-torch.log(u))
+
+
+def sample_key(seed: int, request_id: str, sample_index: int) -> int:
+    """The randomness key of one sample (shared with other engines that use keyed sampling)."""
+    return stable_key("sample", seed, request_id, sample_index)
+
+
+@registry.register("backends", "hf", aliases=("transformers",))
+class HFBackend(SamplingBackend):
+    """transformers generate: batched, chat template, keyed sampling; static cache + graphs on GPU."""
+
+    name = "hf"
+
+    def __init__(self, model: str, *, batch_size: int | None = None, device: str | None = None,
+                 dtype: str | None = None, static_cache: bool | None = None, use_chat_template: bool = True,
+                 system_prompt: str | None = None, chat_template_kwargs: dict | None = None, **_unused):
+        self.model_name = model
+        path = resolve_model(model)
+        self.device = device or default_device()
+        self.tokenizer = load_tokenizer(path)
+        self.model = load_causal_lm(path, device=self.device, dtype=dtype)
+        on_gpu = self.device.startswith("cuda")
+        self.batch_size = batch_size or (32 if on_gpu else 8)
+        self.static_cache = on_gpu if static_cache is None else static_cache
+        self.use_chat_template = use_chat_template and self.tokenizer.chat_template is not None
+        self.system_prompt = system_prompt
+        self.chat_template_kwargs = chat_template_kwargs or {}
+        gen_eos = self.model.generation_config.eos_token_id
+        eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        eos.add(self.tokenizer.eos_token_id)
+        self.eos_ids = sorted(e for e in eos if e is not None)
+
+    def render(self, prompt: str) -> list[int]:
+        """Token ids of the full prompt (chat template applied, generation prompt added)."""
+        if not self.use_chat_template:
+            return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
+        messages.append({"role": "user", "content": prompt})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  **self.chat_template_kwargs)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _generation_config(self, params: SamplingParams):
+        from transformers import GenerationConfig
+
+        # Built from scratch: a model's own defaults (e.g. repetition_penalty 1.05) are not applied,
+        # so hf and vllm see exactly the settings in SamplingParams.
+        cfg = GenerationConfig(max_new_tokens=params.max_tokens, do_sample=False,
+                               eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
+        if self.static_cache:
+            cfg.cache_implementation = "static"
+        if params.stop:
+            cfg.stop_strings = list(params.stop)
+        return cfg
+
+    def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:
+        prompts = {r.request_id: self.render(r.prompt) for r in requests}
+        rows = [(r.request_id, i) for r in requests for i in r.sample_indices]
+        rows.sort(key=lambda row: -len(prompts[row[0]]))  # similar lengths together: less padding
+        cfg = self._generation_config(params)
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            yield self._generate_batch(chunk, prompts, params, cfg)
+
+    @torch.inference_mode()
+    def _generate_batch(self, chunk, prompts, params, cfg) -> list[Completion]:
+        from transformers import LogitsProcessorList
+
+        ids = [prompts[rid] for rid, _ in chunk]
+        keys = [sample_key(params.seed, rid, i) for rid, i in chunk]
+        width = max(len(x) for x in ids)
+        real = len(chunk)
+        if self.static_cache:  # fixed shapes so the compiled decode graph is reused across batches
+            width = math.ceil(width / PROMPT_BUCKET) * PROMPT_BUCKET
+            ids = ids + [ids[0]] * (self.batch_size - real)
+            keys = keys + [keys[0]] * (self.batch_size - real)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
+        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
+        processor = KeyedSamplingProcessor(torch.tensor(keys, dtype=torch.int64), width, params)
+        kwargs = {"tokenizer": self.tokenizer} if params.stop else {}
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=cfg,
+                                  logits_processor=LogitsProcessorList([processor]), **kwargs)
+        generated = out[:real, width:].tolist()
+        return [self._finish(rid, i, len(prompts[rid]), toks, params) for (rid, i), toks in zip(chunk, generated)]
+
+    def _finish(self, request_id: str, sample_index: int, prompt_tokens: int, toks: list[int],
+                params: SamplingParams) -> Completion:
+        """Cut a generated row at its end (EOS or stop string) and decode it."""
+        eos_at = next((j for j, t in enumerate(toks) if t in self.eos_ids), None)
+        if eos_at is not None:
+            body, num, reason = toks[:eos_at], eos_at + 1, "stop"
+        else:
+            body, num, reason = toks, len(toks), "length"
+        text = self.tokenizer.decode(body, skip_special_tokens=False)
+        cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+        if cut >= 0:
+            text, reason = text[:cut], "stop"
+            if eos_at is None:  # generation halted after the stop string; the rest is padding
+                while body and body[-1] == self.tokenizer.pad_token_id:
+                    body = body[:-1]
+                num = len(body)
+        return Completion(request_id, sample_index, text, num, prompt_tokens, reason)
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

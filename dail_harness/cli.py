@@ -1,0 +1,191 @@
+"""The `dail-harness` command line (one Typer app). Bad input: one `error:` line, exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dail_harness import registry
+from dail_harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Evaluate and train language models from expert solutions (DAIL and baselines).")
+
+PluginDir = typer.Option(None, "--plugin-dir", help="Directory of extra plugin modules (*.py) to load.")
+
+
+def _load_plugins(dirs: Optional[List[Path]]) -> None:
+    for d in dirs or []:
+        registry.load_plugin_dir(d)
+
+
+@app.command("list")
+def list_cmd(kind: Optional[str] = typer.Argument(None, help="tasks, methods, losses, backends or verifiers (all if omitted)."),
+             plugin_dir: Optional[List[Path]] = PluginDir):
+    """List what is registered: one line per entry (tasks: name, problems, answer type)."""
+    _load_plugins(plugin_dir)
+    kinds = [kind] if kind else list(registry.KINDS)
+    if kind and kind not in registry.KINDS:
+        import difflib
+
+        close = difflib.get_close_matches(kind, registry.KINDS, n=1)
+        raise HarnessError(f"unknown kind '{kind}'" + (f"; did you mean '{close[0]}'?" if close else "")
+                           + f" (kinds: {', '.join(registry.KINDS)})")
+    for k in kinds:
+        if not kind:
+            typer.echo(f"[{k}]")
+        for e in registry.entries(k):
+            if k == "tasks":
+                count = e.obj.expected_count if e.obj.expected_count is not None else "-"
+                typer.echo(f"{e.name:18} {str(count):>5}  {e.obj.answer_type:8} {e.help}")
+            else:
+                typer.echo(f"{e.name:18} {e.help}")
+
+
+def _parse_kv(pairs: Optional[List[str]], flag: str) -> dict:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise HarnessError(f"{flag}: expected KEY=VALUE, got '{p}'")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+@app.command("eval")
+def eval_cmd(
+    task: str = typer.Option(..., "--task", help="Task name(s), comma-separated (e.g. aime24,aime25), or a data file."),
+    model: str = typer.Option(..., "--model", help="Local model/adapter directory, hub id, or 'tiny-random'."),
+    out: Path = typer.Option(..., "--out", help="Run directory; rerunning the same command resumes."),
+    backend: str = typer.Option("hf", "--backend", help="Sampling back-end (see `dail-harness list backends`)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Samples per problem (default: the largest k)."),
+    k: Optional[str] = typer.Option(None, "--k", help="'128' = pass@k at 1,2,4,...,128; '1,8,64' = exactly those k."),
+    temperature: float = typer.Option(0.6, "--temperature", help="0 means greedy decoding."),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    presence_penalty: float = typer.Option(1.5, "--presence-penalty", help="vLLM semantics (the paper used 1.5)."),
+    max_tokens: int = typer.Option(8000, "--max-tokens", help="Maximum new tokens per sample."),
+    stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Base seed; samples are keyed by (seed, problem, index)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first L problems of each task."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data file for the 'file' task or gpqa-diamond."),
+    fields: Optional[str] = typer.Option(None, "--fields", help="Field map for --data, e.g. problem=question,answer=final."),
+    answer_type: Optional[str] = typer.Option(None, "--answer-type", help="integer, math or choice (for --data)."),
+    prompt_template: Optional[Path] = typer.Option(None, "--prompt-template", help="File with a template containing {problem}."),
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt"),
+    task_opt: Optional[List[str]] = typer.Option(None, "--task-opt", help="Extra task option KEY=VALUE (repeatable)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per generate call (hf)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16 ... (default: bf16 on GPU)."),
+    grade_workers: Optional[int] = typer.Option(None, "--grade-workers", help="Grading processes (0: in-process)."),
+    grade_timeout: float = typer.Option(10.0, "--grade-timeout", help="Seconds per sample before grading gives up."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    plugin_dir: Optional[List[Path]] = PluginDir,
+):
+    """Sample completions, grade them, and write samples.jsonl + summary.json with pass@k."""
+    from dail_harness.evaluate import EvalConfig, run_eval
+    from dail_harness.metrics import parse_k, power_of_two_grid
+    from dail_harness.sampling import SamplingParams
+
+    _load_plugins(plugin_dir)
+    if k is not None:
+        ks, default_n = parse_k(k)
+    elif n is not None:
+        ks, default_n = power_of_two_grid(n), n
+    else:
+        ks, default_n = [1], 1
+    n = n if n is not None else default_n
+    if n < 1:
+        raise HarnessError(f"--n must be >= 1, got {n}")
+    if max(ks) > n:
+        raise HarnessError(f"--k {max(ks)} is larger than --n {n}; pass@k needs k <= n")
+    task_options = _parse_kv(task_opt, "--task-opt")
+    for key, value in (("data", data), ("fields", fields), ("answer_type", answer_type)):
+        if value is not None:
+            task_options[key] = value
+    if prompt_template is not None:
+        if not prompt_template.exists():
+            raise HarnessError("prompt template file not found", path=str(prompt_template))
+        text = prompt_template.read_text(encoding="utf-8")
+        if "{problem}" not in text:
+            raise HarnessError("prompt template has no {problem} placeholder", path=str(prompt_template))
+        task_options["prompt_template"] = text
+    backend_options = {k2: v for k2, v in (("batch_size", batch_size), ("device", device), ("dtype", dtype),
+                                           ("system_prompt", system_prompt)) if v is not None}
+    cfg = EvalConfig(
+        tasks=[t.strip() for t in task.split(",") if t.strip()], model=model, out=str(out), ks=ks,
+        params=SamplingParams(n=n, temperature=temperature, top_p=top_p, presence_penalty=presence_penalty,
+                              max_tokens=max_tokens, stop=list(stop or []), seed=seed),
+        backend=backend, limit=limit, task_options=task_options, backend_options=backend_options,
+        grade_workers=grade_workers, grade_timeout=grade_timeout, progress=not no_progress,
+    )
+    registry.get("backends", backend)  # fail fast on an unknown back-end, before loading anything
+    summary = run_eval(cfg)
+    from dail_harness.report import format_table
+
+    typer.echo(format_table([{**summary, "run": str(out), "incomplete_problems": 0}]))
+    typer.echo(f"wrote {out / 'samples.jsonl'} and {out / 'summary.json'}")
+
+
+@app.command("report")
+def report_cmd(
+    runs: List[Path] = typer.Argument(..., help="Run directories (from `dail-harness eval`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON instead of a table."),
+    k: Optional[str] = typer.Option(None, "--k", help="k values to report (default 1,2,4,... up to n)."),
+    plot: Optional[Path] = typer.Option(Path("pass_at_k.png"), "--plot", help="Where to write the pass@k-vs-k PNG."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Do not write a plot."),
+):
+    """Recompute pass@k from stored samples (no generation); print a table and plot pass@k vs k."""
+    from dail_harness.metrics import parse_k
+    from dail_harness.report import format_table, plot_pass_at_k, report_run
+
+    ks = parse_k(k)[0] if k else None
+    reports = [report_run(r, ks) for r in runs]
+    if as_json:
+        typer.echo(json.dumps(reports, indent=2))
+    else:
+        typer.echo(format_table(reports))
+    if not no_plot and plot is not None:
+        path = plot_pass_at_k(reports, plot)
+        typer.echo(f"plot: {path}", err=as_json)
+
+
+@app.command("grade")
+def grade_cmd(
+    input: Path = typer.Argument(..., help="JSONL rows with completion, gold, answer_type (finish_reason optional)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Graded JSONL (rows + correct, extracted, no_answer)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Grading processes (0: in-process)."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds per row before it counts as a timeout."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+):
+    """Grade (or re-grade) any JSONL file of completions with the harness verifiers."""
+    from dail_harness.grade_file import grade_file
+
+    stats = grade_file(input, output, workers=workers, timeout_s=timeout, progress=not no_progress)
+    typer.echo(f"graded {stats['rows']} rows: {stats['correct']} correct, {stats['no_answer']} without an "
+               f"answer, {stats['timeouts']} timed out -> {output}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except HarnessError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished samples are saved; rerun the same command to resume", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors and friends
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise

@@ -1,0 +1,45 @@
+"""`dail-harness grade`: (re-)grade a JSONL file of completions; output written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dail_harness.errors import HarnessError
+from dail_harness.grading import DEFAULT_TIMEOUT_S, GradeJob, grade_jobs
+from dail_harness.jsonio import atomic_write_jsonl, iter_jsonl
+from dail_harness.records import ANSWER_TYPES
+
+
+def read_grade_jobs(path: str | Path) -> tuple[list[dict], list[GradeJob]]:
+    rows, jobs = [], []
+    for line, row in iter_jsonl(path):
+        for f in ("completion", "gold", "answer_type"):
+            if f not in row:
+                raise HarnessError("missing field", path=str(path), line=line, field=f)
+        if not isinstance(row["completion"], str):
+            raise HarnessError("must be a string", path=str(path), line=line, field="completion")
+        if row["answer_type"] not in ANSWER_TYPES:
+            raise HarnessError(f"must be one of {', '.join(ANSWER_TYPES)}, got {row['answer_type']!r}",
+                               path=str(path), line=line, field="answer_type")
+        rows.append(row)
+        jobs.append(GradeJob(row["completion"], str(row["gold"]), row["answer_type"], row.get("finish_reason")))
+    if not rows:
+        raise HarnessError("no rows to grade (empty file)", path=str(path))
+    return rows, jobs
+
+
+def grade_file(input_path: str | Path, output_path: str | Path, *, workers: int | None = None,
+               timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = True) -> dict:
+    """Grade every row; returns counts (rows, correct, no_answer, timeouts)."""
+    from tqdm import tqdm
+
+    rows, jobs = read_grade_jobs(input_path)
+    with tqdm(total=len(jobs), desc="grade", unit="row", disable=not progress) as bar:
+        verdicts = grade_jobs(jobs, workers=workers, timeout_s=timeout_s, on_done=bar.update)
+    out = []
+    for row, v in zip(rows, verdicts):
+        out.append({**row, "correct": v.correct, "extracted": v.extracted, "no_answer": v.no_answer,
+                    "grading_timed_out": v.timed_out})
+    atomic_write_jsonl(output_path, out)
+    return {"rows": len(out), "correct": sum(v.correct for v in verdicts),
+            "no_answer": sum(v.no_answer for v in verdicts), "timeouts": sum(v.timed_out for v in verdicts)}

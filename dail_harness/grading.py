@@ -1,0 +1,175 @@
+"""Grading in worker processes with a hard per-sample timeout.
+
+math-verify's own timeouts use `signal.alarm`, which only works in a process's main thread, and a
+pathological expression can still hang sympy or exhaust memory. So each sample is graded in a worker
+process's main thread; the parent kills a worker that exceeds the deadline, records the sample as a
+timeout (incorrect, reported), and starts a fresh worker. One bad sample never hangs or kills a run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Callable, Iterable
+
+from dail_harness import registry
+from dail_harness.records import ANSWER_TYPES
+from dail_harness.verifiers.verdict import Verdict
+
+DEFAULT_TIMEOUT_S = 10.0
+MAX_RESTARTS_PER_JOB = 0.5  # more worker deaths than this per graded job means something is broken
+
+
+@dataclass
+class GradeJob:
+    completion: str
+    gold: str
+    answer_type: str
+    finish_reason: str | None = None
+
+
+def grade_one(job: GradeJob) -> Verdict:
+    """Grade one job in this process (no hard timeout; exceptions become an error verdict)."""
+    if job.answer_type not in ANSWER_TYPES:
+        raise ValueError(f"unknown answer type {job.answer_type!r}")
+    verifier = registry.get("verifiers", job.answer_type)
+    try:
+        return verifier(job.completion, job.gold, job.finish_reason)
+    except Exception as e:  # a verifier bug on one sample must not lose the run
+        return Verdict(False, None, False, error=f"{e.__class__.__name__}: {e}")
+
+
+def _worker_main(conn) -> None:
+    registry.load_builtins()
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        idx, job = msg
+        conn.send((idx, grade_one(job)))
+
+
+class _Worker:
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.job_index: int | None = None
+        self.started = 0.0
+
+    def submit(self, idx: int, job: GradeJob) -> bool:
+        """Send a job; False if the worker is already dead."""
+        self.job_index, self.started = idx, time.monotonic()
+        try:
+            self.conn.send((idx, job))
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+
+class GradingPool:
+    """A pool of grading processes; use as a context manager and call `grade(jobs)`."""
+
+    def __init__(self, workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.num_workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
+        self.timeout_s = timeout_s
+        self.timeouts = 0
+        self._ctx = mp.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["dail_harness.grading", "math_verify"])
+        self._workers: list[_Worker] = []
+        self._restarts = 0
+        self._jobs_seen = 0
+
+    def __enter__(self) -> "GradingPool":
+        self._workers = [_Worker(self._ctx) for _ in range(self.num_workers)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for w in self._workers:
+            try:
+                w.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for w in self._workers:
+            w.proc.join(timeout=2)
+            if w.proc.is_alive():
+                w.proc.kill()
+        self._workers = []
+
+    def grade(self, jobs: Iterable[GradeJob], on_done: Callable[[int], None] | None = None) -> list[Verdict]:
+        """Grade jobs (order preserved); `on_done(n)` is called as verdicts arrive (progress bars)."""
+        jobs = list(jobs)
+        self._jobs_seen += len(jobs)
+        results: list[Verdict | None] = [None] * len(jobs)
+        pending = deque(range(len(jobs)))
+        idle = list(self._workers)
+        busy: dict[object, _Worker] = {}
+        while pending or busy:
+            while pending and idle:
+                w = idle.pop()
+                i = pending.popleft()
+                if w.submit(i, jobs[i]):
+                    busy[w.conn] = w
+                else:  # died before taking work (e.g. failed to start): replace, retry the job
+                    pending.appendleft(i)
+                    idle.append(self._replace(w))
+            now = time.monotonic()
+            deadline = min(w.started + self.timeout_s for w in busy.values())
+            ready = wait(list(busy), timeout=max(0.0, deadline - now))
+            for conn in ready:
+                w = busy.pop(conn)
+                try:
+                    idx, verdict = conn.recv()
+                except (EOFError, OSError):  # the worker died (e.g. out of memory): replace it
+                    idx, verdict = w.job_index, Verdict(False, None, False, error="grading worker died")
+                    w = self._replace(w)
+                results[idx] = verdict
+                idle.append(w)
+                if on_done:
+                    on_done(1)
+            now = time.monotonic()
+            for conn, w in list(busy.items()):
+                if now - w.started > self.timeout_s:
+                    busy.pop(conn)
+                    results[w.job_index] = Verdict(False, None, False, timed_out=True,
+                                                   error=f"grading timed out after {self.timeout_s:g}s")
+                    self.timeouts += 1
+                    idle.append(self._replace(w))
+                    if on_done:
+                        on_done(1)
+        return results  # type: ignore[return-value]
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.kill()
+        self._workers.remove(worker)
+        self._restarts += 1
+        if self._restarts > MAX_RESTARTS_PER_JOB * max(1, self._jobs_seen):
+            raise RuntimeError("grading workers keep dying; if you call dail_harness from a script, "
+                               "guard it with `if __name__ == '__main__':` (workers use forkserver)")
+        new = _Worker(self._ctx)
+        self._workers.append(new)
+        return new
+
+
+def grade_jobs(jobs: list[GradeJob], workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+               on_done: Callable[[int], None] | None = None) -> list[Verdict]:
+    """Grade `jobs` with a temporary pool (workers=0 grades in this process, without hard timeouts)."""
+    if workers == 0:
+        out = []
+        for j in jobs:
+            out.append(grade_one(j))
+            if on_done:
+                on_done(1)
+        return out
+    with GradingPool(workers, timeout_s) as pool:
+        return pool.grade(jobs, on_done)

@@ -1,0 +1,97 @@
+"""JSONL reading with precise errors, atomic writes, and whole-line appends.
+
+A kill at any moment must leave every file either complete or absent; appended stores may end in a
+partial last line, which readers drop (it was never acknowledged as written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from dail_harness.errors import HarnessError
+
+
+def iter_jsonl(path: str | os.PathLike, *, allow_partial_tail: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield (line_number, object) for each non-empty line; raise HarnessError on a bad line.
+
+    With allow_partial_tail, a final line without a newline that fails to parse is skipped: it is
+    the remains of an append interrupted by a kill.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise HarnessError("file not found", path=str(path))
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    ends_with_newline = data.endswith(b"\n")
+    for i, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        is_tail = i == len(lines) and not ends_with_newline
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if is_tail and allow_partial_tail:
+                return
+            raise HarnessError(f"malformed JSON ({e.__class__.__name__}: {e})", path=str(path), line=i) from None
+        if not isinstance(obj, dict):
+            raise HarnessError("expected a JSON object per line", path=str(path), line=i)
+        yield i, obj
+
+
+def read_jsonl(path: str | os.PathLike, **kw) -> list[dict]:
+    return [obj for _, obj in iter_jsonl(path, **kw)]
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to path via a temp file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Append rows as whole lines in a single write, then fsync."""
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    if not payload:
+        return
+    with open(path, "ab") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def repair_partial_tail(path: str | os.PathLike) -> int:
+    """Cut a trailing partial line (left by a kill mid-append); return the bytes removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return 0
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+        return len(data) - keep

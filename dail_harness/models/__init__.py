@@ -1,0 +1,1 @@
+"""Model resolution and loading: the `tiny-random` alias, local paths, hub ids."""

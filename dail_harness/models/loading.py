@@ -1,0 +1,87 @@
+"""Resolve a MODEL argument (alias, local directory, adapter directory, hub id) and load it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dail_harness.errors import HarnessError
+from dail_harness.models import tiny_random
+
+
+def quiet_transformers() -> None:
+    """No per-shard progress bars or advisory warnings in our output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def resolve_model(name: str) -> str:
+    """The path (or hub id) to load for `name`; builds `tiny-random` on first use."""
+    if name == tiny_random.ALIAS:
+        return str(tiny_random.ensure_tiny_random())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise HarnessError("model path is a file; pass the model directory", path=str(path))
+        if not ((path / "config.json").exists() or (path / "adapter_config.json").exists()):
+            raise HarnessError("not a model directory (no config.json or adapter_config.json)", path=str(path))
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise HarnessError(f"model directory not found: '{name}'")
+    return name  # a hub id; loading reports a clear error if it is not cached and we are offline
+
+
+def adapter_base(path: str) -> str | None:
+    """For a LoRA adapter directory, the base model it was trained on; else None."""
+    cfg = Path(path) / "adapter_config.json"
+    if not cfg.exists() or (Path(path) / "config.json").exists():
+        return None
+    base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise HarnessError("adapter_config.json has no base_model_name_or_path", path=str(cfg))
+    return base
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    source = adapter_base(path) if not (Path(path) / "tokenizer_config.json").exists() and adapter_base(path) else path
+    try:
+        tok = AutoTokenizer.from_pretrained(resolve_model(source) if source != path else path)
+    except OSError as e:
+        raise HarnessError(f"cannot load tokenizer for '{path}': {e}".split("\n")[0]) from None
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_causal_lm(path: str, *, device: str | None = None, dtype: str | None = None):
+    """Load a causal LM (or base + LoRA adapter) for inference: bf16 on GPU, fp32 on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    device = device or default_device()
+    torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    base = adapter_base(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(base) if base else path, dtype=torch_dtype)
+        if base:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    except OSError as e:
+        hint = " (offline: only local directories and the 'tiny-random' alias work)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise HarnessError(f"cannot load model '{path}': {str(e).splitlines()[0]}{hint}") from None
+    return model.to(device).eval()

@@ -1,0 +1,121 @@
+"""`tiny-random`: a tiny Qwen2-architecture model built offline, deterministically, in seconds.
+
+It exists so that tests, demos and CI exercise the real code paths (chat template, batched
+generation, LoRA, KL losses) with no download. The tokenizer is a byte-level BPE trained in-process
+on a fixed text; the weights are random with a fixed seed. The result is cached on disk (built in a
+temporary directory, then renamed into place, so a killed build never leaves a broken cache).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+ALIAS = "tiny-random"
+VERSION = "v1"  # bump when the recipe changes, so stale caches are not reused
+SEED = 0
+VOCAB_SIZE = 512
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking %}<think>\n{% endif %}"
+    "{% endif %}"
+)
+
+# The fixed training text for the tokenizer: prompt wording, mathematical notation, digits.
+_CORPUS = r"""
+## Problem:
+Find the number of ordered pairs of positive integers (a, b) such that a + b = 1000.
+Begin your step-by-step thinking process.
+You are an expert mathematician solving the following problem. Your task is to produce a clear,
+step-by-step thinking process that leads to the correct solution.
+Hint: To help you, here are reference solution(s). ## Reference Solution(s):
+Solution 1: Let x = 2k + 1. Then x^2 = 4k^2 + 4k + 1, so the remainder is 1 modulo 8.
+Solution 2: We compute \frac{1}{2} + \frac{1}{3} = \frac{5}{6} and \sqrt{2} \cdot \sqrt{8} = 4.
+Please reason step by step, and put your final answer within \boxed{}.
+The final answer is \boxed{204}. Therefore the answer is $\boxed{33}$.
+Answer the following multiple choice question. Answer: A B C D (A) (B) (C) (D)
+<think> Let me think. First, note that n + 1 divides n^2 - 1. </think>
+0 1 2 3 4 5 6 7 8 9 10 11 12 100 1000 2024 2025 0.5 3.14 -1 e^{-x} n^{k+1} 2k 100n n+1 2k-1
+\left( \right) \cdot \times \div \le \ge \neq \pi \theta \alpha \beta \sum_{i=1}^{n} \int_0^1 dx
+triangle circle area perimeter probability integer prime divisor remainder sequence polynomial
+"""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DAIL_HARNESS_CACHE", Path.home() / ".cache" / "dail-harness"))
+
+
+def model_dir() -> Path:
+    return cache_root() / "models" / f"{ALIAS}-{VERSION}"
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        bos_token=None, unk_token=None, additional_special_tokens=["<|im_start|>", "<think>", "</think>"],
+        padding_side="left",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model(vocab_size: int, pad_id: int, eos_id: int):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        tie_word_embeddings=True, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None,
+        torch_dtype="float32",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = Qwen2ForCausalLM(config)
+    model.generation_config.pad_token_id = pad_id
+    model.generation_config.eos_token_id = eos_id
+    return model
+
+
+def ensure_tiny_random() -> Path:
+    """Return the cached tiny-random directory, building it on first use."""
+    target = model_dir()
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    from dail_harness.models.loading import quiet_transformers
+
+    quiet_transformers()
+    try:
+        tokenizer = build_tokenizer()
+        model = build_model(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process built it first
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

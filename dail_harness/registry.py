@@ -1,0 +1,134 @@
+"""One registry for every pluggable kind: tasks, methods, losses, back-ends and verifiers.
+
+Built-ins self-register when their modules are imported (a decorator per plugin file); third-party
+plugins arrive through the `dail_harness.plugins` entry-point group or `--plugin-dir DIR`. Loading
+is lazy: nothing is imported until a name is looked up or listed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable
+
+from dail_harness.errors import HarnessError
+
+KINDS = ("tasks", "methods", "losses", "backends", "verifiers")
+ENTRY_POINT_GROUP = "dail_harness.plugins"
+# Packages whose modules are the built-in plugins (plugins/ and tasks/ map into dail_harness.*).
+BUILTIN_PACKAGES = ("dail_harness.verifiers", "dail_harness.backends", "dail_harness.tasks",
+                    "dail_harness.plugins")
+
+
+@dataclass
+class Entry:
+    kind: str
+    name: str
+    obj: Any
+    aliases: tuple[str, ...] = ()
+    help: str = ""
+    source: str = ""
+
+
+@dataclass
+class _State:
+    entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    aliases: dict[str, dict[str, str]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    builtins_loaded: bool = False
+    loaded_dirs: set[str] = field(default_factory=set)
+
+
+_state = _State()
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown registry kind {kind!r}; kinds are {', '.join(KINDS)}")
+
+
+def register(kind: str, name: str, *, aliases: tuple[str, ...] | list[str] = (), help: str = "") -> Callable:
+    """Decorator: register `obj` under `kind`/`name`. Re-registering a name replaces it (reloads)."""
+    _check_kind(kind)
+
+    def deco(obj):
+        doc = help or (obj.__doc__ or "").strip().split("\n")[0]
+        entry = Entry(kind, name, obj, tuple(aliases), doc, getattr(obj, "__module__", ""))
+        _state.entries[kind][name] = entry
+        for a in aliases:
+            _state.aliases[kind][a] = name
+        return obj
+
+    return deco
+
+
+def load_builtins() -> None:
+    """Import every built-in plugin module and every installed entry-point plugin, once."""
+    if _state.builtins_loaded:
+        return
+    _state.builtins_loaded = True
+    for pkg_name in BUILTIN_PACKAGES:
+        pkg = importlib.import_module(pkg_name)
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            if not mod.name.startswith("_"):
+                importlib.import_module(f"{pkg_name}.{mod.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as e:  # a broken third-party plugin must not hide the built-ins
+            raise HarnessError(f"plugin entry point '{ep.name}' ({ep.value}) failed to load: {e}") from e
+
+
+def load_plugin_dir(directory: str | Path) -> None:
+    """Import every `*.py` file in `directory` as a plugin module (they register themselves)."""
+    directory = Path(directory).resolve()
+    if not directory.is_dir():
+        raise HarnessError("plugin directory not found", path=str(directory))
+    if str(directory) in _state.loaded_dirs:
+        return
+    _state.loaded_dirs.add(str(directory))
+    for path in sorted(directory.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        mod_name = f"dail_harness_user_plugins.{directory.name}.{path.stem}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            raise HarnessError(f"plugin failed to load: {e.__class__.__name__}: {e}", path=str(path)) from e
+
+
+def names(kind: str) -> list[str]:
+    _check_kind(kind)
+    load_builtins()
+    return sorted(_state.entries[kind])
+
+
+def entries(kind: str) -> list[Entry]:
+    return [_state.entries[kind][n] for n in names(kind)]
+
+
+def get_entry(kind: str, name: str) -> Entry:
+    """Look up `name` (or an alias); unknown names fail with a "did you mean" suggestion."""
+    _check_kind(kind)
+    load_builtins()
+    table = _state.entries[kind]
+    key = _state.aliases[kind].get(name, name)
+    if key in table:
+        return table[key]
+    candidates = list(table) + list(_state.aliases[kind])
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    singular = kind[:-1]
+    raise HarnessError(f"unknown {singular} '{name}'{hint} (run `dail-harness list {kind}` to see all)")
+
+
+def get(kind: str, name: str) -> Any:
+    return get_entry(kind, name).obj

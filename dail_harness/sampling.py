@@ -1,0 +1,108 @@
+"""Sampling settings and keyed sampling: every token's randomness is a function of (key, position).
+
+`keyed_gumbel_sample` draws token t = argmax(logits / T + G) with Gumbel noise G computed by a
+counter-based hash of (row key, position, token id), which is an exact sample from softmax(logits/T)
+restricted to the top-p set. Because no generator state is consumed, a sample depends only on its key
+(seed, problem, sample index) and not on batch composition or order: an interrupted run resumes with
+exactly the samples an uninterrupted one would have drawn, and the mixed-policy engine can replay the
+token-by-token definition bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+M32 = 0xFFFFFFFF
+
+
+@dataclass
+class SamplingParams:
+    """Decoding settings shared by every back-end (vLLM names and semantics)."""
+
+    n: int = 1
+    """Samples per problem."""
+    temperature: float = 0.6
+    """Softmax temperature; 0 means greedy decoding."""
+    top_p: float = 0.95
+    """Nucleus sampling: keep the smallest set of tokens with this much probability mass."""
+    presence_penalty: float = 0.0
+    """Subtracted from the logit of every token already present in the generated text (vLLM)."""
+    max_tokens: int = 8000
+    """Maximum new tokens per sample."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings; the completion ends before the first one (it is not included)."""
+    seed: int = 0
+    """Base seed; each sample's randomness is keyed by (seed, problem, sample index)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def stable_key(*parts: object) -> int:
+    """A 63-bit key from any parts, stable across processes, machines and Python versions."""
+    h = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h, "little") & 0x7FFFFFFFFFFFFFFF
+
+
+def _fmix32(h: torch.Tensor) -> torch.Tensor:
+    """murmur3's 32-bit finaliser on int64 tensors holding values in [0, 2^32)."""
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & M32  # int64 wrap-around keeps the low 32 bits exact
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & M32
+    return h ^ (h >> 16)
+
+
+def keyed_uniform(keys: torch.Tensor, positions: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Uniform(0, 1) noise of shape [B, V], a pure function of (key, position, token id)."""
+    keys = keys.to(torch.int64)
+    positions = positions.to(device=keys.device, dtype=torch.int64)
+    lo, hi = keys & M32, (keys >> 32) & M32
+    row = _fmix32(lo ^ _fmix32((positions * 0x9E3779B1 + 0x7F4A7C15) & M32))
+    row = _fmix32(row ^ hi)
+    tok = torch.arange(vocab_size, device=keys.device, dtype=torch.int64)
+    bits = _fmix32(_fmix32(row[:, None] ^ ((tok[None, :] * 0x27D4EB2F) & M32)) ^ row[:, None])
+    return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+
+def top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Boolean mask of tokens outside the nucleus (smallest set with mass >= top_p)."""
+    if top_p >= 1.0:
+        return torch.zeros_like(logits, dtype=torch.bool)
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    remove_sorted = mass_before >= top_p
+    remove_sorted[..., 0] = False
+    return torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+
+
+def warp_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Temperature then top-p (vLLM's order): float32 scores with -inf outside the nucleus."""
+    scores = logits.float() / temperature
+    return scores.masked_fill(top_p_mask(scores, top_p), float("-inf"))
+
+
+def keyed_gumbel_sample(logits: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor,
+                        temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row: greedy when temperature == 0, else Gumbel-max over the warped scores."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    scores = warp_logits(logits, temperature, top_p)
+    u = keyed_uniform(keys, positions, logits.shape[-1])
+    gumbel = -torch.log(-torch.log(u))
+    return (scores + gumbel).argmax(dim=-1)
+
+
+def apply_presence_penalty(logits: torch.Tensor, generated: torch.Tensor, penalty: float,
+                           valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Subtract `penalty` from tokens present in each row's generated ids ([B, T]; `valid` masks T)."""
+    if penalty == 0 or generated.shape[1] == 0:
+        return logits
+    present = torch.zeros_like(logits, dtype=torch.bool)
+    src = torch.ones_like(generated, dtype=torch.bool) if valid is None else valid
+    present.scatter_(1, generated, src)
+    return logits - penalty * present.to(logits.dtype)

@@ -1,0 +1,87 @@
+"""The task interface: a named benchmark that loads Problem records and renders their prompts."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dail_harness import registry
+from dail_harness.datafiles import iter_rows, require_field
+from dail_harness.errors import HarnessError
+from dail_harness.records import ANSWER_TYPES, Problem
+
+BOXED_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+"""Default math prompt (the Qwen2.5-Math evaluation wording): the answer goes in a final \\boxed{}."""
+
+
+class Task:
+    """Base class for tasks. Subclasses set the class attributes and implement `load_problems`."""
+
+    name: ClassVar[str] = ""
+    answer_type: ClassVar[str] = "math"
+    expected_count: ClassVar[int | None] = None
+    """Exact number of problems the task must load (checked on load; None for user data)."""
+    prompt_template: ClassVar[str] = BOXED_PROMPT
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    def load_problems(self) -> list[Problem]:
+        raise NotImplementedError
+
+    def load(self) -> list[Problem]:
+        problems = self.load_problems()
+        if not problems:
+            raise HarnessError(f"task '{self.name}' has no problems (empty data set)")
+        ids = [p.id for p in problems]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise HarnessError(f"task '{self.name}': duplicate problem id '{dup}'")
+        if self.expected_count is not None and len(problems) != self.expected_count:
+            raise HarnessError(f"task '{self.name}': expected {self.expected_count} problems, loaded {len(problems)}")
+        for p in problems:
+            if p.answer_type not in ANSWER_TYPES:
+                raise HarnessError(f"task '{self.name}', problem '{p.id}': unknown answer type '{p.answer_type}'")
+        return problems
+
+    def render_prompt(self, problem: Problem) -> str:
+        """The user-turn text for `problem` (the model's chat template wraps it)."""
+        template = self.options.get("prompt_template") or self.prompt_template
+        return template.replace("{problem}", problem.problem).replace("{{}}", "{}")
+
+
+def data_path(filename: str) -> Path:
+    """Path of a file vendored in tasks/data (works installed or editable)."""
+    return Path(str(resources.files("dail_harness.tasks").joinpath("data", filename)))
+
+
+def make_task(name: str, **options: Any) -> Task:
+    """Instantiate a registered task; a path to a data file means the generic `file` task."""
+    suffix = Path(name).suffix.lower()
+    if suffix in (".jsonl", ".csv", ".parquet", ".json") and name not in registry.names("tasks"):
+        options = {**options, "data": name}
+        name = "file"
+    cls = registry.get("tasks", name)
+    return cls(**options)
+
+
+class VendoredJsonlTask(Task):
+    """A JSONL file in tasks/data with `id`, `problem`, `answer` fields (integer answers by default)."""
+
+    answer_type = "integer"
+    filename = ""
+
+    def load_problems(self) -> list[Problem]:
+        path = data_path(self.filename)
+        out = []
+        for line, row in iter_rows(path):
+            out.append(Problem(
+                id=require_field(row, "id", path, line),
+                problem=require_field(row, "problem", path, line),
+                answer=require_field(row, "answer", path, line),
+                answer_type=self.answer_type,
+                metadata={"source": self.name},
+            ))
+        return out

@@ -1,0 +1,34 @@
+"""The `choice` verifier: one letter A-D, from a box or an answer statement."""
+
+from __future__ import annotations
+
+import re
+
+from dail_harness import registry
+from dail_harness.verifiers.extract import answer_region, final_statement, last_boxed
+from dail_harness.verifiers.verdict import Verdict
+
+_LETTER = re.compile(
+    r"^\W*(?:\\text\{\s*|\\textbf\{\s*|\\mathrm\{\s*|option\s+|choice\s+)?\(?([A-D])\)?(?![A-Za-z])",
+    re.IGNORECASE,
+)
+
+
+def parse_letter(text: str | None) -> str | None:
+    """`C`, `(C)`, `C)`, `\\text{C}`, `**C**`, `Option C`, `C. 42 eV` -> `C`; anything else -> None."""
+    if text is None:
+        return None
+    m = _LETTER.match(text.strip().replace("$", ""))
+    return m.group(1).upper() if m else None
+
+
+@registry.register("verifiers", "choice")
+def verify_choice(completion: str, gold: str, finish_reason: str | None = None) -> Verdict:
+    """Multiple choice: the extracted letter equals the gold letter."""
+    region = answer_region(completion)
+    letter = parse_letter(last_boxed(region))
+    if letter is None:
+        letter = parse_letter(final_statement(region, truncated=finish_reason == "length"))
+    if letter is None:
+        return Verdict(False, None, True)
+    return Verdict(letter == gold.strip().upper(), letter, False)

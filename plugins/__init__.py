@@ -1,0 +1,1 @@
+"""Built-in method and loss plugins, one self-registering module each."""

@@ -1,0 +1,1 @@
+"""Built-in benchmark tasks, one small module each; their data lives in tasks/data (see ATTRIBUTION.md)."""

@@ -1,0 +1,71 @@
+"""The generic task: any local JSONL/JSON/CSV/Parquet file, with a field mapping, no code needed.
+
+    dail-harness eval --task file --data my.jsonl --fields problem=question,answer=final \\
+        --answer-type integer ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dail_harness import registry
+from dail_harness.datafiles import iter_rows, require_field
+from dail_harness.errors import HarnessError
+from dail_harness.records import ANSWER_TYPES, Problem
+from dail_harness.task import Task
+
+DEFAULT_FIELDS = {"id": None, "problem": "problem", "answer": "answer", "solution": None}
+ID_CANDIDATES = ("id", "problem_id", "unique_id")
+
+
+def parse_field_map(spec: str | dict | None) -> dict[str, str | None]:
+    """`problem=question,answer=final` -> {'problem': 'question', 'answer': 'final', ...defaults}."""
+    fields = dict(DEFAULT_FIELDS)
+    if isinstance(spec, dict):
+        items = spec.items()
+    else:
+        items = []
+        for part in (spec or "").split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise HarnessError(f"--fields: expected ROLE=COLUMN, got '{part}'")
+            role, col = part.split("=", 1)
+            items.append((role.strip(), col.strip()))
+    for role, col in items:
+        if role not in DEFAULT_FIELDS:
+            raise HarnessError(f"--fields: unknown role '{role}' (roles: {', '.join(DEFAULT_FIELDS)})")
+        fields[role] = col
+    return fields
+
+
+@registry.register("tasks", "file", aliases=("jsonl", "csv", "parquet"))
+class FileTask(Task):
+    """Your own data: --data PATH [--fields problem=COL,answer=COL,id=COL] [--answer-type T]."""
+
+    name = "file"
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.answer_type = options.get("answer_type") or "math"
+        if self.answer_type not in ANSWER_TYPES:
+            raise HarnessError(f"--answer-type must be one of {', '.join(ANSWER_TYPES)}, got '{self.answer_type}'")
+
+    def load_problems(self) -> list[Problem]:
+        path = self.options.get("data")
+        if not path:
+            raise HarnessError("task 'file' needs --data PATH (a JSONL, JSON, CSV or Parquet file)")
+        fields = parse_field_map(self.options.get("fields"))
+        out = []
+        for line, row in iter_rows(Path(path)):
+            id_col = fields["id"] or next((c for c in ID_CANDIDATES if c in row), None)
+            pid = require_field(row, id_col, path, line) if id_col else f"row-{len(out) + 1}"
+            out.append(Problem(
+                id=pid,
+                problem=require_field(row, fields["problem"], path, line),
+                answer=require_field(row, fields["answer"], path, line),
+                answer_type=self.answer_type,
+                solution=(str(row[fields["solution"]]) if fields["solution"] and row.get(fields["solution"]) else None),
+                metadata={"source_file": str(path), "line": line},
+            ))
+        return out
