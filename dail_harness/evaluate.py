@@ -89,7 +89,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     tasks = load_tasks(cfg)
     store = RunStore(cfg.out)
     settings = run_settings(cfg, tasks)
-    store.open(settings)
+    store.check(settings)
     done = {sample_id(r) for r in store.load_samples()}
 
     by_request: dict[str, tuple[Task, Problem]] = {}
@@ -104,7 +104,7 @@ def run_eval(cfg: EvalConfig) -> dict:
 
     todo = sum(len(r.sample_indices) for r in requests)
     if todo:
-        _generate_and_grade(cfg, requests, by_request, store, todo)
+        _generate_and_grade(cfg, requests, by_request, store, settings, todo)
 
     selected = {(t.name, p.id) for t, ps in tasks for p in ps}
     rows = [r for r in store.load_samples() if (r["task"], str(r["problem_id"])) in selected
@@ -124,14 +124,16 @@ def run_eval(cfg: EvalConfig) -> dict:
     return summary
 
 
-def _generate_and_grade(cfg, requests, by_request, store, todo) -> None:
+def _generate_and_grade(cfg, requests, by_request, store, settings, todo) -> None:
     from tqdm import tqdm
 
     backend_cls = registry.get("backends", cfg.backend)
-    bar = tqdm(total=todo, desc="eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True)
-    tokens, start = 0, time.monotonic()
+    # Load the model before creating the run directory: a bad model leaves nothing behind.
     with backend_cls(cfg.model, **cfg.backend_options) as backend, \
             GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
+        store.create(settings)
+        bar = tqdm(total=todo, desc="eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True)
+        tokens, start = 0, time.monotonic()
         for completions in backend.generate(requests, cfg.params):
             jobs = [GradeJob(c.text, by_request[c.request_id][1].answer, by_request[c.request_id][1].answer_type,
                              c.finish_reason) for c in completions]
@@ -142,4 +144,4 @@ def _generate_and_grade(cfg, requests, by_request, store, todo) -> None:
             bar.update(len(rows))
             bar.set_postfix(tok_s=f"{tokens / max(time.monotonic() - start, 1e-9):.0f}",
                             acc=f"{sum(r['correct'] for r in rows) / len(rows):.2f}")
-    bar.close()
+        bar.close()

@@ -7,19 +7,20 @@ from pathlib import Path
 from dail_harness.errors import HarnessError
 from dail_harness.grading import DEFAULT_TIMEOUT_S, GradeJob, grade_jobs
 from dail_harness.jsonio import atomic_write_jsonl, iter_jsonl
-from dail_harness.records import ANSWER_TYPES
+from dail_harness import registry
 
 
 def read_grade_jobs(path: str | Path) -> tuple[list[dict], list[GradeJob]]:
     rows, jobs = [], []
+    known = registry.names("verifiers")
     for line, row in iter_jsonl(path):
         for f in ("completion", "gold", "answer_type"):
             if f not in row:
                 raise HarnessError("missing field", path=str(path), line=line, field=f)
         if not isinstance(row["completion"], str):
             raise HarnessError("must be a string", path=str(path), line=line, field="completion")
-        if row["answer_type"] not in ANSWER_TYPES:
-            raise HarnessError(f"must be one of {', '.join(ANSWER_TYPES)}, got {row['answer_type']!r}",
+        if row["answer_type"] not in known:
+            raise HarnessError(f"must be one of {', '.join(known)}, got {row['answer_type']!r}",
                                path=str(path), line=line, field="answer_type")
         rows.append(row)
         jobs.append(GradeJob(row["completion"], str(row["gold"]), row["answer_type"], row.get("finish_reason")))

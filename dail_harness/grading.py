@@ -17,7 +17,6 @@ from multiprocessing.connection import wait
 from typing import Callable, Iterable
 
 from dail_harness import registry
-from dail_harness.records import ANSWER_TYPES
 from dail_harness.verifiers.verdict import Verdict
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -33,9 +32,10 @@ class GradeJob:
 
 
 def grade_one(job: GradeJob) -> Verdict:
-    """Grade one job in this process (no hard timeout; exceptions become an error verdict)."""
-    if job.answer_type not in ANSWER_TYPES:
-        raise ValueError(f"unknown answer type {job.answer_type!r}")
+    """Grade one job in this process (no hard timeout; exceptions become an error verdict).
+
+    `answer_type` names a registered verifier: integer, math, choice, or a plugin's.
+    """
     verifier = registry.get("verifiers", job.answer_type)
     try:
         return verifier(job.completion, job.gold, job.finish_reason)
@@ -43,8 +43,10 @@ def grade_one(job: GradeJob) -> Verdict:
         return Verdict(False, None, False, error=f"{e.__class__.__name__}: {e}")
 
 
-def _worker_main(conn) -> None:
+def _worker_main(conn, plugin_dirs: list[str]) -> None:
     registry.load_builtins()
+    for d in plugin_dirs:  # user verifiers loaded with --plugin-dir must exist in the workers too
+        registry.load_plugin_dir(d)
     while True:
         msg = conn.recv()
         if msg is None:
@@ -54,9 +56,9 @@ def _worker_main(conn) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx):
+    def __init__(self, ctx, plugin_dirs: list[str]):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, plugin_dirs), daemon=True)
         self.proc.start()
         child.close()
         self.job_index: int | None = None
@@ -88,10 +90,11 @@ class GradingPool:
         self._ctx.set_forkserver_preload(["dail_harness.grading", "math_verify"])
         self._workers: list[_Worker] = []
         self._restarts = 0
+        self._plugin_dirs = registry.loaded_plugin_dirs()
         self._jobs_seen = 0
 
     def __enter__(self) -> "GradingPool":
-        self._workers = [_Worker(self._ctx) for _ in range(self.num_workers)]
+        self._workers = [_Worker(self._ctx, self._plugin_dirs) for _ in range(self.num_workers)]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -156,7 +159,7 @@ class GradingPool:
         if self._restarts > MAX_RESTARTS_PER_JOB * max(1, self._jobs_seen):
             raise RuntimeError("grading workers keep dying; if you call dail_harness from a script, "
                                "guard it with `if __name__ == '__main__':` (workers use forkserver)")
-        new = _Worker(self._ctx)
+        new = _Worker(self._ctx, self._plugin_dirs)
         self._workers.append(new)
         return new
 

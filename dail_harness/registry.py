@@ -91,7 +91,6 @@ def load_plugin_dir(directory: str | Path) -> None:
         raise HarnessError("plugin directory not found", path=str(directory))
     if str(directory) in _state.loaded_dirs:
         return
-    _state.loaded_dirs.add(str(directory))
     for path in sorted(directory.glob("*.py")):
         if path.name.startswith("_"):
             continue
@@ -103,6 +102,12 @@ def load_plugin_dir(directory: str | Path) -> None:
             spec.loader.exec_module(module)
         except Exception as e:
             raise HarnessError(f"plugin failed to load: {e.__class__.__name__}: {e}", path=str(path)) from e
+    _state.loaded_dirs.add(str(directory))  # only once every module loaded (workers reload these)
+
+
+def loaded_plugin_dirs() -> list[str]:
+    """Plugin directories loaded so far (worker processes load the same ones)."""
+    return sorted(_state.loaded_dirs)
 
 
 def names(kind: str) -> list[str]:

@@ -49,8 +49,8 @@ class RunStore:
         except json.JSONDecodeError as e:
             raise HarnessError(f"malformed JSON: {e}", path=str(self.settings_path)) from None
 
-    def open(self, settings: dict) -> None:
-        """Create the run, or check that `settings` match the ones it was started with."""
+    def check(self, settings: dict) -> None:
+        """If the run exists, check that `settings` match the ones it was started with."""
         if self.exists():
             old = self.read_settings()
             old_flat, new_flat = _flatten(old), _flatten(json.loads(json.dumps(settings)))
@@ -60,9 +60,12 @@ class RunStore:
                 raise HarnessError(f"{self.dir} holds a run with different settings ({details}); "
                                    "use another --out directory, or rerun with the original settings to resume")
             repair_partial_tail(self.samples_path)
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.settings_path, settings)
+
+    def create(self, settings: dict) -> None:
+        """Write the settings of a new run (called once there is work to store)."""
+        if not self.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.settings_path, settings)
 
     def load_samples(self) -> list[dict]:
         """All stored sample rows (a trailing partial line is ignored; duplicates keep the first)."""

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from dail_harness import registry
 from dail_harness.datafiles import iter_rows, require_field
 from dail_harness.errors import HarnessError
-from dail_harness.records import ANSWER_TYPES, Problem
+from dail_harness.records import Problem
 
 BOXED_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 """Default math prompt (the Qwen2.5-Math evaluation wording): the answer goes in a final \\boxed{}."""
@@ -41,9 +41,11 @@ class Task:
             raise HarnessError(f"task '{self.name}': duplicate problem id '{dup}'")
         if self.expected_count is not None and len(problems) != self.expected_count:
             raise HarnessError(f"task '{self.name}': expected {self.expected_count} problems, loaded {len(problems)}")
+        verifiers = registry.names("verifiers")
         for p in problems:
-            if p.answer_type not in ANSWER_TYPES:
-                raise HarnessError(f"task '{self.name}', problem '{p.id}': unknown answer type '{p.answer_type}'")
+            if p.answer_type not in verifiers:
+                raise HarnessError(f"task '{self.name}', problem '{p.id}': no verifier for answer type "
+                                   f"'{p.answer_type}' (known: {', '.join(verifiers)})")
         return problems
 
     def render_prompt(self, problem: Problem) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from dail_harness import registry
 from dail_harness.datafiles import iter_rows, require_field
 from dail_harness.errors import HarnessError
-from dail_harness.records import ANSWER_TYPES, Problem
+from dail_harness.records import Problem
 from dail_harness.task import Task
 
 DEFAULT_FIELDS = {"id": None, "problem": "problem", "answer": "answer", "solution": None}
@@ -48,8 +48,9 @@ class FileTask(Task):
     def __init__(self, **options):
         super().__init__(**options)
         self.answer_type = options.get("answer_type") or "math"
-        if self.answer_type not in ANSWER_TYPES:
-            raise HarnessError(f"--answer-type must be one of {', '.join(ANSWER_TYPES)}, got '{self.answer_type}'")
+        known = registry.names("verifiers")
+        if self.answer_type not in known:
+            raise HarnessError(f"--answer-type must be one of {', '.join(known)}, got '{self.answer_type}'")
 
     def load_problems(self) -> list[Problem]:
         path = self.options.get("data")

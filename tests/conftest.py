@@ -1,0 +1,33 @@
+import os
+import sys
+import tempfile
+
+import pytest
+
+# Offline, isolated: tiny-random is built into a fresh cache for the session; no hub access.
+os.environ.setdefault("DAIL_HARNESS_CACHE", tempfile.mkdtemp(prefix="dail-harness-test-cache-"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.pop("DAIL_GPQA_PATH", None)
+
+
+def run_cli(args, capsys):
+    """Run `dail-harness ARGS` in this process; returns (exit_code, stdout, stderr)."""
+    from dail_harness.cli import main
+
+    old = sys.argv
+    sys.argv = ["dail-harness", *map(str, args)]
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def cli(capsys):
+    return lambda *args: run_cli(args, capsys)

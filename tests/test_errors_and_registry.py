@@ -1,0 +1,117 @@
+"""Bad input: one clear line and a non-zero exit; registry lookups and plugins."""
+
+import json
+
+import pytest
+
+from dail_harness import registry
+from dail_harness.errors import HarnessError
+
+
+def one_line_error(code, err):
+    assert code == 2
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_unknown_task_suggests(cli, tmp_path):
+    code, _, err = cli("eval", "--task", "aime2", "--model", "tiny-random", "--out", tmp_path / "x")
+    line = one_line_error(code, err)
+    assert "unknown task 'aime2'" in line and "did you mean" in line and "aime24" in line
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_k_larger_than_n(cli, tmp_path):
+    code, _, err = cli("eval", "--task", "aime24", "--model", "tiny-random", "--n", "4", "--k", "1,8",
+                       "--out", tmp_path / "x")
+    assert "larger than --n 4" in one_line_error(code, err)
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_backend_and_model(cli, tmp_path):
+    code, _, err = cli("eval", "--task", "aime24", "--model", "tiny-random", "--backend", "hff", "--out", tmp_path / "x")
+    assert "unknown backend 'hff'" in one_line_error(code, err)
+    code, _, err = cli("eval", "--task", "aime24", "--model", "./no/such/model", "--limit", "1", "--out", tmp_path / "y")
+    assert "model directory not found" in one_line_error(code, err)
+
+
+def test_empty_and_malformed_data(cli, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    code, _, err = cli("eval", "--task", "file", "--data", empty, "--model", "tiny-random", "--out", tmp_path / "x")
+    assert "empty data set" in one_line_error(code, err)
+    bad = tmp_path / "preds.jsonl"
+    bad.write_text(json.dumps({"completion": "x", "gold": "1", "answer_type": "integer"}) + "\n{oops\n")
+    code, _, err = cli("grade", bad, "--output", tmp_path / "out.jsonl")
+    assert f"{bad}:2: malformed JSON" in one_line_error(code, err)
+    assert not (tmp_path / "out.jsonl").exists()
+    bad.write_text(json.dumps({"completion": "x", "answer_type": "integer"}) + "\n")
+    code, _, err = cli("grade", bad, "--output", tmp_path / "out.jsonl")
+    assert f"{bad}:1, field 'gold': missing field" in one_line_error(code, err)
+    bad.write_text(json.dumps({"completion": "x", "gold": "1", "answer_type": "integr"}) + "\n")
+    code, _, err = cli("grade", bad, "--output", tmp_path / "out.jsonl")
+    assert "field 'answer_type'" in one_line_error(code, err)
+
+
+def test_report_on_non_run_dir(cli, tmp_path):
+    code, _, err = cli("report", tmp_path)
+    assert "not a run directory" in one_line_error(code, err)
+
+
+def test_list_shows_every_registry(cli):
+    code, out, _ = cli("list")
+    assert code == 0
+    for kind in registry.KINDS:
+        assert f"[{kind}]" in out
+    code, out, _ = cli("list", "tasks")
+    lines = {l.split()[0]: l.split() for l in out.strip().splitlines()}
+    assert lines["aime24"][1:3] == ["30", "integer"]
+    assert lines["imo-answerbench"][1:3] == ["400", "math"]
+    assert lines["gpqa-diamond"][1:3] == ["198", "choice"]
+    code, _, err = cli("list", "task")
+    assert "did you mean 'tasks'" in one_line_error(code, err)
+
+
+def test_registry_aliases_and_suggestions():
+    assert registry.get_entry("tasks", "aime2024").name == "aime24"
+    with pytest.raises(HarnessError, match="did you mean 'beyondaime'"):
+        registry.get("tasks", "beyondaim")
+    with pytest.raises(HarnessError, match="unknown verifier 'zzz'$|unknown verifier 'zzz' \\(run"):
+        registry.get("verifiers", "zzz")
+
+
+PLUGIN = '''
+from dail_harness import registry
+from dail_harness.records import Problem
+from dail_harness.task import Task
+
+@registry.register("tasks", "toy-plugin-task")
+class Toy(Task):
+    """Two toy problems from a plugin directory."""
+    name = "toy-plugin-task"
+    answer_type = "integer"
+    expected_count = 2
+    def load_problems(self):
+        return [Problem(id=str(i), problem=f"{i}+{i}?", answer=str(2 * i), answer_type="integer") for i in range(2)]
+'''
+
+
+def test_plugin_dir_task_is_listed_and_evaluates(cli, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "toy.py").write_text(PLUGIN)
+    code, out, _ = cli("list", "tasks", "--plugin-dir", plugins)
+    assert code == 0 and "toy-plugin-task" in out
+    code, out, err = cli("eval", "--task", "toy-plugin-task", "--model", "tiny-random", "--n", "2", "--max-tokens",
+                         "4", "--no-progress", "--grade-workers", "0", "--plugin-dir", plugins, "--out", tmp_path / "r")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["num_problems"] == 2
+
+
+def test_broken_plugin_is_one_clear_error(cli, tmp_path):
+    plugins = tmp_path / "broken"
+    plugins.mkdir()
+    (plugins / "bad.py").write_text("raise ImportError('no such thing')\n")
+    code, _, err = cli("list", "--plugin-dir", plugins)
+    assert "bad.py: plugin failed to load: ImportError: no such thing" in one_line_error(code, err)

@@ -1,0 +1,161 @@
+"""End to end on tiny-random: eval, resume (including after kill -9), report, grade."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dail_harness.store import RunStore
+
+EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "4", "--k", "1,2,4", "--max-tokens", "16",
+        "--limit", "3", "--temperature", "1.0", "--no-progress", "--batch-size", "4", "--grade-workers", "1"]
+
+
+def samples_by_id(run_dir):
+    return {(r["task"], r["problem_id"], r["sample_index"]): r for r in RunStore(run_dir).load_samples()}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("runs") / "ref"
+
+    class Cap:  # minimal capsys stand-in for a module-scoped fixture
+        def readouterr(self):
+            return type("C", (), {"out": "", "err": ""})()
+
+    code, _, _ = run_cli([*EVAL, "--out", out], Cap())
+    assert code == 0
+    return out
+
+
+def test_eval_writes_samples_and_summary(reference_run):
+    rows = RunStore(reference_run).load_samples()
+    assert len(rows) == 12
+    for r in rows:
+        for f in ("problem_id", "sample_index", "completion", "extracted", "correct", "no_answer", "num_tokens",
+                  "finish_reason", "temperature", "top_p", "seed", "max_tokens"):
+            assert f in r
+        assert 1 <= r["num_tokens"] <= 16 and r["finish_reason"] in ("stop", "length")
+        assert r["no_answer"] == (r["extracted"] is None)
+    summary = json.loads((reference_run / "summary.json").read_text())
+    assert summary["task"] == "aime24" and summary["model"] == "tiny-random"
+    assert summary["n"] == 4 and summary["num_problems"] == 3
+    assert set(summary["pass_at_k"]) == {"1", "2", "4"}
+    assert all(0 <= v <= 1 for v in summary["pass_at_k"].values())
+    assert summary["no_answer_rate"] == pytest.approx(sum(r["no_answer"] for r in rows) / 12)
+    assert summary["settings"]["sampling"]["temperature"] == 1.0
+
+
+def test_rerun_resumes_without_duplicates(reference_run, cli):
+    before = (reference_run / "samples.jsonl").read_bytes()
+    code, out, _ = cli(*EVAL, "--out", reference_run)
+    assert code == 0
+    assert (reference_run / "samples.jsonl").read_bytes() == before
+
+
+def test_interrupted_run_resumes_to_identical_samples(reference_run, tmp_path, cli):
+    """Keep a prefix of the samples plus half a line (a kill mid-append), then rerun."""
+    out = tmp_path / "resumed"
+    out.mkdir()
+    for name in ("run.json",):
+        (out / name).write_bytes((reference_run / name).read_bytes())
+    lines = (reference_run / "samples.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "samples.jsonl").write_bytes(b"".join(lines[:5]) + lines[5][:40])
+    code, _, err = cli(*EVAL, "--out", out)
+    assert code == 0, err
+    ref, res = samples_by_id(reference_run), samples_by_id(out)
+    assert set(ref) == set(res)
+    assert len(RunStore(out).load_samples()) == 12
+    for key in ref:
+        assert res[key]["completion"] == ref[key]["completion"]
+        assert res[key]["correct"] == ref[key]["correct"]
+    assert json.loads((out / "summary.json").read_text())["pass_at_k"] == \
+        json.loads((reference_run / "summary.json").read_text())["pass_at_k"]
+
+
+def test_kill_9_leaves_a_valid_store_and_rerun_completes(reference_run, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "dail_harness", *EVAL, "--batch-size", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    samples = out / "samples.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if samples.exists() and samples.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = RunStore(out).load_samples()          # the store reads cleanly after the kill
+    assert 0 < len(partial) <= 12
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    ref, res = samples_by_id(reference_run), samples_by_id(out)
+    assert set(res) == set(ref)
+    assert all(res[k]["completion"] == ref[k]["completion"] for k in ref)
+    assert (out / "samples.jsonl").read_bytes().count(b"\n") == 12
+
+
+def test_different_settings_are_refused(reference_run, cli):
+    args = [a if a != "16" else "17" for a in EVAL]
+    code, _, err = cli(*args, "--out", reference_run)
+    assert code == 2
+    assert "sampling.max_tokens: 16 -> 17" in err and err.count("\n") == 1
+
+
+def test_greedy_is_deterministic_and_stop_strings_cut(tmp_path, cli):
+    common = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "1", "--max-tokens", "12", "--limit",
+              "2", "--temperature", "0", "--no-progress", "--grade-workers", "0"]
+    assert cli(*common, "--out", tmp_path / "g1")[0] == 0
+    assert cli(*common, "--batch-size", "1", "--out", tmp_path / "g2")[0] == 0
+    a, b = samples_by_id(tmp_path / "g1"), samples_by_id(tmp_path / "g2")
+    assert {k: v["completion"] for k, v in a.items()} == {k: v["completion"] for k, v in b.items()}
+    # a stop string taken from the middle of the greedy completion cuts it right there
+    row = a[("aime24", "2024-I-1", 0)]
+    text = row["completion"]
+    stop = text[5:8]
+    assert row["finish_reason"] == "length" and len(stop) == 3
+    assert cli(*common, "--stop", stop, "--out", tmp_path / "g3")[0] == 0
+    cut = samples_by_id(tmp_path / "g3")[("aime24", "2024-I-1", 0)]
+    assert cut["completion"] == text[:text.find(stop)]
+    assert cut["finish_reason"] == "stop" and cut["num_tokens"] < 12
+
+
+def test_report_table_json_and_plot(reference_run, tmp_path, cli):
+    plot = tmp_path / "p.png"
+    code, out, _ = cli("report", reference_run, reference_run, "--plot", plot)
+    assert code == 0 and "pass@4" in out and "aime24" in out
+    assert plot.exists() and plot.read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = cli("report", reference_run, "--json", "--no-plot")
+    data = json.loads(out)
+    summary = json.loads((reference_run / "summary.json").read_text())
+    assert data[0]["pass_at_k"] == summary["pass_at_k"]
+
+
+def test_multi_task_run_has_combined_row(tmp_path, cli):
+    code, out, err = cli("eval", "--task", "aime24,aime25", "--model", "tiny-random", "--n", "2", "--max-tokens",
+                         "4", "--limit", "2", "--no-progress", "--grade-workers", "0", "--out", tmp_path / "m")
+    assert code == 0, err
+    s = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert s["task"] == "aime24+aime25" and s["num_problems"] == 4 and set(s["per_task"]) == {"aime24", "aime25"}
+    code, out, _ = cli("report", tmp_path / "m", "--no-plot")
+    assert "combined (aime24+aime25)" in out
+
+
+def test_grade_command(tmp_path, cli):
+    inp = tmp_path / "preds.jsonl"
+    rows = [{"completion": "\\boxed{033}", "gold": "33", "answer_type": "integer", "id": 1},
+            {"completion": "Answer: B", "gold": "C", "answer_type": "choice"},
+            {"completion": "so it is 12", "gold": "12", "answer_type": "math"}]
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, _ = cli("grade", inp, "--output", tmp_path / "graded.jsonl", "--no-progress")
+    assert code == 0 and "1 correct" in out
+    graded = [json.loads(line) for line in (tmp_path / "graded.jsonl").read_text().splitlines()]
+    assert [(g["correct"], g["extracted"], g["no_answer"]) for g in graded] == \
+        [(True, "033", False), (False, "B", False), (False, None, True)]
+    assert graded[0]["id"] == 1

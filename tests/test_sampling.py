@@ -1,0 +1,81 @@
+"""Keyed sampling: determinism, the right distribution, top-p and presence penalty."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from dail_harness.sampling import (apply_presence_penalty, keyed_gumbel_sample, keyed_uniform, stable_key,
+                                   top_p_mask)
+
+
+def test_stable_key_is_stable():
+    assert stable_key("sample", 0, "aime24/2024-I-1", 3) == stable_key("sample", 0, "aime24/2024-I-1", 3)
+    assert stable_key("a", 1) != stable_key("a", 2)
+    assert stable_key("dail") == int.from_bytes(__import__("hashlib").blake2b(b"dail", digest_size=8).digest(),
+                                                "little") & 0x7FFFFFFFFFFFFFFF
+
+
+def test_keyed_uniform_is_a_pure_function_of_key_position_token():
+    keys = torch.tensor([stable_key(i) for i in range(4)])
+    pos = torch.tensor([0, 5, 5, 9])
+    a = keyed_uniform(keys, pos, 1000)
+    b = keyed_uniform(keys.flip(0), pos.flip(0), 1000).flip(0)   # other batch order
+    c = keyed_uniform(keys[2:3], pos[2:3], 1000)                 # row alone
+    assert torch.equal(a, b) and torch.equal(a[2:3], c)
+    assert not torch.equal(a[1], a[2])                           # different keys, same position
+    assert ((a > 0) & (a < 1)).all()
+
+
+def test_keyed_uniform_is_uniform():
+    keys = torch.tensor([stable_key("u", i) for i in range(200)])
+    u = keyed_uniform(keys, torch.arange(200), 500).flatten().numpy()
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    # neighbouring tokens and positions are not correlated
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01
+
+
+def test_gumbel_samples_follow_softmax_with_temperature():
+    torch.manual_seed(0)
+    logits = torch.randn(12) * 2
+    T, N = 0.7, 20000
+    keys = torch.tensor([stable_key("g", i) for i in range(N)])
+    toks = keyed_gumbel_sample(logits.expand(N, -1), keys, torch.zeros(N, dtype=torch.long), T, 1.0)
+    counts = np.bincount(toks.numpy(), minlength=12)
+    probs = torch.softmax(logits.double() / T, -1).numpy()
+    expected = probs * N
+    keep = expected >= 5
+    chi2 = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum()
+    assert stats.chi2.sf(chi2, keep.sum() - 1) > 1e-3
+    assert counts[~keep].sum() <= max(20, 3 * expected[~keep].sum())
+
+
+def test_top_p_matches_reference_and_sampling_respects_it():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 50)
+    for top_p in (0.1, 0.5, 0.9, 0.999):
+        mask = top_p_mask(logits, top_p)
+        for row in range(3):
+            p = torch.softmax(logits[row].double(), -1).numpy()
+            order = np.argsort(-p)
+            keep, mass = set(), 0.0
+            for t in order:  # smallest prefix of the sorted tokens with mass >= top_p
+                keep.add(int(t))
+                mass += p[t]
+                if mass >= top_p:
+                    break
+            assert {int(i) for i in torch.nonzero(~mask[row])} == keep
+    keys = torch.tensor([stable_key("p", i) for i in range(2000)])
+    toks = keyed_gumbel_sample(logits[0].expand(2000, -1), keys, torch.zeros(2000, dtype=torch.long), 1.0, 0.5)
+    allowed = torch.nonzero(~top_p_mask(logits[0:1], 0.5)[0]).flatten().tolist()
+    assert set(toks.tolist()) <= set(allowed)
+
+
+def test_greedy_and_presence_penalty():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [1.0, 3.0, 2.0]])
+    keys = torch.tensor([1, 2])
+    assert keyed_gumbel_sample(logits, keys, torch.tensor([0, 0]), 0.0, 1.0).tolist() == [1, 1]
+    generated = torch.tensor([[1, 1], [0, 0]])
+    out = apply_presence_penalty(logits, generated, 1.5)
+    assert torch.allclose(out, torch.tensor([[1.0, 1.5, 2.0], [-0.5, 3.0, 2.0]]))  # once per token, not per count
+    assert apply_presence_penalty(logits, generated, 0.0) is logits
