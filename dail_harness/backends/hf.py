@@ -54,11 +54,15 @@ class HFBackend(SamplingBackend):
     def __init__(self, model: str, *, batch_size: int | None = None, device: str | None = None,
                  dtype: str | None = None, static_cache: bool | None = None, use_chat_template: bool = True,
                  system_prompt: str | None = None, chat_template_kwargs: dict | None = None, **_unused):
-        self.model_name = model
-        path = resolve_model(model)
+        self.model_name = model if isinstance(model, str) else type(model).__name__
         self.device = device or default_device()
-        self.tokenizer = load_tokenizer(path)
-        self.model = load_causal_lm(path, device=self.device, dtype=dtype)
+        if isinstance(model, str):
+            path = resolve_model(model)
+            self.tokenizer = load_tokenizer(path)
+            self.model = load_causal_lm(path, device=self.device, dtype=dtype)
+        else:  # an already-loaded (model, tokenizer) pair: benchmarks, notebooks
+            self.model, self.tokenizer = model
+            self.tokenizer.padding_side = "left"
         on_gpu = self.device.startswith("cuda")
         self.batch_size = batch_size or (32 if on_gpu else 8)
         self.static_cache = on_gpu if static_cache is None else static_cache
@@ -102,18 +106,24 @@ class HFBackend(SamplingBackend):
             chunk = rows[start:start + self.batch_size]
             yield self._generate_batch(chunk, prompts, params, cfg)
 
-    @torch.inference_mode()
     def _generate_batch(self, chunk, prompts, params, cfg) -> list[Completion]:
-        from transformers import LogitsProcessorList
-
         ids = [prompts[rid] for rid, _ in chunk]
         keys = [sample_key(params.seed, rid, i) for rid, i in chunk]
+        generated = self.decode_ids(ids, keys, params, cfg)
+        return [self._finish(rid, i, len(prompts[rid]), toks, params) for (rid, i), toks in zip(chunk, generated)]
+
+    @torch.inference_mode()
+    def decode_ids(self, ids: list[list[int]], keys: list[int], params: SamplingParams, cfg=None) -> list[list[int]]:
+        """Generate for a batch of prompt ids (one key per row); returns the new token ids per row."""
+        from transformers import LogitsProcessorList
+
+        cfg = cfg or self._generation_config(params)
         width = max(len(x) for x in ids)
-        real = len(chunk)
+        real = len(ids)
         if self.static_cache:  # fixed shapes so the compiled decode graph is reused across batches
             width = math.ceil(width / PROMPT_BUCKET) * PROMPT_BUCKET
-            ids = ids + [ids[0]] * (self.batch_size - real)
-            keys = keys + [keys[0]] * (self.batch_size - real)
+            pad_rows = max(0, self.batch_size - real)
+            ids, keys = ids + [ids[0]] * pad_rows, keys + [keys[0]] * pad_rows
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
@@ -121,8 +131,7 @@ class HFBackend(SamplingBackend):
         kwargs = {"tokenizer": self.tokenizer} if params.stop else {}
         out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=cfg,
                                   logits_processor=LogitsProcessorList([processor]), **kwargs)
-        generated = out[:real, width:].tolist()
-        return [self._finish(rid, i, len(prompts[rid]), toks, params) for (rid, i), toks in zip(chunk, generated)]
+        return out[:real, width:].tolist()
 
     def _finish(self, request_id: str, sample_index: int, prompt_tokens: int, toks: list[int],
                 params: SamplingParams) -> Completion:
