@@ -75,10 +75,15 @@ def plot_pass_at_k(reports: list[dict], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import FixedLocator, NullLocator
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    all_ks, top = set(), 0.0
     for rep in reports:
         ks = sorted(int(k) for k in rep["pass_at_k"])
         ys = [100 * rep["pass_at_k"][str(k)] for k in ks]
+        all_ks.update(ks)
+        top = max(top, *ys)
         label = f"{Path(rep['run']).name} ({rep['task']})"
         line, = ax.plot(ks, ys, marker="o", label=label)
         ci = rep.get("pass_at_k_ci95")
@@ -86,6 +91,10 @@ def plot_pass_at_k(reports: list[dict], path: str | Path) -> Path:
             ax.fill_between(ks, [100 * ci[str(k)][0] for k in ks], [100 * ci[str(k)][1] for k in ks],
                             color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(sorted(all_ks)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(k) for k in sorted(all_ks)])
+    ax.set_ylim(0, min(100, max(5.0, top * 1.1)))
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (%)")
     ax.grid(True, alpha=0.3)

@@ -47,6 +47,11 @@ def stable_key(*parts: object) -> int:
     return int.from_bytes(h, "little") & 0x7FFFFFFFFFFFFFFF
 
 
+def sample_key(seed: int, request_id: str, sample_index: int) -> int:
+    """The randomness key of one sample: every engine that samples keyed uses this."""
+    return stable_key("sample", seed, request_id, sample_index)
+
+
 def _fmix32(h: torch.Tensor) -> torch.Tensor:
     """murmur3's 32-bit finaliser on int64 tensors holding values in [0, 2^32)."""
     h = h ^ (h >> 16)

@@ -51,7 +51,7 @@ class Task:
     def render_prompt(self, problem: Problem) -> str:
         """The user-turn text for `problem` (the model's chat template wraps it)."""
         template = self.options.get("prompt_template") or self.prompt_template
-        return template.replace("{problem}", problem.problem).replace("{{}}", "{}")
+        return template.replace("{{}}", "{}").replace("{problem}", problem.problem)
 
 
 def data_path(filename: str) -> Path:

@@ -17,8 +17,7 @@ import torch
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
 from dail_harness.models.loading import default_device, load_causal_lm, load_tokenizer, resolve_model
-from dail_harness.sampling import (SamplingParams, apply_presence_penalty, keyed_uniform, stable_key,
-                                   warp_logits)
+from dail_harness.sampling import SamplingParams, apply_presence_penalty, keyed_uniform, sample_key, warp_logits
 
 PROMPT_BUCKET = 128  # static-cache prompt widths are rounded up to this (fewer recompiles)
 
@@ -38,11 +37,6 @@ class KeyedSamplingProcessor:
         pos = torch.full((scores.shape[0],), generated.shape[1], device=scores.device)
         u = keyed_uniform(self.keys.to(scores.device), pos, scores.shape[-1])
         return warp_logits(scores, p.temperature, p.top_p) - torch.log(-torch.log(u))
-
-
-def sample_key(seed: int, request_id: str, sample_index: int) -> int:
-    """The randomness key of one sample (shared with other engines that use keyed sampling)."""
-    return stable_key("sample", seed, request_id, sample_index)
 
 
 @registry.register("backends", "hf", aliases=("transformers",))

@@ -49,9 +49,10 @@ def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     quiet_transformers()
-    source = adapter_base(path) if not (Path(path) / "tokenizer_config.json").exists() and adapter_base(path) else path
+    base = adapter_base(path)
+    source = resolve_model(base) if base and not (Path(path) / "tokenizer_config.json").exists() else path
     try:
-        tok = AutoTokenizer.from_pretrained(resolve_model(source) if source != path else path)
+        tok = AutoTokenizer.from_pretrained(source)
     except OSError as e:
         raise HarnessError(f"cannot load tokenizer for '{path}': {e}".split("\n")[0]) from None
     tok.padding_side = "left"
