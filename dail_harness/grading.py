@@ -20,6 +20,8 @@ from dail_harness import registry
 from dail_harness.verifiers.verdict import Verdict
 
 DEFAULT_TIMEOUT_S = 10.0
+READY = "ready"
+STARTUP_TIMEOUT_S = 120.0
 MAX_RESTARTS_PER_JOB = 0.5  # more worker deaths than this per graded job means something is broken
 
 
@@ -44,9 +46,10 @@ def grade_one(job: GradeJob) -> Verdict:
 
 
 def _worker_main(conn, plugin_dirs: list[str]) -> None:
-    registry.load_builtins()
+    registry.load_builtins(registry.KIND_PACKAGES["verifiers"])  # not tasks/back-ends: no torch here
     for d in plugin_dirs:  # user verifiers loaded with --plugin-dir must exist in the workers too
         registry.load_plugin_dir(d)
+    conn.send(READY)
     while True:
         msg = conn.recv()
         if msg is None:
@@ -63,6 +66,13 @@ class _Worker:
         child.close()
         self.job_index: int | None = None
         self.started = 0.0
+
+    def wait_ready(self) -> bool:
+        """Block until the worker has finished importing (start-up is not billed to a sample)."""
+        try:
+            return self.conn.poll(STARTUP_TIMEOUT_S) and self.conn.recv() == READY
+        except (EOFError, OSError):
+            return False
 
     def submit(self, idx: int, job: GradeJob) -> bool:
         """Send a job; False if the worker is already dead."""
@@ -95,6 +105,9 @@ class GradingPool:
 
     def __enter__(self) -> "GradingPool":
         self._workers = [_Worker(self._ctx, self._plugin_dirs) for _ in range(self.num_workers)]
+        for w in list(self._workers):
+            if not w.wait_ready():
+                self._replace(w)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -161,6 +174,8 @@ class GradingPool:
                                "guard it with `if __name__ == '__main__':` (workers use forkserver)")
         new = _Worker(self._ctx, self._plugin_dirs)
         self._workers.append(new)
+        if not new.wait_ready():
+            return self._replace(new)
         return new
 
 

@@ -21,9 +21,16 @@ from dail_harness.errors import HarnessError
 
 KINDS = ("tasks", "methods", "losses", "backends", "verifiers")
 ENTRY_POINT_GROUP = "dail_harness.plugins"
-# Packages whose modules are the built-in plugins (plugins/ and tasks/ map into dail_harness.*).
-BUILTIN_PACKAGES = ("dail_harness.verifiers", "dail_harness.backends", "dail_harness.tasks",
-                    "dail_harness.plugins")
+# Where each kind's built-ins live (plugins/ and tasks/ map into dail_harness.*). A lookup imports
+# only its kind's package, so grading workers never import torch and `list tasks` stays fast.
+KIND_PACKAGES = {
+    "tasks": ("dail_harness.tasks",),
+    "methods": ("dail_harness.plugins",),
+    "losses": ("dail_harness.plugins",),
+    "backends": ("dail_harness.backends",),
+    "verifiers": ("dail_harness.verifiers",),
+}
+BUILTIN_PACKAGES = tuple(dict.fromkeys(p for ps in KIND_PACKAGES.values() for p in ps))
 
 
 @dataclass
@@ -40,7 +47,8 @@ class Entry:
 class _State:
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
     aliases: dict[str, dict[str, str]] = field(default_factory=lambda: {k: {} for k in KINDS})
-    builtins_loaded: bool = False
+    loaded_packages: set[str] = field(default_factory=set)
+    entry_points_loaded: bool = False
     loaded_dirs: set[str] = field(default_factory=set)
 
 
@@ -67,16 +75,19 @@ def register(kind: str, name: str, *, aliases: tuple[str, ...] | list[str] = (),
     return deco
 
 
-def load_builtins() -> None:
-    """Import every built-in plugin module and every installed entry-point plugin, once."""
-    if _state.builtins_loaded:
-        return
-    _state.builtins_loaded = True
-    for pkg_name in BUILTIN_PACKAGES:
+def load_builtins(packages: tuple[str, ...] = BUILTIN_PACKAGES) -> None:
+    """Import the built-in plugin modules of `packages` and every entry-point plugin, once each."""
+    for pkg_name in packages:
+        if pkg_name in _state.loaded_packages:
+            continue
+        _state.loaded_packages.add(pkg_name)
         pkg = importlib.import_module(pkg_name)
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{pkg_name}.{mod.name}")
+    if _state.entry_points_loaded:
+        return
+    _state.entry_points_loaded = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
@@ -112,7 +123,7 @@ def loaded_plugin_dirs() -> list[str]:
 
 def names(kind: str) -> list[str]:
     _check_kind(kind)
-    load_builtins()
+    load_builtins(KIND_PACKAGES[kind])
     return sorted(_state.entries[kind])
 
 
@@ -123,7 +134,7 @@ def entries(kind: str) -> list[Entry]:
 def get_entry(kind: str, name: str) -> Entry:
     """Look up `name` (or an alias); unknown names fail with a "did you mean" suggestion."""
     _check_kind(kind)
-    load_builtins()
+    load_builtins(KIND_PACKAGES[kind])
     table = _state.entries[kind]
     key = _state.aliases[kind].get(name, name)
     if key in table:
