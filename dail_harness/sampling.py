@@ -36,6 +36,8 @@ class SamplingParams:
     """Stop strings; the completion ends before the first one (it is not included)."""
     seed: int = 0
     """Base seed; each sample's randomness is keyed by (seed, problem, sample index)."""
+    stop_token_ids: list[int] = field(default_factory=list)
+    """Token ids that end a sample (kept in its token ids), e.g. `</think>` for a thinking phase."""
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -118,8 +118,10 @@ def test_greedy_is_deterministic_and_stop_strings_cut(tmp_path, cli):
     # a stop string taken from the middle of the greedy completion cuts it right there
     row = a[("aime24", "2024-I-1", 0)]
     text = row["completion"]
-    stop = text[5:8]
-    assert row["finish_reason"] == "length" and len(stop) == 3
+    # (ASCII letters: a stop string inside a partly decoded multi-byte character is ambiguous)
+    i = next(i for i in range(1, len(text) - 1) if text[i:i + 2].isascii() and text[i:i + 2].isalpha())
+    stop = text[i:i + 2]
+    assert row["finish_reason"] == "length" and i < len(text) // 2
     assert cli(*common, "--stop", stop, "--out", tmp_path / "g3")[0] == 0
     cut = samples_by_id(tmp_path / "g3")[("aime24", "2024-I-1", 0)]
     assert cut["completion"] == text[:text.find(stop)]

@@ -18,6 +18,8 @@ class GenerationRequest:
     prompt: str
     """The user-turn text; back-ends apply the model's chat template."""
     sample_indices: list[int] = field(default_factory=lambda: [0])
+    prefix_ids: list[int] = field(default_factory=list)
+    """Assistant tokens already generated (continue from here): budget forcing's answer phase."""
 
 
 @dataclass
@@ -29,13 +31,17 @@ class Completion:
     """Generated tokens, including a final end-of-sequence token."""
     prompt_tokens: int
     finish_reason: str
-    """`stop` (end of sequence or a stop string) or `length` (hit max tokens)."""
+    """`stop` (end of sequence, a stop token or a stop string) or `length` (hit max tokens)."""
+    token_ids: list[int] = field(default_factory=list)
+    """The generated token ids (a stop token included), for exact continuation."""
 
 
 class SamplingBackend(ABC):
     """Base class; subclasses register with `@registry.register("backends", NAME)`."""
 
     name = ""
+    tokenizer = None
+    """The tokenizer prompts are rendered with (set by subclasses)."""
 
     @abstractmethod
     def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:

@@ -17,6 +17,7 @@ import torch
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
 from dail_harness.models.loading import default_device, load_causal_lm, load_tokenizer, resolve_model
+from dail_harness.prompting import render_prompt_ids
 from dail_harness.sampling import SamplingParams, apply_presence_penalty, keyed_uniform, sample_key, warp_logits
 
 PROMPT_BUCKET = 128  # static-cache prompt widths are rounded up to this (fewer recompiles)
@@ -68,15 +69,11 @@ class HFBackend(SamplingBackend):
         eos.add(self.tokenizer.eos_token_id)
         self.eos_ids = sorted(e for e in eos if e is not None)
 
-    def render(self, prompt: str) -> list[int]:
-        """Token ids of the full prompt (chat template applied, generation prompt added)."""
-        if not self.use_chat_template:
-            return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-        messages.append({"role": "user", "content": prompt})
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  **self.chat_template_kwargs)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def render(self, request: GenerationRequest) -> list[int]:
+        """Token ids of the full prompt (chat template, generation prompt, continuation prefix)."""
+        return render_prompt_ids(self.tokenizer, request.prompt, system_prompt=self.system_prompt,
+                                 use_chat_template=self.use_chat_template,
+                                 chat_template_kwargs=self.chat_template_kwargs) + list(request.prefix_ids)
 
     def _generation_config(self, params: SamplingParams):
         from transformers import GenerationConfig
@@ -84,7 +81,8 @@ class HFBackend(SamplingBackend):
         # Built from scratch: a model's own defaults (e.g. repetition_penalty 1.05) are not applied,
         # so hf and vllm see exactly the settings in SamplingParams.
         cfg = GenerationConfig(max_new_tokens=params.max_tokens, do_sample=False,
-                               eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
+                               eos_token_id=self.eos_ids + sorted(set(params.stop_token_ids) - set(self.eos_ids)),
+                               pad_token_id=self.tokenizer.pad_token_id)
         if self.static_cache:
             cfg.cache_implementation = "static"
         if params.stop:
@@ -92,7 +90,7 @@ class HFBackend(SamplingBackend):
         return cfg
 
     def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:
-        prompts = {r.request_id: self.render(r.prompt) for r in requests}
+        prompts = {r.request_id: self.render(r) for r in requests}
         rows = [(r.request_id, i) for r in requests for i in r.sample_indices]
         rows.sort(key=lambda row: -len(prompts[row[0]]))  # similar lengths together: less padding
         cfg = self._generation_config(params)
@@ -130,20 +128,22 @@ class HFBackend(SamplingBackend):
     def _finish(self, request_id: str, sample_index: int, prompt_tokens: int, toks: list[int],
                 params: SamplingParams) -> Completion:
         """Cut a generated row at its end (EOS or stop string) and decode it."""
-        eos_at = next((j for j, t in enumerate(toks) if t in self.eos_ids), None)
-        if eos_at is not None:
-            body, num, reason = toks[:eos_at], eos_at + 1, "stop"
+        stops = set(self.eos_ids) | set(params.stop_token_ids)
+        end_at = next((j for j, t in enumerate(toks) if t in stops), None)
+        if end_at is not None:
+            kept, reason = toks[:end_at + 1], "stop"
+            # an end-of-sequence token is not text; a stop token (e.g. </think>) is kept as text
+            body = kept[:-1] if toks[end_at] in self.eos_ids else kept
         else:
-            body, num, reason = toks, len(toks), "length"
+            kept, body, reason = toks, toks, "length"
         text = self.tokenizer.decode(body, skip_special_tokens=False)
         cut = min((text.find(s) for s in params.stop if s in text), default=-1)
         if cut >= 0:
             text, reason = text[:cut], "stop"
-            if eos_at is None:  # generation halted after the stop string; the rest is padding
-                while body and body[-1] == self.tokenizer.pad_token_id:
-                    body = body[:-1]
-                num = len(body)
-        return Completion(request_id, sample_index, text, num, prompt_tokens, reason)
+            if end_at is None:  # generation halted after the stop string; the rest is padding
+                while kept and kept[-1] == self.tokenizer.pad_token_id:
+                    kept = kept[:-1]
+        return Completion(request_id, sample_index, text, len(kept), prompt_tokens, reason, token_ids=list(kept))
 
     def close(self) -> None:
         self.model = None
