@@ -56,6 +56,26 @@ def _parse_kv(pairs: Optional[List[str]], flag: str) -> dict:
     return out
 
 
+def _parse_list(spec: str, kind, flag: str) -> list:
+    try:
+        values = [kind(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise HarnessError(f"{flag}: expected a comma-separated list of numbers, got '{spec}'") from None
+    if not values:
+        raise HarnessError(f"{flag}: empty list")
+    return list(dict.fromkeys(values))
+
+
+def _parse_shard(spec: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise HarnessError(f"--shard: expected i/N (e.g. 0/4), got '{spec}'") from None
+    if not 0 <= i < n:
+        raise HarnessError(f"--shard: need 0 <= i < N, got '{spec}'")
+    return i, n
+
+
 @app.command("eval")
 def eval_cmd(
     task: str = typer.Option(..., "--task", help="Task name(s), comma-separated (e.g. aime24,aime25), or a data file."),
@@ -77,7 +97,16 @@ def eval_cmd(
     prompt_template: Optional[Path] = typer.Option(None, "--prompt-template", help="File with a template containing {problem}."),
     system_prompt: Optional[str] = typer.Option(None, "--system-prompt"),
     task_opt: Optional[List[str]] = typer.Option(None, "--task-opt", help="Extra task option KEY=VALUE (repeatable)."),
+    temperatures: Optional[str] = typer.Option(None, "--temperatures", help="Temperature sweep, e.g. 0.6,0.8,1.0,1.2 (one condition each)."),
+    thinking: str = typer.Option("off", "--thinking", help="on: thinking model (enable_thinking, </think> phases); off: plain."),
+    budgets: Optional[str] = typer.Option(None, "--budgets", help="Thinking budgets for budget forcing, e.g. 512,1024,2048,4096 (implies --thinking on)."),
+    answer_tokens: int = typer.Option(2048, "--answer-tokens", help="Answer tokens after the thinking phase."),
+    budget_mode: str = typer.Option("shared", "--budget-mode", help="shared: branch answers from one trace per sample; independent: sample each budget."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: only problems with index % N == i (report merges shards)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per generate call (hf)."),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="GPUs per vLLM engine (vllm)."),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="vLLM KV-cache share (default 0.9 GPU, 0.3 CPU)."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="vLLM context length (default: the model's)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16 ... (default: bf16 on GPU)."),
     grade_workers: Optional[int] = typer.Option(None, "--grade-workers", help="Grading processes (0: in-process)."),
@@ -114,19 +143,31 @@ def eval_cmd(
             raise HarnessError("prompt template has no {problem} placeholder", path=str(prompt_template))
         task_options["prompt_template"] = text
     backend_options = {k2: v for k2, v in (("batch_size", batch_size), ("device", device), ("dtype", dtype),
-                                           ("system_prompt", system_prompt)) if v is not None}
+                                           ("system_prompt", system_prompt), ("max_model_len", max_model_len),
+                                           ("gpu_memory_utilization", gpu_memory_utilization)) if v is not None}
+    if tensor_parallel_size != 1:
+        backend_options["tensor_parallel_size"] = tensor_parallel_size
+    if thinking not in ("on", "off"):
+        raise HarnessError(f"--thinking must be 'on' or 'off', got '{thinking}'")
+    temps = _parse_list(temperatures, float, "--temperatures") if temperatures else None
+    budget_list = _parse_list(budgets, int, "--budgets") if budgets else None
+    if budget_list and min(budget_list) < 1:
+        raise HarnessError("--budgets must be positive token counts")
+    shard_spec = _parse_shard(shard) if shard else None
     cfg = EvalConfig(
         tasks=[t.strip() for t in task.split(",") if t.strip()], model=model, out=str(out), ks=ks,
-        params=SamplingParams(n=n, temperature=temperature, top_p=top_p, presence_penalty=presence_penalty,
-                              max_tokens=max_tokens, stop=list(stop or []), seed=seed),
+        params=SamplingParams(n=n, temperature=temps[0] if temps else temperature, top_p=top_p,
+                              presence_penalty=presence_penalty, max_tokens=max_tokens, stop=list(stop or []), seed=seed),
+        temperatures=temps, budgets=budget_list, thinking=thinking == "on" or bool(budget_list),
+        answer_tokens=answer_tokens, budget_mode=budget_mode, shard=shard_spec,
         backend=backend, limit=limit, task_options=task_options, backend_options=backend_options,
         grade_workers=grade_workers, grade_timeout=grade_timeout, progress=not no_progress,
     )
     registry.get("backends", backend)  # fail fast on an unknown back-end, before loading anything
-    summary = run_eval(cfg)
-    from dail_harness.report import format_table
+    run_eval(cfg)
+    from dail_harness.report import format_table, report_runs
 
-    typer.echo(format_table([{**summary, "run": str(out), "incomplete_problems": 0}]))
+    typer.echo(format_table(report_runs([out], ks)))
     typer.echo(f"wrote {out / 'samples.jsonl'} and {out / 'summary.json'}")
 
 
@@ -138,19 +179,25 @@ def report_cmd(
     plot: Optional[Path] = typer.Option(Path("pass_at_k.png"), "--plot", help="Where to write the pass@k-vs-k PNG."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Do not write a plot."),
 ):
-    """Recompute pass@k from stored samples (no generation); print a table and plot pass@k vs k."""
+    """Recompute pass@k from stored samples (no generation); print a table and plot pass@k vs k.
+
+    Shards of one run (same settings, different --shard) are merged. Runs with --budgets also get
+    PLOT_budgets.png (pass@1 and pass@n against the thinking budget) and a line per pair of runs
+    stating the smallest budget at which one matches the other's best score."""
     from dail_harness.metrics import parse_k
-    from dail_harness.report import format_table, plot_pass_at_k, report_run
+    from dail_harness.report import format_table, plot_budgets, plot_pass_at_k, report_runs
 
     ks = parse_k(k)[0] if k else None
-    reports = [report_run(r, ks) for r in runs]
+    reports = report_runs(runs, ks)
     if as_json:
         typer.echo(json.dumps(reports, indent=2))
     else:
         typer.echo(format_table(reports))
     if not no_plot and plot is not None:
-        path = plot_pass_at_k(reports, plot)
-        typer.echo(f"plot: {path}", err=as_json)
+        typer.echo(f"plot: {plot_pass_at_k(reports, plot)}", err=as_json)
+        budget_plot = plot_budgets(reports, plot.with_name(f"{plot.stem}_budgets{plot.suffix}"))
+        if budget_plot:
+            typer.echo(f"plot: {budget_plot}", err=as_json)
 
 
 @app.command("grade")

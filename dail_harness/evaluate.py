@@ -1,23 +1,25 @@
 """The evaluation pipeline: tasks -> prompts -> back-end -> verifier -> store -> metrics.
 
-Resumable per sample: only the (problem, sample index) pairs missing from `samples.jsonl` are
-generated, and each finished batch is graded and appended before the next one starts.
+A run covers one or more conditions: temperatures (`--temperatures`, the paper's sweep) times thinking
+budgets (`--budgets`). Resumable per sample: only the (problem, condition, sample index) rows missing
+from `samples.jsonl` are generated, and each finished group is graded and appended before the next.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dail_harness import registry
-from dail_harness.backends.base import Completion, GenerationRequest
+from dail_harness.backends.base import GenerationRequest
 from dail_harness.errors import HarnessError
 from dail_harness.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
 from dail_harness.records import Problem
-from dail_harness.results import summarize
+from dail_harness.results import summarize_conditions
 from dail_harness.sampling import SamplingParams
 from dail_harness.store import RunStore, sample_id
 from dail_harness.task import Task, make_task
+from dail_harness.thinking import DEFAULT_ANSWER_TOKENS, Sampled, generate_budgeted, plain, think_end_id
 
 
 @dataclass
@@ -33,6 +35,18 @@ class EvalConfig:
     ks: list[int]
     """The k values to report pass@k at (all <= params.n)."""
     params: SamplingParams = field(default_factory=SamplingParams)
+    temperatures: list[float] | None = None
+    """Temperature sweep; None means just params.temperature."""
+    budgets: list[int] | None = None
+    """Thinking budgets for budget forcing (implies thinking mode); None: no budget forcing."""
+    thinking: bool = False
+    """Thinking model: enable_thinking in the chat template, phases with `</think>` handling."""
+    answer_tokens: int = DEFAULT_ANSWER_TOKENS
+    """Answer tokens after the thinking phase (thinking mode)."""
+    budget_mode: str = "shared"
+    """`shared`: one trace per sample, answers branched at each budget; `independent`: one per budget."""
+    shard: tuple[int, int] | None = None
+    """(i, N): evaluate only problems with index % N == i (their store merges in `report`)."""
     backend: str = "hf"
     limit: int | None = None
     """Evaluate only the first L problems of each task."""
@@ -44,6 +58,10 @@ class EvalConfig:
     grade_timeout: float = DEFAULT_TIMEOUT_S
     progress: bool = True
 
+    def conditions(self) -> list[tuple[float, int | None]]:
+        temps = self.temperatures or [self.params.temperature]
+        return [(t, b) for t in temps for b in (self.budgets or [None])]
+
 
 def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
     loaded = []
@@ -52,7 +70,12 @@ def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
         problems = task.load()
         if cfg.limit is not None:
             problems = problems[:cfg.limit]
+        if cfg.shard is not None:
+            i, n = cfg.shard
+            problems = problems[i::n]
         loaded.append((task, problems))
+    if not any(ps for _, ps in loaded):
+        raise HarnessError("no problems selected (check --limit and --shard)")
     return loaded
 
 
@@ -63,6 +86,12 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]]) -> di
         "model": cfg.model,
         "backend": cfg.backend,
         "sampling": cfg.params.to_dict(),
+        "temperatures": cfg.temperatures,
+        "thinking": cfg.thinking,
+        "budgets": cfg.budgets,
+        "answer_tokens": cfg.answer_tokens if cfg.thinking else None,
+        "budget_mode": cfg.budget_mode if cfg.budgets else None,
+        "shard": list(cfg.shard) if cfg.shard else None,
         "prompt_templates": {t.name: t.options.get("prompt_template") or t.prompt_template for t, _ in tasks},
         "task_options": {k: str(v) for k, v in sorted(cfg.task_options.items()) if k != "prompt_template"},
         "system_prompt": cfg.backend_options.get("system_prompt"),
@@ -70,15 +99,17 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]]) -> di
     }
 
 
-def _sample_row(task: Task, problem: Problem, c: Completion, verdict, params: SamplingParams) -> dict:
+def _sample_row(task: Task, problem: Problem, s: Sampled, verdict, params: SamplingParams) -> dict:
     return {
-        "task": task.name, "problem_id": problem.id, "sample_index": c.sample_index,
-        "completion": c.text, "extracted": verdict.extracted, "correct": verdict.correct,
+        "task": task.name, "problem_id": problem.id, "sample_index": s.sample_index,
+        "temperature": params.temperature, "budget": s.budget,
+        "completion": s.text, "extracted": verdict.extracted, "correct": verdict.correct,
         "no_answer": verdict.no_answer, "gold": problem.answer, "answer_type": problem.answer_type,
-        "num_tokens": c.num_tokens, "prompt_tokens": c.prompt_tokens, "finish_reason": c.finish_reason,
+        "num_tokens": s.num_tokens, "thinking_tokens": s.thinking_tokens, "answer_tokens": s.answer_tokens,
+        "forced_close": s.forced_close, "prompt_tokens": s.prompt_tokens, "finish_reason": s.finish_reason,
         "grading_timed_out": verdict.timed_out, "grading_error": verdict.error,
-        "temperature": params.temperature, "top_p": params.top_p,
-        "presence_penalty": params.presence_penalty, "max_tokens": params.max_tokens, "seed": params.seed,
+        "top_p": params.top_p, "presence_penalty": params.presence_penalty, "max_tokens": params.max_tokens,
+        "seed": params.seed,
     }
 
 
@@ -86,6 +117,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     if not cfg.ks or max(cfg.ks) > cfg.params.n:
         raise HarnessError(f"k={max(cfg.ks) if cfg.ks else None} is larger than n={cfg.params.n}; "
                            "pass@k needs k <= n (raise --n or lower --k)")
+    if cfg.budgets:
+        cfg.thinking = True
     tasks = load_tasks(cfg)
     store = RunStore(cfg.out)
     settings = run_settings(cfg, tasks)
@@ -93,23 +126,29 @@ def run_eval(cfg: EvalConfig) -> dict:
     done = {sample_id(r) for r in store.load_samples()}
 
     by_request: dict[str, tuple[Task, Problem]] = {}
-    requests: list[GenerationRequest] = []
-    for task, problems in tasks:
-        for p in problems:
-            rid = f"{task.name}/{p.id}"
-            missing = [i for i in range(cfg.params.n) if (task.name, p.id, i) not in done]
-            by_request[rid] = (task, p)
-            if missing:
-                requests.append(GenerationRequest(rid, task.render_prompt(p), missing))
-
-    todo = sum(len(r.sample_indices) for r in requests)
-    if todo:
-        _generate_and_grade(cfg, requests, by_request, store, settings, todo)
+    work = []  # (temperature, requests, rows missing)
+    for temperature in dict.fromkeys(t for t, _ in cfg.conditions()):
+        budgets = cfg.budgets or [None]
+        requests, missing_rows = [], 0
+        for task, problems in tasks:
+            for p in problems:
+                rid = f"{task.name}/{p.id}"
+                by_request[rid] = (task, p)
+                lacking = [(i, b) for i in range(cfg.params.n) for b in budgets
+                           if (task.name, p.id, temperature, b, i) not in done]
+                if lacking:
+                    indices = sorted({i for i, _ in lacking})
+                    requests.append(GenerationRequest(rid, task.render_prompt(p), indices))
+                    missing_rows += len(indices) * len(budgets)
+        if requests:
+            work.append((temperature, requests, missing_rows))
+    if work:
+        _generate_and_grade(cfg, work, by_request, store, settings, done)
 
     selected = {(t.name, p.id) for t, ps in tasks for p in ps}
     rows = [r for r in store.load_samples() if (r["task"], str(r["problem_id"])) in selected
             and int(r["sample_index"]) < cfg.params.n]
-    summary = summarize(rows, cfg.ks, cfg.params.n)
+    summary = summarize_conditions(rows, cfg.ks, cfg.params.n, cfg.conditions())
     summary = {
         "task": "+".join(t.name for t, _ in tasks),
         "model": cfg.model,
@@ -124,24 +163,46 @@ def run_eval(cfg: EvalConfig) -> dict:
     return summary
 
 
-def _generate_and_grade(cfg, requests, by_request, store, settings, todo) -> None:
+def _generate_and_grade(cfg: EvalConfig, work, by_request, store: RunStore, settings: dict, done: set) -> None:
     from tqdm import tqdm
 
     backend_cls = registry.get("backends", cfg.backend)
+    backend_options = dict(cfg.backend_options)
+    backend_options.setdefault("chat_template_kwargs", {"enable_thinking": cfg.thinking})
+    backend_options.setdefault("seed", cfg.params.seed)
     # Load the model before creating the run directory: a bad model leaves nothing behind.
-    with backend_cls(cfg.model, **cfg.backend_options) as backend, \
+    with backend_cls(cfg.model, **backend_options) as backend, \
             GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
         store.create(settings)
-        bar = tqdm(total=todo, desc="eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True)
+        end_id = None
+        if cfg.thinking:
+            end_id = think_end_id(backend.tokenizer)
+        else:
+            try:
+                end_id = think_end_id(backend.tokenizer)  # only to count thinking tokens if any
+            except HarnessError:
+                pass
+        bar = tqdm(total=sum(m for _, _, m in work), desc="eval", unit="sample", disable=not cfg.progress,
+                   dynamic_ncols=True)
         tokens, start = 0, time.monotonic()
-        for completions in backend.generate(requests, cfg.params):
-            jobs = [GradeJob(c.text, by_request[c.request_id][1].answer, by_request[c.request_id][1].answer_type,
-                             c.finish_reason) for c in completions]
-            verdicts = pool.grade(jobs)
-            rows = [_sample_row(*by_request[c.request_id], c, v, cfg.params) for c, v in zip(completions, verdicts)]
-            store.append(rows)
-            tokens += sum(c.num_tokens for c in completions)
-            bar.update(len(rows))
-            bar.set_postfix(tok_s=f"{tokens / max(time.monotonic() - start, 1e-9):.0f}",
-                            acc=f"{sum(r['correct'] for r in rows) / len(rows):.2f}")
+        for temperature, requests, _ in work:
+            params = replace(cfg.params, temperature=temperature)
+            if cfg.thinking:
+                stream = generate_budgeted(backend, requests, params, cfg.budgets or [None],
+                                           answer_tokens=cfg.answer_tokens, mode=cfg.budget_mode)
+            else:
+                stream = ([plain(c, end_id) for c in batch] for batch in backend.generate(requests, params))
+            for results in stream:
+                results = [s for s in results if (by_request[s.request_id][0].name, by_request[s.request_id][1].id,
+                                                  temperature, s.budget, s.sample_index) not in done]
+                jobs = [GradeJob(s.text, by_request[s.request_id][1].answer, by_request[s.request_id][1].answer_type,
+                                 s.finish_reason) for s in results]
+                verdicts = pool.grade(jobs)
+                rows = [_sample_row(*by_request[s.request_id], s, v, params) for s, v in zip(results, verdicts)]
+                store.append(rows)
+                tokens += sum(s.num_tokens for s in results)
+                bar.update(len(rows))
+                if rows:
+                    bar.set_postfix(T=temperature, tok_s=f"{tokens / max(time.monotonic() - start, 1e-9):.0f}",
+                                    acc=f"{sum(r['correct'] for r in rows) / len(rows):.2f}")
         bar.close()

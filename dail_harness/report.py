@@ -1,105 +1,155 @@
-"""`dail-harness report`: recompute metrics from stored samples (no generation), table and plot."""
+"""`dail-harness report`: recompute metrics from stored samples (no generation), tables and plots.
+
+Run directories that are shards of one run (same settings but `--shard`) are merged into one entry.
+Runs with thinking budgets also get a budget curve (pass@1 and pass@n against the budget) and, for
+each pair of runs, the smallest budget at which one matches the other's best score.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
 from dail_harness.errors import HarnessError
 from dail_harness.metrics import power_of_two_grid
-from dail_harness.results import group_rows, summarize
+from dail_harness.results import condition_of, group_rows, summarize_conditions
 from dail_harness.store import RunStore
 
 
-def report_run(directory: str | Path, ks: Sequence[int] | None = None) -> dict:
-    """Metrics of one run directory; problems with fewer than n samples (an unfinished run) are
-    left out and counted in `incomplete_problems`."""
-    store = RunStore(directory)
-    settings = store.read_settings()
+def run_conditions(settings: dict) -> list[tuple[float, int | None]]:
+    temps = settings.get("temperatures") or [settings["sampling"]["temperature"]]
+    return [(float(t), b) for t in temps for b in (settings.get("budgets") or [None])]
+
+
+def group_shards(dirs: Sequence[str | Path]) -> list[tuple[list[Path], dict]]:
+    """Group run directories by settings, ignoring `shard`: each group is one logical run."""
+    groups: dict[str, tuple[list[Path], dict]] = {}
+    for d in dirs:
+        settings = RunStore(d).read_settings()
+        key = json.dumps({k: v for k, v in settings.items() if k != "shard"}, sort_keys=True)
+        groups.setdefault(key, ([], settings))[0].append(Path(d))
+    return list(groups.values())
+
+
+def report_run(dirs: Sequence[str | Path] | str | Path, ks: Sequence[int] | None = None) -> dict:
+    """Metrics of one run (or of the shards of one run). Problems that lack some of their n samples
+    in a condition (an unfinished run) are left out of that condition and counted."""
+    dirs = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
+    settings = RunStore(dirs[0]).read_settings()
     n = int(settings["sampling"]["n"])
-    rows = store.load_samples()
+    rows = [r for d in dirs for r in RunStore(d).load_samples()]
     if not rows:
-        raise HarnessError("run has no samples yet", path=str(store.samples_path))
-    complete = {(p.task, p.problem_id) for p in group_rows(rows) if p.n >= n}
-    incomplete = len({(r["task"], str(r["problem_id"])) for r in rows}) - len(complete)
-    rows = [r for r in rows if (r["task"], str(r["problem_id"])) in complete and int(r["sample_index"]) < n]
-    if not rows:
-        raise HarnessError(f"no problem has all n={n} samples yet; finish the run first", path=str(store.dir))
+        raise HarnessError("run has no samples yet", path=str(dirs[0]))
+    complete, incomplete = [], 0
+    by_condition = defaultdict(list)
+    for r in rows:
+        by_condition[condition_of(r)].append(r)
+    for cond_rows in by_condition.values():
+        full = {(p.task, p.problem_id) for p in group_rows(cond_rows) if p.n >= n}
+        incomplete += len({(r["task"], str(r["problem_id"])) for r in cond_rows}) - len(full)
+        complete += [r for r in cond_rows if (r["task"], str(r["problem_id"])) in full and int(r["sample_index"]) < n]
+    if not complete:
+        raise HarnessError(f"no problem has all n={n} samples yet; finish the run first", path=str(dirs[0]))
     ks = sorted(k for k in (ks or power_of_two_grid(n)) if k <= n)
-    summary = summarize(rows, ks, n)
+    conditions = [c for c in run_conditions(settings) if c in {condition_of(r) for r in complete}]
+    summary = summarize_conditions(complete, ks, n, conditions)
     summary.pop("per_problem")
-    return {"run": str(directory), "model": settings.get("model"), "task": "+".join(settings["tasks"]),
-            "n": n, "ks": ks, "incomplete_problems": incomplete, **summary}
+    shards = sorted(tuple(RunStore(d).read_settings().get("shard") or ()) for d in dirs)
+    name = dirs[0].name if len(dirs) == 1 else f"{dirs[0].name}+{len(dirs) - 1} shard(s)"
+    return {"run": name, "dirs": [str(d) for d in dirs], "model": settings.get("model"),
+            "task": "+".join(settings["tasks"]), "n": n, "ks": ks, "shards": [list(s) for s in shards if s],
+            "incomplete_problems": incomplete, **summary}
 
 
-def table_rows(reports: list[dict]) -> list[dict]:
-    """One row per run and task, plus a combined row for runs over several tasks."""
-    out = []
-    for rep in reports:
-        base = {"run": Path(rep["run"]).name or rep["run"], "n": rep["n"]}
-        for task, m in rep["per_task"].items():
-            out.append({**base, "task": task, **_cols(m)})
-        label = "combined (" + "+".join(rep["tasks"]) + ")" if rep["per_task"] else rep["task"]
-        out.append({**base, "task": label, **_cols(rep), "incomplete": rep["incomplete_problems"]})
-    return out
+def report_runs(dirs: Sequence[str | Path], ks: Sequence[int] | None = None) -> list[dict]:
+    return [report_run(group, ks) for group, _ in group_shards(dirs)]
 
 
 def _cols(m: dict) -> dict:
-    return {"problems": m["num_problems"], "pass_at_k": m["pass_at_k"], "ci95": m.get("pass_at_k_ci95", {}),
-            "mean_acc": m["mean_accuracy"], "no_answer": m["no_answer_rate"]}
+    return {"problems": m["num_problems"], "pass_at_k": m["pass_at_k"], "mean_acc": m["mean_accuracy"],
+            "no_answer": m["no_answer_rate"], "think": m.get("mean_thinking_tokens")}
+
+
+def table_rows(reports: list[dict]) -> list[dict]:
+    """Per run and condition: one row per task, plus a combined row for runs over several tasks."""
+    out = []
+    for rep in reports:
+        entries = rep.get("conditions") or [{**rep, "temperature": None, "budget": None}]
+        for c in entries:
+            base = {"run": rep["run"], "n": rep["n"], "T": c["temperature"], "budget": c["budget"]}
+            for task, m in c["per_task"].items():
+                out.append({**base, "task": task, **_cols(m)})
+            label = "combined (" + "+".join(c["tasks"]) + ")" if c["per_task"] else rep["task"]
+            out.append({**base, "task": label, **_cols(c), "incomplete": rep["incomplete_problems"]})
+    return out
 
 
 def format_table(reports: list[dict]) -> str:
     rows = table_rows(reports)
     ks = sorted({int(k) for r in rows for k in r["pass_at_k"]})
-    header = ["run", "task", "n", "problems"] + [f"pass@{k}" for k in ks] + ["mean acc", "no-ans"]
+    show_cond = any(len(rep.get("conditions") or []) > 1 or rep.get("primary_condition", {}).get("budget")
+                    for rep in reports)
+    header = ["run", "task"] + (["T", "budget"] if show_cond else []) + ["n", "problems"] + \
+        [f"pass@{k}" for k in ks] + ["mean acc", "no-ans", "think tok"]
     lines = [header]
     for r in rows:
-        cells = [r["run"], r["task"], str(r["n"]), str(r["problems"])]
+        cells = [r["run"], r["task"]]
+        if show_cond:
+            cells += [f"{r['T']:g}" if r["T"] is not None else "-", str(r["budget"]) if r["budget"] else "-"]
+        cells += [str(r["n"]), str(r["problems"])]
         cells += [f"{100 * r['pass_at_k'][str(k)]:.1f}" if str(k) in r["pass_at_k"] else "-" for k in ks]
-        cells += [f"{100 * r['mean_acc']:.1f}", f"{100 * r['no_answer']:.1f}"]
+        cells += [f"{100 * r['mean_acc']:.1f}", f"{100 * r['no_answer']:.1f}",
+                  f"{r['think']:.0f}" if r.get("think") else "-"]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
                      for line in lines)
-    notes = [f"note: {r['run']}: {r['incomplete']} problem(s) without all n samples were left out"
-             for r in rows if r.get("incomplete")]
+    notes = sorted({f"note: {r['run']}: {r['incomplete']} problem(s) without all n samples were left out"
+                    for r in rows if r.get("incomplete")})
+    notes += [f"note: {rep['run']} merges shards {', '.join(f'{i}/{n}' for i, n in rep['shards'])}"
+              for rep in reports if len(rep.get("shards") or []) > 1]
+    notes += budget_matches(reports)
     return text + "\n(pass@k, mean accuracy and no-answer rate in %; unbiased pass@k)" + \
         ("\n" + "\n".join(notes) if notes else "")
 
 
-def plot_pass_at_k(reports: list[dict], path: str | Path) -> Path:
-    """pass@k against k (log-2 axis), one line per run (its combined row), with 95% bootstrap bands."""
-    import matplotlib
+def budget_curve(rep: dict, k: int) -> list[tuple[int, float]]:
+    """(budget, pass@k) at the run's primary temperature, sorted by budget."""
+    t0 = rep["primary_condition"]["temperature"]
+    return sorted((c["budget"], c["pass_at_k"][str(k)]) for c in rep.get("conditions", [])
+                  if c["budget"] is not None and c["temperature"] == t0 and str(k) in c["pass_at_k"])
 
-    matplotlib.use("Agg")
+
+def budget_matches(reports: list[dict]) -> list[str]:
+    """For each ordered pair of budgeted runs: the smallest budget at which A reaches B's best score."""
+    lines = []
+    budgeted = [r for r in reports if len(budget_curve(r, 1)) > 1]
+    for a in budgeted:
+        for b in budgeted:
+            if a is b:
+                continue
+            for k in sorted({1, min(a["n"], b["n"])}):
+                ca, cb = budget_curve(a, k), budget_curve(b, k)
+                if not ca or not cb:
+                    continue
+                best_budget, best = max(cb, key=lambda x: (x[1], -x[0]))
+                if best <= 0:
+                    continue  # nothing to match
+                reach = next((bud for bud, v in ca if v >= best), None)
+                if reach is None:
+                    lines.append(f"{a['run']} does not reach {b['run']}'s best pass@{k} ({100 * best:.1f}% at "
+                                 f"budget {best_budget}) at any budget up to {ca[-1][0]}")
+                else:
+                    lines.append(f"{a['run']} matches {b['run']}'s best pass@{k} ({100 * best:.1f}% at budget "
+                                 f"{best_budget}) from budget {reach}: {best_budget / reach:.2g}x the thinking tokens")
+    return lines
+
+
+def _save(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
-    from matplotlib.ticker import FixedLocator, NullLocator
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    all_ks, top = set(), 0.0
-    for rep in reports:
-        ks = sorted(int(k) for k in rep["pass_at_k"])
-        ys = [100 * rep["pass_at_k"][str(k)] for k in ks]
-        all_ks.update(ks)
-        top = max(top, *ys)
-        label = f"{Path(rep['run']).name} ({rep['task']})"
-        line, = ax.plot(ks, ys, marker="o", label=label)
-        ci = rep.get("pass_at_k_ci95")
-        if ci:
-            ax.fill_between(ks, [100 * ci[str(k)][0] for k in ks], [100 * ci[str(k)][1] for k in ks],
-                            color=line.get_color(), alpha=0.15, linewidth=0)
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_locator(FixedLocator(sorted(all_ks)))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([str(k) for k in sorted(all_ks)])
-    ax.set_ylim(0, min(100, max(5.0, top * 1.1)))
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k (%)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -107,3 +157,74 @@ def plot_pass_at_k(reports: list[dict], path: str | Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _log2_axis(ax, ticks) -> None:
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ticks = sorted(ticks)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.grid(True, alpha=0.3)
+
+
+def plot_pass_at_k(reports: list[dict], path: str | Path) -> Path:
+    """pass@k against k (log-2 axis), one line per run and temperature, with 95% bootstrap bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    all_ks, top = set(), 0.0
+    for rep in reports:
+        b0 = rep["primary_condition"]["budget"]
+        entries = [c for c in rep.get("conditions", []) if c["budget"] == b0] or [rep]
+        for c in entries:
+            ks = sorted(int(k) for k in c["pass_at_k"])
+            ys = [100 * c["pass_at_k"][str(k)] for k in ks]
+            all_ks.update(ks)
+            top = max(top, *ys)
+            temp = f", T={c['temperature']:g}" if len(entries) > 1 else ""
+            line, = ax.plot(ks, ys, marker="o", label=f"{rep['run']} ({rep['task']}{temp})")
+            ci = c.get("pass_at_k_ci95")
+            if ci:
+                ax.fill_between(ks, [100 * ci[str(k)][0] for k in ks], [100 * ci[str(k)][1] for k in ks],
+                                color=line.get_color(), alpha=0.15, linewidth=0)
+    _log2_axis(ax, all_ks)
+    ax.set_ylim(0, min(100, max(5.0, top * 1.1)))
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass@k (%)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_budgets(reports: list[dict], path: str | Path) -> Path | None:
+    """pass@1 and pass@n against the thinking budget, one line per run; None if no run has budgets."""
+    budgeted = [r for r in reports if budget_curve(r, 1)]
+    if not budgeted:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, which in zip(axes, ("1", "n")):
+        ticks, top = set(), 0.0
+        for rep in budgeted:
+            k = 1 if which == "1" else rep["n"]
+            curve = budget_curve(rep, k)
+            ax.plot([b for b, _ in curve], [100 * v for _, v in curve], marker="o", label=f"{rep['run']} (pass@{k})")
+            ticks.update(b for b, _ in curve)
+            top = max(top, *(100 * v for _, v in curve))
+        _log2_axis(ax, ticks)
+        ax.set_ylim(0, min(100, max(5.0, top * 1.1)))
+        ax.set_xlabel("thinking budget (tokens)")
+        ax.set_ylabel(f"pass@{which} (%)")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)

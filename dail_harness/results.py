@@ -59,3 +59,43 @@ def summarize(rows: Sequence[dict], ks: Sequence[int], n: int | None = None, *, 
     summary["mean_tokens"] = (sum(tokens) / len(tokens)) if tokens else None
     summary["finish_reasons"] = dict(Counter(r.get("finish_reason", "unknown") for r in rows))
     return summary
+
+
+def condition_of(row: dict) -> tuple[float | None, int | None]:
+    t = row.get("temperature")
+    return (None if t is None else float(t), row.get("budget"))
+
+
+def primary_condition(conditions: Sequence[tuple[float, int | None]]) -> tuple[float, int | None]:
+    """The condition top-level metrics describe: the first temperature at its largest budget."""
+    t0 = conditions[0][0]
+    budgets = [b for t, b in conditions if t == t0]
+    return (t0, None if None in budgets else max(budgets))
+
+
+def summarize_conditions(rows: Sequence[dict], ks: Sequence[int], n: int | None,
+                         conditions: Sequence[tuple[float, int | None]], *, ci: bool = True) -> dict:
+    """Metrics of the primary condition at top level, plus one entry per condition in `conditions`."""
+    by_condition: dict = defaultdict(list)
+    for r in rows:
+        by_condition[condition_of(r)].append(r)
+    entries = []
+    for t, b in conditions:
+        sub = by_condition.get((float(t), b), [])
+        if not sub:
+            continue
+        m = summarize(sub, ks, n, ci=ci)
+        m.pop("per_problem")
+        entries.append({"temperature": t, "budget": b, **m,
+                        "mean_thinking_tokens": _mean_field(sub, "thinking_tokens"),
+                        "mean_answer_tokens": _mean_field(sub, "answer_tokens")})
+    t0, b0 = primary_condition(conditions)
+    primary = summarize(by_condition.get((float(t0), b0), []), ks, n, ci=ci)
+    primary["conditions"] = entries
+    primary["primary_condition"] = {"temperature": t0, "budget": b0}
+    return primary
+
+
+def _mean_field(rows: Sequence[dict], name: str) -> float | None:
+    values = [r[name] for r in rows if r.get(name) is not None]
+    return sum(values) / len(values) if values else None

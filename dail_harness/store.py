@@ -27,8 +27,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def sample_id(row: dict) -> tuple[str, str, int]:
-    return (row["task"], str(row["problem_id"]), int(row["sample_index"]))
+def sample_id(row: dict) -> tuple:
+    """A sample's identity: task, problem, condition (temperature, thinking budget), sample index."""
+    temperature = row.get("temperature")
+    return (row["task"], str(row["problem_id"]), None if temperature is None else float(temperature),
+            row.get("budget"), int(row["sample_index"]))
 
 
 class RunStore:

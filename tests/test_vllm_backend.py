@@ -95,3 +95,14 @@ def test_eval_with_vllm_matches_hf_greedy_end_to_end(tmp_path, cli):
     sv = json.loads((tmp_path / "v" / "summary.json").read_text())
     sh = json.loads((tmp_path / "h" / "summary.json").read_text())
     assert sv["pass_at_k"] == sh["pass_at_k"] and sv["backend"] == "vllm"
+
+
+def test_budget_forcing_with_vllm_matches_hf_greedy(tmp_path, cli):
+    common = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "1", "--limit", "2", "--budgets", "4,8",
+              "--answer-tokens", "4", "--temperature", "0", "--no-progress", "--grade-workers", "0"]
+    assert cli(*common, "--backend", "vllm", "--out", tmp_path / "v")[0] == 0
+    assert cli(*common, "--backend", "hf", "--out", tmp_path / "h")[0] == 0
+    fields = ("completion", "num_tokens", "thinking_tokens", "answer_tokens", "forced_close", "finish_reason")
+    v = {(r["problem_id"], r["budget"]): [r[f] for f in fields] for r in RunStore(tmp_path / "v").load_samples()}
+    h = {(r["problem_id"], r["budget"]): [r[f] for f in fields] for r in RunStore(tmp_path / "h").load_samples()}
+    assert v == h and len(v) == 4
