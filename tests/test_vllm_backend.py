@@ -63,8 +63,11 @@ def exact_first_token_probs(hf_backend, prompt: str, temperature: float) -> np.n
 def test_sampling_follows_the_model_distribution_in_both_backends(backends):
     """First-token frequencies from vllm and from hf against exact float64 softmax probabilities."""
     vllm_b, hf_b = backends
-    T, N = 0.2, 600
-    probs = exact_first_token_probs(hf_b, "What is 1+1?", T)
+    N = 600
+    for T in (0.05, 0.1, 0.2, 0.3, 0.5, 0.8):  # a temperature at which several tokens carry the mass
+        probs = exact_first_token_probs(hf_b, "What is 1+1?", T)
+        if (probs * N >= 5).sum() >= 5:
+            break
     params = SamplingParams(n=N, temperature=T, top_p=1.0, presence_penalty=0.0, max_tokens=1, seed=1)
     expected = probs * N
     bins = expected >= 5

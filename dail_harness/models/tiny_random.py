@@ -1,7 +1,8 @@
 """`tiny-random`: a tiny Qwen2-architecture model built offline, deterministically, in seconds.
 
 Shapes: 2 layers, hidden 128, 4 query heads and 2 KV heads (head_dim 32, the smallest head size
-vLLM's CPU attention supports), vocabulary 512.
+vLLM's CPU attention supports), vocabulary 512, an untied output head (with tied embeddings a random
+model mostly predicts its current token again, so greedy decoding degenerates into repetition).
 
 It exists so that tests, demos and CI exercise the real code paths (chat template, batched
 generation, LoRA, KL losses) with no download. The tokenizer is a byte-level BPE trained in-process
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 ALIAS = "tiny-random"
-VERSION = "v2"  # bump when the recipe changes, so stale caches are not reused
+VERSION = "v3"  # bump when the recipe changes, so stale caches are not reused
 SEED = 0
 VOCAB_SIZE = 512
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -87,7 +88,7 @@ def build_model(vocab_size: int, pad_id: int, eos_id: int):
     config = Qwen2Config(
         vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=True, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None,
+        tie_word_embeddings=False, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None,
         torch_dtype="float32",
     )
     with torch.random.fork_rng(devices=[]):
