@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: an unpinned requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q -c constraints.txt torch
-	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,lm-eval]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/dail-harness report runs/demo --plot runs/demo/pass_at_k.png
 
 test: $(VLLM_STAMP)
-	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(BIN)/python -m pytest -q
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs

@@ -56,6 +56,22 @@ def _parse_kv(pairs: Optional[List[str]], flag: str) -> dict:
     return out
 
 
+def _task_options(task_opt, data, fields, answer_type, prompt_template) -> dict:
+    """Options every task receives, from the shared task flags."""
+    task_options = _parse_kv(task_opt, "--task-opt")
+    for key, value in (("data", data), ("fields", fields), ("answer_type", answer_type)):
+        if value is not None:
+            task_options[key] = value
+    if prompt_template is not None:
+        if not prompt_template.exists():
+            raise HarnessError("prompt template file not found", path=str(prompt_template))
+        text = prompt_template.read_text(encoding="utf-8")
+        if "{problem}" not in text:
+            raise HarnessError("prompt template has no {problem} placeholder", path=str(prompt_template))
+        task_options["prompt_template"] = text
+    return task_options
+
+
 def _parse_list(spec: str, kind, flag: str) -> list:
     try:
         values = [kind(x) for x in spec.split(",") if x.strip()]
@@ -131,17 +147,7 @@ def eval_cmd(
         raise HarnessError(f"--n must be >= 1, got {n}")
     if max(ks) > n:
         raise HarnessError(f"--k {max(ks)} is larger than --n {n}; pass@k needs k <= n")
-    task_options = _parse_kv(task_opt, "--task-opt")
-    for key, value in (("data", data), ("fields", fields), ("answer_type", answer_type)):
-        if value is not None:
-            task_options[key] = value
-    if prompt_template is not None:
-        if not prompt_template.exists():
-            raise HarnessError("prompt template file not found", path=str(prompt_template))
-        text = prompt_template.read_text(encoding="utf-8")
-        if "{problem}" not in text:
-            raise HarnessError("prompt template has no {problem} placeholder", path=str(prompt_template))
-        task_options["prompt_template"] = text
+    task_options = _task_options(task_opt, data, fields, answer_type, prompt_template)
     backend_options = {k2: v for k2, v in (("batch_size", batch_size), ("device", device), ("dtype", dtype),
                                            ("system_prompt", system_prompt), ("max_model_len", max_model_len),
                                            ("gpu_memory_utilization", gpu_memory_utilization)) if v is not None}
@@ -214,6 +220,69 @@ def grade_cmd(
     stats = grade_file(input, output, workers=workers, timeout_s=timeout, progress=not no_progress)
     typer.echo(f"graded {stats['rows']} rows: {stats['correct']} correct, {stats['no_answer']} without an "
                f"answer, {stats['timeouts']} timed out -> {output}")
+
+
+@app.command("lm-eval-export")
+def lm_eval_export_cmd(
+    task: str = typer.Option(..., "--task", help="Task name(s), comma-separated."),
+    out: Path = typer.Option(..., "--out", help="Directory to write (use it as lm-eval's --include_path)."),
+    n: int = typer.Option(1, "--n", help="Samples per problem (lm-eval `repeats`)."),
+    k: Optional[str] = typer.Option(None, "--k", help="k values for pass@k (default: 1,2,4,... up to n)."),
+    temperature: float = typer.Option(0.6, "--temperature"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    max_tokens: int = typer.Option(8000, "--max-tokens"),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    data: Optional[str] = typer.Option(None, "--data", help="Data file for the 'file' task or gpqa-diamond."),
+    fields: Optional[str] = typer.Option(None, "--fields", help="Field map for --data, e.g. problem=question,answer=final."),
+    answer_type: Optional[str] = typer.Option(None, "--answer-type", help="Verifier for --data (integer, math, choice, ...)."),
+    prompt_template: Optional[Path] = typer.Option(None, "--prompt-template", help="File with a template containing {problem}."),
+    task_opt: Optional[List[str]] = typer.Option(None, "--task-opt", help="Extra task option KEY=VALUE (repeatable)."),
+    plugin_dir: Optional[List[Path]] = PluginDir,
+):
+    """Write our tasks as an lm-eval task directory that reports our pass@k (cross-check with lm-eval)."""
+    from dail_harness.lmeval_bridge import export_tasks
+    from dail_harness.metrics import parse_k, power_of_two_grid
+
+    ks = parse_k(k)[0] if k else power_of_two_grid(n)
+    if max(ks) > n:
+        raise HarnessError(f"--k {max(ks)} is larger than --n {n}; pass@k needs k <= n")
+    _load_plugins(plugin_dir)
+    names = export_tasks([t.strip() for t in task.split(",") if t.strip()], out, n=n, ks=ks, temperature=temperature,
+                         top_p=top_p, max_tokens=max_tokens, limit=limit,
+                         task_options=_task_options(task_opt, data, fields, answer_type, prompt_template))
+    typer.echo(f"wrote {', '.join(names)} to {out}\nrun: lm_eval --model hf --model_args pretrained=MODEL "
+               f"--include_path {out} --tasks {','.join(names)} --apply_chat_template\n"
+               f" or: dail-harness lm-eval --model MODEL --include-path {out} --tasks {','.join(names)}")
+
+
+@app.command("lm-eval")
+def lm_eval_cmd(
+    model: str = typer.Option(..., "--model", help="Model directory, adapter directory, hub id or 'tiny-random'."),
+    tasks: str = typer.Option(..., "--tasks", help="lm-eval task names, comma-separated (e.g. gsm8k,dail_aime24)."),
+    include_path: Optional[Path] = typer.Option(None, "--include-path", help="Extra lm-eval task directory (e.g. from lm-eval-export)."),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    batch_size: int = typer.Option(1, "--batch-size"),
+    no_chat_template: bool = typer.Option(False, "--no-chat-template", help="Do not apply the model's chat template."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write lm-eval's results (and samples) as JSON here."),
+    log_samples: bool = typer.Option(False, "--log-samples", help="Keep every sample in --output."),
+    plugin_dir: Optional[List[Path]] = PluginDir,
+):
+    """Run lm-eval tasks on a model or trained checkpoint (lm-eval's hf model)."""
+    _load_plugins(plugin_dir)
+    from dail_harness.jsonio import atomic_write_text
+    from dail_harness.lmeval_bridge import run_lm_eval
+
+    results = run_lm_eval(model, [t.strip() for t in tasks.split(",") if t.strip()],
+                          include_path=str(include_path) if include_path else None, limit=limit,
+                          batch_size=batch_size, apply_chat_template=not no_chat_template, device=device,
+                          log_samples=log_samples or output is not None)
+    from lm_eval.utils import make_table
+
+    typer.echo(make_table(results))
+    if output is not None:
+        atomic_write_text(output, json.dumps(results, indent=2, default=str) + "\n")
+        typer.echo(f"wrote {output}")
 
 
 def main() -> None:
