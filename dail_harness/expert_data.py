@@ -1,0 +1,99 @@
+"""Expert data (x, s): loading user files, building an e1-verifiable-style set from HARP, dedup.
+
+Rows have `problem_id, problem, solution` and optionally `answer`. HARP (Yue et al. 2024, MIT) ships
+zipped inside the package and is read from the zip, never unzipped: its AIME 1985-2023 problems
+become rows whose solution is the AoPS solutions concatenated as `Solution N:` blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import asdict, dataclass
+from difflib import SequenceMatcher
+from importlib import resources
+from pathlib import Path
+
+from dail_harness.dail_prompts import join_solutions
+from dail_harness.datafiles import iter_rows, require_field
+from dail_harness.errors import HarnessError
+
+HARP_MEMBER = "HARD-Math.jsonl"
+
+
+@dataclass
+class ExpertRecord:
+    problem_id: str
+    problem: str
+    solution: str
+    answer: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_expert_data(path: str | Path) -> list[ExpertRecord]:
+    """Read expert rows from JSONL/JSON/CSV/Parquet; bad rows are one clear error (file, line, field)."""
+    records, seen = [], {}
+    for line, row in iter_rows(path):
+        pid = require_field(row, "problem_id", path, line)
+        if pid in seen:
+            raise HarnessError(f"duplicate problem_id '{pid}' (first on line {seen[pid]})", path=str(path),
+                               line=line, field="problem_id")
+        seen[pid] = line
+        answer = row.get("answer")
+        records.append(ExpertRecord(pid, require_field(row, "problem", path, line),
+                                    require_field(row, "solution", path, line),
+                                    None if answer in (None, "") else str(answer).strip()))
+    if not records:
+        raise HarnessError("no expert rows (empty data set)", path=str(path))
+    return records
+
+
+def harp_path() -> Path:
+    return Path(str(resources.files("dail_harness").joinpath("data", "HARP.jsonl.zip")))
+
+
+def build_harp_aime(first_year: int = 1985, last_year: int = 2023, path: str | Path | None = None) -> list[ExpertRecord]:
+    """AIME problems of HARP between the years, solutions concatenated, answers without `$`."""
+    with zipfile.ZipFile(path or harp_path()) as z:
+        lines = z.read(HARP_MEMBER).decode("utf-8").splitlines()
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if not row["contest"].startswith("AIME") or not first_year <= int(row["year"]) <= last_year:
+            continue
+        solutions = [row.get(f"solution_{i}") for i in range(1, int(row["num_solutions"]) + 1)]
+        out.append(ExpertRecord(
+            problem_id=f"{row['year']}-{row['contest']}-{row['number']}",
+            problem=row["problem"].strip(),
+            solution=join_solutions([s for s in solutions if s]),
+            answer=row["answer"].strip().strip("$").strip(),
+        ))
+    return out
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9]+", " ", text.lower())).strip()
+
+
+def find_overlaps(records: list[ExpertRecord], benchmark: dict[str, str], threshold: float = 0.7) -> list[dict]:
+    """Pairs (training problem, benchmark problem) whose normalised texts are similar (difflib ratio).
+
+    A cheap word-set Jaccard prefilter keeps this fast; the ratio decides.
+    """
+    bench = [(bid, _normalize(text), set(_normalize(text).split())) for bid, text in benchmark.items()]
+    hits = []
+    for r in records:
+        norm = _normalize(r.problem)
+        words = set(norm.split())
+        for bid, btext, bwords in bench:
+            if not words or not bwords or len(words & bwords) / len(words | bwords) < threshold / 2:
+                continue
+            ratio = SequenceMatcher(None, norm, btext, autojunk=False).ratio()
+            if ratio >= threshold:
+                hits.append({"problem_id": r.problem_id, "benchmark_id": bid, "similarity": round(ratio, 3)})
+    return hits

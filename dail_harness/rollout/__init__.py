@@ -1,0 +1,1 @@
+"""Generating D_syn: mixed-policy rollouts (student drafts, privileged student verifies)."""

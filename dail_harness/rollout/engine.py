@@ -1,0 +1,276 @@
+"""Mixed-policy rollouts, exactly and fast, on one set of frozen weights (the hf path).
+
+The definition (paper section 2.1): token i is t ~ M(.|x, r<i) from the student; it is kept if
+M_PS(t|x, s, r<i) >= tau, otherwise r_i ~ M_PS(.|x, s, r<i). The acceptance test depends only on
+the prefix, so the student may draft K tokens ahead and the privileged context verify them all in one
+forward pass: the longest accepted prefix is kept, the first rejected position is resampled from
+M_PS (whose distribution that same pass computed), and the drafts after it are discarded. This gives
+exactly the token-by-token distribution, and with keyed randomness exactly the same traces.
+
+Randomness is keyed by (seed, row, position, role): the student's token at position i is
+argmax(warp(student logits) + G(student key, i)) and the privileged resample is
+argmax(warp(PS logits) + G(privileged key, i)), Gumbel-max with counter-based noise. The acceptance
+probability is the privileged model's untempered softmax probability (what the authors' vLLM
+prompt log-probs give); temperature and top-p shape the two sampling distributions.
+
+Both contexts keep a KV cache (student: student prompt + r; privileged: privileged prompt + r) with
+one pending token each. Rejected drafts stay in the caches as masked holes (no copy); the caches are
+compacted when holes pass half their length, and finished rows leave the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from dail_harness.sampling import keyed_gumbel_sample, stable_key
+
+
+@dataclass
+class RolloutConfig:
+    """Settings of a mixed-policy rollout."""
+
+    tau: float = 0.8
+    """Keep the student's token when the privileged probability of it is >= tau (0: pure student;
+    > 1: pure privileged student). The paper uses 0.8."""
+    draft_tokens: int = 8
+    """K: tokens the student drafts per verification pass (1 = the authors' token-by-token scheme)."""
+    max_tokens: int = 2048
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    suppress_token_ids: list[int] = field(default_factory=list)
+    """Never generated (e.g. `</think>` for thinking models, as in the authors' setup)."""
+    batch_size: int = 16
+
+
+@dataclass
+class RolloutRequest:
+    row_id: str
+    """Stable id of this rollout (problem id and sample index): keys its randomness."""
+    student_ids: list[int]
+    privileged_ids: list[int]
+
+
+@dataclass
+class RolloutResult:
+    row_id: str
+    token_ids: list[int]
+    student_tokens: int
+    """Tokens drafted by the student and accepted."""
+    privileged_tokens: int
+    """Tokens sampled from the privileged student (rejections)."""
+    finish_reason: str
+
+
+def role_keys(seed: int, row_id: str) -> tuple[int, int]:
+    return stable_key("mixed", "student", seed, row_id), stable_key("mixed", "privileged", seed, row_id)
+
+
+def _suppress(logits: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    if ids:
+        logits = logits.clone()
+        logits[..., ids] = float("-inf")
+    return logits
+
+
+class _Context:
+    """A batch of sequences sharing one KV cache; holes and padding are masked out."""
+
+    def __init__(self, model, prompts: list[list[int]], pad_id: int, device):
+        from transformers import DynamicCache
+
+        self.model = model
+        width = max(len(p) - 1 for p in prompts)
+        ids = torch.full((len(prompts), max(width, 1)), pad_id, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for b, p in enumerate(prompts):
+            body = p[:-1]
+            if body:
+                ids[b, ids.shape[1] - len(body):] = torch.tensor(body, device=device)
+                mask[b, ids.shape[1] - len(body):] = 1
+        self.cache = DynamicCache()
+        self.mask = mask
+        self.pending = torch.tensor([p[-1] for p in prompts], dtype=torch.long, device=device)
+        if width > 0:
+            pos = (mask.cumsum(1) - 1).clamp(min=0)
+            model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache, use_cache=True)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append tokens [B, q] (all valid for now) and return their logits [B, q, V] (float32)."""
+        q = tokens.shape[1]
+        pos = self.mask.sum(1, keepdim=True) + torch.arange(q, device=tokens.device)
+        self.mask = torch.cat([self.mask, torch.ones_like(tokens)], dim=1)
+        out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=pos,
+                         past_key_values=self.cache, use_cache=True)
+        return out.logits.float()
+
+    def keep_last(self, q: int, valid: torch.Tensor) -> None:
+        """Of the last q appended entries, keep the first valid[b] per row; the rest become holes."""
+        cols = torch.arange(q, device=valid.device)[None, :] < valid[:, None]
+        self.mask[:, -q:] = cols.to(self.mask.dtype)
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.mask = self.mask[rows]
+        self.pending = self.pending[rows]
+
+    def maybe_compact(self, threshold: float = 0.5) -> None:
+        """Gather the valid entries of each row into a left-padded block when holes dominate."""
+        length = self.mask.shape[1]
+        counts = self.mask.sum(1)
+        if length == 0 or counts.max().item() > (1 - threshold) * length:
+            return
+        new_len = int(counts.max().item())
+        order = torch.argsort(self.mask.to(torch.int8), dim=1, stable=True)[:, length - new_len:]  # valid last
+        new_mask = torch.gather(self.mask, 1, order)
+        for layer in self.cache.layers:
+            idx = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+            layer.keys = torch.gather(layer.keys, 2, idx)
+            layer.values = torch.gather(layer.values, 2, idx)
+        self.mask = new_mask
+
+
+class MixedPolicyEngine:
+    """Batched mixed-policy rollouts for one model (student and privileged student share weights)."""
+
+    def __init__(self, model, tokenizer, eos_ids: list[int]):
+        self.model, self.tokenizer = model, tokenizer
+        self.eos_ids = list(eos_ids)
+        self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    def run(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> Iterator[list[RolloutResult]]:
+        """Yield results batch by batch (requests are grouped by `cfg.batch_size`)."""
+        for start in range(0, len(requests), cfg.batch_size):
+            yield self._run_batch(requests[start:start + cfg.batch_size], cfg)
+
+    def _sample(self, logits, keys, positions, cfg):
+        return keyed_gumbel_sample(_suppress(logits, cfg.suppress_token_ids), keys, positions, cfg.temperature,
+                                   cfg.top_p)
+
+    @torch.inference_mode()
+    def _run_batch(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> list[RolloutResult]:
+        dev, K = self.device, max(1, cfg.draft_tokens)
+        use_student, use_privileged = cfg.tau <= 1, cfg.tau > 0
+        keys = [role_keys(cfg.seed, r.row_id) for r in requests]
+        key_s = torch.tensor([k[0] for k in keys], device=dev)
+        key_p = torch.tensor([k[1] for k in keys], device=dev)
+        student = _Context(self.model, [r.student_ids for r in requests], self.pad_id, dev) if use_student else None
+        priv = _Context(self.model, [r.privileged_ids for r in requests], self.pad_id, dev) if use_privileged else None
+        rows = torch.arange(len(requests), device=dev)  # active rows -> request index
+        out = [[] for _ in requests]
+        n_student = [0] * len(requests)
+        n_priv = [0] * len(requests)
+        reason = ["length"] * len(requests)
+        eos = torch.tensor(self.eos_ids, device=dev)
+        while len(rows):
+            m = torch.tensor([len(out[i]) for i in rows.tolist()], device=dev)  # response position
+            if not use_privileged:  # tau <= 0: every draft is accepted, nothing to verify
+                drafts = self._draft(student, key_s[rows], m, K, cfg)
+                accepted = torch.full((len(rows),), K, device=dev)
+                resampled = None
+            elif not use_student:  # tau > 1: every token comes from the privileged student
+                logits = priv.forward(priv.pending[:, None])[:, -1]
+                drafts = self._sample(logits, key_p[rows], m, cfg)[:, None]
+                accepted = torch.zeros(len(rows), dtype=torch.long, device=dev)
+                resampled = drafts[:, 0]
+            else:
+                drafts = self._draft(student, key_s[rows], m, K, cfg)
+                verify = priv.forward(torch.cat([priv.pending[:, None], drafts], dim=1))  # [B, K+1, V]
+                probs = torch.softmax(_suppress(verify[:, :K], cfg.suppress_token_ids), dim=-1)
+                p_draft = probs.gather(2, drafts[:, :, None])[:, :, 0]
+                ok = p_draft >= cfg.tau
+                accepted = torch.where(ok.all(1), torch.full_like(m, K), (~ok).int().argmax(1))
+                j = accepted.clamp(max=K - 1)
+                pos = m + j
+                resampled = self._sample(verify[torch.arange(len(rows), device=dev), j], key_p[rows], pos, cfg)
+            # commit per row: accepted drafts, then the resample (if there was a rejection)
+            new_tokens, keep_counts = [], []
+            for b, i in enumerate(rows.tolist()):
+                a = int(accepted[b])
+                toks = drafts[b, :a].tolist()
+                from_priv = resampled is not None and a < drafts.shape[1]
+                if from_priv:
+                    toks.append(int(resampled[b]))
+                room = cfg.max_tokens - len(out[i])
+                toks = toks[:room]
+                stop = next((k for k, t in enumerate(toks) if t in self.eos_ids), None)
+                if stop is not None:
+                    toks = toks[:stop + 1]
+                    reason[i] = "stop"
+                n_acc = min(a, len(toks))
+                n_student[i] += n_acc
+                n_priv[i] += len(toks) - n_acc
+                out[i].extend(toks)
+                new_tokens.append(toks[-1] if toks else int(drafts[b, -1]))
+                keep_counts.append(len(toks))
+            last = torch.tensor(new_tokens, device=dev)
+            kept = torch.tensor(keep_counts, device=dev)
+            # caches: of the entries added this round, the first `kept` are committed history
+            # (pending token + accepted drafts); the newest committed token becomes pending
+            if student is not None:
+                student.keep_last(K, kept.clamp(max=K))
+                student.pending = last
+            if priv is not None:
+                if use_student:
+                    priv.keep_last(K + 1, kept.clamp(max=K))
+                else:
+                    priv.keep_last(1, kept.clamp(max=1))
+                priv.pending = last
+            done = torch.tensor([reason[i] == "stop" or len(out[i]) >= cfg.max_tokens for i in rows.tolist()],
+                                device=dev)
+            if done.any():
+                live = torch.nonzero(~done).flatten()
+                rows = rows[live]
+                for ctx in (student, priv):
+                    if ctx is not None:
+                        ctx.select(live)
+            for ctx in (student, priv):
+                if ctx is not None and len(rows):
+                    ctx.maybe_compact()
+        return [RolloutResult(r.row_id, out[i], n_student[i], n_priv[i], reason[i]) for i, r in enumerate(requests)]
+
+    def _draft(self, student: _Context, keys, m, K, cfg) -> torch.Tensor:
+        """K student tokens per row, autoregressively from the pending token."""
+        drafts = []
+        token = student.pending
+        for j in range(K):
+            logits = student.forward(token[:, None])[:, -1]
+            token = self._sample(logits, keys, m + j, cfg)
+            drafts.append(token)
+        return torch.stack(drafts, dim=1)
+
+
+def reference_rollout(model, request: RolloutRequest, cfg: RolloutConfig, eos_ids: list[int]) -> RolloutResult:
+    """The token-by-token definition, with no cache and no drafting (slow; for tests)."""
+    key_s, key_p = role_keys(cfg.seed, request.row_id)
+    dev = next(model.parameters()).device
+    r, n_s, n_p, reason = [], 0, 0, "length"
+
+    def next_logits(prompt):
+        with torch.inference_mode():
+            return model(input_ids=torch.tensor([prompt + r], device=dev)).logits[:, -1].float()
+
+    def sample(logits, key):
+        return int(keyed_gumbel_sample(_suppress(logits, cfg.suppress_token_ids), torch.tensor([key], device=dev),
+                                       torch.tensor([len(r)], device=dev), cfg.temperature, cfg.top_p)[0])
+
+    while len(r) < cfg.max_tokens:
+        t = sample(next_logits(request.student_ids), key_s) if cfg.tau <= 1 else None
+        if cfg.tau > 0:
+            ps_logits = next_logits(request.privileged_ids)
+            if t is None or torch.softmax(_suppress(ps_logits, cfg.suppress_token_ids), -1)[0, t] < cfg.tau:
+                t = sample(ps_logits, key_p)
+                n_p += 1
+            else:
+                n_s += 1
+        else:
+            n_s += 1
+        r.append(t)
+        if t in eos_ids:
+            reason = "stop"
+            break
+    return RolloutResult(request.row_id, r, n_s, n_p, reason)

@@ -1,0 +1,180 @@
+"""Mixed-policy rollouts: the drafted engine against the token-by-token definition."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from dail_harness.dail_prompts import privileged_prompt, student_prompt
+from dail_harness.models.loading import load_causal_lm, load_tokenizer, resolve_model
+from dail_harness.prompting import render_prompt_ids
+from dail_harness.rollout.engine import MixedPolicyEngine, RolloutConfig, RolloutRequest, reference_rollout
+from dail_harness.thinking import think_end_id
+
+PROBLEMS = [("What is 1+1?", "1+1=2 so \\boxed{2}"), ("Find the area of a circle of radius 2.", "Area is 4pi."),
+            ("Let n be 5. Find n+1.", "Solution 1: n+1 = 6.\n\nSolution 2: 2n-4 = 6")]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    path = resolve_model("tiny-random")
+    tok = load_tokenizer(path)
+    model64 = load_causal_lm(path, device="cpu").double()  # float64: the engine and the reference agree bitwise
+    model32 = load_causal_lm(path, device="cpu")
+    reqs = [RolloutRequest(f"p{i}#{k}", render_prompt_ids(tok, student_prompt(x)),
+                           render_prompt_ids(tok, privileged_prompt(x, s)))
+            for i, (x, s) in enumerate(PROBLEMS) for k in range(2)][:5]
+    return tok, model64, model32, reqs
+
+
+def median_raw_prob(model, tok, reqs):
+    """A tau that gives roughly half acceptance for tiny-random (its probabilities sit near 1/512)."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([reqs[0].privileged_ids])).logits[0, -1].double()
+    return float(torch.softmax(logits, -1).median())
+
+
+@pytest.mark.parametrize("K", [1, 3, 8])
+def test_engine_traces_equal_token_by_token_reference(setup, K):
+    tok, model, _, reqs = setup
+    mid = median_raw_prob(model, tok, reqs)
+    engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
+    for tau in (0.0, mid, 2 * mid, 1.5):
+        cfg = RolloutConfig(tau=tau, draft_tokens=K, max_tokens=16, temperature=1.0, top_p=0.95, seed=5, batch_size=4)
+        got = [r for batch in engine.run(reqs, cfg) for r in batch]
+        for g, req in zip(got, reqs):
+            ref = reference_rollout(model, req, cfg, [tok.eos_token_id])
+            assert g.token_ids == ref.token_ids, (tau, K, req.row_id)
+            assert (g.student_tokens, g.privileged_tokens, g.finish_reason) == \
+                (ref.student_tokens, ref.privileged_tokens, ref.finish_reason)
+        n_student = sum(g.student_tokens for g in got)
+        if tau == 0:
+            assert all(g.privileged_tokens == 0 for g in got)      # pure student rollout
+        if tau > 1:
+            assert n_student == 0                                  # pure privileged rollout
+        if tau == mid:
+            assert 0.2 < n_student / sum(len(g.token_ids) for g in got) < 0.8
+
+
+def test_tau_extremes_equal_plain_sampling_of_each_context(setup):
+    """tau = 0 samples the student alone, tau > 1 the privileged student alone (keyed, position by position)."""
+    from dail_harness.rollout.engine import role_keys
+    from dail_harness.sampling import keyed_gumbel_sample
+
+    tok, model, _, reqs = setup
+    engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
+    for tau, role, prompt_of in ((0.0, 0, lambda r: r.student_ids), (1.5, 1, lambda r: r.privileged_ids)):
+        cfg = RolloutConfig(tau=tau, draft_tokens=4, max_tokens=10, temperature=0.8, top_p=0.9, seed=1)
+        got = [r for batch in engine.run(reqs[:2], cfg) for r in batch]
+        for g, req in zip(got, reqs[:2]):
+            key = role_keys(cfg.seed, req.row_id)[role]
+            seq = []
+            for i in range(10):
+                with torch.no_grad():
+                    logits = model(input_ids=torch.tensor([prompt_of(req) + seq])).logits[:, -1]
+                seq.append(int(keyed_gumbel_sample(logits, torch.tensor([key]), torch.tensor([i]), 0.8, 0.9)[0]))
+            assert g.token_ids == seq
+
+
+def test_drafting_preserves_the_distribution_chi_square(setup):
+    """K = 1 and K = 8 with different seeds: the same joint law of the first two tokens."""
+    tok, _, model, _ = setup
+    engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
+    # short raw contexts keep thousands of rollouts cheap; the engine does not care what they hold
+    req = RolloutRequest("r", tok("Solve: x")["input_ids"], tok("Hint: the answer is 4. Solve: x")["input_ids"])
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([req.privileged_ids])).logits[0, -1].double()
+    tau = float(torch.softmax(logits, -1).quantile(0.93))  # mixes student and privileged tokens (checked below)
+    n = 3000
+    samples = {}
+    for K, seed in ((1, 11), (8, 22)):
+        cfg = RolloutConfig(tau=tau, draft_tokens=K, max_tokens=2, temperature=0.05, top_p=1.0, seed=seed,
+                            batch_size=1000)
+        rows = [RolloutRequest(f"r{i}", req.student_ids, req.privileged_ids) for i in range(n)]
+        results = [r for batch in engine.run(rows, cfg) for r in batch]
+        acceptance = sum(r.student_tokens for r in results) / (2 * n)
+        assert 0.1 < acceptance < 0.95, acceptance
+        samples[K] = Counter(tuple(r.token_ids) for r in results)
+    keys = sorted(set(samples[1]) | set(samples[8]))
+    table = np.array([[samples[K].get(k, 0) for k in keys] for K in (1, 8)], dtype=float)
+    big = table.sum(0) >= 20
+    table = np.column_stack([table[:, big], table[:, ~big].sum(1)])
+    assert big.sum() >= 4  # several outcomes: the test has power
+    assert stats.chi2_contingency(table)[1] > 1e-3
+
+
+def test_think_end_is_suppressed_and_eos_ends_a_trace(setup):
+    tok, model, _, reqs = setup
+    end = think_end_id(tok)
+    engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
+    with torch.no_grad():  # make </think> the privileged model's favourite: suppression must still hold
+        bias = torch.zeros(model.config.vocab_size, dtype=model.dtype)
+        bias[end] = 50.0
+        model.lm_head.bias = torch.nn.Parameter(bias)
+    try:
+        cfg = RolloutConfig(tau=1.5, draft_tokens=2, max_tokens=12, seed=0, suppress_token_ids=[end])
+        assert all(end not in r.token_ids for b in engine.run(reqs, cfg) for r in b)
+        cfg = RolloutConfig(tau=1.5, draft_tokens=2, max_tokens=12, seed=0)
+        assert all(r.token_ids[0] == end for b in engine.run(reqs, cfg) for r in b)
+        model.lm_head.bias.data[tok.eos_token_id] = 100.0  # EOS is now certain: traces end at once
+        got = [r for b in engine.run(reqs, RolloutConfig(tau=0.5, max_tokens=12, seed=0)) for r in b]
+        assert all(r.token_ids == [tok.eos_token_id] and r.finish_reason == "stop" for r in got)
+    finally:
+        model.lm_head.bias = None
+
+
+def write_expert(tmp_path):
+    path = tmp_path / "expert.jsonl"
+    path.write_text("".join(json.dumps({"problem_id": f"p{i}", "problem": x, "solution": s,
+                                        **({"answer": "6"} if i == 2 else {})}) + "\n"
+                            for i, (x, s) in enumerate(PROBLEMS)))
+    return path
+
+
+def test_generate_mixed_rows_resume_and_settings(tmp_path, cli):
+    data = write_expert(tmp_path)
+    out = tmp_path / "d_syn.jsonl"
+    args = ["generate", "--data", data, "--model", "tiny-random", "--out", out, "--mode", "mixed", "--tau", "0.002",
+            "--draft-tokens", "4", "--samples-per-problem", "2", "--max-tokens", "16", "--no-progress"]
+    code, stdout, err = cli(*args)
+    assert code == 0, err
+    assert "acceptance rate" in stdout
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert len(rows) == 6
+    for r in rows:
+        for f in ("problem_id", "problem", "solution", "waypoints", "trace", "tau", "draft_tokens",
+                  "student_tokens", "privileged_tokens", "acceptance_rate"):
+            assert f in r
+        assert r["student_tokens"] + r["privileged_tokens"] == r["num_tokens"] and r["tau"] == 0.002
+    p2 = next(r for r in rows if r["problem_id"] == "p2")
+    assert p2["answer"] == "6" and "6" not in p2["waypoints"] and "2n-4" not in p2["waypoints"]  # numbers only
+    # a kill mid-append: cut the file inside its last row, rerun, get the same rows back
+    full = out.read_bytes()
+    out.write_bytes(full[: full.rfind(b"\n", 0, len(full) - 1) + 10])
+    assert cli(*args)[0] == 0
+    assert out.read_bytes() == full
+    code, _, err = cli(*[a if a != "0.002" else "0.5" for a in args])
+    assert code == 2 and "tau: 0.002 -> 0.5" in err
+
+
+def test_generate_direct_and_tau_extremes_via_cli(tmp_path, cli):
+    data = write_expert(tmp_path)
+    common = ["--data", data, "--model", "tiny-random", "--max-tokens", "8", "--no-progress"]
+    assert cli("generate", *common, "--mode", "direct", "--out", tmp_path / "direct.jsonl")[0] == 0
+    rows = [json.loads(l) for l in (tmp_path / "direct.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["mode"] == "direct" and r["acceptance_rate"] is None for r in rows)
+    assert cli("generate", *common, "--tau", "0", "--out", tmp_path / "t0.jsonl")[0] == 0
+    assert all(json.loads(l)["acceptance_rate"] == 1.0 for l in (tmp_path / "t0.jsonl").read_text().splitlines())
+    assert cli("generate", *common, "--tau", "1.01", "--out", tmp_path / "t1.jsonl")[0] == 0
+    assert all(json.loads(l)["acceptance_rate"] == 0.0 for l in (tmp_path / "t1.jsonl").read_text().splitlines())
+
+
+def test_prompts_command(tmp_path, cli):
+    data = write_expert(tmp_path)
+    code, out, _ = cli("prompts", "--data", data, "--problem-id", "p2")
+    assert code == 0 and "===== NEGATIVE REFERENCE =====" in out and "The final answer is 6." in out
+    code, _, err = cli("prompts", "--data", data, "--problem-id", "p22")
+    assert code == 2 and "did you mean" in err
