@@ -37,7 +37,7 @@ def median_raw_prob(model, tok, reqs):
     return float(torch.softmax(logits, -1).median())
 
 
-@pytest.mark.parametrize("K", [1, 3, 8])
+@pytest.mark.parametrize("K", [1, 3, 8, 0])
 def test_engine_traces_equal_token_by_token_reference(setup, K):
     tok, model, _, reqs = setup
     mid = median_raw_prob(model, tok, reqs)
@@ -178,3 +178,11 @@ def test_prompts_command(tmp_path, cli):
     assert code == 0 and "===== NEGATIVE REFERENCE =====" in out and "The final answer is 6." in out
     code, _, err = cli("prompts", "--data", data, "--problem-id", "p22")
     assert code == 2 and "did you mean" in err
+
+
+def test_best_draft_length():
+    from dail_harness.rollout.engine import best_draft_length
+
+    assert best_draft_length(0.0) == 1 and best_draft_length(0.3) == 1
+    assert best_draft_length(0.9) == 4            # (0.9+0.81+0.729+0.656+0.344)/5 = 0.688 beats K=3 and K=5
+    assert best_draft_length(0.99) > best_draft_length(0.9)

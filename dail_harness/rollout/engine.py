@@ -36,7 +36,8 @@ class RolloutConfig:
     """Keep the student's token when the privileged probability of it is >= tau (0: pure student;
     > 1: pure privileged student). The paper uses 0.8."""
     draft_tokens: int = 8
-    """K: tokens the student drafts per verification pass (1 = the authors' token-by-token scheme)."""
+    """K: tokens the student drafts per verification pass (1 = the authors' token-by-token scheme;
+    0 = adaptive: each round picks the K that maximises expected tokens per forward pass)."""
     max_tokens: int = 2048
     temperature: float = 1.0
     top_p: float = 1.0
@@ -63,6 +64,23 @@ class RolloutResult:
     privileged_tokens: int
     """Tokens sampled from the privileged student (rejections)."""
     finish_reason: str
+
+
+MAX_ADAPTIVE_K = 16
+
+
+def best_draft_length(p: float, max_k: int = MAX_ADAPTIVE_K) -> int:
+    """K maximising committed tokens per forward pass when each draft is accepted with probability p.
+
+    A round costs K student forwards and one verify forward; it commits the accepted prefix
+    (sum_j p^j) plus one resampled token unless all K were accepted (1 - p^K).
+    """
+    p = min(max(p, 0.0), 0.999)
+
+    def rate(k: int) -> float:
+        return (sum(p ** j for j in range(1, k + 1)) + 1 - p ** k) / (k + 1)
+
+    return max(range(1, max_k + 1), key=rate)
 
 
 def role_keys(seed: int, row_id: str) -> tuple[int, int]:
@@ -153,7 +171,10 @@ class MixedPolicyEngine:
 
     @torch.inference_mode()
     def _run_batch(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> list[RolloutResult]:
-        dev, K = self.device, max(1, cfg.draft_tokens)
+        dev = self.device
+        adaptive = cfg.draft_tokens <= 0
+        K = 4 if adaptive else cfg.draft_tokens
+        seen, kept_drafts = 1.0, 0.8  # acceptance prior for adaptive K
         use_student, use_privileged = cfg.tau <= 1, cfg.tau > 0
         keys = [role_keys(cfg.seed, r.row_id) for r in requests]
         key_s = torch.tensor([k[0] for k in keys], device=dev)
@@ -184,6 +205,9 @@ class MixedPolicyEngine:
                 p_draft = probs.gather(2, drafts[:, :, None])[:, :, 0]
                 ok = p_draft >= cfg.tau
                 accepted = torch.where(ok.all(1), torch.full_like(m, K), (~ok).int().argmax(1))
+                if adaptive:  # per-draft acceptance, from the drafts each row actually examined
+                    seen = 0.9 * seen + float((accepted + (accepted < K).long()).sum())
+                    kept_drafts = 0.9 * kept_drafts + float(accepted.sum())
                 j = accepted.clamp(max=K - 1)
                 pos = m + j
                 resampled = self._sample(verify[torch.arange(len(rows), device=dev), j], key_p[rows], pos, cfg)
@@ -231,6 +255,8 @@ class MixedPolicyEngine:
             for ctx in (student, priv):
                 if ctx is not None and len(rows):
                     ctx.maybe_compact()
+            if adaptive and use_student and use_privileged:
+                K = best_draft_length(kept_drafts / max(seen, 1e-9))
         return [RolloutResult(r.row_id, out[i], n_student[i], n_priv[i], reason[i]) for i, r in enumerate(requests)]
 
     def _draft(self, student: _Context, keys, m, K, cfg) -> torch.Tensor:
