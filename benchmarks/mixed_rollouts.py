@@ -48,7 +48,7 @@ def calibrate(engine, requests, target: float, base: RolloutConfig) -> float:
     """A tau whose acceptance on a short pilot is closest to `target` (bisection on tau)."""
     lo, hi = 0.0, 1.0
     best = (9.0, 0.5)
-    for _ in range(14):
+    for _ in range(10):
         tau = (lo + hi) / 2
         cfg = RolloutConfig(**{**base.__dict__, "tau": tau, "max_tokens": 48, "draft_tokens": 4})
         acc = run(engine, requests[:8], cfg)["acceptance"]
@@ -86,7 +86,8 @@ def main() -> None:
         reqs = make_requests(batch, vocab, 128, 512)
         cfgs = [("plain student", 0.0, 8)]
         for target, tau in taus.items():
-            cfgs += [(f"mixed K=8 (~{target})", tau, 8), (f"mixed K=1 (~{target})", tau, 1)]
+            cfgs += [(f"mixed K=8 (~{target})", tau, 8), (f"mixed K=auto (~{target})", tau, 0),
+                     (f"mixed K=1 (~{target})", tau, 1)]
         plain = None
         for name, tau, K in cfgs:
             cfg = RolloutConfig(**{**base.__dict__, "tau": tau, "draft_tokens": K, "batch_size": batch})
@@ -95,9 +96,10 @@ def main() -> None:
             row = {"batch": batch, "config": name, "tau": tau, "K": K, **r, "vs_plain": r["tokens_per_s"] / plain}
             results.append(row)
         for target in taus:
-            k8 = next(x for x in results if x["batch"] == batch and x["config"] == f"mixed K=8 (~{target})")
             k1 = next(x for x in results if x["batch"] == batch and x["config"] == f"mixed K=1 (~{target})")
-            k8["vs_k1"] = k8["tokens_per_s"] / k1["tokens_per_s"]
+            for name in (f"mixed K=8 (~{target})", f"mixed K=auto (~{target})"):
+                x = next(x for x in results if x["batch"] == batch and x["config"] == name)
+                x["vs_k1"] = x["tokens_per_s"] / k1["tokens_per_s"]
         for x in [x for x in results if x["batch"] == batch]:
             extra = f"  {x['vs_k1']:.2f}x K=1" if "vs_k1" in x else ""
             print(f"batch {batch:3}  {x['config']:22} acceptance {x['acceptance']:.2f}  {x['tokens_per_s']:9.1f} tok/s"

@@ -39,7 +39,7 @@ class GenerateConfig:
     top_p: float = 1.0
     seed: int = 0
     backend: str = "hf"
-    """Direct mode: any sampling back-end. Mixed mode: the batched hf engine."""
+    """hf: the batched PyTorch engine (mixed) or hf sampling (direct); vllm: vLLM for either mode."""
     thinking: bool = False
     """Thinking model: enable_thinking in the chat template; `</think>` suppressed in mixed rollouts."""
     templates: str | None = None
@@ -117,9 +117,14 @@ def run_generate(cfg: GenerateConfig) -> dict:
     kwargs = {"enable_thinking": cfg.thinking}
     render = lambda text: render_prompt_ids(tokenizer, text, chat_template_kwargs=kwargs)  # noqa: E731
     model = None
-    if cfg.mode == "mixed" or cfg.backend == "hf":
+    if cfg.backend == "hf":
         model = load_causal_lm(path, device=cfg.device, dtype=cfg.dtype)
-    context = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 32768
+    if model is not None:
+        context = getattr(model.config, "max_position_embeddings", None) or 32768
+    else:
+        from transformers import AutoConfig
+
+        context = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None) or 32768
     limit = cfg.max_prompt_tokens or max(256, context - cfg.max_tokens)
     prompts = {}
     for rec in {r.problem_id: r for r, _ in todo}.values():
@@ -161,14 +166,29 @@ def run_generate(cfg: GenerateConfig) -> dict:
             post["accept"] = f"{stats['student_tokens'] / stats['tokens']:.2f}"
         bar.set_postfix(**post)
 
-    gen_eos = model.generation_config.eos_token_id if model is not None else None
+    if model is not None:
+        gen_eos = model.generation_config.eos_token_id
+    else:
+        from transformers import GenerationConfig
+
+        try:
+            gen_eos = GenerationConfig.from_pretrained(path).eos_token_id
+        except OSError:
+            gen_eos = None
     eos_ids = set(gen_eos if isinstance(gen_eos, list) else [gen_eos]) | {tokenizer.eos_token_id}
     eos_ids.discard(None)
     if cfg.mode == "mixed":
         from dail_harness.rollout.engine import MixedPolicyEngine, RolloutConfig, RolloutRequest
         from dail_harness.thinking import think_end_id
 
-        engine = MixedPolicyEngine(model, tokenizer, sorted(eos_ids))
+        if cfg.backend == "hf":
+            engine = MixedPolicyEngine(model, tokenizer, sorted(eos_ids))
+        else:
+            from dail_harness import registry
+            from dail_harness.rollout.vllm_mixed import VLLMMixedRollout
+
+            vllm_backend = registry.get("backends", cfg.backend)(cfg.model, seed=cfg.seed, **cfg.backend_options)
+            engine = VLLMMixedRollout(vllm_backend.llm, sorted(eos_ids))
         rcfg = RolloutConfig(tau=cfg.tau, draft_tokens=cfg.draft_tokens, max_tokens=cfg.max_tokens,
                              temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, batch_size=cfg.batch_size,
                              suppress_token_ids=[think_end_id(tokenizer)] if cfg.thinking else [])

@@ -109,3 +109,42 @@ def test_budget_forcing_with_vllm_matches_hf_greedy(tmp_path, cli):
     v = {(r["problem_id"], r["budget"]): [r[f] for f in fields] for r in RunStore(tmp_path / "v").load_samples()}
     h = {(r["problem_id"], r["budget"]): [r[f] for f in fields] for r in RunStore(tmp_path / "h").load_samples()}
     assert v == h and len(v) == 4
+
+
+def test_mixed_rollouts_on_vllm_follow_the_same_law_as_the_engine(backends):
+    """vLLM path (draft, prompt-logprob verify, resample) vs the hf engine: first-two-token law (chi-square)."""
+    from dail_harness.rollout.engine import MixedPolicyEngine, RolloutConfig, RolloutRequest
+    from dail_harness.rollout.vllm_mixed import VLLMMixedRollout
+
+    vllm_b, hf_b = backends
+    tok = hf_b.tokenizer
+    req = RolloutRequest("r", tok("Solve: x")["input_ids"], tok("Hint: the answer is 4. Solve: x")["input_ids"])
+    with torch.no_grad():
+        logits = hf_b.model(input_ids=torch.tensor([req.privileged_ids])).logits[0, -1].double()
+    tau = float(torch.softmax(logits, -1).quantile(0.93))
+    n = 1500
+    rows = [RolloutRequest(f"r{i}", req.student_ids, req.privileged_ids) for i in range(n)]
+    cfg = RolloutConfig(tau=tau, draft_tokens=4, max_tokens=2, temperature=0.05, top_p=1.0, seed=3, batch_size=n)
+    counts, acc = [], []
+    for engine in (MixedPolicyEngine(hf_b.model, tok, []), VLLMMixedRollout(vllm_b.llm, [])):
+        res = [r for b in engine.run(rows, cfg) for r in b]
+        counts.append(Counter(tuple(r.token_ids) for r in res))
+        acc.append(sum(r.student_tokens for r in res) / (2 * n))
+    keys = sorted(set(counts[0]) | set(counts[1]))
+    table = np.array([[c.get(k, 0) for k in keys] for c in counts], dtype=float)
+    big = table.sum(0) >= 20
+    table = np.column_stack([table[:, big], table[:, ~big].sum(1)])
+    assert big.sum() >= 4 and 0.1 < acc[0] < 0.95
+    assert stats.chi2_contingency(table)[1] > 1e-3, acc
+
+
+def test_generate_with_vllm_tau_extremes(tmp_path, cli):
+    data = tmp_path / "e.jsonl"
+    data.write_text(json.dumps({"problem_id": "a", "problem": "What is 1+1?", "solution": "2"}) + "\n")
+    for tau, expected in (("0", 1.0), ("1.5", 0.0)):
+        out = tmp_path / f"d{tau}.jsonl"
+        code, _, err = cli("generate", "--data", data, "--model", "tiny-random", "--backend", "vllm", "--tau", tau,
+                           "--max-tokens", "8", "--samples-per-problem", "2", "--no-progress", "--out", out)
+        assert code == 0, err
+        rows = [json.loads(l) for l in out.read_text().splitlines()]
+        assert len(rows) == 2 and all(r["acceptance_rate"] == expected for r in rows)
