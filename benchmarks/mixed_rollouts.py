@@ -45,18 +45,21 @@ def sync(device) -> None:
 
 
 def calibrate(engine, requests, target: float, base: RolloutConfig) -> float:
-    """A tau whose acceptance on a short pilot is closest to `target` (bisection on tau)."""
-    lo, hi = 0.0, 1.0
+    """A tau whose acceptance on a short pilot is closest to `target` (bisection on log tau: a random
+    model's probabilities sit near 1/vocab, so tau must be resolved on a log scale)."""
+    import math
+
+    lo, hi = math.log(1e-7), 0.0
     best = (9.0, 0.5)
-    for _ in range(10):
-        tau = (lo + hi) / 2
+    for _ in range(16):
+        tau = math.exp((lo + hi) / 2)
         cfg = RolloutConfig(**{**base.__dict__, "tau": tau, "max_tokens": 48, "draft_tokens": 4})
         acc = run(engine, requests[:8], cfg)["acceptance"]
         best = min(best, (abs(acc - target), tau))
         if acc > target:
-            lo = tau
+            lo = math.log(tau)
         else:
-            hi = tau
+            hi = math.log(tau)
     return best[1]
 
 

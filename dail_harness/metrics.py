@@ -7,7 +7,6 @@ problems. Floats appear only at the edge (summaries, tables).
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction

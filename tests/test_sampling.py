@@ -1,7 +1,6 @@
 """Keyed sampling: determinism, the right distribution, top-p and presence penalty."""
 
 import numpy as np
-import pytest
 import torch
 from scipy import stats
 

@@ -186,7 +186,6 @@ class MixedPolicyEngine:
         n_student = [0] * len(requests)
         n_priv = [0] * len(requests)
         reason = ["length"] * len(requests)
-        eos = torch.tensor(self.eos_ids, device=dev)
         while len(rows):
             m = torch.tensor([len(out[i]) for i in rows.tolist()], device=dev)  # response position
             if not use_privileged:  # tau <= 0: every draft is accepted, nothing to verify

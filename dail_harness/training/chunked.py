@@ -1,0 +1,52 @@
+"""Full-vocabulary token losses computed in chunks of positions, never holding [tokens x vocab] logits.
+
+For each chunk of response positions the logits of the student (and of the reference contexts) are
+computed from the final hidden states and the output head, reduced to per-chunk sums, and dropped;
+the chunk runs under activation checkpointing, so backward recomputes its logits instead of keeping
+them. Memory is O(chunk x vocab) whatever the trace length, and the result equals the unchunked loss.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+DEFAULT_CHUNK = 1024
+
+TokenTermsFn = Callable[[torch.Tensor, dict, torch.Tensor], dict]
+"""fn(student_logp [n, V] fp32, ref_logps {name: [n, V] fp32}, targets [n]) -> {term: sum over the n}"""
+
+
+def chunked_sums(student_hidden: torch.Tensor, ref_hidden: dict[str, torch.Tensor], targets: torch.Tensor,
+                 head: torch.nn.Module, fn: TokenTermsFn, terms: Sequence[str],
+                 chunk: int = DEFAULT_CHUNK) -> dict[str, torch.Tensor]:
+    """Sums of `fn`'s terms over all N positions ([N, H] hidden states at aligned positions)."""
+    names = list(ref_hidden)
+
+    def logp(h):  # half-precision logits are upcast to fp32 for the softmax; fp32/fp64 are kept
+        z = head(h)
+        return torch.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1)
+
+    def run(h_s, tgt, *h_refs):
+        logp_s = logp(h_s)
+        with torch.no_grad():
+            refs = {n: logp(h) for n, h in zip(names, h_refs)}
+        out = fn(logp_s, refs, tgt)
+        return tuple(out[t] for t in terms)
+
+    acc = torch.promote_types(student_hidden.dtype, torch.float32)
+    totals = [student_hidden.new_zeros((), dtype=acc) for _ in terms]
+    grad = student_hidden.requires_grad and torch.is_grad_enabled()
+    for start in range(0, student_hidden.shape[0], max(1, chunk)):
+        sl = slice(start, start + max(1, chunk))
+        args = (student_hidden[sl], targets[sl], *(ref_hidden[n][sl] for n in names))
+        parts = checkpoint(run, *args, use_reentrant=False) if grad else run(*args)
+        totals = [t + p for t, p in zip(totals, parts)]
+    return dict(zip(terms, totals))
+
+
+def kl_terms(p_logp: torch.Tensor, q_logp: torch.Tensor) -> torch.Tensor:
+    """Sum over positions of KL(p || q) = sum_v p (log p - log q), full vocabulary."""
+    return (p_logp.exp() * (p_logp - q_logp)).sum()

@@ -1,0 +1,65 @@
+"""Training examples: one response tokenized once and spliced after each context's prompt.
+
+Tokenizing the response separately per context (as the authors' code does) only aligns the three
+sequences if tokenization at the prompt/response boundary agrees; splicing the same ids guarantees
+it. `positions` are the indices whose logits predict the response tokens (the first response token
+included), so the student, privileged and negative distributions align token for token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from dail_harness.prompting import render_prompt_ids
+
+
+@dataclass
+class Example:
+    example_id: str
+    targets: list[int]
+    """The response token ids (what is predicted)."""
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+    """Per context ("student", "privileged", "negative"): prompt ids + response ids."""
+    prompt_lengths: dict[str, int] = field(default_factory=dict)
+
+
+def build_example(example_id: str, prompts: dict[str, str], response: str, tokenizer, *, max_length: int,
+                  chat_template_kwargs: dict | None = None) -> Example:
+    """Render each context's prompt, splice the response ids after it; the response (plus EOS) is cut
+    so the student sequence fits `max_length`."""
+    resp = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ex = Example(example_id, [])
+    rendered = {name: render_prompt_ids(tokenizer, text, chat_template_kwargs=chat_template_kwargs)
+                for name, text in prompts.items()}
+    room = max_length - len(rendered["student"])
+    if room < 1:
+        raise ValueError(f"the student prompt of '{example_id}' is longer than --max-length {max_length}")
+    resp = resp[:room]
+    ex.targets = resp
+    for name, ids in rendered.items():
+        ex.inputs[name] = ids + resp
+        ex.prompt_lengths[name] = len(ids)
+    return ex
+
+
+def collate(examples: list[Example], context: str, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids [B, T], attention mask, and the flat (row, position) indices predicting targets."""
+    seqs = [e.inputs[context] for e in examples]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    rows, cols = [], []
+    for b, (e, s) in enumerate(zip(examples, seqs)):
+        ids[b, :len(s)] = torch.tensor(s)
+        mask[b, :len(s)] = 1
+        start = e.prompt_lengths[context] - 1  # the logits here predict the first response token
+        rows += [b] * len(e.targets)
+        cols += list(range(start, start + len(e.targets)))
+    index = torch.tensor([rows, cols], dtype=torch.long)
+    return ids.to(device), mask.to(device), index.to(device)
+
+
+def flat_targets(examples: list[Example], device) -> torch.Tensor:
+    return torch.tensor([t for e in examples for t in e.targets], dtype=torch.long, device=device)

@@ -1,0 +1,13 @@
+"""`dail`: D_syn traces with the contrastive loss KL(student||PS) - gamma KL(student||NR)."""
+
+from dail_harness import registry
+from dail_harness.training.methods import Method
+
+
+@registry.register("methods", "dail")
+class DAILMethod(Method):
+    """DAIL: D_syn traces, contrastive KL against the privileged student and the negative reference."""
+
+    name = "dail"
+    default_loss = "dail"
+    required_fields = ("problem_id", "problem", "trace", "solution", "waypoints")

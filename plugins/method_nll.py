@@ -1,0 +1,12 @@
+"""`nll`: D_syn traces with plain NLL (the paper's ablation of the contrastive loss)."""
+
+from dail_harness import registry
+from dail_harness.training.methods import Method
+
+
+@registry.register("methods", "nll")
+class NLLMethod(Method):
+    """NLL on D_syn traces (the paper's ablation)."""
+
+    name = "nll"
+    default_loss = "nll"

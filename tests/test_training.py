@@ -1,0 +1,253 @@
+"""Training: losses against float64 references, three aligned contexts, resume, end to end."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dail_harness import registry
+from dail_harness.training.chunked import chunked_sums
+from dail_harness.training.examples import build_example, collate, flat_targets
+
+
+def explicit_kl(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
+    """KL(p || q) at one position by an explicit sum over the vocabulary (float64)."""
+    p = np.exp(p_logits - p_logits.max())
+    p /= p.sum()
+    q = np.exp(q_logits - q_logits.max())
+    q /= q.sum()
+    return float(sum(pi * (np.log(pi) - np.log(qi)) for pi, qi in zip(p, q)))
+
+
+def setup_tensors(n=7, h=5, v=11, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(h, v, bias=False).double()
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(v, h, generator=g, dtype=torch.float64))
+    hs = torch.randn(n, h, generator=g, dtype=torch.float64, requires_grad=True)
+    refs = {"privileged": torch.randn(n, h, generator=g, dtype=torch.float64),
+            "negative": torch.randn(n, h, generator=g, dtype=torch.float64)}
+    targets = torch.randint(0, v, (n,), generator=g)
+    return head, hs, refs, targets
+
+
+def loss_value(name, head, hs, refs, targets, chunk, **opts):
+    loss = registry.get("losses", name)(**opts)
+    sums = chunked_sums(hs, {c: refs[c] for c in loss.contexts}, targets, head, loss.terms_fn, loss.terms, chunk)
+    return loss.combine(sums, len(targets))
+
+
+def reference_value(name, head, hs, refs, targets, gamma=0.1, direction="reverse"):
+    W = head.weight.detach().numpy()
+    zs = hs.detach().numpy() @ W.T
+    zp = refs["privileged"].numpy() @ W.T
+    zn = refs["negative"].numpy() @ W.T
+    n = len(targets)
+    kl = (lambda a, b: explicit_kl(a, b)) if direction == "reverse" else (lambda a, b: explicit_kl(b, a))
+    if name == "nll":
+        return sum(-(zs[i, targets[i]] - np.log(np.exp(zs[i]).sum())) for i in range(n)) / n
+    kl_ps = sum(kl(zs[i], zp[i]) for i in range(n)) / n
+    if name == "kl":
+        return kl_ps
+    return kl_ps - gamma * sum(kl(zs[i], zn[i]) for i in range(n)) / n
+
+
+@pytest.mark.parametrize("name,opts", [("nll", {}), ("kl", {"direction": "reverse"}), ("kl", {"direction": "forward"}),
+                                       ("dail", {"gamma": 0.1}), ("dail", {"gamma": 0.7, "direction": "forward"})])
+def test_loss_matches_explicit_float64_and_chunking_is_exact(name, opts):
+    head, hs, refs, targets = setup_tensors()
+    ref = reference_value(name, head, hs, refs, targets, opts.get("gamma", 0.1), opts.get("direction", "reverse"))
+    values, grads = [], []
+    for chunk in (1, 3, 7, 100):
+        hs.grad = None
+        out = loss_value(name, head, hs, refs, targets, chunk, **opts)
+        out.loss.backward()
+        values.append(out.loss.item())
+        grads.append(hs.grad.clone())
+    assert values[0] == pytest.approx(ref, rel=1e-10, abs=1e-12)
+    for v, g in zip(values[1:], grads[1:]):
+        assert v == pytest.approx(values[0], rel=1e-12, abs=1e-13)
+        assert torch.allclose(g, grads[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,opts", [("nll", {}), ("kl", {}), ("dail", {"gamma": 0.1})])
+def test_gradient_matches_finite_differences(name, opts):
+    head, hs, refs, targets = setup_tensors(n=4, h=3, v=6, seed=1)
+    out = loss_value(name, head, hs, refs, targets, 2, **opts)
+    out.loss.backward()
+    eps = 1e-6
+    for i, j in [(0, 0), (1, 2), (3, 1)]:
+        plus, minus = hs.detach().clone(), hs.detach().clone()
+        plus[i, j] += eps
+        minus[i, j] -= eps
+        fd = (reference_value(name, head, plus, refs, targets, **({"gamma": opts["gamma"]} if "gamma" in opts else {}))
+              - reference_value(name, head, minus, refs, targets, **({"gamma": opts["gamma"]} if "gamma" in opts else {}))) / (2 * eps)
+        assert hs.grad[i, j].item() == pytest.approx(fd, rel=1e-5, abs=1e-8)
+
+
+def test_gamma_zero_reduces_dail_to_kl_and_terms_are_reported():
+    head, hs, refs, targets = setup_tensors()
+    d = loss_value("dail", head, hs, refs, targets, 4, gamma=0.0)
+    k = loss_value("kl", head, hs, refs, targets, 4)
+    assert d.loss.item() == pytest.approx(k.loss.item(), rel=1e-14)
+    assert set(d.stats) >= {"kl_ps", "kl_nr"} and d.stats["kl_ps"] == pytest.approx(k.stats["kl_ps"])
+    assert d.stats["kl_nr"] > 0
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from dail_harness.models.loading import load_tokenizer, resolve_model
+
+    return resolve_model("tiny-random"), load_tokenizer(resolve_model("tiny-random"))
+
+
+def test_contexts_splice_one_response_and_masks_select_its_predictions(tiny):
+    _, tok = tiny
+    prompts = {"student": "Solve x.", "privileged": "A much longer privileged prompt with a solution: x = 2.",
+               "negative": "Hint: 2."}
+    ex = build_example("e", prompts, " We get x = 2.", tok, max_length=512)
+    ex2 = build_example("f", prompts, " Longer trace here, so rows differ in length.", tok, max_length=512)
+    assert ex.targets[-1] == tok.eos_token_id
+    for ctx in prompts:
+        ids, mask, index = collate([ex, ex2], ctx, tok.pad_token_id, "cpu")
+        assert int(mask.sum()) == len(ex.inputs[ctx]) + len(ex2.inputs[ctx])
+        # the token after each selected position is exactly the response token it predicts
+        nxt = ids[index[0], index[1] + 1]
+        assert torch.equal(nxt, flat_targets([ex, ex2], "cpu"))
+        assert int(index[1][0]) == ex.prompt_lengths[ctx] - 1            # the first response token is included
+        assert all(mask[index[0], index[1]] == 1) and all(mask[index[0], index[1] + 1] == 1)  # no padding
+    short = build_example("g", prompts, "x " * 400, tok, max_length=40)
+    assert len(short.inputs["student"]) == 40
+
+
+def test_reference_passes_are_the_base_model_without_gradient(tiny):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from dail_harness.training.engine import StudentHidden, compute_loss
+
+    path, tok = tiny
+    base = AutoModelForCausalLM.from_pretrained(path)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path),
+                           LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)  # the adapter now changes the outputs
+    ex = build_example("e", {"student": "S", "privileged": "P with solution", "negative": "N"}, " r t", tok,
+                       max_length=128)
+    captured = {}
+    decoder = model.get_decoder()
+    orig = decoder.forward
+
+    def spy(*a, **kw):
+        out = orig(*a, **kw)
+        captured.setdefault("calls", []).append((torch.is_grad_enabled(), out.last_hidden_state))
+        return out
+
+    decoder.forward = spy
+    loss = registry.get("losses", "dail")(gamma=0.1)
+    result, _ = compute_loss(StudentHidden(model), model, [ex], loss, tok.pad_token_id, "cpu", 8)
+    decoder.forward = orig
+    (grad_s, h_s), (grad_p, h_p), (grad_n, h_n) = captured["calls"]
+    assert grad_s and not grad_p and not grad_n
+    assert h_s.requires_grad and not h_p.requires_grad and not h_n.requires_grad
+    for ctx, h in (("privileged", h_p), ("negative", h_n)):
+        ids, mask, _ = collate([ex], ctx, tok.pad_token_id, "cpu")
+        with torch.no_grad():
+            expected = base.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert torch.allclose(h, expected, atol=1e-5)  # adapter off == base model
+    ids, mask, _ = collate([ex], "student", tok.pad_token_id, "cpu")
+    with torch.no_grad():
+        assert not torch.allclose(h_s, base.model(input_ids=ids, attention_mask=mask).last_hidden_state, atol=1e-3)
+    result.loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "lora_" in n and p.requires_grad)
+
+
+def write_dsyn(path, n=6):
+    rows = []
+    for i in range(n):
+        rows.append({"problem_id": f"p{i}", "sample_index": 0, "problem": f"What is {i} + {i}?",
+                     "solution": f"Add: {i} + {i} = {2 * i}. \\boxed{{{2 * i}}}", "answer": str(2 * i),
+                     "waypoints": [str(i)], "trace": f" We add {i} and {i} to get {2 * i}. The answer is \\boxed{{{2 * i}}}."})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+TRAIN = ["--model", "tiny-random", "--batch-size", "1", "--grad-accum", "2", "--lr", "5e-3", "--max-length", "128",
+         "--lora-r", "8", "--lora-alpha", "16", "--no-progress", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("method", ["dail", "nll", "sft"])
+def test_short_training_lowers_loss_and_adapter_evaluates(method, tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl")
+    loss = ["--loss", "nll"] if method == "dail" else []  # nll's decrease is the clearest signal
+    code, out, err = cli("train", "--method", method, "--data", data, "--out", tmp_path / "run", "--epochs", "6",
+                         *TRAIN, *loss)
+    assert code == 0, err
+    log = [json.loads(l) for l in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 18
+    assert np.mean([r["loss"] for r in log[-3:]]) < 0.8 * np.mean([r["loss"] for r in log[:3]])
+    assert (tmp_path / "run" / "adapter_config.json").exists()
+    assert json.loads((tmp_path / "run" / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-random"
+    code, _, err = cli("eval", "--task", "aime24", "--model", tmp_path / "run", "--limit", "1", "--n", "1",
+                       "--max-tokens", "4", "--no-progress", "--grade-workers", "0", "--out", tmp_path / "ev")
+    assert code == 0, err
+
+
+def test_dail_loss_logs_both_kl_terms_and_merge(tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    code, _, err = cli("train", "--method", "dail", "--data", data, "--out", tmp_path / "run", "--max-steps", "1",
+                       "--merge", *TRAIN)
+    assert code == 0, err
+    row = json.loads((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()[0])
+    assert row["kl_ps"] >= 0 and row["kl_nr"] >= 0
+    assert row["loss"] == pytest.approx(row["kl_ps"] - 0.1 * row["kl_nr"], rel=1e-5, abs=1e-7)
+    assert (tmp_path / "run" / "merged" / "config.json").exists()
+
+
+def test_resume_after_kill_reproduces_the_loss_curve(tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl", n=8)
+    args = ["train", "--method", "dail", "--data", str(data), "--epochs", "2", "--save-every", "2", *TRAIN]
+    assert cli(*args, "--out", tmp_path / "a")[0] == 0
+    ref = [json.loads(l) for l in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    out = tmp_path / "b"
+    cmd = [sys.executable, "-m", "dail_harness", *args, "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "checkpoints" / "step-4" / "state.pt").exists():
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoints" / "step-4").exists() or (out / "checkpoints" / "step-2").exists()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    got = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in got] == [r["step"] for r in ref] == list(range(1, 9))
+    for a, b in zip(ref, got):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6, abs=1e-8)
+        assert b["kl_ps"] == pytest.approx(a["kl_ps"], rel=1e-6, abs=1e-8)
+
+
+def test_bad_rows_and_settings_are_clear_errors(tmp_path, cli):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"problem_id": "a", "problem": "x", "trace": "t", "solution": "s"}) + "\n")
+    code, _, err = cli("train", "--method", "dail", "--data", bad, "--out", tmp_path / "r", *TRAIN)
+    assert code == 2 and "bad.jsonl:1, field 'waypoints': missing field" in err
+    bad.write_text(json.dumps({"problem_id": "a", "problem": "x"}) + "\n")
+    code, _, err = cli("train", "--method", "nll", "--data", bad, "--out", tmp_path / "r", *TRAIN)
+    assert code == 2 and "field 'trace'" in err
+    code, _, err = cli("train", "--method", "dial", "--data", bad, "--out", tmp_path / "r", *TRAIN)
+    assert code == 2 and "did you mean 'dail'" in err
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    assert cli("train", "--method", "nll", "--data", data, "--out", tmp_path / "s", "--max-steps", "1", *TRAIN)[0] == 0
+    code, _, err = cli("train", "--method", "nll", "--data", data, "--out", tmp_path / "s", "--max-steps", "1",
+                       "--gamma", "0.5", *TRAIN)
+    assert code == 2 and "gamma: 0.1 -> 0.5" in err
