@@ -81,7 +81,8 @@ class Templates:
         return t
 
 
-def strip_final_answer(text: str) -> str:
+def _squash(text: str) -> str:
+    """Whitespace-insensitive form (the final answer is removed whitespace-insensitively)."""
     return re.sub(r"\s+", "", text or "")
 
 
@@ -96,8 +97,7 @@ def extract_waypoints(solution: str, *, answer: str | None = None, numbers_only:
         found.update(m.group(0).strip() for m in re.finditer(pat, solution))
     final = answer if answer is not None else last_boxed(solution)
     if final is not None:
-        found.discard(final.strip())
-        found = {w for w in found if strip_final_answer(w) != strip_final_answer(final)}
+        found = {w for w in found if _squash(w) != _squash(final)}
     return sorted(found)
 
 

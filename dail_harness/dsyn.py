@@ -108,7 +108,7 @@ def run_generate(cfg: GenerateConfig) -> dict:
     stats = {"rows": len(done), "new_rows": 0, "tokens": 0, "student_tokens": 0, "privileged_tokens": 0}
     if not todo:
         return stats
-    from dail_harness.models.loading import load_causal_lm, load_tokenizer, resolve_model
+    from dail_harness.models.loading import eos_token_ids, load_causal_lm, load_tokenizer, resolve_model
     from dail_harness.prompting import render_prompt_ids
     from tqdm import tqdm
 
@@ -167,16 +167,15 @@ def run_generate(cfg: GenerateConfig) -> dict:
         bar.set_postfix(**post)
 
     if model is not None:
-        gen_eos = model.generation_config.eos_token_id
+        gen_config = model.generation_config
     else:
         from transformers import GenerationConfig
 
         try:
-            gen_eos = GenerationConfig.from_pretrained(path).eos_token_id
+            gen_config = GenerationConfig.from_pretrained(path)
         except OSError:
-            gen_eos = None
-    eos_ids = set(gen_eos if isinstance(gen_eos, list) else [gen_eos]) | {tokenizer.eos_token_id}
-    eos_ids.discard(None)
+            gen_config = None
+    eos_ids = set(eos_token_ids(tokenizer, gen_config))
     if cfg.mode == "mixed":
         from dail_harness.rollout.engine import MixedPolicyEngine, RolloutConfig, RolloutRequest
         from dail_harness.thinking import think_end_id

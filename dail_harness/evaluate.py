@@ -174,14 +174,12 @@ def _generate_and_grade(cfg: EvalConfig, work, by_request, store: RunStore, sett
     with backend_cls(cfg.model, **backend_options) as backend, \
             GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
         store.create(settings)
-        end_id = None
-        if cfg.thinking:
+        try:  # thinking mode needs a </think> token; plain runs use it only to count thinking tokens
             end_id = think_end_id(backend.tokenizer)
-        else:
-            try:
-                end_id = think_end_id(backend.tokenizer)  # only to count thinking tokens if any
-            except HarnessError:
-                pass
+        except HarnessError:
+            if cfg.thinking:
+                raise
+            end_id = None
         bar = tqdm(total=sum(m for _, _, m in work), desc="eval", unit="sample", disable=not cfg.progress,
                    dynamic_ncols=True)
         tokens, start = 0, time.monotonic()

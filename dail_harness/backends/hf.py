@@ -16,7 +16,7 @@ import torch
 
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
-from dail_harness.models.loading import default_device, load_causal_lm, load_tokenizer, resolve_model
+from dail_harness.models.loading import default_device, eos_token_ids, load_causal_lm, load_tokenizer, resolve_model
 from dail_harness.prompting import render_prompt_ids
 from dail_harness.sampling import SamplingParams, apply_presence_penalty, keyed_uniform, sample_key, warp_logits
 
@@ -64,10 +64,7 @@ class HFBackend(SamplingBackend):
         self.use_chat_template = use_chat_template and self.tokenizer.chat_template is not None
         self.system_prompt = system_prompt
         self.chat_template_kwargs = chat_template_kwargs or {}
-        gen_eos = self.model.generation_config.eos_token_id
-        eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-        eos.add(self.tokenizer.eos_token_id)
-        self.eos_ids = sorted(e for e in eos if e is not None)
+        self.eos_ids = eos_token_ids(self.tokenizer, self.model.generation_config)
 
     def render(self, request: GenerationRequest) -> list[int]:
         """Token ids of the full prompt (chat template, generation prompt, continuation prefix)."""

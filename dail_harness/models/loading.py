@@ -86,3 +86,10 @@ def load_causal_lm(path: str, *, device: str | None = None, dtype: str | None = 
         hint = " (offline: only local directories and the 'tiny-random' alias work)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise HarnessError(f"cannot load model '{path}': {str(e).splitlines()[0]}{hint}") from None
     return model.to(device).eval()
+
+
+def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """Every token that ends a sequence: the tokenizer's EOS plus the generation config's (Qwen lists two)."""
+    ids = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    found = set(ids if isinstance(ids, list) else [ids]) | {tokenizer.eos_token_id}
+    return sorted(i for i in found if i is not None)
