@@ -19,7 +19,14 @@ from dail_harness.results import summarize_conditions
 from dail_harness.sampling import SamplingParams
 from dail_harness.store import RunStore, sample_id
 from dail_harness.task import Task, make_task
-from dail_harness.thinking import DEFAULT_ANSWER_TOKENS, Sampled, generate_budgeted, plain, think_end_id
+from dail_harness.thinking import (
+    DEFAULT_ANSWER_TOKENS,
+    Sampled,
+    generate_budgeted,
+    plain,
+    think_end_id,
+)
+from dail_harness.verifiers.simple import simple_correct
 
 
 @dataclass
@@ -107,6 +114,7 @@ def _sample_row(task: Task, problem: Problem, s: Sampled, verdict, params: Sampl
         "no_answer": verdict.no_answer, "gold": problem.answer, "answer_type": problem.answer_type,
         "num_tokens": s.num_tokens, "thinking_tokens": s.thinking_tokens, "answer_tokens": s.answer_tokens,
         "forced_close": s.forced_close, "prompt_tokens": s.prompt_tokens, "finish_reason": s.finish_reason,
+        "simple_correct": simple_correct(s.text, problem.answer),
         "grading_timed_out": verdict.timed_out, "grading_error": verdict.error,
         "top_p": params.top_p, "presence_penalty": params.presence_penalty, "max_tokens": params.max_tokens,
         "seed": params.seed,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dail_harness import registry
 from dail_harness.errors import HarnessError
 from dail_harness.grading import DEFAULT_TIMEOUT_S, GradeJob, grade_jobs
 from dail_harness.jsonio import atomic_write_jsonl, iter_jsonl
-from dail_harness import registry
+from dail_harness.verifiers.simple import simple_correct
 
 
 def read_grade_jobs(path: str | Path) -> tuple[list[dict], list[GradeJob]]:
@@ -40,7 +41,8 @@ def grade_file(input_path: str | Path, output_path: str | Path, *, workers: int 
     out = []
     for row, v in zip(rows, verdicts):
         out.append({**row, "correct": v.correct, "extracted": v.extracted, "no_answer": v.no_answer,
-                    "grading_timed_out": v.timed_out})
+                    "grading_timed_out": v.timed_out, "simple_correct": simple_correct(row["completion"], str(row["gold"]))})
     atomic_write_jsonl(output_path, out)
     return {"rows": len(out), "correct": sum(v.correct for v in verdicts),
+            "simple_agreement": sum(r["simple_correct"] == r["correct"] for r in out) / len(out),
             "no_answer": sum(v.no_answer for v in verdicts), "timeouts": sum(v.timed_out for v in verdicts)}

@@ -69,7 +69,8 @@ def report_runs(dirs: Sequence[str | Path], ks: Sequence[int] | None = None) -> 
 
 def _cols(m: dict) -> dict:
     return {"problems": m["num_problems"], "pass_at_k": m["pass_at_k"], "mean_acc": m["mean_accuracy"],
-            "no_answer": m["no_answer_rate"], "think": m.get("mean_thinking_tokens")}
+            "no_answer": m["no_answer_rate"], "think": m.get("mean_thinking_tokens"),
+            "str_eq": (m.get("simple_grader") or {}).get("mean_accuracy")}
 
 
 def table_rows(reports: list[dict]) -> list[dict]:
@@ -92,7 +93,7 @@ def format_table(reports: list[dict]) -> str:
     show_cond = any(len(rep.get("conditions") or []) > 1 or rep.get("primary_condition", {}).get("budget")
                     for rep in reports)
     header = ["run", "task"] + (["T", "budget"] if show_cond else []) + ["n", "problems"] + \
-        [f"pass@{k}" for k in ks] + ["mean acc", "no-ans", "think tok"]
+        [f"pass@{k}" for k in ks] + ["mean acc", "str-eq acc", "no-ans", "think tok"]
     lines = [header]
     for r in rows:
         cells = [r["run"], r["task"]]
@@ -100,7 +101,8 @@ def format_table(reports: list[dict]) -> str:
             cells += [f"{r['T']:g}" if r["T"] is not None else "-", str(r["budget"]) if r["budget"] else "-"]
         cells += [str(r["n"]), str(r["problems"])]
         cells += [f"{100 * r['pass_at_k'][str(k)]:.1f}" if str(k) in r["pass_at_k"] else "-" for k in ks]
-        cells += [f"{100 * r['mean_acc']:.1f}", f"{100 * r['no_answer']:.1f}",
+        cells += [f"{100 * r['mean_acc']:.1f}", f"{100 * r['str_eq']:.1f}" if r.get("str_eq") is not None else "-",
+                  f"{100 * r['no_answer']:.1f}",
                   f"{r['think']:.0f}" if r.get("think") else "-"]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -111,7 +113,8 @@ def format_table(reports: list[dict]) -> str:
     notes += [f"note: {rep['run']} merges shards {', '.join(f'{i}/{n}' for i, n in rep['shards'])}"
               for rep in reports if len(rep.get("shards") or []) > 1]
     notes += budget_matches(reports)
-    return text + "\n(pass@k, mean accuracy and no-answer rate in %; unbiased pass@k)" + \
+    return text + ("\n(pass@k, mean accuracy and no-answer rate in %; unbiased pass@k; str-eq acc: the authors' "
+                   "string-equality grader on the last box, for comparison)") + \
         ("\n" + "\n".join(notes) if notes else "")
 
 

@@ -55,6 +55,12 @@ def summarize(rows: Sequence[dict], ks: Sequence[int], n: int | None = None, *, 
             m.pop("per_problem")
             summary["per_task"][t] = m
     summary["grading_timeouts"] = sum(1 for r in rows if r.get("grading_timed_out"))
+    simple = [r for r in rows if "simple_correct" in r]
+    if simple:  # the authors' string-equality grader, for comparison with their numbers
+        summary["simple_grader"] = {
+            "mean_accuracy": sum(bool(r["simple_correct"]) for r in simple) / len(simple),
+            "agreement": sum(bool(r["simple_correct"]) == bool(r["correct"]) for r in simple) / len(simple),
+        }
     tokens = [int(r["num_tokens"]) for r in rows if "num_tokens" in r]
     summary["mean_tokens"] = (sum(tokens) / len(tokens)) if tokens else None
     summary["finish_reasons"] = dict(Counter(r.get("finish_reason", "unknown") for r in rows))

@@ -85,3 +85,24 @@ def test_timeout_kills_only_the_hung_sample(tmp_path):
     assert [v.correct for v in verdicts] == [True, False, True, False, False, True]
     assert [v.timed_out for v in verdicts] == [False, True, False, False, True, False]
     assert again[0].correct
+
+
+@pytest.mark.parametrize("completion,gold,expected", [
+    (r"\boxed{33}", "33", True), (r"\boxed{033}", "33", False), (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}", True),
+    (r"\boxed{0.5}", r"\frac{1}{2}", False), (r"\boxed{45^\circ}", "45", True), (r"\boxed{x = 12}", "12", True),
+    (r"\boxed{\left( 1, 2 \right)}", "(1,2)", True), ("no box, 33", "33", False), (r"\boxed{10\%}", "10", True),
+])
+def test_simple_string_grader(completion, gold, expected):
+    from dail_harness.verifiers.simple import simple_correct
+
+    assert simple_correct(completion, gold) is expected
+
+
+def test_summary_reports_simple_grader_agreement():
+    from dail_harness.results import summarize
+
+    rows = [{"task": "t", "problem_id": "a", "sample_index": i, "correct": c, "simple_correct": s,
+             "extracted": "1" if c else None, "answer_type": "integer", "no_answer": not c}
+            for i, (c, s) in enumerate([(True, True), (True, False), (False, False), (False, False)])]
+    m = summarize(rows, [1], 4)
+    assert m["simple_grader"] == {"mean_accuracy": 0.25, "agreement": 0.75}

@@ -160,4 +160,5 @@ def grade_cmd(
 
     stats = grade_file(input, output, workers=workers, timeout_s=timeout, progress=not no_progress)
     typer.echo(f"graded {stats['rows']} rows: {stats['correct']} correct, {stats['no_answer']} without an "
-               f"answer, {stats['timeouts']} timed out -> {output}")
+               f"answer, {stats['timeouts']} timed out; agreement with the authors' string-equality grader "
+               f"{100 * stats['simple_agreement']:.1f}% -> {output}")
