@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--new-tokens", type=int, default=1000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--static", action="store_true", help="static KV caches (fixed shapes)")
+    ap.add_argument("--compile", action="store_true", help="with --static on CUDA: CUDA graphs via torch.compile")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.preset:
@@ -82,7 +84,8 @@ def main() -> None:
         model, tok = load_causal_lm(path, device=args.device), load_tokenizer(path)
     engine = MixedPolicyEngine(model, tok, eos_ids=[])  # no EOS: every row generates the full length
     vocab = model.config.vocab_size
-    base = RolloutConfig(temperature=1.0, top_p=1.0, seed=0, max_tokens=args.new_tokens)
+    base = RolloutConfig(temperature=1.0, top_p=1.0, seed=0, max_tokens=args.new_tokens, static_cache=args.static,
+                         compile=args.compile)
     taus = {t: calibrate(engine, make_requests(8, vocab, 128, 512), t, base) for t in (0.9, 0.5)}
     results = []
     for batch in [int(b) for b in args.batches.split(",")]:

@@ -47,6 +47,10 @@ class GenerateConfig:
     max_prompt_tokens: int | None = None
     """Privileged prompts longer than this drop trailing `Solution N:` blocks (default: context - max_tokens)."""
     batch_size: int = 16
+    static_cache: bool | None = None
+    """Mixed mode, hf engine: fixed-shape static KV caches (default: on for CUDA)."""
+    compile: bool = False
+    """With static caches on CUDA: torch.compile the forward (CUDA graphs)."""
     limit: int | None = None
     shard: tuple[int, int] | None = None
     device: str | None = None
@@ -56,7 +60,7 @@ class GenerateConfig:
 
     def settings(self) -> dict:
         s = asdict(self)
-        for k in ("out", "progress", "batch_size", "device", "backend_options", "limit"):
+        for k in ("out", "progress", "batch_size", "device", "backend_options", "limit", "static_cache", "compile"):
             s.pop(k)
         s["shard"] = list(self.shard) if self.shard else None
         return s
@@ -190,6 +194,9 @@ def run_generate(cfg: GenerateConfig) -> dict:
             engine = VLLMMixedRollout(vllm_backend.llm, sorted(eos_ids))
         rcfg = RolloutConfig(tau=cfg.tau, draft_tokens=cfg.draft_tokens, max_tokens=cfg.max_tokens,
                              temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, batch_size=cfg.batch_size,
+                             static_cache=(str(getattr(model, "device", "cpu")).startswith("cuda")
+                                           if cfg.static_cache is None else cfg.static_cache),
+                             compile=cfg.compile,
                              suppress_token_ids=[think_end_id(tokenizer)] if cfg.thinking else [])
         requests = [RolloutRequest(f"{r.problem_id}#{i}", prompts[r.problem_id][0], prompts[r.problem_id][1])
                     for r, i in todo]

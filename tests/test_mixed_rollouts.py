@@ -37,13 +37,14 @@ def median_raw_prob(model, tok, reqs):
     return float(torch.softmax(logits, -1).median())
 
 
-@pytest.mark.parametrize("K", [1, 3, 8, 0])
-def test_engine_traces_equal_token_by_token_reference(setup, K):
+@pytest.mark.parametrize("K,static", [(1, False), (3, False), (8, False), (0, False), (3, True), (0, True)])
+def test_engine_traces_equal_token_by_token_reference(setup, K, static):
     tok, model, _, reqs = setup
     mid = median_raw_prob(model, tok, reqs)
     engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
     for tau in (0.0, mid, 2 * mid, 1.5):
-        cfg = RolloutConfig(tau=tau, draft_tokens=K, max_tokens=16, temperature=1.0, top_p=0.95, seed=5, batch_size=4)
+        cfg = RolloutConfig(tau=tau, draft_tokens=K, max_tokens=16, temperature=1.0, top_p=0.95, seed=5, batch_size=4,
+                            static_cache=static)
         got = [r for batch in engine.run(reqs, cfg) for r in batch]
         for g, req in zip(got, reqs):
             ref = reference_rollout(model, req, cfg, [tok.eos_token_id])
@@ -186,3 +187,24 @@ def test_best_draft_length():
     assert best_draft_length(0.0) == 1 and best_draft_length(0.3) == 1
     assert best_draft_length(0.9) == 4            # (0.9+0.81+0.729+0.656+0.344)/5 = 0.688 beats K=3 and K=5
     assert best_draft_length(0.99) > best_draft_length(0.9)
+
+
+def test_static_cache_rows_that_finish_early_stay_exact(setup):
+    """Static mode keeps finished rows in the batch: traces of all lengths still equal the reference."""
+    tok, model, _, reqs = setup
+    engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
+    with torch.no_grad():
+        bias = torch.zeros(model.config.vocab_size, dtype=model.dtype)
+        bias[tok.eos_token_id] = 4.0  # EOS now ends traces at scattered lengths
+        model.lm_head.bias = torch.nn.Parameter(bias)
+    try:
+        mid = median_raw_prob(model, tok, reqs)
+        cfg = RolloutConfig(tau=mid, draft_tokens=4, max_tokens=24, seed=2, batch_size=5, static_cache=True)
+        got = [r for b in engine.run(reqs, cfg) for r in b]
+        lengths = {len(r.token_ids) for r in got}
+        assert len(lengths) > 1 and any(r.finish_reason == "stop" for r in got)
+        for g, req in zip(got, reqs):
+            ref = reference_rollout(model, req, cfg, [tok.eos_token_id])
+            assert (g.token_ids, g.student_tokens, g.finish_reason) == (ref.token_ids, ref.student_tokens, ref.finish_reason)
+    finally:
+        model.lm_head.bias = None

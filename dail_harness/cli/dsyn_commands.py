@@ -29,6 +29,9 @@ def generate_cmd(
     templates: Optional[Path] = typer.Option(None, "--templates", help="JSON with student/privileged/negative templates."),
     max_prompt_tokens: Optional[int] = typer.Option(None, "--max-prompt-tokens", help="Truncate privileged prompts to this many tokens."),
     batch_size: int = typer.Option(16, "--batch-size"),
+    static_cache: Optional[bool] = typer.Option(None, "--static-cache/--dynamic-cache",
+                                                help="Fixed-shape KV caches for the rollout engine (default: static on CUDA)."),
+    compile: bool = typer.Option(False, "--compile", help="With static caches on CUDA: compile the forward (CUDA graphs)."),
     limit: Optional[int] = typer.Option(None, "--limit"),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: only problems with index % N == i."),
     device: Optional[str] = typer.Option(None, "--device"),
@@ -44,7 +47,8 @@ def generate_cmd(
                          samples_per_problem=samples_per_problem, max_tokens=max_tokens, temperature=temperature,
                          top_p=top_p, seed=seed, backend=backend, thinking=thinking == "on",
                          templates=str(templates) if templates else None, max_prompt_tokens=max_prompt_tokens,
-                         batch_size=batch_size, limit=limit, shard=_parse_shard(shard) if shard else None,
+                         batch_size=batch_size, static_cache=static_cache, compile=compile, limit=limit,
+                         shard=_parse_shard(shard) if shard else None,
                          device=device, dtype=dtype, progress=not no_progress)
     stats = run_generate(cfg)
     msg = f"{out}: {stats['rows']} traces ({stats['new_rows']} new, {stats['tokens']} tokens generated)"

@@ -45,6 +45,11 @@ class RolloutConfig:
     suppress_token_ids: list[int] = field(default_factory=list)
     """Never generated (e.g. `</think>` for thinking models, as in the authors' setup)."""
     batch_size: int = 16
+    static_cache: bool = False
+    """Fixed-shape decoding: static KV caches of fixed capacity, a fixed-size mask, rows kept in the
+    batch until all finish; the draft ([B, 1]) and verify ([B, K+1]) steps then have fixed shapes."""
+    compile: bool = False
+    """With static_cache on CUDA: torch.compile the forward (reduce-overhead, CUDA graphs)."""
 
 
 @dataclass
@@ -151,6 +156,81 @@ class _Context:
         self.mask = new_mask
 
 
+class _StaticContext(_Context):
+    """The fixed-shape variant: a StaticCache of `capacity` positions and a [B, capacity] mask.
+
+    Rows never leave the batch (finished rows keep decoding and are ignored) and holes are compacted
+    in place, so tensor shapes and addresses stay fixed for CUDA graphs.
+    """
+
+    def __init__(self, model, prompts: list[list[int]], pad_id: int, device, capacity: int):
+        from transformers import StaticCache
+
+        self.model = model
+        width = max(max(len(p) - 1 for p in prompts), 1)
+        self.capacity = capacity
+        self.cache = StaticCache(config=model.config, max_cache_len=capacity)
+        self.mask = torch.zeros((len(prompts), capacity), dtype=torch.long, device=device)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+        for b, p in enumerate(prompts):
+            body = p[:-1]
+            if body:
+                ids[b, width - len(body):] = torch.tensor(body, device=device)
+                self.mask[b, width - len(body):width] = 1
+        self.pending = torch.tensor([p[-1] for p in prompts], dtype=torch.long, device=device)
+        self.length = 0
+        pos = (self.mask[:, :width].cumsum(1) - 1).clamp(min=0)
+        self._run(ids, pos)
+
+    def _run(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        q = tokens.shape[1]
+        cache_position = torch.arange(self.length, self.length + q, device=tokens.device)
+        out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=pos, past_key_values=self.cache,
+                         cache_position=cache_position, use_cache=True)
+        self.length += q
+        return out.logits
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        q = tokens.shape[1]
+        if self.length + q > self.capacity:
+            self.compact()
+        pos = self.mask.sum(1, keepdim=True) + torch.arange(q, device=tokens.device)
+        self.mask[:, self.length:self.length + q] = 1
+        return self._run(tokens, pos).float()
+
+    def keep_last(self, q: int, valid: torch.Tensor) -> None:
+        cols = torch.arange(q, device=valid.device)[None, :] < valid[:, None]
+        self.mask[:, self.length - q:self.length] = cols.to(self.mask.dtype)
+
+    def select(self, rows: torch.Tensor) -> None:
+        raise RuntimeError("static contexts keep every row")
+
+    def maybe_compact(self, threshold: float = 0.5) -> None:
+        counts = self.mask.sum(1)
+        if self.length and counts.max().item() <= (1 - threshold) * self.length:
+            self.compact()
+
+    def compact(self) -> None:
+        """Move each row's valid entries to the front, in place (same tensors, new contents)."""
+        used = self.length
+        order = torch.argsort(1 - self.mask[:, :used].to(torch.int8), dim=1, stable=True)  # valid first, in order
+        new_len = int(self.mask[:, :used].sum(1).max().item())
+        order = order[:, :new_len]
+        for layer in self.cache.layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name)
+                idx = order[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3])
+                t[:, :, :new_len].copy_(torch.gather(t[:, :, :used], 2, idx))
+            if torch.is_tensor(layer.cumulative_length):
+                layer.cumulative_length.fill_(new_len)
+            else:
+                layer.cumulative_length = new_len
+        new_mask = torch.gather(self.mask[:, :used], 1, order)
+        self.mask.zero_()
+        self.mask[:, :new_len] = new_mask
+        self.length = new_len
+
+
 class MixedPolicyEngine:
     """Batched mixed-policy rollouts for one model (student and privileged student share weights)."""
 
@@ -159,9 +239,13 @@ class MixedPolicyEngine:
         self.eos_ids = list(eos_ids)
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self._compiled = False
 
     def run(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> Iterator[list[RolloutResult]]:
         """Yield results batch by batch (requests are grouped by `cfg.batch_size`)."""
+        if cfg.static_cache and cfg.compile and str(self.device).startswith("cuda") and not self._compiled:
+            self.model.forward = torch.compile(self.model.forward, mode="reduce-overhead", dynamic=False)
+            self._compiled = True
         for start in range(0, len(requests), cfg.batch_size):
             yield self._run_batch(requests[start:start + cfg.batch_size], cfg)
 
@@ -179,15 +263,22 @@ class MixedPolicyEngine:
         keys = [role_keys(cfg.seed, r.row_id) for r in requests]
         key_s = torch.tensor([k[0] for k in keys], device=dev)
         key_p = torch.tensor([k[1] for k in keys], device=dev)
-        student = _Context(self.model, [r.student_ids for r in requests], self.pad_id, dev) if use_student else None
-        priv = _Context(self.model, [r.privileged_ids for r in requests], self.pad_id, dev) if use_privileged else None
+        def context(prompts):
+            if not cfg.static_cache:
+                return _Context(self.model, prompts, self.pad_id, dev)
+            width = max(len(p) for p in prompts)
+            return _StaticContext(self.model, prompts, self.pad_id, dev,
+                                  capacity=width + cfg.max_tokens + 2 * (MAX_ADAPTIVE_K + 2))
+
+        student = context([r.student_ids for r in requests]) if use_student else None
+        priv = context([r.privileged_ids for r in requests]) if use_privileged else None
         rows = torch.arange(len(requests), device=dev)  # active rows -> request index
         out = [[] for _ in requests]
         n_student = [0] * len(requests)
         n_priv = [0] * len(requests)
         reason = ["length"] * len(requests)
         while len(rows):
-            m = torch.tensor([len(out[i]) for i in rows.tolist()], device=dev)  # response position
+            m = torch.tensor([min(len(out[i]), cfg.max_tokens) for i in rows.tolist()], device=dev)  # response position
             if not use_privileged:  # tau <= 0: every draft is accepted, nothing to verify
                 drafts = self._draft(student, key_s[rows], m, K, cfg)
                 accepted = torch.full((len(rows),), K, device=dev)
@@ -213,6 +304,10 @@ class MixedPolicyEngine:
             # commit per row: accepted drafts, then the resample (if there was a rejection)
             new_tokens, keep_counts = [], []
             for b, i in enumerate(rows.tolist()):
+                if reason[i] == "stop" or len(out[i]) >= cfg.max_tokens:  # finished (static mode keeps it)
+                    new_tokens.append(self.pad_id)
+                    keep_counts.append(1)
+                    continue
                 a = int(accepted[b])
                 toks = drafts[b, :a].tolist()
                 from_priv = resampled is not None and a < drafts.shape[1]
@@ -245,7 +340,9 @@ class MixedPolicyEngine:
                 priv.pending = last
             done = torch.tensor([reason[i] == "stop" or len(out[i]) >= cfg.max_tokens for i in rows.tolist()],
                                 device=dev)
-            if done.any():
+            if done.all():
+                break
+            if done.any() and not cfg.static_cache:
                 live = torch.nonzero(~done).flatten()
                 rows = rows[live]
                 for ctx in (student, priv):
