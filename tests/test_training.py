@@ -251,3 +251,22 @@ def test_bad_rows_and_settings_are_clear_errors(tmp_path, cli):
     code, _, err = cli("train", "--method", "nll", "--data", data, "--out", tmp_path / "s", "--max-steps", "1",
                        "--gamma", "0.5", *TRAIN)
     assert code == 2 and "gamma: 0.1 -> 0.5" in err
+
+
+def test_two_process_ddp_reproduces_the_single_process_loss_curve(tmp_path, cli):
+    """torchrun with 2 CPU processes (gloo): each step shards its micro-batches across processes."""
+    data = write_dsyn(tmp_path / "d.jsonl", n=8)
+    common = ["train", "--method", "dail", "--data", str(data), "--epochs", "1", *TRAIN[:2], "--batch-size", "1",
+              "--lr", "5e-3", "--max-length", "128", "--lora-r", "8", "--lora-alpha", "16", "--no-progress",
+              "--device", "cpu"]
+    assert cli(*common, "--grad-accum", "4", "--out", tmp_path / "one")[0] == 0
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "dail_harness", *common, "--grad-accum", "2",
+                    "--out", str(tmp_path / "two")], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=600)
+    one = [json.loads(l) for l in (tmp_path / "one" / "train_log.jsonl").read_text().splitlines()]
+    two = [json.loads(l) for l in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        assert (a["tokens"], a["lr"]) == (b["tokens"], b["lr"])
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-8)

@@ -93,6 +93,3 @@ def main() -> None:
             sys.exit(130)
         raise
 
-
-if __name__ == "__main__":  # `python -m dail_harness.cli` (e.g. under `accelerate launch -m`)
-    main()

@@ -42,7 +42,7 @@ def train_cmd(
 ):
     """Train a LoRA adapter with a method's loss; `dail-harness eval --model OUT` evaluates the result.
 
-    Multi-GPU: `accelerate launch -m dail_harness.cli train ...` (DDP)."""
+    Multi-GPU (DDP): `torchrun --nproc_per_node N -m dail_harness train ...` or `accelerate launch -m dail_harness train ...`."""
     from dail_harness.errors import HarnessError
     from dail_harness.training.engine import TrainConfig, train
 

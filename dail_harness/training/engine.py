@@ -120,14 +120,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
-def plan_steps(n_examples: int, cfg: TrainConfig) -> list[tuple[int, list[list[int]]]]:
-    """Every optimizer step as (epoch, micro-batches of example indices), in order."""
+def plan_steps(n_examples: int, cfg: TrainConfig, world: int = 1) -> list[tuple[int, list[list[int]]]]:
+    """Every optimizer step as (epoch, micro-batches of example indices), in order. A step takes
+    grad_accum micro-batches per process, so with N processes (DDP) it spans grad_accum x N."""
     steps = []
+    per_step = cfg.grad_accum * world
     for epoch in range(cfg.epochs):
         order = epoch_order(n_examples, cfg.seed, epoch)
         micro = [order[i:i + cfg.batch_size] for i in range(0, n_examples, cfg.batch_size)]
-        for g in range(0, len(micro), cfg.grad_accum):
-            steps.append((epoch, micro[g:g + cfg.grad_accum]))
+        for g in range(0, len(micro), per_step):
+            steps.append((epoch, micro[g:g + per_step]))
     return steps[:cfg.max_steps] if cfg.max_steps else steps
 
 
@@ -181,21 +183,22 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     settings = {**cfg.settings(), "loss": loss_name}
     config_path = out / "train_config.json"
+    path = resolve_model(cfg.model)
+    quiet_transformers()
+    tokenizer = load_tokenizer(path)
+    examples = load_examples(cfg, method, loss_obj, tokenizer)
+    cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
+                              log_with=cfg.report_to, project_dir=str(out))
+    world, rank = accelerator.num_processes, accelerator.process_index
+    settings["processes"] = world  # the data order of a step depends on it: a resume must match
     if config_path.exists():
         old = json.loads(config_path.read_text())
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if diff:
             raise HarnessError(f"{out} holds a training run with different settings (" + "; ".join(
                 f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff) + "); use another --out")
-    path = resolve_model(cfg.model)
-    quiet_transformers()
-    tokenizer = load_tokenizer(path)
-    examples = load_examples(cfg, method, loss_obj, tokenizer)
-    steps = plan_steps(len(examples), cfg)
-
-    cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
-                              log_with=cfg.report_to, project_dir=str(out))
+    steps = plan_steps(len(examples), cfg, world)
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if cpu else torch.bfloat16)
     if cfg.gradient_checkpointing:
@@ -208,7 +211,9 @@ def train(cfg: TrainConfig) -> dict:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * len(steps)),
                               num_training_steps=max(1, len(steps)))
-    student, optimizer, scheduler = accelerator.prepare(StudentHidden(peft_model), optimizer, scheduler)
+    # the scheduler stays unprepared: our step plan is already global, and accelerate's wrapper would
+    # advance it once per process per optimizer step
+    student, optimizer = accelerator.prepare(StudentHidden(peft_model), optimizer)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
@@ -239,21 +244,35 @@ def train(cfg: TrainConfig) -> dict:
     student.train()
     for step in range(start_step, len(steps)):
         epoch, group = steps[step]
-        t0, tokens, stats, total = time.perf_counter(), 0, {}, 0.0
-        for k, micro in enumerate(group):
+        t0 = time.perf_counter()
+        mine = group[rank::world]
+        # every process joins the gradient all-reduce; one without data this step adds zero
+        weights = [1.0] * len(mine) if mine else [0.0]
+        mine = mine or group[:1]
+        # DDP averages gradients over processes: scale so the result is the mean over the step's micro-batches
+        scale = world / len(group)
+        acc: dict[str, float] = {"tokens": 0.0, "loss": 0.0, "non_finite": 0.0}
+        finite = True
+        for k, (micro, w) in enumerate(zip(mine, weights)):
             batch = [examples[i] for i in micro]
-            ctx = accelerator.no_sync(student) if k < len(group) - 1 else contextlib.nullcontext()
+            ctx = accelerator.no_sync(student) if k < len(mine) - 1 else contextlib.nullcontext()
             with ctx:
                 result, n = compute_loss(student, peft_model, batch, loss_obj, pad_id, accelerator.device,
                                          cfg.chunk_tokens)
-                if not torch.isfinite(result.loss):
-                    break
-                accelerator.backward(result.loss / len(group))
-            tokens += n
-            total += float(result.loss.detach()) / len(group)
+                finite = finite and bool(torch.isfinite(result.loss))
+                accelerator.backward(result.loss * (scale * w))
+            acc["tokens"] += w * n
+            acc["loss"] += w * float(result.loss.detach())
+            acc["non_finite"] += w * (not finite)
             for key, v in result.stats.items():
-                stats[key] = stats.get(key, 0.0) + v / len(group)
-        if not torch.isfinite(result.loss):
+                acc[f"stat:{key}"] = acc.get(f"stat:{key}", 0.0) + w * v
+        keys = sorted(acc)  # every process runs the same loss, so the same keys
+        reduced = accelerator.reduce(torch.tensor([acc[k] for k in keys], dtype=torch.float64,
+                                                  device=accelerator.device), reduction="sum")
+        acc = dict(zip(keys, reduced.tolist()))
+        tokens, total = int(acc["tokens"]), acc["loss"] / len(group)
+        stats = {k[5:]: v / len(group) for k, v in acc.items() if k.startswith("stat:")}
+        if acc["non_finite"] > 0:
             optimizer.zero_grad()
             bad += 1
             accelerator.print(f"step {step + 1}: non-finite loss, step skipped ({bad} in a row)")
