@@ -73,13 +73,13 @@ def settings_path(out: str | Path) -> Path:
 def _check_settings(cfg: GenerateConfig) -> None:
     import json
 
+    from dail_harness.store import settings_changes
+
     path = settings_path(cfg.out)
     if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(cfg.settings()) if old.get(k) != cfg.settings().get(k))
-        if diff:
-            raise HarnessError(f"{cfg.out} was generated with different settings (" + "; ".join(
-                f"{k}: {old.get(k)!r} -> {cfg.settings().get(k)!r}" for k in diff) + "); use another --out")
+        details = settings_changes(json.loads(path.read_text()), cfg.settings())
+        if details:
+            raise HarnessError(f"{cfg.out} was generated with different settings ({details}); use another --out")
         repair_partial_tail(cfg.out)
 
 

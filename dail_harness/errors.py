@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def did_you_mean(name: str, candidates, *, n: int = 1, cutoff: float = 0.6) -> str:
+    """"did you mean 'a' or 'b'?" for the closest candidates, or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(candidates), n=n, cutoff=cutoff)
+    return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 class HarnessError(Exception):
     """A problem the user can fix (bad file, unknown name, inconsistent settings).
 

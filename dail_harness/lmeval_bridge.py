@@ -17,7 +17,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from dail_harness.errors import HarnessError
+from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.jsonio import atomic_write_jsonl, atomic_write_text
 from dail_harness.task import make_task
 
@@ -110,11 +110,9 @@ def run_lm_eval(model: str, tasks: list[str], *, include_path: str | None = None
     manager = TaskManager(include_path=include_path) if include_path else TaskManager()
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        import difflib
-
-        hints = {t: difflib.get_close_matches(t, manager.all_tasks, n=1) for t in unknown}
+        hints = {t: did_you_mean(t, manager.all_tasks) for t in unknown}
         raise HarnessError("unknown lm-eval task(s): " + ", ".join(
-            f"'{t}'" + (f" (did you mean '{hints[t][0]}'?)" if hints[t] else "") for t in unknown))
+            f"'{t}'" + (f" ({hints[t]})" if hints[t] else "") for t in unknown))
     results = simple_evaluate(model="hf", model_args=model_args, tasks=tasks, task_manager=manager, limit=limit,
                               batch_size=batch_size, apply_chat_template=apply_chat_template,
                               log_samples=log_samples, gen_kwargs=gen_kwargs)

@@ -7,7 +7,6 @@ is lazy: nothing is imported until a name is looked up or listed.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import pkgutil
@@ -17,7 +16,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
 
-from dail_harness.errors import HarnessError
+from dail_harness.errors import HarnessError, did_you_mean
 
 KINDS = ("tasks", "methods", "losses", "backends", "verifiers")
 ENTRY_POINT_GROUP = "dail_harness.plugins"
@@ -140,8 +139,8 @@ def get_entry(kind: str, name: str) -> Entry:
     if key in table:
         return table[key]
     candidates = list(table) + list(_state.aliases[kind])
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(name, candidates, n=3, cutoff=0.5)
+    hint = f"; {hint}" if hint else ""
     singular = kind[:-1]
     raise HarnessError(f"unknown {singular} '{name}'{hint} (run `dail-harness list {kind}` to see all)")
 

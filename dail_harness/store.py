@@ -27,6 +27,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def settings_changes(old: dict, new: dict) -> str | None:
+    """'key: old -> new; ...' for every (nested) setting that differs, or None when they match."""
+    old_flat, new_flat = _flatten(old), _flatten(json.loads(json.dumps(new)))
+    diff = sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k))
+    return "; ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in diff) or None
+
+
 def sample_id(row: dict) -> tuple:
     """A sample's identity: task, problem, condition (temperature, thinking budget), sample index."""
     temperature = row.get("temperature")
@@ -55,11 +62,8 @@ class RunStore:
     def check(self, settings: dict) -> None:
         """If the run exists, check that `settings` match the ones it was started with."""
         if self.exists():
-            old = self.read_settings()
-            old_flat, new_flat = _flatten(old), _flatten(json.loads(json.dumps(settings)))
-            diff = sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k))
-            if diff:
-                details = "; ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in diff)
+            details = settings_changes(self.read_settings(), settings)
+            if details:
                 raise HarnessError(f"{self.dir} holds a run with different settings ({details}); "
                                    "use another --out directory, or rerun with the original settings to resume")
             repair_partial_tail(self.samples_path)

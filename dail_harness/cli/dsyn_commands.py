@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dail_harness.cli import _parse_shard, app
-from dail_harness.errors import HarnessError
+from dail_harness.errors import HarnessError, did_you_mean
 
 
 @app.command("generate")
@@ -69,11 +69,8 @@ def prompts_cmd(
 
     records = {r.problem_id: r for r in load_expert_data(data)}
     if problem_id not in records:
-        import difflib
-
-        close = difflib.get_close_matches(problem_id, list(records), n=1)
-        raise HarnessError(f"no problem_id '{problem_id}'" + (f"; did you mean '{close[0]}'?" if close else ""),
-                           path=str(data))
+        hint = did_you_mean(problem_id, records)
+        raise HarnessError(f"no problem_id '{problem_id}'" + (f"; {hint}" if hint else ""), path=str(data))
     rec, t = records[problem_id], (Templates.from_file(templates) if templates else Templates())
     waypoints, answer = waypoints_for(rec)
     for title, text in (("STUDENT", student_prompt(rec.problem, t)),

@@ -10,7 +10,7 @@ import typer
 
 from dail_harness import registry
 from dail_harness.cli import PluginDir, _load_plugins, _parse_list, _parse_shard, _task_options, app
-from dail_harness.errors import HarnessError
+from dail_harness.errors import HarnessError, did_you_mean
 
 
 @app.command("list")
@@ -20,10 +20,8 @@ def list_cmd(kind: Optional[str] = typer.Argument(None, help="tasks, methods, lo
     _load_plugins(plugin_dir)
     kinds = [kind] if kind else list(registry.KINDS)
     if kind and kind not in registry.KINDS:
-        import difflib
-
-        close = difflib.get_close_matches(kind, registry.KINDS, n=1)
-        raise HarnessError(f"unknown kind '{kind}'" + (f"; did you mean '{close[0]}'?" if close else "")
+        hint = did_you_mean(kind, registry.KINDS)
+        raise HarnessError(f"unknown kind '{kind}'" + (f"; {hint}" if hint else "")
                            + f" (kinds: {', '.join(registry.KINDS)})")
     for k in kinds:
         if not kind:

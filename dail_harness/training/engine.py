@@ -27,6 +27,7 @@ from dail_harness import registry
 from dail_harness.dail_prompts import Templates
 from dail_harness.errors import HarnessError
 from dail_harness.jsonio import append_jsonl, atomic_write_json, iter_jsonl
+from dail_harness.store import settings_changes
 from dail_harness.training.chunked import DEFAULT_CHUNK, chunked_sums
 from dail_harness.training.examples import Example, build_example, collate, flat_targets
 
@@ -193,11 +194,9 @@ def train(cfg: TrainConfig) -> dict:
     world, rank = accelerator.num_processes, accelerator.process_index
     settings["processes"] = world  # the data order of a step depends on it: a resume must match
     if config_path.exists():
-        old = json.loads(config_path.read_text())
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff:
-            raise HarnessError(f"{out} holds a training run with different settings (" + "; ".join(
-                f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff) + "); use another --out")
+        details = settings_changes(json.loads(config_path.read_text()), settings)
+        if details:
+            raise HarnessError(f"{out} holds a training run with different settings ({details}); use another --out")
     steps = plan_steps(len(examples), cfg, world)
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if cpu else torch.bfloat16)
