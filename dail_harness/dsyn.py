@@ -10,7 +10,7 @@ with different settings is refused.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from dail_harness.dail_prompts import (Templates, extract_waypoints, final_answer_of, fit_solution,
@@ -32,7 +32,9 @@ class GenerateConfig:
     mode: str = "mixed"
     """`direct`: r ~ M_PS; `mixed`: mixed-policy rollouts."""
     tau: float = 0.8
-    draft_tokens: int = 8
+    draft_tokens: int | None = None
+    """1: lockstep (student and privileged rows share each forward); K > 1: drafting; 0: adaptive K.
+    Default: 1 on the hf engine, 0 on vLLM (where every round is an engine call, so drafting pays)."""
     samples_per_problem: int = 1
     max_tokens: int = 2048
     temperature: float = 1.0
@@ -98,8 +100,10 @@ def waypoints_for(rec: ExpertRecord) -> tuple[list[str], str | None]:
 def run_generate(cfg: GenerateConfig) -> dict:
     if cfg.mode not in ("direct", "mixed"):
         raise HarnessError(f"--mode must be 'direct' or 'mixed', got '{cfg.mode}'")
-    if cfg.draft_tokens < 1:
-        raise HarnessError("--draft-tokens must be >= 1")
+    if cfg.draft_tokens is None:
+        cfg = replace(cfg, draft_tokens=1 if cfg.backend == "hf" else 0)
+    if cfg.draft_tokens < 0:
+        raise HarnessError(f"--draft-tokens must be >= 0 (0: adaptive), got {cfg.draft_tokens}")
     records = load_expert_data(cfg.data)
     if cfg.limit:
         records = records[:cfg.limit]

@@ -37,14 +37,16 @@ def median_raw_prob(model, tok, reqs):
     return float(torch.softmax(logits, -1).median())
 
 
-@pytest.mark.parametrize("K,static", [(1, False), (3, False), (8, False), (0, False), (3, True), (0, True)])
-def test_engine_traces_equal_token_by_token_reference(setup, K, static):
+@pytest.mark.parametrize("K,static,fuse", [(1, False, True), (1, True, True), (1, False, False), (3, False, True),
+                                           (8, False, True), (0, False, True), (3, True, True), (0, True, True)])
+def test_engine_traces_equal_token_by_token_reference(setup, K, static, fuse):
+    """Lockstep (K = 1 fused), unfused K = 1, drafting and adaptive K, dynamic and static caches."""
     tok, model, _, reqs = setup
     mid = median_raw_prob(model, tok, reqs)
     engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
     for tau in (0.0, mid, 2 * mid, 1.5):
         cfg = RolloutConfig(tau=tau, draft_tokens=K, max_tokens=16, temperature=1.0, top_p=0.95, seed=5, batch_size=4,
-                            static_cache=static)
+                            static_cache=static, fuse_contexts=fuse)
         got = [r for batch in engine.run(reqs, cfg) for r in batch]
         for g, req in zip(got, reqs):
             ref = reference_rollout(model, req, cfg, [tok.eos_token_id])
@@ -60,7 +62,8 @@ def test_engine_traces_equal_token_by_token_reference(setup, K, static):
             assert 0.2 < n_student / sum(len(g.token_ids) for g in got) < 0.8
 
 
-def test_tau_extremes_equal_plain_sampling_of_each_context(setup):
+@pytest.mark.parametrize("K", [4, 1])
+def test_tau_extremes_equal_plain_sampling_of_each_context(setup, K):
     """tau = 0 samples the student alone, tau > 1 the privileged student alone (keyed, position by position)."""
     from dail_harness.rollout.engine import role_keys
     from dail_harness.sampling import keyed_gumbel_sample
@@ -68,7 +71,7 @@ def test_tau_extremes_equal_plain_sampling_of_each_context(setup):
     tok, model, _, reqs = setup
     engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
     for tau, role, prompt_of in ((0.0, 0, lambda r: r.student_ids), (1.5, 1, lambda r: r.privileged_ids)):
-        cfg = RolloutConfig(tau=tau, draft_tokens=4, max_tokens=10, temperature=0.8, top_p=0.9, seed=1)
+        cfg = RolloutConfig(tau=tau, draft_tokens=K, max_tokens=10, temperature=0.8, top_p=0.9, seed=1)
         got = [r for batch in engine.run(reqs[:2], cfg) for r in batch]
         for g, req in zip(got, reqs[:2]):
             key = role_keys(cfg.seed, req.row_id)[role]
@@ -189,8 +192,10 @@ def test_best_draft_length():
     assert best_draft_length(0.99) > best_draft_length(0.9)
 
 
-def test_static_cache_rows_that_finish_early_stay_exact(setup):
-    """Static mode keeps finished rows in the batch: traces of all lengths still equal the reference."""
+@pytest.mark.parametrize("K,static", [(4, True), (1, True), (1, False)])
+def test_rows_that_finish_early_stay_exact(setup, K, static):
+    """Finished rows stay in a static batch and leave a dynamic one: traces of all lengths still equal
+    the reference (lockstep checks for finished rows every 8 steps, so rows run on past their EOS)."""
     tok, model, _, reqs = setup
     engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
     with torch.no_grad():
@@ -199,7 +204,7 @@ def test_static_cache_rows_that_finish_early_stay_exact(setup):
         model.lm_head.bias = torch.nn.Parameter(bias)
     try:
         mid = median_raw_prob(model, tok, reqs)
-        cfg = RolloutConfig(tau=mid, draft_tokens=4, max_tokens=24, seed=2, batch_size=5, static_cache=True)
+        cfg = RolloutConfig(tau=mid, draft_tokens=K, max_tokens=24, seed=2, batch_size=5, static_cache=static)
         got = [r for b in engine.run(reqs, cfg) for r in b]
         lengths = {len(r.token_ids) for r in got}
         assert len(lengths) > 1 and any(r.finish_reason == "stop" for r in got)
@@ -208,3 +213,27 @@ def test_static_cache_rows_that_finish_early_stay_exact(setup):
             assert (g.token_ids, g.student_tokens, g.finish_reason) == (ref.token_ids, ref.student_tokens, ref.finish_reason)
     finally:
         model.lm_head.bias = None
+
+
+def test_compiled_static_engine_has_one_graph_per_step_shape(setup):
+    """The --compile path on CPU: the decode forward traces as one full graph (no breaks), batches and the
+    padded last batch reuse it (no recompiles), and the traces still equal the reference. On CUDA the same
+    graphs are what mode="reduce-overhead" captures with CUDA graphs."""
+    tok, model, _, reqs = setup
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    engine = MixedPolicyEngine(model, tok, [tok.eos_token_id],
+                               compile_options={"backend": counting_backend, "fullgraph": True})
+    mid = median_raw_prob(model, tok, reqs)
+    for K, expected in ((1, 1), (3, 2)):  # lockstep: [2B, 1]; drafting: [B, 1] drafts and [B, K+1] verifies
+        graphs.clear()
+        cfg = RolloutConfig(tau=mid, draft_tokens=K, max_tokens=16, seed=5, batch_size=4, static_cache=True,
+                            compile=True)
+        got = [r for b in engine.run(reqs, cfg) for r in b]  # 5 requests: a full batch and a padded one
+        assert len(got) == len(reqs) and len(graphs) == expected, (K, len(graphs))
+        for g, req in zip(got, reqs):
+            assert g.token_ids == reference_rollout(model, req, cfg, [tok.eos_token_id]).token_ids

@@ -58,6 +58,9 @@ class HFBackend(SamplingBackend):
         else:  # an already-loaded (model, tokenizer) pair: benchmarks, notebooks
             self.model, self.tokenizer = model
             self.tokenizer.padding_side = "left"
+        from dail_harness.models.attention import use_folded_gqa
+
+        use_folded_gqa(self.model)  # left-padded batches decode with a mask: fold GQA instead of copying KV
         on_gpu = self.device.startswith("cuda")
         self.batch_size = batch_size or (32 if on_gpu else 8)
         self.static_cache = on_gpu if static_cache is None else static_cache

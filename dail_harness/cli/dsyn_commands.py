@@ -18,7 +18,9 @@ def generate_cmd(
     out: Path = typer.Option(..., "--out", help="D_syn JSONL to write; rerunning resumes."),
     mode: str = typer.Option("mixed", "--mode", help="direct: sample from the privileged student; mixed: mixed-policy rollouts."),
     tau: float = typer.Option(0.8, "--tau", help="Keep a student token when M_PS(token) >= tau (0: pure student; >1: pure privileged)."),
-    draft_tokens: int = typer.Option(8, "--draft-tokens", help="K student tokens drafted per verification pass (1: token by token)."),
+    draft_tokens: Optional[int] = typer.Option(
+        None, "--draft-tokens", help="1: token by token, student and privileged rows sharing each forward pass (the hf "
+        "default; fastest on GPUs); K > 1: the student drafts K tokens per verify pass; 0: adaptive K (the vllm default)."),
     samples_per_problem: int = typer.Option(1, "--samples-per-problem"),
     max_tokens: int = typer.Option(2048, "--max-tokens"),
     temperature: float = typer.Option(1.0, "--temperature"),

@@ -13,9 +13,17 @@ argmax(warp(PS logits) + G(privileged key, i)), Gumbel-max with counter-based no
 probability is the privileged model's untempered softmax probability (what the authors' vLLM
 prompt log-probs give); temperature and top-p shape the two sampling distributions.
 
-Both contexts keep a KV cache (student: student prompt + r; privileged: privileged prompt + r) with
-one pending token each. Rejected drafts stay in the caches as masked holes (no copy); the caches are
-compacted when holes pass half their length, and finished rows leave the batch.
+Two schedules:
+- lockstep (K = 1, the default): the student rows and the privileged rows of a batch live in one KV
+  cache of 2B rows and share every forward pass. Each pass gives both distributions at the same
+  position, so each commits one token per row: the forward count of plain sampling, with no drafts
+  to waste. While decoding is bound by reading the weights (a GPU at batch <= 64 for a 7B model), a
+  mixed rollout then costs about what plain student sampling costs.
+- drafting (K > 1, or 0 for adaptive K): separate student and privileged caches; the student drafts
+  K tokens, one verify pass scores them. Rejected drafts stay in the caches as masked holes (no
+  copy); the caches are compacted when holes pass half their length, and finished rows leave the
+  batch. `fuse_contexts=False` with K = 1 runs two forwards per token, one per context (the
+  authors' scheme, kept as a benchmark baseline).
 """
 
 from __future__ import annotations
@@ -35,9 +43,12 @@ class RolloutConfig:
     tau: float = 0.8
     """Keep the student's token when the privileged probability of it is >= tau (0: pure student;
     > 1: pure privileged student). The paper uses 0.8."""
-    draft_tokens: int = 8
-    """K: tokens the student drafts per verification pass (1 = the authors' token-by-token scheme;
+    draft_tokens: int = 1
+    """K: tokens the student drafts per verification pass (1 = token by token, in lockstep;
     0 = adaptive: each round picks the K that maximises expected tokens per forward pass)."""
+    fuse_contexts: bool = True
+    """With K = 1: student and privileged rows share each forward pass (one token per pass). False:
+    one forward per context per token, the authors' scheme."""
     max_tokens: int = 2048
     temperature: float = 1.0
     top_p: float = 1.0
@@ -49,7 +60,8 @@ class RolloutConfig:
     """Fixed-shape decoding: static KV caches of fixed capacity, a fixed-size mask, rows kept in the
     batch until all finish; the draft ([B, 1]) and verify ([B, K+1]) steps then have fixed shapes."""
     compile: bool = False
-    """With static_cache on CUDA: torch.compile the forward (reduce-overhead, CUDA graphs)."""
+    """With static_cache: torch.compile the decode forward (mode reduce-overhead: CUDA graphs on GPU).
+    Batches are padded to batch_size and cache capacities rounded up, so one graph serves every batch."""
 
 
 @dataclass
@@ -72,6 +84,7 @@ class RolloutResult:
 
 
 MAX_ADAPTIVE_K = 16
+CAPACITY_BUCKET = 256  # static cache lengths are rounded up to this, so batches share compiled graphs
 
 
 def best_draft_length(p: float, max_k: int = MAX_ADAPTIVE_K) -> int:
@@ -163,14 +176,13 @@ class _StaticContext(_Context):
     in place, so tensor shapes and addresses stay fixed for CUDA graphs.
     """
 
-    def __init__(self, model, prompts: list[list[int]], pad_id: int, device, capacity: int):
-        from transformers import StaticCache
-
-        self.model = model
+    def __init__(self, model, prompts: list[list[int]], pad_id: int, device, cache, step=None):
+        self.model, self.step = model, step or model
         width = max(max(len(p) - 1 for p in prompts), 1)
-        self.capacity = capacity
-        self.cache = StaticCache(config=model.config, max_cache_len=capacity)
-        self.mask = torch.zeros((len(prompts), capacity), dtype=torch.long, device=device)
+        self.capacity = cache.max_cache_len
+        self.cache = cache
+        cache.reset()
+        self.mask = torch.zeros((len(prompts), self.capacity), dtype=torch.long, device=device)
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
         for b, p in enumerate(prompts):
             body = p[:-1]
@@ -180,13 +192,15 @@ class _StaticContext(_Context):
         self.pending = torch.tensor([p[-1] for p in prompts], dtype=torch.long, device=device)
         self.length = 0
         pos = (self.mask[:, :width].cumsum(1) - 1).clamp(min=0)
-        self._run(ids, pos)
+        self._run(ids, pos, self.model)  # the prefill stays eager: its width varies from batch to batch
 
-    def _run(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, pos: torch.Tensor, forward) -> torch.Tensor:
         q = tokens.shape[1]
         cache_position = torch.arange(self.length, self.length + q, device=tokens.device)
-        out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=pos, past_key_values=self.cache,
-                         cache_position=cache_position, use_cache=True)
+        if forward is not self.model:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
+        out = forward(input_ids=tokens, attention_mask=self.mask, position_ids=pos, past_key_values=self.cache,
+                      cache_position=cache_position, use_cache=True)
         self.length += q
         return out.logits
 
@@ -196,7 +210,7 @@ class _StaticContext(_Context):
             self.compact()
         pos = self.mask.sum(1, keepdim=True) + torch.arange(q, device=tokens.device)
         self.mask[:, self.length:self.length + q] = 1
-        return self._run(tokens, pos).float()
+        return self._run(tokens, pos, self.step).float()
 
     def keep_last(self, q: int, valid: torch.Tensor) -> None:
         cols = torch.arange(q, device=valid.device)[None, :] < valid[:, None]
@@ -234,20 +248,54 @@ class _StaticContext(_Context):
 class MixedPolicyEngine:
     """Batched mixed-policy rollouts for one model (student and privileged student share weights)."""
 
-    def __init__(self, model, tokenizer, eos_ids: list[int]):
+    def __init__(self, model, tokenizer, eos_ids: list[int], compile_options: dict | None = None):
+        from dail_harness.models.attention import use_folded_gqa
+
         self.model, self.tokenizer = model, tokenizer
+        use_folded_gqa(model)  # masked decoding without copying the KV cache per step
         self.eos_ids = list(eos_ids)
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self._compiled = False
+        self.compile_options = dict(compile_options or {"mode": "reduce-overhead"})
+        self._step = None  # the compiled decode forward
+        self._caches: dict[tuple, object] = {}  # static caches, reused so compiled graphs see the same buffers
+        self._run_width = 0
 
     def run(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> Iterator[list[RolloutResult]]:
         """Yield results batch by batch (requests are grouped by `cfg.batch_size`)."""
-        if cfg.static_cache and cfg.compile and str(self.device).startswith("cuda") and not self._compiled:
-            self.model.forward = torch.compile(self.model.forward, mode="reduce-overhead", dynamic=False)
-            self._compiled = True
+        compiled = cfg.static_cache and cfg.compile
+        if compiled and self._step is None:
+            import torch._dynamo.config as dynamo_config
+
+            # one graph per step shape: [B, 1] drafts and up to MAX_ADAPTIVE_K verify widths
+            limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+            setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 4 * MAX_ADAPTIVE_K))
+            self._step = torch.compile(self.model.forward, dynamic=False, **self.compile_options)
+        # compiled graphs are specialised to the cache length: size it once for the whole run
+        self._run_width = max((max(len(r.student_ids), len(r.privileged_ids)) for r in requests), default=0) \
+            if compiled else 0
+        lockstep = cfg.draft_tokens == 1 and cfg.fuse_contexts
         for start in range(0, len(requests), cfg.batch_size):
-            yield self._run_batch(requests[start:start + cfg.batch_size], cfg)
+            batch = requests[start:start + cfg.batch_size]
+            if compiled and len(batch) < cfg.batch_size:  # pad the last batch: same shapes, same graphs
+                batch = batch + [batch[0]] * (cfg.batch_size - len(batch))
+            results = self._run_lockstep(batch, cfg) if lockstep else self._run_batch(batch, cfg)
+            yield results[:len(requests) - start]
+
+    def _context(self, prompts: list[list[int]], cfg: RolloutConfig, slot: str, slack: int = 0) -> _Context:
+        if not cfg.static_cache:
+            return _Context(self.model, prompts, self.pad_id, self.device)
+        from transformers import StaticCache
+
+        need = max(max(len(p) for p in prompts), self._run_width) + cfg.max_tokens + slack
+        capacity = -(-need // CAPACITY_BUCKET) * CAPACITY_BUCKET
+        key = (slot, len(prompts))
+        cache = self._caches.get(key)
+        if cache is None or cache.max_cache_len < need:
+            self._caches.pop(key, None)
+            cache = self._caches[key] = StaticCache(config=self.model.config, max_cache_len=capacity)
+        return _StaticContext(self.model, prompts, self.pad_id, self.device, cache,
+                              step=self._step if cfg.compile else None)
 
     def _sample(self, logits, keys, positions, cfg):
         return keyed_gumbel_sample(_suppress(logits, cfg.suppress_token_ids), keys, positions, cfg.temperature,
@@ -263,15 +311,11 @@ class MixedPolicyEngine:
         keys = [role_keys(cfg.seed, r.row_id) for r in requests]
         key_s = torch.tensor([k[0] for k in keys], device=dev)
         key_p = torch.tensor([k[1] for k in keys], device=dev)
-        def context(prompts):
-            if not cfg.static_cache:
-                return _Context(self.model, prompts, self.pad_id, dev)
-            width = max(len(p) for p in prompts)
-            return _StaticContext(self.model, prompts, self.pad_id, dev,
-                                  capacity=width + cfg.max_tokens + 2 * (MAX_ADAPTIVE_K + 2))
+        def context(prompts, slot):
+            return self._context(prompts, cfg, slot, slack=2 * (MAX_ADAPTIVE_K + 2))
 
-        student = context([r.student_ids for r in requests]) if use_student else None
-        priv = context([r.privileged_ids for r in requests]) if use_privileged else None
+        student = context([r.student_ids for r in requests], "student") if use_student else None
+        priv = context([r.privileged_ids for r in requests], "privileged") if use_privileged else None
         rows = torch.arange(len(requests), device=dev)  # active rows -> request index
         out = [[] for _ in requests]
         n_student = [0] * len(requests)
@@ -354,6 +398,65 @@ class MixedPolicyEngine:
             if adaptive and use_student and use_privileged:
                 K = best_draft_length(kept_drafts / max(seen, 1e-9))
         return [RolloutResult(r.row_id, out[i], n_student[i], n_priv[i], reason[i]) for i, r in enumerate(requests)]
+
+    @torch.inference_mode()
+    def _run_lockstep(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> list[RolloutResult]:
+        """K = 1 with both contexts in one cache: rows [0, n) are students, [n, 2n) privileged.
+
+        Every pass feeds each row its last committed token and commits one token per row, so all rows
+        sit at the same response position and the loop stays on the device (no per-row Python).
+        """
+        dev, n = self.device, len(requests)
+        use_student, use_privileged = cfg.tau <= 1, cfg.tau > 0
+        keys = [role_keys(cfg.seed, r.row_id) for r in requests]
+        key_s = torch.tensor([k[0] for k in keys], device=dev)
+        key_p = torch.tensor([k[1] for k in keys], device=dev)
+        prompts = ([r.student_ids for r in requests] if use_student else []) + \
+                  ([r.privileged_ids for r in requests] if use_privileged else [])
+        ctx = self._context(prompts, cfg, "lockstep", slack=2)
+        roles = int(use_student) + int(use_privileged)
+        tokens = torch.full((n, cfg.max_tokens), self.pad_id, dtype=torch.long, device=dev)
+        from_student = torch.zeros((n, cfg.max_tokens), dtype=torch.bool, device=dev)
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        stop = torch.zeros(n, dtype=torch.bool, device=dev)
+        length = torch.zeros(n, dtype=torch.long, device=dev)
+        eos = torch.tensor(self.eos_ids or [-1], device=dev)
+        rows = torch.arange(n, device=dev)  # rows still in the cache (dynamic mode drops finished ones)
+        for step in range(cfg.max_tokens):
+            logits = ctx.forward(ctx.pending[:, None])[:, -1]
+            live = len(rows)
+            pos = torch.full((live,), step, device=dev)
+            if use_student:
+                token = self._sample(logits[:live], key_s[rows], pos, cfg)
+                accepted = torch.ones(live, dtype=torch.bool, device=dev)
+            if use_privileged:
+                p_logits = logits[-live:]
+                resampled = self._sample(p_logits, key_p[rows], pos, cfg)
+                if use_student:
+                    probs = torch.softmax(_suppress(p_logits, cfg.suppress_token_ids), dim=-1)
+                    accepted = probs.gather(1, token[:, None])[:, 0] >= cfg.tau
+                    token = torch.where(accepted, token, resampled)
+                else:
+                    token, accepted = resampled, torch.zeros(live, dtype=torch.bool, device=dev)
+            active = ~done[rows]
+            tokens[rows, step] = torch.where(active, token, tokens[rows, step])
+            from_student[rows, step] = accepted & active
+            length[rows] += active.long()
+            ended = active & torch.isin(token, eos)
+            stop[rows] |= ended
+            done[rows] |= ended
+            ctx.pending = token.repeat(roles)
+            if step % 8 == 7 or step == cfg.max_tokens - 1:  # a host sync: not every step
+                if bool(done.all()):
+                    break
+                if not cfg.static_cache and bool(done[rows].any()):
+                    keep = torch.nonzero(~done[rows]).flatten()
+                    ctx.select(torch.cat([keep + k * live for k in range(roles)]))
+                    rows = rows[keep]
+        length, n_s = length.tolist(), from_student.sum(1).tolist()
+        stop = stop.tolist()
+        return [RolloutResult(r.row_id, tokens[i, :length[i]].tolist(), n_s[i], length[i] - n_s[i],
+                              "stop" if stop[i] else "length") for i, r in enumerate(requests)]
 
     def _draft(self, student: _Context, keys, m, K, cfg) -> torch.Tensor:
         """K student tokens per row, autoregressively from the pending token."""
