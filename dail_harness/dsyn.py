@@ -34,7 +34,8 @@ class GenerateConfig:
     tau: float = 0.8
     draft_tokens: int | None = None
     """1: lockstep (student and privileged rows share each forward); K > 1: drafting; 0: adaptive K.
-    Default: 1 on the hf engine, 0 on vLLM (where every round is an engine call, so drafting pays)."""
+    Default: 1 on the hf engine; 8 on vLLM, where each verify re-reads the whole privileged context, so long
+    drafts pay (measured: benchmarks/RESULTS.md)."""
     samples_per_problem: int = 1
     max_tokens: int = 2048
     temperature: float = 1.0
@@ -101,7 +102,7 @@ def run_generate(cfg: GenerateConfig) -> dict:
     if cfg.mode not in ("direct", "mixed"):
         raise HarnessError(f"--mode must be 'direct' or 'mixed', got '{cfg.mode}'")
     if cfg.draft_tokens is None:
-        cfg = replace(cfg, draft_tokens=1 if cfg.backend == "hf" else 0)
+        cfg = replace(cfg, draft_tokens=1 if cfg.backend == "hf" else 8)
     if cfg.draft_tokens < 0:
         raise HarnessError(f"--draft-tokens must be >= 0 (0: adaptive), got {cfg.draft_tokens}")
     records = load_expert_data(cfg.data)

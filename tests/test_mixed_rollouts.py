@@ -172,6 +172,8 @@ def test_generate_direct_and_tau_extremes_via_cli(tmp_path, cli):
     assert len(rows) == 3 and all(r["mode"] == "direct" and r["acceptance_rate"] is None for r in rows)
     assert cli("generate", *common, "--tau", "0", "--out", tmp_path / "t0.jsonl")[0] == 0
     assert all(json.loads(l)["acceptance_rate"] == 1.0 for l in (tmp_path / "t0.jsonl").read_text().splitlines())
+    settings = json.loads((tmp_path / "t0.jsonl.settings.json").read_text())
+    assert settings["draft_tokens"] == 1  # the hf default: lockstep
     assert cli("generate", *common, "--tau", "1.01", "--out", tmp_path / "t1.jsonl")[0] == 0
     assert all(json.loads(l)["acceptance_rate"] == 0.0 for l in (tmp_path / "t1.jsonl").read_text().splitlines())
 

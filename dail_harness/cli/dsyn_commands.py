@@ -20,7 +20,7 @@ def generate_cmd(
     tau: float = typer.Option(0.8, "--tau", help="Keep a student token when M_PS(token) >= tau (0: pure student; >1: pure privileged)."),
     draft_tokens: Optional[int] = typer.Option(
         None, "--draft-tokens", help="1: token by token, student and privileged rows sharing each forward pass (the hf "
-        "default; fastest on GPUs); K > 1: the student drafts K tokens per verify pass; 0: adaptive K (the vllm default)."),
+        "default; fastest on GPUs); K > 1: the student drafts K tokens per verify pass (8: the vllm default); 0: adaptive K."),
     samples_per_problem: int = typer.Option(1, "--samples-per-problem"),
     max_tokens: int = typer.Option(2048, "--max-tokens"),
     temperature: float = typer.Option(1.0, "--temperature"),
