@@ -192,6 +192,7 @@ def test_best_draft_length():
     assert best_draft_length(0.0) == 1 and best_draft_length(0.3) == 1
     assert best_draft_length(0.9) == 4            # (0.9+0.81+0.729+0.656+0.344)/5 = 0.688 beats K=3 and K=5
     assert best_draft_length(0.99) > best_draft_length(0.9)
+    assert best_draft_length(0.9, (1, 8, 16)) == 8  # rates 0.5, 0.633, 0.479: compiled runs pick from few shapes
 
 
 @pytest.mark.parametrize("K,static", [(4, True), (1, True), (1, False)])

@@ -87,8 +87,12 @@ MAX_ADAPTIVE_K = 16
 CAPACITY_BUCKET = 256  # static cache lengths are rounded up to this, so batches share compiled graphs
 
 
-def best_draft_length(p: float, max_k: int = MAX_ADAPTIVE_K) -> int:
-    """K maximising committed tokens per forward pass when each draft is accepted with probability p.
+COMPILED_DRAFT_LENGTHS = (1, 2, 4, 8, 16)  # adaptive K under --compile: 5 verify graphs, not 16
+
+
+def best_draft_length(p: float, choices=range(1, MAX_ADAPTIVE_K + 1)) -> int:
+    """K (from `choices`) maximising committed tokens per forward pass when each draft is accepted with
+    probability p.
 
     A round costs K student forwards and one verify forward; it commits the accepted prefix
     (sum_j p^j) plus one resampled token unless all K were accepted (1 - p^K).
@@ -98,7 +102,7 @@ def best_draft_length(p: float, max_k: int = MAX_ADAPTIVE_K) -> int:
     def rate(k: int) -> float:
         return (sum(p ** j for j in range(1, k + 1)) + 1 - p ** k) / (k + 1)
 
-    return max(range(1, max_k + 1), key=rate)
+    return max(choices, key=rate)
 
 
 def role_keys(seed: int, row_id: str) -> tuple[int, int]:
@@ -267,7 +271,7 @@ class MixedPolicyEngine:
         if compiled and self._step is None:
             import torch._dynamo.config as dynamo_config
 
-            # one graph per step shape: [B, 1] drafts and up to MAX_ADAPTIVE_K verify widths
+            # one graph per step shape: [B, 1] drafts and a verify width per draft length
             limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
             setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 4 * MAX_ADAPTIVE_K))
             self._step = torch.compile(self.model.forward, dynamic=False, **self.compile_options)
@@ -396,7 +400,9 @@ class MixedPolicyEngine:
                 if ctx is not None and len(rows):
                     ctx.maybe_compact()
             if adaptive and use_student and use_privileged:
-                K = best_draft_length(kept_drafts / max(seen, 1e-9))
+                K = best_draft_length(kept_drafts / max(seen, 1e-9),
+                                      COMPILED_DRAFT_LENGTHS if cfg.static_cache and cfg.compile
+                                      else range(1, MAX_ADAPTIVE_K + 1))
         return [RolloutResult(r.row_id, out[i], n_student[i], n_priv[i], reason[i]) for i, r in enumerate(requests)]
 
     @torch.inference_mode()
