@@ -112,7 +112,7 @@ def main() -> None:
     taus = {t: calibrate(engine, make_requests(8, vocab, 128, 512), t, base)
             for t in (float(x) for x in args.targets.split(","))}
     if args.backend == "vllm":
-        return run_vllm(args, taus, base, vocab)
+        return write_json(args.json, run_vllm(args, taus, base, vocab))
     from benchmarks.hf_decode import copy_bandwidth
 
     bound_s = sum(p.numel() * p.element_size() for p in model.parameters()) / copy_bandwidth(args.device)
@@ -144,12 +144,16 @@ def main() -> None:
             print(f"batch {batch:3}  {name:24} acceptance {row['acceptance']:.2f}  {row['tokens_per_s']:9.1f} tok/s"
                   f"  {row['vs_plain']:.2f}x plain{extra}  {step_s * 1e3:.2f} ms/step "
                   f"({100 * row['fraction_of_bound']:.0f}% of bound)", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
+    write_json(args.json, results)
+
+
+def write_json(path: str | None, results: list[dict]) -> None:
+    if path:
+        with open(path, "w") as f:
             json.dump(results, f, indent=2)
 
 
-def run_vllm(args, taus: dict, base: RolloutConfig, vocab: int) -> None:
+def run_vllm(args, taus: dict, base: RolloutConfig, vocab: int) -> list[dict]:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -177,9 +181,7 @@ def run_vllm(args, taus: dict, base: RolloutConfig, vocab: int) -> None:
                                 "vs_plain": r["tokens_per_s"] / plain})
                 print(f"vllm batch {batch:3}  {name:24} acceptance {r['acceptance']:.2f}  {r['tokens_per_s']:9.1f} tok/s"
                       f"  {r['tokens_per_s'] / plain:.2f}x plain", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    return results
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ distribution and a test compares them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
@@ -29,15 +29,10 @@ PROBLEMS_PER_ROUND = 32  # phase 1 + phase 2 per group of prompts, so results ar
 
 
 @dataclass
-class Sampled:
-    """One finished sample of one condition, ready to grade and store."""
+class Sampled(Completion):
+    """One finished sample of one condition, ready to grade and store. Its `token_ids` are all the
+    generated ids: thinking, a forced close if any, answer."""
 
-    request_id: str
-    sample_index: int
-    text: str
-    num_tokens: int
-    prompt_tokens: int
-    finish_reason: str
     budget: int | None = None
     """Thinking budget (None: no budget forcing)."""
     thinking_tokens: int = 0
@@ -46,8 +41,6 @@ class Sampled:
     """Generated tokens after the thinking (the forced `</think>` not counted)."""
     forced_close: bool = False
     """The thinking was cut and `</think>` appended."""
-    token_ids: list[int] = field(default_factory=list)
-    """All generated ids: thinking, a forced close if any, answer."""
 
 
 def think_end_id(tokenizer) -> int:
@@ -69,8 +62,7 @@ def split_counts(token_ids: list[int], end_id: int | None) -> tuple[int, int]:
 
 def plain(c: Completion, end_id: int | None) -> Sampled:
     thinking, answer = split_counts(c.token_ids, end_id)
-    return Sampled(c.request_id, c.sample_index, c.text, c.num_tokens, c.prompt_tokens, c.finish_reason,
-                   thinking_tokens=thinking, answer_tokens=answer, token_ids=c.token_ids)
+    return Sampled(**vars(c), thinking_tokens=thinking, answer_tokens=answer)
 
 
 def generate_budgeted(backend: SamplingBackend, requests: list[GenerationRequest], params: SamplingParams,

@@ -301,6 +301,12 @@ class MixedPolicyEngine:
         return _StaticContext(self.model, prompts, self.pad_id, self.device, cache,
                               step=self._step if cfg.compile else None)
 
+    def _role_key_tensors(self, requests: list[RolloutRequest], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row student and privileged sampling keys, on the device."""
+        keys = [role_keys(seed, r.row_id) for r in requests]
+        return (torch.tensor([k[0] for k in keys], device=self.device),
+                torch.tensor([k[1] for k in keys], device=self.device))
+
     def _sample(self, logits, keys, positions, cfg):
         return keyed_gumbel_sample(_suppress(logits, cfg.suppress_token_ids), keys, positions, cfg.temperature,
                                    cfg.top_p)
@@ -312,9 +318,7 @@ class MixedPolicyEngine:
         K = 4 if adaptive else cfg.draft_tokens
         seen, kept_drafts = 1.0, 0.8  # acceptance prior for adaptive K
         use_student, use_privileged = cfg.tau <= 1, cfg.tau > 0
-        keys = [role_keys(cfg.seed, r.row_id) for r in requests]
-        key_s = torch.tensor([k[0] for k in keys], device=dev)
-        key_p = torch.tensor([k[1] for k in keys], device=dev)
+        key_s, key_p = self._role_key_tensors(requests, cfg.seed)
         def context(prompts, slot):
             return self._context(prompts, cfg, slot, slack=2 * (MAX_ADAPTIVE_K + 2))
 
@@ -414,9 +418,7 @@ class MixedPolicyEngine:
         """
         dev, n = self.device, len(requests)
         use_student, use_privileged = cfg.tau <= 1, cfg.tau > 0
-        keys = [role_keys(cfg.seed, r.row_id) for r in requests]
-        key_s = torch.tensor([k[0] for k in keys], device=dev)
-        key_p = torch.tensor([k[1] for k in keys], device=dev)
+        key_s, key_p = self._role_key_tensors(requests, cfg.seed)
         prompts = ([r.student_ids for r in requests] if use_student else []) + \
                   ([r.privileged_ids for r in requests] if use_privileged else [])
         ctx = self._context(prompts, cfg, "lockstep", slack=2)
