@@ -18,8 +18,8 @@ import time
 from dail_harness import registry
 from dail_harness.backends.base import GenerationRequest
 from dail_harness.sampling import SamplingParams
-from dail_harness.task import make_task
-from dail_harness.thinking import generate_budgeted
+from dail_harness.eval.task import make_task
+from dail_harness.eval.thinking import generate_budgeted
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ import json
 import random
 import time
 
-from dail_harness.grading import GradeJob, grade_jobs
-from dail_harness.task import make_task
+from dail_harness.eval.grading import GradeJob, grade_jobs
+from dail_harness.eval.task import make_task
 
 FILLER = ("Let us consider the substitution $x = 2k + 1$, so that $x^2 = 4k^2 + 4k + 1$. Summing over "
           "$k$ from $1$ to $n$ gives $\\sum_{k=1}^{n} (4k^2+4k+1)$, which simplifies nicely. ")

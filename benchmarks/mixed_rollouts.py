@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.hf_decode` without PYTHONPATH
 
-from dail_harness.rollout.engine import MixedPolicyEngine, RolloutConfig, RolloutRequest
+from dail_harness.rollout.hf import MixedPolicyEngine, RolloutConfig, RolloutRequest
 
 
 def make_requests(batch: int, vocab: int, student_len: int, privileged_len: int, seed: int = 0):
@@ -158,7 +158,7 @@ def run_vllm(args, taus: dict, base: RolloutConfig, vocab: int) -> list[dict]:
     from vllm.inputs import TokensPrompt
 
     from dail_harness import registry
-    from dail_harness.rollout.vllm_mixed import VLLMMixedRollout
+    from dail_harness.rollout.vllm import VLLMMixedRollout
 
     llm = registry.get("backends", "vllm")("tiny-random", seed=0).llm
     engine = VLLMMixedRollout(llm, [])

@@ -18,15 +18,16 @@ from typing import Any, Callable
 
 from dail_harness.errors import HarnessError, did_you_mean
 
-KINDS = ("tasks", "methods", "losses", "backends", "verifiers")
+KINDS = ("tasks", "methods", "losses", "backends", "rollouts", "verifiers")
 ENTRY_POINT_GROUP = "dail_harness.plugins"
 # Where each kind's built-ins live (plugins/ and tasks/ map into dail_harness.*). A lookup imports
 # only its kind's package, so grading workers never import torch and `list tasks` stays fast.
 KIND_PACKAGES = {
     "tasks": ("dail_harness.tasks",),
-    "methods": ("dail_harness.plugins",),
-    "losses": ("dail_harness.plugins",),
+    "methods": ("dail_harness.plugins.methods",),
+    "losses": ("dail_harness.plugins.losses",),
     "backends": ("dail_harness.backends",),
+    "rollouts": ("dail_harness.rollout",),
     "verifiers": ("dail_harness.verifiers",),
 }
 BUILTIN_PACKAGES = tuple(dict.fromkeys(p for ps in KIND_PACKAGES.values() for p in ps))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dail_harness import registry
-from dail_harness.task import VendoredJsonlTask
+from dail_harness.eval.task import VendoredJsonlTask
 
 
 @registry.register("tasks", "beyondaime", aliases=("beyond-aime",))

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from dail_harness import registry
-from dail_harness.datafiles import iter_rows, require_field
+from dail_harness.files import iter_rows, require_field
 from dail_harness.errors import HarnessError
 from dail_harness.records import Problem
-from dail_harness.task import Task
+from dail_harness.eval.task import Task
 
 DEFAULT_FIELDS = {"id": None, "problem": "problem", "answer": "answer", "solution": None}
 ID_CANDIDATES = ("id", "problem_id", "unique_id")

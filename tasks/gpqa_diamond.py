@@ -17,10 +17,10 @@ import zipfile
 from pathlib import Path
 
 from dail_harness import registry
-from dail_harness.datafiles import iter_rows, require_field
+from dail_harness.files import iter_rows, require_field
 from dail_harness.errors import HarnessError
 from dail_harness.records import Problem
-from dail_harness.task import Task
+from dail_harness.eval.task import Task
 
 ENV_VAR = "DAIL_GPQA_PATH"
 LETTERS = "ABCD"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dail_harness import registry
-from dail_harness.datafiles import iter_rows, require_field
+from dail_harness.files import iter_rows, require_field
 from dail_harness.records import Problem
-from dail_harness.task import Task, data_path
+from dail_harness.eval.task import Task, data_path
 
 
 @registry.register("tasks", "imo-answerbench", aliases=("imo_answerbench", "imobench", "answerbench"))

@@ -84,7 +84,7 @@ def test_registry_aliases_and_suggestions():
 PLUGIN = '''
 from dail_harness import registry
 from dail_harness.records import Problem
-from dail_harness.task import Task
+from dail_harness.eval.task import Task
 
 @registry.register("tasks", "toy-plugin-task")
 class Toy(Task):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dail_harness.store import RunStore
+from dail_harness.eval.store import RunStore
 
 EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "4", "--k", "1,2,4", "--max-tokens", "16",
         "--limit", "3", "--temperature", "1.0", "--no-progress", "--batch-size", "4", "--grade-workers", "1"]

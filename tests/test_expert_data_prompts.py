@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from dail_harness.dail_prompts import (PRIVILEGED_TEMPLATE, Templates, count_solutions, extract_waypoints, fit_solution,
+from dail_harness.dsyn.prompts import (PRIVILEGED_TEMPLATE, Templates, count_solutions, extract_waypoints, fit_solution,
                                        join_solutions, negative_prompt, privileged_prompt, student_prompt)
 from dail_harness.errors import HarnessError
-from dail_harness.expert_data import ExpertRecord, build_harp_aime, find_overlaps, load_expert_data
+from dail_harness.dsyn.expert_data import ExpertRecord, build_harp_aime, find_overlaps, load_expert_data
 
 
 def test_templates_are_the_authors_verbatim():
@@ -81,7 +81,7 @@ def test_harp_aime_1985_2023():
 
 
 def test_find_overlaps_flags_a_near_copy():
-    from dail_harness.task import make_task
+    from dail_harness.eval.task import make_task
 
     p = make_task("aime24").load()[0]
     records = [ExpertRecord("copy", p.problem.replace("Aya", "Maya") + " ", "s"),

@@ -14,7 +14,7 @@ except ImportError:  # CI installs lm-eval and must run these
     pytest.skip("lm-eval is not installed (pip install -e '.[lm-eval]')", allow_module_level=True)
 
 from dail_harness import registry
-from dail_harness.store import RunStore
+from dail_harness.eval.store import RunStore
 
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 

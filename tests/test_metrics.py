@@ -6,7 +6,7 @@ from itertools import combinations
 import pytest
 
 from dail_harness.errors import HarnessError
-from dail_harness.metrics import (ProblemStats, aggregate, bootstrap_ci, majority_vote, parse_k, pass_at_k,
+from dail_harness.eval.metrics import (ProblemStats, aggregate, bootstrap_ci, majority_vote, parse_k, pass_at_k,
                                   power_of_two_grid)
 
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from scipy import stats
 
-from dail_harness.dail_prompts import privileged_prompt, student_prompt
+from dail_harness.dsyn.prompts import privileged_prompt, student_prompt
 from dail_harness.models.loading import load_causal_lm, load_tokenizer, resolve_model
-from dail_harness.prompting import render_prompt_ids
-from dail_harness.rollout.engine import MixedPolicyEngine, RolloutConfig, RolloutRequest, reference_rollout
-from dail_harness.thinking import think_end_id
+from dail_harness.backends.prompting import render_prompt_ids
+from dail_harness.rollout.hf import MixedPolicyEngine, RolloutConfig, RolloutRequest, reference_rollout
+from dail_harness.eval.thinking import think_end_id
 
 PROBLEMS = [("What is 1+1?", "1+1=2 so \\boxed{2}"), ("Find the area of a circle of radius 2.", "Area is 4pi."),
             ("Let n be 5. Find n+1.", "Solution 1: n+1 = 6.\n\nSolution 2: 2n-4 = 6")]
@@ -65,7 +65,7 @@ def test_engine_traces_equal_token_by_token_reference(setup, K, static, fuse):
 @pytest.mark.parametrize("K", [4, 1])
 def test_tau_extremes_equal_plain_sampling_of_each_context(setup, K):
     """tau = 0 samples the student alone, tau > 1 the privileged student alone (keyed, position by position)."""
-    from dail_harness.rollout.engine import role_keys
+    from dail_harness.rollout.hf import role_keys
     from dail_harness.sampling import keyed_gumbel_sample
 
     tok, model, _, reqs = setup
@@ -187,7 +187,7 @@ def test_prompts_command(tmp_path, cli):
 
 
 def test_best_draft_length():
-    from dail_harness.rollout.engine import best_draft_length
+    from dail_harness.rollout.hf import best_draft_length
 
     assert best_draft_length(0.0) == 1 and best_draft_length(0.3) == 1
     assert best_draft_length(0.9) == 4            # (0.9+0.81+0.729+0.656+0.344)/5 = 0.688 beats K=3 and K=5

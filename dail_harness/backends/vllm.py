@@ -22,7 +22,7 @@ from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
 from dail_harness.errors import HarnessError
 from dail_harness.models.loading import adapter_base, load_tokenizer, resolve_model
-from dail_harness.prompting import render_prompt_ids
+from dail_harness.backends.prompting import render_prompt_ids
 from dail_harness.sampling import SamplingParams, stable_key
 
 _ENGINES: dict[tuple, object] = {}

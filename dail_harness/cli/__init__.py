@@ -68,10 +68,10 @@ def _parse_shard(spec: str) -> tuple[int, int]:
 
 def main() -> None:
     # importing the command modules registers their commands, in this order in --help
-    from dail_harness.cli import eval_commands  # noqa: F401
-    from dail_harness.cli import lmeval_commands  # noqa: F401
-    from dail_harness.cli import dsyn_commands  # noqa: F401
-    from dail_harness.cli import train_commands  # noqa: F401
+    from dail_harness.cli import eval  # noqa: F401
+    from dail_harness.cli import lmeval  # noqa: F401
+    from dail_harness.cli import dsyn  # noqa: F401
+    from dail_harness.cli import train  # noqa: F401
 
     try:
         app(standalone_mode=False)

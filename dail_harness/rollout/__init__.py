@@ -1,1 +1,1 @@
-"""Generating D_syn: mixed-policy rollouts (student drafts, privileged student verifies)."""
+"""Mixed-policy rollout engines (hf, vllm), looked up by name in the registry."""

@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from dail_harness import registry
-from dail_harness.dail_prompts import Templates
+from dail_harness.dsyn.prompts import Templates
 from dail_harness.errors import HarnessError
-from dail_harness.jsonio import append_jsonl, atomic_write_json, iter_jsonl
-from dail_harness.store import settings_changes
+from dail_harness.files import append_jsonl, atomic_write_json, iter_jsonl
+from dail_harness.eval.store import settings_changes
 from dail_harness.training.chunked import DEFAULT_CHUNK, chunked_sums
 from dail_harness.training.examples import Example, build_example, collate, flat_targets
 
@@ -228,7 +228,7 @@ def train(cfg: TrainConfig) -> dict:
         start_step = state["step"]
     if log_path.exists():  # keep exactly the steps the checkpoint covers
         kept = [r for _, r in iter_jsonl(log_path, allow_partial_tail=True) if r["step"] <= start_step]
-        from dail_harness.jsonio import atomic_write_jsonl
+        from dail_harness.files import atomic_write_jsonl
 
         atomic_write_jsonl(log_path, kept)
     if cfg.report_to:

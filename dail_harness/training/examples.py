@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dail_harness.prompting import render_prompt_ids
+from dail_harness.backends.prompting import render_prompt_ids
 
 
 @dataclass

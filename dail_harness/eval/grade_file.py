@@ -6,8 +6,8 @@ from pathlib import Path
 
 from dail_harness import registry
 from dail_harness.errors import HarnessError
-from dail_harness.grading import DEFAULT_TIMEOUT_S, GradeJob, grade_jobs
-from dail_harness.jsonio import atomic_write_jsonl, iter_jsonl
+from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, grade_jobs
+from dail_harness.files import atomic_write_jsonl, iter_jsonl
 from dail_harness.verifiers.simple import simple_correct
 
 

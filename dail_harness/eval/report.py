@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 from dail_harness.errors import HarnessError
-from dail_harness.metrics import power_of_two_grid
-from dail_harness.results import condition_of, group_rows, summarize_conditions
-from dail_harness.store import RunStore
+from dail_harness.eval.metrics import power_of_two_grid
+from dail_harness.eval.metrics import condition_of, group_rows, summarize_conditions
+from dail_harness.eval.store import RunStore
 
 
 def run_conditions(settings: dict) -> list[tuple[float, int | None]]:

@@ -72,8 +72,8 @@ def eval_cmd(
     plugin_dir: Optional[List[Path]] = PluginDir,
 ):
     """Sample completions, grade them, and write samples.jsonl + summary.json with pass@k."""
-    from dail_harness.evaluate import EvalConfig, run_eval
-    from dail_harness.metrics import parse_k, power_of_two_grid
+    from dail_harness.eval.pipeline import EvalConfig, run_eval
+    from dail_harness.eval.metrics import parse_k, power_of_two_grid
     from dail_harness.sampling import SamplingParams
 
     _load_plugins(plugin_dir)
@@ -112,7 +112,7 @@ def eval_cmd(
     )
     registry.get("backends", backend)  # fail fast on an unknown back-end, before loading anything
     run_eval(cfg)
-    from dail_harness.report import format_table, report_runs
+    from dail_harness.eval.report import format_table, report_runs
 
     typer.echo(format_table(report_runs([out], ks)))
     typer.echo(f"wrote {out / 'samples.jsonl'} and {out / 'summary.json'}")
@@ -130,8 +130,8 @@ def report_cmd(
     Shards of one run (same settings, different --shard) are merged. Runs with --budgets also get
     PLOT_budgets.png (pass@1 and pass@n against the thinking budget) and a line per pair of runs
     stating the smallest budget at which one matches the other's best score."""
-    from dail_harness.metrics import parse_k
-    from dail_harness.report import format_table, plot_budgets, plot_pass_at_k, report_runs
+    from dail_harness.eval.metrics import parse_k
+    from dail_harness.eval.report import format_table, plot_budgets, plot_pass_at_k, report_runs
 
     ks = parse_k(k)[0] if k else None
     reports = report_runs(runs, ks)
@@ -154,7 +154,7 @@ def grade_cmd(
     no_progress: bool = typer.Option(False, "--no-progress"),
 ):
     """Grade (or re-grade) any JSONL file of completions with the harness verifiers."""
-    from dail_harness.grade_file import grade_file
+    from dail_harness.eval.grade_file import grade_file
 
     stats = grade_file(input, output, workers=workers, timeout_s=timeout, progress=not no_progress)
     typer.echo(f"graded {stats['rows']} rows: {stats['correct']} correct, {stats['no_answer']} without an "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
-from dail_harness.rollout.engine import RolloutConfig, RolloutRequest, RolloutResult, best_draft_length
+from dail_harness.rollout.hf import RolloutConfig, RolloutRequest, RolloutResult, best_draft_length
 
 
 class VLLMMixedRollout:

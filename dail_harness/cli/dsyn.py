@@ -41,7 +41,7 @@ def generate_cmd(
     no_progress: bool = typer.Option(False, "--no-progress"),
 ):
     """Build D_syn: in-distribution reasoning traces grounded in expert solutions (DAIL step 1)."""
-    from dail_harness.dsyn import GenerateConfig, run_generate
+    from dail_harness.dsyn.generate import GenerateConfig, run_generate
 
     if thinking not in ("on", "off"):
         raise HarnessError(f"--thinking must be 'on' or 'off', got '{thinking}'")
@@ -65,9 +65,9 @@ def prompts_cmd(
     templates: Optional[Path] = typer.Option(None, "--templates", help="JSON with student/privileged/negative templates."),
 ):
     """Show the student, privileged and negative-reference prompts and the waypoints of one problem."""
-    from dail_harness.dail_prompts import Templates, negative_prompt, privileged_prompt, student_prompt
-    from dail_harness.dsyn import waypoints_for
-    from dail_harness.expert_data import load_expert_data
+    from dail_harness.dsyn.prompts import Templates, negative_prompt, privileged_prompt, student_prompt
+    from dail_harness.dsyn.generate import waypoints_for
+    from dail_harness.dsyn.expert_data import load_expert_data
 
     records = {r.problem_id: r for r in load_expert_data(data)}
     if problem_id not in records:
@@ -103,11 +103,11 @@ def data_harp_cmd(
     limit: Optional[int] = typer.Option(None, "--limit"),
 ):
     """An e1-verifiable-style set from HARP: AIME problems, AoPS solutions as `Solution N:` blocks."""
-    from dail_harness.expert_data import build_harp_aime
-    from dail_harness.jsonio import atomic_write_jsonl
+    from dail_harness.dsyn.expert_data import build_harp_aime
+    from dail_harness.files import atomic_write_jsonl
 
     records = build_harp_aime(first_year, last_year)[:limit] if limit else build_harp_aime(first_year, last_year)
-    from dail_harness.dail_prompts import count_solutions
+    from dail_harness.dsyn.prompts import count_solutions
 
     typer.echo(f"HARP AIME {first_year}-{last_year}: {len(records)} problems, "
                f"{sum(count_solutions(r.solution) for r in records)} expert solutions")
@@ -121,10 +121,10 @@ def data_harp_cmd(
     typer.echo(f"wrote {len(records)} rows to {out}")
 
 def _filter_unsolved(records, model, n, run_dir, backend, temperature, max_tokens):
-    from dail_harness.evaluate import EvalConfig, run_eval
-    from dail_harness.jsonio import atomic_write_jsonl
+    from dail_harness.eval.pipeline import EvalConfig, run_eval
+    from dail_harness.files import atomic_write_jsonl
     from dail_harness.sampling import SamplingParams
-    from dail_harness.store import RunStore
+    from dail_harness.eval.store import RunStore
 
     run_dir.mkdir(parents=True, exist_ok=True)
     data = run_dir / "problems.jsonl"
@@ -137,8 +137,8 @@ def _filter_unsolved(records, model, n, run_dir, backend, temperature, max_token
     return [r for r in records if r.problem_id not in solved]
 
 def _report_overlaps(records, against: str, drop: bool):
-    from dail_harness.expert_data import find_overlaps
-    from dail_harness.task import make_task
+    from dail_harness.dsyn.expert_data import find_overlaps
+    from dail_harness.eval.task import make_task
 
     bench = {f"{name}/{p.id}": p.problem for name in against.split(",") if name.strip()
              for p in make_task(name.strip()).load()}
@@ -158,8 +158,8 @@ def data_dedup_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the data without overlapping problems here."),
 ):
     """Report training problems that overlap benchmark problems (normalised text similarity >= 0.7)."""
-    from dail_harness.expert_data import load_expert_data
-    from dail_harness.jsonio import atomic_write_jsonl
+    from dail_harness.dsyn.expert_data import load_expert_data
+    from dail_harness.files import atomic_write_jsonl
 
     records = _report_overlaps(load_expert_data(data), against, drop=out is not None)
     if out is not None:

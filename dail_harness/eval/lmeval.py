@@ -18,13 +18,13 @@ import textwrap
 from pathlib import Path
 
 from dail_harness.errors import HarnessError, did_you_mean
-from dail_harness.jsonio import atomic_write_jsonl, atomic_write_text
-from dail_harness.task import make_task
+from dail_harness.files import atomic_write_jsonl, atomic_write_text
+from dail_harness.eval.task import make_task
 
 UTILS = '''\
 """Written by `dail-harness lm-eval-export`: grade with dail-harness verifiers, report pass@k."""
-from dail_harness.grading import GradeJob, grade_one
-from dail_harness.metrics import pass_at_k
+from dail_harness.eval.grading import GradeJob, grade_one
+from dail_harness.eval.metrics import pass_at_k
 
 KS = {ks}
 

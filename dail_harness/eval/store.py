@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from dail_harness.errors import HarnessError
-from dail_harness.jsonio import append_jsonl, atomic_write_json, iter_jsonl, repair_partial_tail
+from dail_harness.files import append_jsonl, atomic_write_json, iter_jsonl, repair_partial_tail
 
 SETTINGS_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.jsonl", "summary.json"
 

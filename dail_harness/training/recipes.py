@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dail_harness.dail_prompts import Templates, negative_prompt, privileged_prompt, student_prompt
-from dail_harness.datafiles import iter_rows, require_field
+from dail_harness.dsyn.prompts import Templates, negative_prompt, privileged_prompt, student_prompt
+from dail_harness.files import iter_rows, require_field
 from dail_harness.errors import HarnessError
 
 

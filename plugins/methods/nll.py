@@ -1,7 +1,7 @@
 """`nll`: D_syn traces with plain NLL (the paper's ablation of the contrastive loss)."""
 
 from dail_harness import registry
-from dail_harness.training.methods import Method
+from dail_harness.training.recipes import Method
 
 
 @registry.register("methods", "nll")

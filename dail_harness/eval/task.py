@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dail_harness import registry
-from dail_harness.datafiles import iter_rows, require_field
+from dail_harness.files import iter_rows, require_field
 from dail_harness.errors import HarnessError
 from dail_harness.records import Problem
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field, replace
 from dail_harness import registry
 from dail_harness.backends.base import GenerationRequest
 from dail_harness.errors import HarnessError
-from dail_harness.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
+from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
 from dail_harness.records import Problem
-from dail_harness.results import summarize_conditions
+from dail_harness.eval.metrics import summarize_conditions
 from dail_harness.sampling import SamplingParams
-from dail_harness.store import RunStore, sample_id
-from dail_harness.task import Task, make_task
-from dail_harness.thinking import (
+from dail_harness.eval.store import RunStore, sample_id
+from dail_harness.eval.task import Task, make_task
+from dail_harness.eval.thinking import (
     DEFAULT_ANSWER_TOKENS,
     Sampled,
     generate_budgeted,

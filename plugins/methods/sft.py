@@ -1,7 +1,7 @@
 """`sft`: the expert solutions themselves with NLL (the paper's naive baseline)."""
 
 from dail_harness import registry
-from dail_harness.training.methods import Method
+from dail_harness.training.recipes import Method
 
 
 @registry.register("methods", "sft")

@@ -30,8 +30,8 @@ def lm_eval_export_cmd(
     plugin_dir: Optional[List[Path]] = PluginDir,
 ):
     """Write our tasks as an lm-eval task directory that reports our pass@k (cross-check with lm-eval)."""
-    from dail_harness.lmeval_bridge import export_tasks
-    from dail_harness.metrics import parse_k, power_of_two_grid
+    from dail_harness.eval.lmeval import export_tasks
+    from dail_harness.eval.metrics import parse_k, power_of_two_grid
 
     ks = parse_k(k)[0] if k else power_of_two_grid(n)
     if max(ks) > n:
@@ -59,8 +59,8 @@ def lm_eval_cmd(
 ):
     """Run lm-eval tasks on a model or trained checkpoint (lm-eval's hf model)."""
     _load_plugins(plugin_dir)
-    from dail_harness.jsonio import atomic_write_text
-    from dail_harness.lmeval_bridge import run_lm_eval
+    from dail_harness.files import atomic_write_text
+    from dail_harness.eval.lmeval import run_lm_eval
 
     results = run_lm_eval(model, [t.strip() for t in tasks.split(",") if t.strip()],
                           include_path=str(include_path) if include_path else None, limit=limit,

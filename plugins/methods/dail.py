@@ -1,7 +1,7 @@
 """`dail`: D_syn traces with the contrastive loss KL(student||PS) - gamma KL(student||NR)."""
 
 from dail_harness import registry
-from dail_harness.training.methods import Method
+from dail_harness.training.recipes import Method
 
 
 @registry.register("methods", "dail")

@@ -13,11 +13,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from dail_harness.dail_prompts import (Templates, extract_waypoints, final_answer_of, fit_solution,
+from dail_harness.dsyn.prompts import (Templates, extract_waypoints, final_answer_of, fit_solution,
                                        privileged_prompt, student_prompt)
 from dail_harness.errors import HarnessError
-from dail_harness.expert_data import ExpertRecord, load_expert_data
-from dail_harness.jsonio import append_jsonl, atomic_write_json, iter_jsonl, repair_partial_tail
+from dail_harness.dsyn.expert_data import ExpertRecord, load_expert_data
+from dail_harness.files import append_jsonl, atomic_write_json, iter_jsonl, repair_partial_tail
 
 
 @dataclass
@@ -76,7 +76,7 @@ def settings_path(out: str | Path) -> Path:
 def _check_settings(cfg: GenerateConfig) -> None:
     import json
 
-    from dail_harness.store import settings_changes
+    from dail_harness.eval.store import settings_changes
 
     path = settings_path(cfg.out)
     if path.exists():
@@ -118,7 +118,7 @@ def run_generate(cfg: GenerateConfig) -> dict:
     if not todo:
         return stats
     from dail_harness.models.loading import eos_token_ids, load_causal_lm, load_tokenizer, resolve_model
-    from dail_harness.prompting import render_prompt_ids
+    from dail_harness.backends.prompting import render_prompt_ids
     from tqdm import tqdm
 
     path = resolve_model(cfg.model)
@@ -186,14 +186,14 @@ def run_generate(cfg: GenerateConfig) -> dict:
             gen_config = None
     eos_ids = set(eos_token_ids(tokenizer, gen_config))
     if cfg.mode == "mixed":
-        from dail_harness.rollout.engine import MixedPolicyEngine, RolloutConfig, RolloutRequest
-        from dail_harness.thinking import think_end_id
+        from dail_harness.rollout.hf import MixedPolicyEngine, RolloutConfig, RolloutRequest
+        from dail_harness.eval.thinking import think_end_id
 
         if cfg.backend == "hf":
             engine = MixedPolicyEngine(model, tokenizer, sorted(eos_ids))
         else:
             from dail_harness import registry
-            from dail_harness.rollout.vllm_mixed import VLLMMixedRollout
+            from dail_harness.rollout.vllm import VLLMMixedRollout
 
             vllm_backend = registry.get("backends", cfg.backend)(cfg.model, seed=cfg.seed, **cfg.backend_options)
             engine = VLLMMixedRollout(vllm_backend.llm, sorted(eos_ids))

@@ -15,8 +15,8 @@ from difflib import SequenceMatcher
 from importlib import resources
 from pathlib import Path
 
-from dail_harness.dail_prompts import join_solutions
-from dail_harness.datafiles import iter_rows, require_field
+from dail_harness.dsyn.prompts import join_solutions
+from dail_harness.files import iter_rows, require_field
 from dail_harness.errors import HarnessError
 
 HARP_MEMBER = "HARD-Math.jsonl"

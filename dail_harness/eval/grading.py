@@ -97,7 +97,7 @@ class GradingPool:
         self.timeout_s = timeout_s
         self.timeouts = 0
         self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["dail_harness.grading", "math_verify"])
+        self._ctx.set_forkserver_preload(["dail_harness.eval.grading", "math_verify"])
         self._workers: list[_Worker] = []
         self._restarts = 0
         self._plugin_dirs = registry.loaded_plugin_dirs()

@@ -1,0 +1,1 @@
+"""Evaluation: tasks, the eval pipeline, grading pool, result store, metrics and reports."""

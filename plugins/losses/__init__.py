@@ -1,0 +1,1 @@
+"""Built-in loss plugins, one self-registering module each."""
