@@ -39,7 +39,7 @@ def main() -> None:
     requests = [GenerationRequest(f"aime24/{p.id}", task.render_prompt(p), list(range(args.n))) for p in problems]
     opts = {"batch_size": args.batch_size} if args.backend == "hf" else {}
     backend = registry.get("backends", args.backend)(args.model, chat_template_kwargs={"enable_thinking": True}, **opts)
-    params = SamplingParams(n=args.n, temperature=1.0, top_p=0.95, presence_penalty=0.0, seed=0)
+    params = SamplingParams(n=args.n, temperature=1.0, top_p=0.95, presence_penalty=0.0, max_tokens=8000, seed=0)
     results = []
     for mode in ("independent", "shared", "independent", "shared"):  # each twice: the second run is timed
         stats: dict = {}

@@ -67,7 +67,7 @@ def build(preset: str, device: str, dtype):
 def time_generate(backend, batch: int, new_tokens: int, prompt_len: int, vocab: int) -> float:
     from dail_harness.sampling import SamplingParams
 
-    params = SamplingParams(temperature=0.6, top_p=0.95, max_tokens=new_tokens, seed=0)
+    params = SamplingParams(temperature=0.6, top_p=0.95, presence_penalty=0.0, max_tokens=new_tokens, seed=0)
     cfg = backend._generation_config(params)
     cfg.eos_token_id = None  # run every row to max_tokens
     cfg.min_new_tokens = new_tokens

@@ -31,7 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.hf_decode` without PYTHONPATH
 
-from dail_harness.rollout.hf import MixedPolicyEngine, RolloutConfig, RolloutRequest
+from dail_harness.rollout.base import RolloutConfig, RolloutRequest
+from dail_harness.rollout.hf import MixedPolicyEngine
 
 
 def make_requests(batch: int, vocab: int, student_len: int, privileged_len: int, seed: int = 0):
@@ -107,7 +108,7 @@ def main() -> None:
         model, tok = load_causal_lm(path, device=args.device), load_tokenizer(path)
     engine = MixedPolicyEngine(model, tok, eos_ids=[])  # no EOS: every row generates the full length
     vocab = model.config.vocab_size
-    base = RolloutConfig(temperature=1.0, top_p=1.0, seed=0, max_tokens=args.new_tokens, static_cache=args.static,
+    base = RolloutConfig(tau=0.8, batch_size=16, temperature=1.0, top_p=1.0, seed=0, max_tokens=args.new_tokens, static_cache=args.static,
                          compile=args.compile)
     taus = {t: calibrate(engine, make_requests(8, vocab, 128, 512), t, base)
             for t in (float(x) for x in args.targets.split(","))}

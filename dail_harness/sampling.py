@@ -20,22 +20,23 @@ M32 = 0xFFFFFFFF
 
 @dataclass
 class SamplingParams:
-    """Decoding settings shared by every back-end (vLLM names and semantics)."""
+    """Decoding settings shared by every back-end (vLLM names and semantics). The commands' configs are
+    where defaults live; this record carries the values they chose."""
 
+    temperature: float
+    """Softmax temperature; 0 means greedy decoding."""
+    top_p: float
+    """Nucleus sampling: keep the smallest set of tokens with this much probability mass."""
+    presence_penalty: float
+    """Subtracted from the logit of every token already present in the generated text (vLLM)."""
+    max_tokens: int
+    """Maximum new tokens per sample."""
+    seed: int
+    """Base seed; each sample's randomness is keyed by (seed, problem, sample index)."""
     n: int = 1
     """Samples per problem."""
-    temperature: float = 0.6
-    """Softmax temperature; 0 means greedy decoding."""
-    top_p: float = 0.95
-    """Nucleus sampling: keep the smallest set of tokens with this much probability mass."""
-    presence_penalty: float = 0.0
-    """Subtracted from the logit of every token already present in the generated text (vLLM)."""
-    max_tokens: int = 8000
-    """Maximum new tokens per sample."""
     stop: list[str] = field(default_factory=list)
     """Stop strings; the completion ends before the first one (it is not included)."""
-    seed: int = 0
-    """Base seed; each sample's randomness is keyed by (seed, problem, sample index)."""
     stop_token_ids: list[int] = field(default_factory=list)
     """Token ids that end a sample (kept in its token ids), e.g. `</think>` for a thinking phase."""
 

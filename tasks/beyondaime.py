@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dail_harness import registry
-from dail_harness.eval.task import VendoredJsonlTask
+from dail_harness.eval.task import VendoredTask
 
 
 @registry.register("tasks", "beyondaime", aliases=("beyond-aime",))
-class BeyondAime(VendoredJsonlTask):
+class BeyondAime(VendoredTask):
     """BeyondAIME: 100 AIME-style problems with larger integer answers."""
 
     name = "beyondaime"

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from dail_harness import registry
-from dail_harness.files import iter_rows, require_field
+from dail_harness.files import iter_rows
 from dail_harness.errors import HarnessError
 from dail_harness.records import Problem
-from dail_harness.eval.task import Task
+from dail_harness.eval.task import VendoredTask
 
 DEFAULT_FIELDS = {"id": None, "problem": "problem", "answer": "answer", "solution": None}
 ID_CANDIDATES = ("id", "problem_id", "unique_id")
@@ -40,7 +40,7 @@ def parse_field_map(spec: str | dict | None) -> dict[str, str | None]:
 
 
 @registry.register("tasks", "file", aliases=("jsonl", "csv", "parquet"))
-class FileTask(Task):
+class FileTask(VendoredTask):
     """Your own data: --data PATH [--fields problem=COL,answer=COL,id=COL] [--answer-type T]."""
 
     name = "file"
@@ -59,14 +59,10 @@ class FileTask(Task):
         fields = parse_field_map(self.options.get("fields"))
         out = []
         for line, row in iter_rows(Path(path)):
-            id_col = fields["id"] or next((c for c in ID_CANDIDATES if c in row), None)
-            pid = require_field(row, id_col, path, line) if id_col else f"row-{len(out) + 1}"
-            out.append(Problem(
-                id=pid,
-                problem=require_field(row, fields["problem"], path, line),
-                answer=require_field(row, fields["answer"], path, line),
-                answer_type=self.answer_type,
-                solution=(str(row[fields["solution"]]) if fields["solution"] and row.get(fields["solution"]) else None),
-                metadata={"source_file": str(path), "line": line},
-            ))
+            columns = {**fields, "id": fields["id"] or next((c for c in ID_CANDIDATES if c in row), None)}
+            problem = self.make_problem(row, path, line, columns)
+            if not columns["id"]:
+                problem.id = f"row-{len(out) + 1}"
+            problem.metadata = {"source_file": str(path), "line": line}
+            out.append(problem)
         return out

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 from dail_harness import registry
-from dail_harness.files import iter_rows, require_field
-from dail_harness.records import Problem
-from dail_harness.eval.task import Task, data_path
+from dail_harness.eval.task import VendoredTask
 
 
 @registry.register("tasks", "imo-answerbench", aliases=("imo_answerbench", "imobench", "answerbench"))
-class ImoAnswerBench(Task):
+class ImoAnswerBench(VendoredTask):
     """IMO-AnswerBench v1: 400 problems; 228 integer answers, the rest LaTeX or text (graded as math)."""
 
     name = "imo-answerbench"
     answer_type = "math"
     expected_count = 400
-
-    def load_problems(self) -> list[Problem]:
-        path = data_path("imo_answerbench_v1.csv")
-        out = []
-        for line, row in iter_rows(path):
-            out.append(Problem(
-                id=require_field(row, "Problem ID", path, line),
-                problem=require_field(row, "Problem", path, line),
-                answer=require_field(row, "Short Answer", path, line),
-                answer_type="math",
-                metadata={k: row.get(k, "") for k in ("Category", "Subcategory", "Source")},
-            ))
-        return out
+    filename = "imo_answerbench_v1.csv"
+    columns = {"id": "Problem ID", "problem": "Problem", "answer": "Short Answer"}
+    metadata_columns = ("Category", "Subcategory", "Source")

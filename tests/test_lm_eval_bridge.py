@@ -20,7 +20,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 LETTER_VERIFIER = '''
 from dail_harness import registry
-from dail_harness.verifiers.verdict import Verdict
+from dail_harness.verifiers.base import Verdict
 
 @registry.register("verifiers", "starts-with-letter")
 def starts_with_letter(completion, gold, finish_reason=None):

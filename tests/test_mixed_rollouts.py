@@ -11,7 +11,9 @@ from scipy import stats
 from dail_harness.dsyn.prompts import privileged_prompt, student_prompt
 from dail_harness.models.loading import load_causal_lm, load_tokenizer, resolve_model
 from dail_harness.backends.prompting import render_prompt_ids
-from dail_harness.rollout.hf import MixedPolicyEngine, RolloutConfig, RolloutRequest, reference_rollout
+from dail_harness.rollout.base import RolloutConfig, RolloutRequest
+from dail_harness.rollout.hf import MixedPolicyEngine
+from dail_harness.rollout.reference import reference_rollout
 from dail_harness.eval.thinking import think_end_id
 
 PROBLEMS = [("What is 1+1?", "1+1=2 so \\boxed{2}"), ("Find the area of a circle of radius 2.", "Area is 4pi."),
@@ -65,13 +67,13 @@ def test_engine_traces_equal_token_by_token_reference(setup, K, static, fuse):
 @pytest.mark.parametrize("K", [4, 1])
 def test_tau_extremes_equal_plain_sampling_of_each_context(setup, K):
     """tau = 0 samples the student alone, tau > 1 the privileged student alone (keyed, position by position)."""
-    from dail_harness.rollout.hf import role_keys
+    from dail_harness.rollout.base import role_keys
     from dail_harness.sampling import keyed_gumbel_sample
 
     tok, model, _, reqs = setup
     engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
     for tau, role, prompt_of in ((0.0, 0, lambda r: r.student_ids), (1.5, 1, lambda r: r.privileged_ids)):
-        cfg = RolloutConfig(tau=tau, draft_tokens=K, max_tokens=10, temperature=0.8, top_p=0.9, seed=1)
+        cfg = RolloutConfig(batch_size=16, tau=tau, draft_tokens=K, max_tokens=10, temperature=0.8, top_p=0.9, seed=1)
         got = [r for batch in engine.run(reqs[:2], cfg) for r in batch]
         for g, req in zip(got, reqs[:2]):
             key = role_keys(cfg.seed, req.row_id)[role]
@@ -119,12 +121,12 @@ def test_think_end_is_suppressed_and_eos_ends_a_trace(setup):
         bias[end] = 50.0
         model.lm_head.bias = torch.nn.Parameter(bias)
     try:
-        cfg = RolloutConfig(tau=1.5, draft_tokens=2, max_tokens=12, seed=0, suppress_token_ids=[end])
+        cfg = RolloutConfig(temperature=1.0, top_p=1.0, batch_size=16, tau=1.5, draft_tokens=2, max_tokens=12, seed=0, suppress_token_ids=[end])
         assert all(end not in r.token_ids for b in engine.run(reqs, cfg) for r in b)
-        cfg = RolloutConfig(tau=1.5, draft_tokens=2, max_tokens=12, seed=0)
+        cfg = RolloutConfig(temperature=1.0, top_p=1.0, batch_size=16, tau=1.5, draft_tokens=2, max_tokens=12, seed=0)
         assert all(r.token_ids[0] == end for b in engine.run(reqs, cfg) for r in b)
         model.lm_head.bias.data[tok.eos_token_id] = 100.0  # EOS is now certain: traces end at once
-        got = [r for b in engine.run(reqs, RolloutConfig(tau=0.5, max_tokens=12, seed=0)) for r in b]
+        got = [r for b in engine.run(reqs, RolloutConfig(temperature=1.0, top_p=1.0, batch_size=16, tau=0.5, max_tokens=12, seed=0)) for r in b]
         assert all(r.token_ids == [tok.eos_token_id] and r.finish_reason == "stop" for r in got)
     finally:
         model.lm_head.bias = None
@@ -187,7 +189,7 @@ def test_prompts_command(tmp_path, cli):
 
 
 def test_best_draft_length():
-    from dail_harness.rollout.hf import best_draft_length
+    from dail_harness.rollout.base import best_draft_length
 
     assert best_draft_length(0.0) == 1 and best_draft_length(0.3) == 1
     assert best_draft_length(0.9) == 4            # (0.9+0.81+0.729+0.656+0.344)/5 = 0.688 beats K=3 and K=5
@@ -207,7 +209,7 @@ def test_rows_that_finish_early_stay_exact(setup, K, static):
         model.lm_head.bias = torch.nn.Parameter(bias)
     try:
         mid = median_raw_prob(model, tok, reqs)
-        cfg = RolloutConfig(tau=mid, draft_tokens=K, max_tokens=24, seed=2, batch_size=5, static_cache=static)
+        cfg = RolloutConfig(temperature=1.0, top_p=1.0, tau=mid, draft_tokens=K, max_tokens=24, seed=2, batch_size=5, static_cache=static)
         got = [r for b in engine.run(reqs, cfg) for r in b]
         lengths = {len(r.token_ids) for r in got}
         assert len(lengths) > 1 and any(r.finish_reason == "stop" for r in got)
@@ -234,7 +236,7 @@ def test_compiled_static_engine_has_one_graph_per_step_shape(setup):
     mid = median_raw_prob(model, tok, reqs)
     for K, expected in ((1, 1), (3, 2)):  # lockstep: [2B, 1]; drafting: [B, 1] drafts and [B, K+1] verifies
         graphs.clear()
-        cfg = RolloutConfig(tau=mid, draft_tokens=K, max_tokens=16, seed=5, batch_size=4, static_cache=True,
+        cfg = RolloutConfig(temperature=1.0, top_p=1.0, tau=mid, draft_tokens=K, max_tokens=16, seed=5, batch_size=4, static_cache=True,
                             compile=True)
         got = [r for b in engine.run(reqs, cfg) for r in b]  # 5 requests: a full batch and a padded one
         assert len(got) == len(reqs) and len(graphs) == expected, (K, len(graphs))

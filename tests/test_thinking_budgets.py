@@ -48,7 +48,7 @@ def test_budget_forcing_cuts_closes_and_branches_exactly():
     close_ids = b.tokenizer(FORCE_CLOSE, add_special_tokens=False)["input_ids"]
     b.traces = {0: [50, 51, 52, 53, end, 99, 99], 1: list(range(60, 80))}  # 0 closes after 5 tokens; 1 never
     req = GenerationRequest("t/p", "x", [0, 1])
-    rows = [s for batch in generate_budgeted(b, [req], SamplingParams(max_tokens=100), [3, 8, 16], answer_tokens=3)
+    rows = [s for batch in generate_budgeted(b, [req], SamplingParams(temperature=0.6, top_p=0.95, presence_penalty=0.0, max_tokens=100, seed=0), [3, 8, 16], answer_tokens=3)
             for s in batch]
     got = {(s.sample_index, s.budget): s for s in rows}
     assert len(rows) == 6
@@ -73,7 +73,7 @@ def test_budget_forcing_cuts_closes_and_branches_exactly():
 def test_independent_mode_samples_each_budget():
     b = ScriptedBackend({0: [50] * 20})
     req = GenerationRequest("t/p", "x", [0])
-    rows = [s for batch in generate_budgeted(b, [req], SamplingParams(), [4, 8], answer_tokens=2, mode="independent")
+    rows = [s for batch in generate_budgeted(b, [req], SamplingParams(temperature=0.6, top_p=0.95, presence_penalty=0.0, max_tokens=8000, seed=0), [4, 8], answer_tokens=2, mode="independent")
             for s in batch]
     assert sorted(s.thinking_tokens for s in rows) == [4, 8]
     assert [c[0] for c in b.calls[:2]] == [4, 8] and b.calls[0][1][0][0] == "t/p#budget=4"
@@ -87,7 +87,7 @@ def hf():
 def test_shared_prefix_is_the_budget_trace_and_modes_agree_in_distribution(hf):
     """Shared branching and independent sampling: same thinking law, same answer law (chi-square)."""
     n, budgets = 400, [2, 6]
-    params = SamplingParams(temperature=1.0, top_p=1.0, presence_penalty=0.0, seed=7)
+    params = SamplingParams(temperature=1.0, top_p=1.0, presence_penalty=0.0, max_tokens=8000, seed=7)
     req = [GenerationRequest("t/p", "Find the area of a circle.", list(range(n)))]
     rows = {}
     for mode in ("shared", "independent"):

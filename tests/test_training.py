@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from dail_harness import registry
 from dail_harness.training.chunked import chunked_sums
+from dail_harness.training.losses import make_loss
 from dail_harness.training.examples import build_example, collate, flat_targets
 
 
@@ -38,7 +38,7 @@ def setup_tensors(n=7, h=5, v=11, seed=0):
 
 
 def loss_value(name, head, hs, refs, targets, chunk, **opts):
-    loss = registry.get("losses", name)(**opts)
+    loss = make_loss(name, opts)
     sums = chunked_sums(hs, {c: refs[c] for c in loss.contexts}, targets, head, loss.terms_fn, loss.terms, chunk)
     return loss.combine(sums, len(targets))
 
@@ -152,7 +152,7 @@ def test_reference_passes_are_the_base_model_without_gradient(tiny):
         return out
 
     decoder.forward = spy
-    loss = registry.get("losses", "dail")(gamma=0.1)
+    loss = make_loss("dail", {"gamma": 0.1})
     result, _ = compute_loss(StudentHidden(model), model, [ex], loss, tok.pad_token_id, "cpu", 8)
     decoder.forward = orig
     (grad_s, h_s), (grad_p, h_p), (grad_n, h_n) = captured["calls"]
@@ -247,10 +247,17 @@ def test_bad_rows_and_settings_are_clear_errors(tmp_path, cli):
     code, _, err = cli("train", "--method", "dial", "--data", bad, "--out", tmp_path / "r", *TRAIN)
     assert code == 2 and "did you mean 'dail'" in err
     data = write_dsyn(tmp_path / "d.jsonl", n=2)
-    assert cli("train", "--method", "nll", "--data", data, "--out", tmp_path / "s", "--max-steps", "1", *TRAIN)[0] == 0
-    code, _, err = cli("train", "--method", "nll", "--data", data, "--out", tmp_path / "s", "--max-steps", "1",
+    assert cli("train", "--method", "dail", "--data", data, "--out", tmp_path / "s", "--max-steps", "1", *TRAIN)[0] == 0
+    code, _, err = cli("train", "--method", "dail", "--data", data, "--out", tmp_path / "s", "--max-steps", "1",
                        "--gamma", "0.5", *TRAIN)
-    assert code == 2 and "gamma: 0.1 -> 0.5" in err
+    assert code == 2 and "loss_options.gamma: 0.1 -> 0.5" in err
+    # an option the method and its loss do not have is refused, naming the valid ones
+    code, _, err = cli("train", "--method", "nll", "--data", data, "--out", tmp_path / "t", "--gamma", "0.5", *TRAIN)
+    assert code == 2 and "--gamma is not an option of method 'nll' or of its loss 'nll'" in err
+    code, _, err = cli("train", "--method", "dail", "--data", data, "--out", tmp_path / "t", "--loss-opt",
+                       "gama=0.5", *TRAIN)
+    assert code == 2 and "did you mean 'gamma'" in err and "its options: direction, gamma" in err
+    assert not (tmp_path / "t").exists()
 
 
 def test_two_process_ddp_reproduces_the_single_process_loss_curve(tmp_path, cli):

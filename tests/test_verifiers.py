@@ -59,7 +59,7 @@ def test_parse_integer(text, value):
 SLOW_VERIFIER = '''
 import time
 from dail_harness import registry
-from dail_harness.verifiers.verdict import Verdict
+from dail_harness.verifiers.base import Verdict
 
 @registry.register("verifiers", "slow-test")
 def slow(completion, gold, finish_reason=None):

@@ -35,9 +35,9 @@ def _run(backend, requests, params):
 
 
 @pytest.mark.parametrize("params", [
-    SamplingParams(temperature=0, max_tokens=24, presence_penalty=1.5),
-    SamplingParams(temperature=0, max_tokens=24, presence_penalty=0.0, stop=["in"]),
-    SamplingParams(temperature=0, max_tokens=24, presence_penalty=0.5, stop_token_ids=[4]),
+    SamplingParams(temperature=0, top_p=1.0, max_tokens=24, presence_penalty=1.5, seed=0),
+    SamplingParams(temperature=0, top_p=1.0, max_tokens=24, presence_penalty=0.0, seed=0, stop=["in"]),
+    SamplingParams(temperature=0, top_p=1.0, max_tokens=24, presence_penalty=0.5, seed=0, stop_token_ids=[4]),
 ], ids=["presence", "stop-string", "stop-token"])
 def test_greedy_identical_to_hf(backends, params):
     v, h = (_run(b, PROMPTS, params) for b in backends)
@@ -49,7 +49,7 @@ def test_greedy_identical_to_hf(backends, params):
 
 
 def test_greedy_n_samples_are_identical_copies(backends):
-    v = _run(backends[0], [GenerationRequest("t/a", "What is 1+1?", [0, 1, 2])], SamplingParams(temperature=0, max_tokens=8))
+    v = _run(backends[0], [GenerationRequest("t/a", "What is 1+1?", [0, 1, 2])], SamplingParams(temperature=0, top_p=1.0, presence_penalty=0.0, max_tokens=8, seed=0))
     assert len(v) == 3 and len({c.text for c in v.values()}) == 1
 
 
@@ -113,7 +113,8 @@ def test_budget_forcing_with_vllm_matches_hf_greedy(tmp_path, cli):
 
 def test_mixed_rollouts_on_vllm_follow_the_same_law_as_the_engine(backends):
     """vLLM path (draft, prompt-logprob verify, resample) vs the hf engine: first-two-token law (chi-square)."""
-    from dail_harness.rollout.hf import MixedPolicyEngine, RolloutConfig, RolloutRequest
+    from dail_harness.rollout.base import RolloutConfig, RolloutRequest
+    from dail_harness.rollout.hf import MixedPolicyEngine
     from dail_harness.rollout.vllm import VLLMMixedRollout
 
     vllm_b, hf_b = backends

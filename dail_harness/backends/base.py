@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 from dail_harness.sampling import SamplingParams
 
@@ -40,8 +40,19 @@ class SamplingBackend(ABC):
     """Base class; subclasses register with `@registry.register("backends", NAME)`."""
 
     name = ""
-    tokenizer = None
+    tokenizer: Any = None
     """The tokenizer prompts are rendered with (set by subclasses)."""
+    eos_ids: list[int] = []
+    """Every token id that ends a sequence (the tokenizer's EOS and the generation config's)."""
+    context_length: int = 32768
+    """The model's context length (prompt plus generated tokens)."""
+
+    @classmethod
+    def for_policy(cls, model, tokenizer, cfg) -> "SamplingBackend":
+        """A back-end that samples from a model being trained (methods that sample during training)."""
+        from dail_harness.errors import HarnessError
+
+        raise HarnessError(f"the '{cls.name}' back-end cannot sample from a model being trained; use --backend hf")
 
     @abstractmethod
     def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:

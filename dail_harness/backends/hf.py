@@ -68,6 +68,14 @@ class HFBackend(SamplingBackend):
         self.system_prompt = system_prompt
         self.chat_template_kwargs = chat_template_kwargs or {}
         self.eos_ids = eos_token_ids(self.tokenizer, self.model.generation_config)
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", None) or 32768)
+
+    @classmethod
+    def for_policy(cls, model, tokenizer, cfg) -> "HFBackend":
+        """Sample from the model being trained, in memory (its adapter on), with keyed randomness."""
+        device = str(next(model.parameters()).device)
+        return cls((model, tokenizer), device=device, chat_template_kwargs={"enable_thinking": cfg.thinking},
+                   seed=cfg.seed)
 
     def render(self, request: GenerationRequest) -> list[int]:
         """Token ids of the full prompt (chat template, generation prompt, continuation prefix)."""

@@ -21,7 +21,7 @@ from typing import Iterator
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
 from dail_harness.errors import HarnessError
-from dail_harness.models.loading import adapter_base, load_tokenizer, resolve_model
+from dail_harness.models.loading import adapter_base, eos_token_ids, load_tokenizer, resolve_model
 from dail_harness.backends.prompting import render_prompt_ids
 from dail_harness.sampling import SamplingParams, stable_key
 
@@ -33,6 +33,15 @@ def _on_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _generation_config(path: str):
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except OSError:
+        return None
 
 
 def _import_vllm():
@@ -63,6 +72,7 @@ class VLLMBackend(SamplingBackend):
                                "(`dail-harness train ... --merge`) or use --backend hf", path=path)
         gpu = _on_gpu()
         self.tokenizer = load_tokenizer(path)
+        self.eos_ids = eos_token_ids(self.tokenizer, _generation_config(path))
         self.per_request_seed = gpu
         self.seed = seed
         self.system_prompt = system_prompt
@@ -81,6 +91,7 @@ class VLLMBackend(SamplingBackend):
             _ENGINES[key] = vllm.LLM(**engine_args)
         self.llm = _ENGINES[key]
         self._vllm = vllm
+        self.context_length = int(self.llm.model_config.max_model_len)
 
     def _sampling_params(self, params: SamplingParams, n: int, request_id: str, first_index: int):
         greedy = params.temperature == 0

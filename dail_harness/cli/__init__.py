@@ -1,14 +1,17 @@
-"""The `dail-harness` command line: one Typer app, its shared option helpers, and `main`.
+"""The `dail-harness` command line: one Typer app, and `main`, which turns every failure into one line.
 
-Commands live in sibling modules by area (evaluation, lm-eval bridge, D_syn); each registers itself
-on `app` when imported. Bad input: one `error:` line, exit code 2.
+Commands live in sibling modules by area (evaluation, lm-eval bridge, D_syn, training); each registers
+itself on `app` when imported, with its flags built from its config dataclass (`cli/options.py`).
+
+Exit codes: 0 success; 2 a usage error or bad input (one `error:` line, after the usage line for
+usage errors); 130 interrupted (finished work is saved); 1 a bug, shown with its traceback and a line
+that says so.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -16,62 +19,51 @@ from dail_harness import registry
 from dail_harness.errors import HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Evaluate and train language models from expert solutions (DAIL and baselines).")
 
-PluginDir = typer.Option(None, "--plugin-dir", help="Directory of extra plugin modules (*.py) to load.")
+BUG_REPORT = ("this is a bug in dail-harness, not a problem with your input: please report it with the "
+              "command line and the traceback above")
 
-def _load_plugins(dirs: Optional[List[Path]]) -> None:
+
+COMMAND_MODULES = ("eval", "lmeval", "dsyn", "data", "train")
+
+
+def load_plugins(dirs: list[str] | None) -> None:
     for d in dirs or []:
-        registry.load_plugin_dir(d)
+        registry.load_plugin_dir(Path(d))
 
-def _parse_kv(pairs: Optional[List[str]], flag: str) -> dict:
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise HarnessError(f"{flag}: expected KEY=VALUE, got '{p}'")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v
-    return out
 
-def _task_options(task_opt, data, fields, answer_type, prompt_template) -> dict:
-    """Options every task receives, from the shared task flags."""
-    task_options = _parse_kv(task_opt, "--task-opt")
-    for key, value in (("data", data), ("fields", fields), ("answer_type", answer_type)):
-        if value is not None:
-            task_options[key] = value
-    if prompt_template is not None:
-        if not prompt_template.exists():
-            raise HarnessError("prompt template file not found", path=str(prompt_template))
-        text = prompt_template.read_text(encoding="utf-8")
-        if "{problem}" not in text:
-            raise HarnessError("prompt template has no {problem} placeholder", path=str(prompt_template))
-        task_options["prompt_template"] = text
-    return task_options
+def _click_errors() -> tuple[type, ...]:
+    """Click's usage-error base class(es): Typer >= 0.20 vendors its own click."""
+    found: list[type] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(__import__(module, fromlist=["ClickException"]).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
 
-def _parse_list(spec: str, kind, flag: str) -> list:
-    try:
-        values = [kind(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise HarnessError(f"{flag}: expected a comma-separated list of numbers, got '{spec}'") from None
-    if not values:
-        raise HarnessError(f"{flag}: empty list")
-    return list(dict.fromkeys(values))
 
-def _parse_shard(spec: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise HarnessError(f"--shard: expected i/N (e.g. 0/4), got '{spec}'") from None
-    if not 0 <= i < n:
-        raise HarnessError(f"--shard: need 0 <= i < N, got '{spec}'")
-    return i, n
+def _usage_error(e: Exception) -> int:
+    """Print a click usage error as a command-line tool does: the usage line, then one error line."""
+    ctx = getattr(e, "ctx", None)
+    if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        typer.echo(ctx.get_help(), err=True)
+        return 2
+    if ctx is not None:
+        typer.echo(ctx.get_usage(), err=True)
+        typer.echo(f"Try '{ctx.command_path} --help' for help.", err=True)
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    typer.echo(f"error: {message}", err=True)
+    return int(getattr(e, "exit_code", 2) or 2)
+
 
 def main() -> None:
-    # importing the command modules registers their commands, in this order in --help
-    from dail_harness.cli import eval  # noqa: F401
-    from dail_harness.cli import lmeval  # noqa: F401
-    from dail_harness.cli import dsyn  # noqa: F401
-    from dail_harness.cli import train  # noqa: F401
+    import importlib
+
+    for module in COMMAND_MODULES:  # importing a module registers its commands, in this order in --help
+        importlib.import_module(f"dail_harness.cli.{module}")
 
     try:
         app(standalone_mode=False)
@@ -79,17 +71,15 @@ def main() -> None:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished samples are saved; rerun the same command to resume", err=True)
+        typer.echo("interrupted: finished work is saved; rerun the same command to resume", err=True)
         sys.exit(130)
-    except Exception as e:  # click usage errors and friends
-        import click
+    except _click_errors() as e:
+        sys.exit(_usage_error(e))
+    except Exception as e:
+        if type(e).__name__ in ("Exit", "Abort"):  # click's own exits (e.g. after --help)
+            sys.exit(int(getattr(e, "exit_code", 0) or 0) if type(e).__name__ == "Exit" else 130)
+        import traceback
 
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
-
+        traceback.print_exc()
+        typer.echo(f"error: {BUG_REPORT}", err=True)
+        sys.exit(1)

@@ -17,7 +17,7 @@ from multiprocessing.connection import wait
 from typing import Callable, Iterable
 
 from dail_harness import registry
-from dail_harness.verifiers.verdict import Verdict
+from dail_harness.verifiers.base import Verdict, get_verifier
 
 DEFAULT_TIMEOUT_S = 10.0
 READY = "ready"
@@ -38,7 +38,7 @@ def grade_one(job: GradeJob) -> Verdict:
 
     `answer_type` names a registered verifier: integer, math, choice, or a plugin's.
     """
-    verifier = registry.get("verifiers", job.answer_type)
+    verifier = get_verifier(job.answer_type)
     try:
         return verifier(job.completion, job.gold, job.finish_reason)
     except Exception as e:  # a verifier bug on one sample must not lose the run

@@ -13,9 +13,6 @@ from fractions import Fraction
 from math import comb
 from typing import Iterable, Sequence
 
-from dail_harness.verifiers.choice import parse_letter
-from dail_harness.verifiers.integer import parse_integer
-from dail_harness.verifiers.mathexpr import normalize_text
 
 from dail_harness.errors import HarnessError
 
@@ -150,16 +147,10 @@ def aggregate(problems: Sequence[ProblemStats], ks: Sequence[int], *, ci: bool =
 
 # Stored sample rows -> metrics: grouping, canonical answers for voting, summaries per condition.
 
-def canonical_answer(extracted: str | None, answer_type: str) -> str | None:
-    """A normal form of an extracted answer, so equal answers vote together in maj@k."""
-    if extracted is None:
-        return None
-    if answer_type == "integer":
-        value = parse_integer(extracted)
-        return str(value) if value is not None else normalize_text(extracted)
-    if answer_type == "choice":
-        return parse_letter(extracted)
-    return normalize_text(extracted)
+def answer_key(row: dict) -> str | None:
+    """The canonical answer a sample votes with: its verifier's `answer_key` (rows graded before the
+    verifiers recorded one vote with their extracted text)."""
+    return row.get("answer_key", row.get("extracted"))
 
 
 def group_rows(rows: Iterable[dict], n: int | None = None) -> list[ProblemStats]:
@@ -175,7 +166,7 @@ def group_rows(rows: Iterable[dict], n: int | None = None) -> list[ProblemStats]
         out.append(ProblemStats(
             task=task, problem_id=pid,
             correct=[bool(r["correct"]) for r in samples],
-            answers=[canonical_answer(r.get("extracted"), r.get("answer_type", "math")) for r in samples],
+            answers=[answer_key(r) for r in samples],
             no_answer=[bool(r.get("no_answer", r.get("extracted") is None)) for r in samples],
         ))
     return out

@@ -8,72 +8,32 @@ from `samples.jsonl` are generated, and each finished group is graded and append
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
 
 from dail_harness import registry
 from dail_harness.backends.base import GenerationRequest
 from dail_harness.errors import HarnessError
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
 from dail_harness.records import Problem
+from dail_harness.eval.config import EvalConfig
 from dail_harness.eval.metrics import summarize_conditions
 from dail_harness.sampling import SamplingParams
 from dail_harness.eval.store import RunStore, sample_id
 from dail_harness.eval.task import Task, make_task
 from dail_harness.eval.thinking import (
-    DEFAULT_ANSWER_TOKENS,
     Sampled,
     generate_budgeted,
     plain,
     think_end_id,
 )
+from dail_harness.verifiers.base import Verdict
 from dail_harness.verifiers.simple import simple_correct
-
-
-@dataclass
-class EvalConfig:
-    """Everything one `dail-harness eval` needs."""
-
-    tasks: list[str]
-    """Task names (several are evaluated together and also reported as one combined set)."""
-    model: str
-    """Model path, hub id, adapter directory, or `tiny-random`."""
-    out: str
-    """Run directory (samples.jsonl, summary.json, run.json)."""
-    ks: list[int]
-    """The k values to report pass@k at (all <= params.n)."""
-    params: SamplingParams = field(default_factory=SamplingParams)
-    temperatures: list[float] | None = None
-    """Temperature sweep; None means just params.temperature."""
-    budgets: list[int] | None = None
-    """Thinking budgets for budget forcing (implies thinking mode); None: no budget forcing."""
-    thinking: bool = False
-    """Thinking model: enable_thinking in the chat template, phases with `</think>` handling."""
-    answer_tokens: int = DEFAULT_ANSWER_TOKENS
-    """Answer tokens after the thinking phase (thinking mode)."""
-    budget_mode: str = "shared"
-    """`shared`: one trace per sample, answers branched at each budget; `independent`: one per budget."""
-    shard: tuple[int, int] | None = None
-    """(i, N): evaluate only problems with index % N == i (their store merges in `report`)."""
-    backend: str = "hf"
-    limit: int | None = None
-    """Evaluate only the first L problems of each task."""
-    task_options: dict = field(default_factory=dict)
-    """Passed to every task (data path, field map, answer type, prompt template, ...)."""
-    backend_options: dict = field(default_factory=dict)
-    """Passed to the back-end (batch size, device, dtype, system prompt, ...)."""
-    grade_workers: int | None = None
-    grade_timeout: float = DEFAULT_TIMEOUT_S
-    progress: bool = True
-
-    def conditions(self) -> list[tuple[float, int | None]]:
-        temps = self.temperatures or [self.params.temperature]
-        return [(t, b) for t in temps for b in (self.budgets or [None])]
 
 
 def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
     loaded = []
-    for name in cfg.tasks:
-        task = make_task(name, **cfg.task_options)
+    options = cfg.task_options()
+    for name in cfg.task:
+        task = make_task(name, **options)
         problems = task.load()
         if cfg.limit is not None:
             problems = problems[:cfg.limit]
@@ -92,7 +52,7 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]]) -> di
         "tasks": [t.name for t, _ in tasks],
         "model": cfg.model,
         "backend": cfg.backend,
-        "sampling": cfg.params.to_dict(),
+        "sampling": cfg.params().to_dict(),
         "temperatures": cfg.temperatures,
         "thinking": cfg.thinking,
         "budgets": cfg.budgets,
@@ -100,18 +60,19 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]]) -> di
         "budget_mode": cfg.budget_mode if cfg.budgets else None,
         "shard": list(cfg.shard) if cfg.shard else None,
         "prompt_templates": {t.name: t.options.get("prompt_template") or t.prompt_template for t, _ in tasks},
-        "task_options": {k: str(v) for k, v in sorted(cfg.task_options.items()) if k != "prompt_template"},
-        "system_prompt": cfg.backend_options.get("system_prompt"),
-        "chat_template_kwargs": cfg.backend_options.get("chat_template_kwargs") or {},
+        "task_options": {k: str(v) for k, v in sorted(cfg.task_options().items()) if k != "prompt_template"},
+        "system_prompt": cfg.system_prompt,
+        "chat_template_kwargs": {"enable_thinking": cfg.thinking},
     }
 
 
-def _sample_row(task: Task, problem: Problem, s: Sampled, verdict, params: SamplingParams) -> dict:
+def _sample_row(task: Task, problem: Problem, s: Sampled, verdict: Verdict, params: SamplingParams) -> dict:
     return {
         "task": task.name, "problem_id": problem.id, "sample_index": s.sample_index,
         "temperature": params.temperature, "budget": s.budget,
-        "completion": s.text, "extracted": verdict.extracted, "correct": verdict.correct,
-        "no_answer": verdict.no_answer, "gold": problem.answer, "answer_type": problem.answer_type,
+        "completion": s.text, "extracted": verdict.extracted, "answer_key": verdict.answer_key,
+        "correct": verdict.correct, "no_answer": verdict.no_answer, "gold": problem.answer,
+        "answer_type": problem.answer_type,
         "num_tokens": s.num_tokens, "thinking_tokens": s.thinking_tokens, "answer_tokens": s.answer_tokens,
         "forced_close": s.forced_close, "prompt_tokens": s.prompt_tokens, "finish_reason": s.finish_reason,
         "simple_correct": simple_correct(s.text, problem.answer),
@@ -122,16 +83,14 @@ def _sample_row(task: Task, problem: Problem, s: Sampled, verdict, params: Sampl
 
 
 def run_eval(cfg: EvalConfig) -> dict:
-    if not cfg.ks or max(cfg.ks) > cfg.params.n:
-        raise HarnessError(f"k={max(cfg.ks) if cfg.ks else None} is larger than n={cfg.params.n}; "
-                           "pass@k needs k <= n (raise --n or lower --k)")
-    if cfg.budgets:
-        cfg.thinking = True
+    """Sample, grade and store what the run directory lacks; return the summary (also summary.json)."""
     tasks = load_tasks(cfg)
     store = RunStore(cfg.out)
     settings = run_settings(cfg, tasks)
     store.check(settings)
-    done = {sample_id(r) for r in store.load_samples()}
+    rows = store.load_samples()
+    done = {sample_id(r) for r in rows}
+    n = cfg.num_samples
 
     by_request: dict[str, tuple[Task, Problem]] = {}
     work = []  # (temperature, requests, rows missing)
@@ -142,7 +101,7 @@ def run_eval(cfg: EvalConfig) -> dict:
             for p in problems:
                 rid = f"{task.name}/{p.id}"
                 by_request[rid] = (task, p)
-                lacking = [(i, b) for i in range(cfg.params.n) for b in budgets
+                lacking = [(i, b) for i in range(n) for b in budgets
                            if (task.name, p.id, temperature, b, i) not in done]
                 if lacking:
                     indices = sorted({i for i, _ in lacking})
@@ -151,33 +110,33 @@ def run_eval(cfg: EvalConfig) -> dict:
         if requests:
             work.append((temperature, requests, missing_rows))
     if work:
-        _generate_and_grade(cfg, work, by_request, store, settings, done)
+        rows += _generate_and_grade(cfg, work, by_request, store, settings, done)
 
     selected = {(t.name, p.id) for t, ps in tasks for p in ps}
-    rows = [r for r in store.load_samples() if (r["task"], str(r["problem_id"])) in selected
-            and int(r["sample_index"]) < cfg.params.n]
-    summary = summarize_conditions(rows, cfg.ks, cfg.params.n, cfg.conditions())
+    rows = [r for r in rows if (r["task"], str(r["problem_id"])) in selected and int(r["sample_index"]) < n]
+    metrics = summarize_conditions(rows, cfg.ks, n, cfg.conditions())
     summary = {
         "task": "+".join(t.name for t, _ in tasks),
         "model": cfg.model,
         "backend": cfg.backend,
-        "n": cfg.params.n,
+        "n": n,
         "ks": cfg.ks,
-        **{k: v for k, v in summary.items() if k != "per_problem"},
+        **{k: v for k, v in metrics.items() if k != "per_problem"},
         "settings": {**settings, "limit": cfg.limit, "ks": cfg.ks},
-        "per_problem": summary["per_problem"],
+        "per_problem": metrics["per_problem"],
     }
     store.write_summary(summary)
     return summary
 
 
-def _generate_and_grade(cfg: EvalConfig, work, by_request, store: RunStore, settings: dict, done: set) -> None:
+def _generate_and_grade(cfg: EvalConfig, work, by_request, store: RunStore, settings: dict, done: set) -> list[dict]:
+    """Generate and grade the missing samples, appending each graded group to the store; returns the new rows."""
     from tqdm import tqdm
 
     backend_cls = registry.get("backends", cfg.backend)
-    backend_options = dict(cfg.backend_options)
-    backend_options.setdefault("chat_template_kwargs", {"enable_thinking": cfg.thinking})
-    backend_options.setdefault("seed", cfg.params.seed)
+    backend_options = {**cfg.backend_options(), "chat_template_kwargs": {"enable_thinking": cfg.thinking},
+                       "seed": cfg.seed}
+    new_rows: list[dict] = []
     # Load the model before creating the run directory: a bad model leaves nothing behind.
     with backend_cls(cfg.model, **backend_options) as backend, \
             GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
@@ -192,7 +151,7 @@ def _generate_and_grade(cfg: EvalConfig, work, by_request, store: RunStore, sett
                    dynamic_ncols=True)
         tokens, start = 0, time.monotonic()
         for temperature, requests, _ in work:
-            params = replace(cfg.params, temperature=temperature)
+            params = cfg.params(temperature)
             if cfg.thinking:
                 stream = generate_budgeted(backend, requests, params, cfg.budgets or [None],
                                            answer_tokens=cfg.answer_tokens, mode=cfg.budget_mode)
@@ -206,9 +165,11 @@ def _generate_and_grade(cfg: EvalConfig, work, by_request, store: RunStore, sett
                 verdicts = pool.grade(jobs)
                 rows = [_sample_row(*by_request[s.request_id], s, v, params) for s, v in zip(results, verdicts)]
                 store.append(rows)
+                new_rows += rows
                 tokens += sum(s.num_tokens for s in results)
                 bar.update(len(rows))
                 if rows:
                     bar.set_postfix(T=temperature, tok_s=f"{tokens / max(time.monotonic() - start, 1e-9):.0f}",
                                     acc=f"{sum(r['correct'] for r in rows) / len(rows):.2f}")
         bar.close()
+    return new_rows

@@ -63,6 +63,12 @@ def report_run(dirs: Sequence[str | Path] | str | Path, ks: Sequence[int] | None
             "incomplete_problems": incomplete, **summary}
 
 
+def report_from_summary(name: str, summary: dict) -> dict:
+    """The report entry of a run just evaluated, from its summary (nothing is read back from disk)."""
+    return {"run": name, "dirs": [], "shards": [], "incomplete_problems": 0,
+            **{k: v for k, v in summary.items() if k != "per_problem"}}
+
+
 def report_runs(dirs: Sequence[str | Path], ks: Sequence[int] | None = None) -> list[dict]:
     return [report_run(group, ks) for group, _ in group_shards(dirs)]
 

@@ -7,31 +7,13 @@ missing samples are generated); different settings into the same directory are r
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, atomic_write_json, iter_jsonl, repair_partial_tail
+from dail_harness.settings import SettingsRecord
 
 SETTINGS_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.jsonl", "summary.json"
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    """{'sampling': {'n': 8}} -> {'sampling.n': 8}, so a mismatch names the exact setting."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def settings_changes(old: dict, new: dict) -> str | None:
-    """'key: old -> new; ...' for every (nested) setting that differs, or None when they match."""
-    old_flat, new_flat = _flatten(old), _flatten(json.loads(json.dumps(new)))
-    diff = sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k))
-    return "; ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in diff) or None
 
 
 def sample_id(row: dict) -> tuple:
@@ -47,32 +29,26 @@ class RunStore:
         self.settings_path = self.dir / SETTINGS_FILE
         self.samples_path = self.dir / SAMPLES_FILE
         self.summary_path = self.dir / SUMMARY_FILE
+        self.record = SettingsRecord(self.settings_path, self.dir, "run")
 
     def exists(self) -> bool:
-        return self.settings_path.exists()
+        return self.record.exists()
 
     def read_settings(self) -> dict:
-        if not self.settings_path.exists():
+        if not self.exists():
             raise HarnessError(f"not a run directory (no {SETTINGS_FILE})", path=str(self.dir))
-        try:
-            return json.loads(self.settings_path.read_text())
-        except json.JSONDecodeError as e:
-            raise HarnessError(f"malformed JSON: {e}", path=str(self.settings_path)) from None
+        return self.record.read()
 
     def check(self, settings: dict) -> None:
         """If the run exists, check that `settings` match the ones it was started with."""
-        if self.exists():
-            details = settings_changes(self.read_settings(), settings)
-            if details:
-                raise HarnessError(f"{self.dir} holds a run with different settings ({details}); "
-                                   "use another --out directory, or rerun with the original settings to resume")
+        if self.record.check(settings):
             repair_partial_tail(self.samples_path)
 
     def create(self, settings: dict) -> None:
         """Write the settings of a new run (called once there is work to store)."""
         if not self.exists():
             self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.settings_path, settings)
+            self.record.write(settings)
 
     def load_samples(self) -> list[dict]:
         """All stored sample rows (a trailing partial line is ignored; duplicates keep the first)."""

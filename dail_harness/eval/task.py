@@ -69,21 +69,31 @@ def make_task(name: str, **options: Any) -> Task:
     return cls(**options)
 
 
-class VendoredJsonlTask(Task):
-    """A JSONL file in tasks/data with `id`, `problem`, `answer` fields (integer answers by default)."""
+class VendoredTask(Task):
+    """A task that is a data file in tasks/data plus a column map: no code beyond the class attributes.
+
+    `columns` maps the roles `id`, `problem`, `answer` and optionally `solution` to the file's columns;
+    `metadata_columns` are copied into each problem's metadata.
+    """
 
     answer_type = "integer"
-    filename = ""
+    filename: ClassVar[str] = ""
+    columns: ClassVar[dict[str, str]] = {"id": "id", "problem": "problem", "answer": "answer"}
+    metadata_columns: ClassVar[tuple[str, ...]] = ()
 
     def load_problems(self) -> list[Problem]:
         path = data_path(self.filename)
-        out = []
-        for line, row in iter_rows(path):
-            out.append(Problem(
-                id=require_field(row, "id", path, line),
-                problem=require_field(row, "problem", path, line),
-                answer=require_field(row, "answer", path, line),
-                answer_type=self.answer_type,
-                metadata={"source": self.name},
-            ))
-        return out
+        return [self.make_problem(row, path, line, self.columns) for line, row in iter_rows(path)]
+
+    def make_problem(self, row: dict, path: str | Path, line: int, columns: dict[str, str | None]) -> Problem:
+        """One Problem from a data row, by the column map (errors name file, line and column)."""
+        solution_col = columns.get("solution")
+        metadata = {"source": self.name, **{c: row.get(c, "") for c in self.metadata_columns}}
+        return Problem(
+            id=require_field(row, columns["id"], path, line) if columns.get("id") else f"row-{line}",
+            problem=require_field(row, columns["problem"], path, line),
+            answer=require_field(row, columns["answer"], path, line),
+            answer_type=self.answer_type,
+            solution=str(row[solution_col]) if solution_col and row.get(solution_col) else None,
+            metadata=metadata,
+        )

@@ -18,12 +18,24 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
-from dail_harness.rollout.hf import RolloutConfig, RolloutRequest, RolloutResult, best_draft_length
+from dail_harness import registry
+from dail_harness.rollout.base import DraftLength, RolloutConfig, RolloutRequest, RolloutResult, Trace
 
 
+@registry.register("rollouts", "vllm")
 class VLLMMixedRollout:
+    """Mixed rollouts on a vLLM engine: student drafts, prompt-log-prob verification, resampling."""
+
+    default_draft_tokens = 8
+    """Each verify re-reads the whole privileged context (no prefix cache with prompt log-probs), so long
+    drafts pay (benchmarks/RESULTS.md)."""
+
     def __init__(self, llm, eos_ids: list[int]):
         self.llm, self.eos_ids = llm, set(eos_ids)
+
+    @classmethod
+    def from_backend(cls, backend) -> "VLLMMixedRollout":
+        return cls(backend.llm, backend.eos_ids)
 
     def run(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> Iterator[list[RolloutResult]]:
         for start in range(0, len(requests), cfg.batch_size):
@@ -46,56 +58,44 @@ class VLLMMixedRollout:
         return self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
 
     def _run_batch(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> list[RolloutResult]:
-        out = {r.row_id: [] for r in requests}
-        n_s = {r.row_id: 0 for r in requests}
-        n_p = {r.row_id: 0 for r in requests}
-        reason = {r.row_id: "length" for r in requests}
+        traces = {r.row_id: Trace(r.row_id) for r in requests}
         active = list(requests)
-        adaptive = cfg.draft_tokens <= 0
-        K = 4 if adaptive else cfg.draft_tokens
-        seen, kept = 1.0, 0.8
+        draft = DraftLength(cfg.draft_tokens)
         while active:
+            out = [traces[r.row_id].tokens for r in active]
             if cfg.tau > 1:  # pure privileged student
-                res = self._generate([r.privileged_ids + out[r.row_id] for r in active], self._sampling(cfg, 1))
+                res = self._generate([r.privileged_ids + o for r, o in zip(active, out)], self._sampling(cfg, 1))
                 commits = [([o.outputs[0].token_ids[0]], 0) for o in res]
             else:
-                drafts_out = self._generate([r.student_ids + out[r.row_id] for r in active], self._sampling(cfg, K))
+                drafts_out = self._generate([r.student_ids + o for r, o in zip(active, out)],
+                                            self._sampling(cfg, draft.k))
                 drafts = [list(o.outputs[0].token_ids) for o in drafts_out]
                 if cfg.tau <= 0:
                     commits = [(d, len(d)) for d in drafts]
                 else:
-                    scored = self._generate([r.privileged_ids + out[r.row_id] + d for r, d in zip(active, drafts)],
+                    scored = self._generate([r.privileged_ids + o + d for r, o, d in zip(active, out, drafts)],
                                             self._params(max_tokens=1, prompt_logprobs=0, temperature=0.0))
                     firsts = []
-                    for r, d, o in zip(active, drafts, scored):
-                        lps = o.prompt_logprobs[len(r.privileged_ids) + len(out[r.row_id]):]
+                    for r, o, d, s in zip(active, out, drafts, scored):
+                        lps = s.prompt_logprobs[len(r.privileged_ids) + len(o):]
                         probs = [math.exp(lp[t].logprob) for t, lp in zip(d, lps)]
-                        a = next((j for j, p in enumerate(probs) if p < cfg.tau), len(d))
-                        firsts.append(a)
-                        seen, kept = 0.9 * seen + min(a + 1, len(d)), 0.9 * kept + a
+                        firsts.append(next((j for j, p in enumerate(probs) if p < cfg.tau), len(d)))
+                    draft.observe(sum(min(a + 1, len(d)) for a, d in zip(firsts, drafts)), sum(firsts))
                     rejected = [i for i, (a, d) in enumerate(zip(firsts, drafts)) if a < len(d)]
                     resampled = {}
                     if rejected:
-                        res = self._generate([active[i].privileged_ids + out[active[i].row_id] + drafts[i][:firsts[i]]
+                        res = self._generate([active[i].privileged_ids + out[i] + drafts[i][:firsts[i]]
                                               for i in rejected], self._sampling(cfg, 1))
                         resampled = {i: o.outputs[0].token_ids[0] for i, o in zip(rejected, res)}
                     commits = [(d[:a] + ([resampled[i]] if i in resampled else []), a)
                                for i, (a, d) in enumerate(zip(firsts, drafts))]
-                    if adaptive:
-                        K = best_draft_length(kept / max(seen, 1e-9))
             still = []
             for r, (toks, a) in zip(active, commits):
-                toks = toks[:cfg.max_tokens - len(out[r.row_id])]
-                stop = next((k for k, t in enumerate(toks) if t in self.eos_ids), None)
-                if stop is not None:
-                    toks, reason[r.row_id] = toks[:stop + 1], "stop"
-                n_s[r.row_id] += min(a, len(toks))
-                n_p[r.row_id] += len(toks) - min(a, len(toks))
-                out[r.row_id].extend(toks)
-                if reason[r.row_id] != "stop" and len(out[r.row_id]) < cfg.max_tokens and toks:
+                trace = traces[r.row_id]
+                kept = trace.commit(toks, a, cfg.max_tokens, self.eos_ids)
+                if not kept and trace.finish_reason != "stop":
+                    trace.finish_reason = "stop"  # the student ended its draft without tokens (EOS)
+                if not trace.finished(cfg.max_tokens):
                     still.append(r)
-                elif not toks and reason[r.row_id] != "stop":
-                    reason[r.row_id] = "stop"  # the student ended its draft without tokens (EOS)
             active = still
-        return [RolloutResult(r.row_id, out[r.row_id], n_s[r.row_id], n_p[r.row_id], reason[r.row_id])
-                for r in requests]
+        return [traces[r.row_id].result() for r in requests]

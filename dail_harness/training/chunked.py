@@ -15,33 +15,36 @@ from torch.utils.checkpoint import checkpoint
 
 DEFAULT_CHUNK = 1024
 
-TokenTermsFn = Callable[[torch.Tensor, dict, torch.Tensor], dict]
-"""fn(student_logp [n, V] fp32, ref_logps {name: [n, V] fp32}, targets [n]) -> {term: sum over the n}"""
+TokenTermsFn = Callable[[torch.Tensor, dict, torch.Tensor, dict], dict]
+"""fn(student_logp [n, V], ref_logps {name: [n, V]}, targets [n], extras {name: [n]}) -> {term: sum over the n}"""
 
 
 def chunked_sums(student_hidden: torch.Tensor, ref_hidden: dict[str, torch.Tensor], targets: torch.Tensor,
-                 head: torch.nn.Module, fn: TokenTermsFn, terms: Sequence[str],
-                 chunk: int = DEFAULT_CHUNK) -> dict[str, torch.Tensor]:
-    """Sums of `fn`'s terms over all N positions ([N, H] hidden states at aligned positions)."""
+                 head: torch.nn.Module, fn: TokenTermsFn, terms: Sequence[str], chunk: int = DEFAULT_CHUNK,
+                 extras: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Sums of `fn`'s terms over all N positions ([N, H] hidden states at aligned positions; `extras` are
+    per-position values such as advantages or weights, sliced with the chunks)."""
     names = list(ref_hidden)
+    acc = torch.promote_types(student_hidden.dtype, torch.float32)
+    extra_names = list(extras or {})
+    extra_values = [extras[n].to(acc) for n in extra_names] if extras else []
 
     def logp(h):  # half-precision logits are upcast to fp32 for the softmax; fp32/fp64 are kept
         z = head(h)
         return torch.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1)
 
-    def run(h_s, tgt, *h_refs):
+    def run(h_s, tgt, *rest):
         logp_s = logp(h_s)
         with torch.no_grad():
-            refs = {n: logp(h) for n, h in zip(names, h_refs)}
-        out = fn(logp_s, refs, tgt)
+            refs = {n: logp(h) for n, h in zip(names, rest[:len(names)])}
+        out = fn(logp_s, refs, tgt, dict(zip(extra_names, rest[len(names):])))
         return tuple(out[t] for t in terms)
 
-    acc = torch.promote_types(student_hidden.dtype, torch.float32)
     totals = [student_hidden.new_zeros((), dtype=acc) for _ in terms]
     grad = student_hidden.requires_grad and torch.is_grad_enabled()
     for start in range(0, student_hidden.shape[0], max(1, chunk)):
         sl = slice(start, start + max(1, chunk))
-        args = (student_hidden[sl], targets[sl], *(ref_hidden[n][sl] for n in names))
+        args = (student_hidden[sl], targets[sl], *(ref_hidden[n][sl] for n in names), *(v[sl] for v in extra_values))
         parts = checkpoint(run, *args, use_reentrant=False) if grad else run(*args)
         totals = [t + p for t, p in zip(totals, parts)]
     return dict(zip(terms, totals))

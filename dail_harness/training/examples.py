@@ -3,7 +3,9 @@
 Tokenizing the response separately per context (as the authors' code does) only aligns the three
 sequences if tokenization at the prompt/response boundary agrees; splicing the same ids guarantees
 it. `positions` are the indices whose logits predict the response tokens (the first response token
-included), so the student, privileged and negative distributions align token for token.
+included), so the student, privileged and negative distributions align token for token. Online
+methods build examples from sampled token ids directly, with per-token `extras` (advantages,
+weights, stored log-probabilities) that their loss reads.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import torch
 
 from dail_harness.backends.prompting import render_prompt_ids
 
+REFERENCE = "reference"
+"""The student's own context with the adapter disabled (the frozen reference policy)."""
+
 
 @dataclass
 class Example:
@@ -23,6 +28,8 @@ class Example:
     inputs: dict[str, list[int]] = field(default_factory=dict)
     """Per context ("student", "privileged", "negative"): prompt ids + response ids."""
     prompt_lengths: dict[str, int] = field(default_factory=dict)
+    extras: dict[str, list[float]] = field(default_factory=dict)
+    """Per-token values aligned with `targets` (e.g. `weight`, `advantage`, `old_logp`)."""
 
 
 def build_example(example_id: str, prompts: dict[str, str], response: str, tokenizer, *, max_length: int,
@@ -44,8 +51,16 @@ def build_example(example_id: str, prompts: dict[str, str], response: str, token
     return ex
 
 
+def sampled_example(example_id: str, prompt_ids: list[int], completion_ids: list[int],
+                    extras: dict[str, list[float]] | None = None) -> Example:
+    """An example from a sampled completion (online methods): the student context is prompt + completion."""
+    return Example(example_id, list(completion_ids), {"student": list(prompt_ids) + list(completion_ids)},
+                   {"student": len(prompt_ids)}, dict(extras or {}))
+
+
 def collate(examples: list[Example], context: str, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids [B, T], attention mask, and the flat (row, position) indices predicting targets."""
+    context = "student" if context == REFERENCE else context
     seqs = [e.inputs[context] for e in examples]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -63,3 +78,14 @@ def collate(examples: list[Example], context: str, pad_id: int, device) -> tuple
 
 def flat_targets(examples: list[Example], device) -> torch.Tensor:
     return torch.tensor([t for e in examples for t in e.targets], dtype=torch.long, device=device)
+
+
+def flat_extras(examples: list[Example], names: tuple[str, ...], device) -> dict[str, torch.Tensor]:
+    """Each named per-token extra, flattened like `flat_targets` (float64, so weights sum exactly)."""
+    out = {}
+    for name in names:
+        missing = next((e.example_id for e in examples if name not in e.extras), None)
+        if missing is not None:
+            raise ValueError(f"example '{missing}' has no per-token '{name}' (the loss needs it)")
+        out[name] = torch.tensor([v for e in examples for v in e.extras[name]], dtype=torch.float64, device=device)
+    return out

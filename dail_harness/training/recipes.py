@@ -1,12 +1,31 @@
-"""The method interface: which data a method trains on, its response text, and its contexts."""
+"""Training recipes: what a method is, told by where its examples come from.
+
+- `FileMethod` (offline): a fixed file of rows, each turned into a response and the prompts of the
+  contexts its loss needs (dail and nll on D_syn, sft on expert solutions).
+- `GenerateMethod` (generate, then train): a generation phase with the current model writes the rows,
+  then offline training on them (STaR's rationalization).
+- `OnlineMethod`: the live policy samples every step; the method scores the samples and turns them
+  into examples with per-token weights (GRPO, NuRL, REINFORCE).
+
+The engine (`training/engine.py`) owns everything else: the loop, LoRA, accumulation, DDP sharding,
+checkpoints and resume, logging. A method declares its options as a dataclass (`Options`); the
+user's values arrive checked in `self.options`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dail_harness.dsyn.prompts import Templates, negative_prompt, privileged_prompt, student_prompt
-from dail_harness.files import iter_rows, require_field
 from dail_harness.errors import HarnessError
+from dail_harness.files import iter_rows, require_field
+from dail_harness.options import NoOptions, option, plugin_options
+
+if TYPE_CHECKING:
+    from dail_harness.training.examples import Example
+    from dail_harness.training.online import OnlineContext
 
 
 class Method:
@@ -14,11 +33,16 @@ class Method:
 
     name = ""
     default_loss = "nll"
-    data_kind = "d_syn"
-    """`d_syn` rows (problem_id, problem, trace, solution, waypoints, answer) or `expert` rows."""
-    required_fields: tuple[str, ...] = ("problem_id", "problem", "trace")
+    source: ClassVar[str] = "file"
+    """Where examples come from: "file", "generate" or "online"."""
+    Options: ClassVar[type] = NoOptions
+    required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem")
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
 
     def load_rows(self, path: str | Path) -> list[dict]:
+        """The data rows (each with `_line`, its line in the file); missing fields are one clear error."""
         rows = []
         for line, row in iter_rows(path):
             for f in self.required_fields:
@@ -29,6 +53,13 @@ class Method:
         if not rows:
             raise HarnessError("no training rows (empty data set)", path=str(path))
         return rows
+
+
+class FileMethod(Method):
+    """Offline: examples from a fixed file of rows."""
+
+    source = "file"
+    required_fields = ("problem_id", "problem", "trace")
 
     def response(self, row: dict) -> str:
         return row["trace"]
@@ -48,3 +79,53 @@ class Method:
                                    "negative reference", field="waypoints")
             out["negative"] = negative_prompt(row["problem"], row["waypoints"], row.get("answer"), templates)
         return out
+
+
+class GenerateMethod(FileMethod):
+    """Generate, then train: `generate` writes the rows that offline training then uses."""
+
+    source = "generate"
+
+    def generate(self, ctx: "OnlineContext", rows: list[dict], out: Path) -> Path:
+        """Write this iteration's training rows under `out` (resumably) and return the file."""
+        raise NotImplementedError
+
+
+@dataclass
+class OnlineOptions:
+    """What every online method shares: how many prompts a step takes and how many samples each gets."""
+
+    prompts_per_step: int = option(8, ge=1, help="Prompts per optimizer step (the paper's GRPO: 64).")
+    group_size: int = option(8, ge=1, help="Samples per prompt (the paper's GRPO: 32).")
+    prompt: str = option("{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}.",
+                         help="User-turn template of the policy's prompt ({problem} is replaced); default: the "
+                         "evaluation prompt.")
+
+
+@dataclass
+class Rollout:
+    """One step's examples from the live policy, with what the method wants logged about them."""
+
+    examples: list["Example"]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class OnlineMethod(Method):
+    """Online: every step the live policy samples through a back-end, the verifiers score the samples,
+    and `rollout` turns them into weighted examples."""
+
+    source = "online"
+    default_loss = "pg"
+    Options: ClassVar[type] = OnlineOptions
+    required_fields = ("problem_id", "problem", "answer")
+
+    def rollout(self, ctx: "OnlineContext", rows: list[dict]) -> Rollout:
+        raise NotImplementedError
+
+
+def make_method(name: str, given: dict | None = None, wheres: dict | None = None) -> Method:
+    """The registered method `name` with its options built (and checked) from `given`."""
+    from dail_harness import registry
+
+    cls = registry.get("methods", name)
+    return cls(plugin_options(cls.Options, given or {}, kind="method", name=name, wheres=wheres))

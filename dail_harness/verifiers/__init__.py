@@ -4,6 +4,6 @@ Each verifier is a function `(completion, gold, finish_reason) -> Verdict`, regi
 answer type it grades. Run them through `dail_harness.eval.grading` (worker processes, hard timeouts).
 """
 
-from dail_harness.verifiers.verdict import Verdict
+from dail_harness.verifiers.base import Verdict
 
 __all__ = ["Verdict"]

@@ -6,7 +6,7 @@ import re
 
 from dail_harness import registry
 from dail_harness.verifiers.extract import answer_region, final_statement, last_boxed
-from dail_harness.verifiers.verdict import Verdict
+from dail_harness.verifiers.base import Verdict, Verifier
 
 _LETTER = re.compile(
     r"^\W*(?:\\text\{\s*|\\textbf\{\s*|\\mathrm\{\s*|option\s+|choice\s+)?\(?([A-D])\)?(?![A-Za-z])",
@@ -23,12 +23,17 @@ def parse_letter(text: str | None) -> str | None:
 
 
 @registry.register("verifiers", "choice")
-def verify_choice(completion: str, gold: str, finish_reason: str | None = None) -> Verdict:
+class ChoiceVerifier(Verifier):
     """Multiple choice: the extracted letter equals the gold letter."""
-    region = answer_region(completion)
-    letter = parse_letter(last_boxed(region))
-    if letter is None:
-        letter = parse_letter(final_statement(region, truncated=finish_reason == "length"))
-    if letter is None:
-        return Verdict(False, None, True)
-    return Verdict(letter == gold.strip().upper(), letter, False)
+
+    def verify(self, completion: str, gold: str, finish_reason: str | None = None) -> Verdict:
+        region = answer_region(completion)
+        letter = parse_letter(last_boxed(region))
+        if letter is None:
+            letter = parse_letter(final_statement(region, truncated=finish_reason == "length"))
+        if letter is None:
+            return Verdict(False, None, True)
+        return Verdict(letter == gold.strip().upper(), letter, False)
+
+    def canonical(self, extracted: str) -> str | None:
+        return parse_letter(extracted)

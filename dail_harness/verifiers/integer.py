@@ -10,7 +10,7 @@ import re
 
 from dail_harness import registry
 from dail_harness.verifiers.extract import extract_answer, strip_math_delimiters
-from dail_harness.verifiers.verdict import Verdict
+from dail_harness.verifiers.base import Verdict, Verifier
 
 _WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _NOISE = [
@@ -51,15 +51,21 @@ def parse_integer(text: str | None) -> int | None:
 
 
 @registry.register("verifiers", "integer")
-def verify_integer(completion: str, gold: str, finish_reason: str | None = None) -> Verdict:
+class IntegerVerifier(Verifier):
     """Integer answers: exact integer equality after normalisation (symbolic fallback)."""
-    extracted = extract_answer(completion, finish_reason=finish_reason)
-    if extracted is None:
-        return Verdict(False, None, True)
-    gold_int = parse_integer(gold)
-    pred_int = parse_integer(extracted)
-    if gold_int is not None and pred_int is not None:
-        return Verdict(pred_int == gold_int, extracted, False)
-    from dail_harness.verifiers.mathexpr import symbolic_equal
 
-    return Verdict(symbolic_equal(gold, extracted), extracted, False)
+    def verify(self, completion: str, gold: str, finish_reason: str | None = None) -> Verdict:
+        extracted = extract_answer(completion, finish_reason=finish_reason)
+        if extracted is None:
+            return Verdict(False, None, True)
+        gold_int = parse_integer(gold)
+        pred_int = parse_integer(extracted)
+        if gold_int is not None and pred_int is not None:
+            return Verdict(pred_int == gold_int, extracted, False)
+        from dail_harness.verifiers.mathexpr import symbolic_equal
+
+        return Verdict(symbolic_equal(gold, extracted), extracted, False)
+
+    def canonical(self, extracted: str) -> str | None:
+        value = parse_integer(extracted)
+        return str(value) if value is not None else super().canonical(extracted)

@@ -12,7 +12,7 @@ import re
 
 from dail_harness import registry
 from dail_harness.verifiers.extract import extract_answer, strip_math_delimiters
-from dail_harness.verifiers.verdict import Verdict
+from dail_harness.verifiers.base import Verdict, Verifier
 
 PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
@@ -49,9 +49,11 @@ def symbolic_equal(gold: str, predicted: str) -> bool:
 
 
 @registry.register("verifiers", "math")
-def verify_math(completion: str, gold: str, finish_reason: str | None = None) -> Verdict:
+class MathVerifier(Verifier):
     """Math answers: symbolic equivalence (math-verify) of the anchored answer."""
-    extracted = extract_answer(completion, finish_reason=finish_reason)
-    if extracted is None:
-        return Verdict(False, None, True)
-    return Verdict(symbolic_equal(gold, extracted), extracted, False)
+
+    def verify(self, completion: str, gold: str, finish_reason: str | None = None) -> Verdict:
+        extracted = extract_answer(completion, finish_reason=finish_reason)
+        if extracted is None:
+            return Verdict(False, None, True)
+        return Verdict(symbolic_equal(gold, extracted), extracted, False)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dail_harness import registry
-from dail_harness.training.losses import LossOutput, TokenLoss, kl_direction_terms
+from dail_harness.options import option
+from dail_harness.training.losses import KLOptions, LossOutput, TokenLoss, kl_direction_terms
+
+
+@dataclass
+class DAILOptions(KLOptions):
+    gamma: float = option(0.1, help="Weight of KL(student || negative reference) (the paper: 0.1).")
 
 
 @registry.register("losses", "dail")
@@ -13,15 +21,15 @@ class DAIL(TokenLoss):
     name = "dail"
     contexts = ("privileged", "negative")
     terms = ("kl_ps", "kl_nr")
+    Options = DAILOptions
 
-    def terms_fn(self, logp_s, refs, targets):
-        d = self.options.get("direction", "reverse")
+    def terms_fn(self, logp_s, refs, targets, extras):
+        d = self.options.direction
         return {"kl_ps": kl_direction_terms(logp_s, refs["privileged"], d),
                 "kl_nr": kl_direction_terms(logp_s, refs["negative"], d)}
 
     def combine(self, sums, n_tokens):
-        gamma = float(self.options.get("gamma", 0.1))
         kl_ps, kl_nr = sums["kl_ps"] / n_tokens, sums["kl_nr"] / n_tokens
-        loss = kl_ps - gamma * kl_nr
+        loss = kl_ps - self.options.gamma * kl_nr
         return LossOutput(loss, {"kl_ps": float(kl_ps.detach()), "kl_nr": float(kl_nr.detach()),
                                  "loss": float(loss.detach())})

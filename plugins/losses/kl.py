@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dail_harness import registry
-from dail_harness.training.losses import LossOutput, TokenLoss, kl_direction_terms
+from dail_harness.training.losses import KLOptions, LossOutput, TokenLoss, kl_direction_terms
 
 
 @registry.register("losses", "kl")
@@ -13,9 +13,10 @@ class KL(TokenLoss):
     name = "kl"
     contexts = ("privileged",)
     terms = ("kl_ps",)
+    Options = KLOptions
 
-    def terms_fn(self, logp_s, refs, targets):
-        return {"kl_ps": kl_direction_terms(logp_s, refs["privileged"], self.options.get("direction", "reverse"))}
+    def terms_fn(self, logp_s, refs, targets, extras):
+        return {"kl_ps": kl_direction_terms(logp_s, refs["privileged"], self.options.direction)}
 
     def combine(self, sums, n_tokens):
         loss = sums["kl_ps"] / n_tokens

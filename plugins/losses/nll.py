@@ -13,7 +13,7 @@ class NLL(TokenLoss):
     name = "nll"
     terms = ("nll",)
 
-    def terms_fn(self, logp_s, refs, targets):
+    def terms_fn(self, logp_s, refs, targets, extras):
         return {"nll": -logp_s.gather(1, targets[:, None]).sum()}
 
     def combine(self, sums, n_tokens):

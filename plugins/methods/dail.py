@@ -1,11 +1,11 @@
 """`dail`: D_syn traces with the contrastive loss KL(student||PS) - gamma KL(student||NR)."""
 
 from dail_harness import registry
-from dail_harness.training.recipes import Method
+from dail_harness.training.recipes import FileMethod
 
 
 @registry.register("methods", "dail")
-class DAILMethod(Method):
+class DAILMethod(FileMethod):
     """DAIL: D_syn traces, contrastive KL against the privileged student and the negative reference."""
 
     name = "dail"

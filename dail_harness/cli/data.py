@@ -1,0 +1,115 @@
+"""The `data` command group: build and check expert data sets (HARP builder, benchmark dedup)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import typer
+
+from dail_harness.cli import app
+from dail_harness.cli.options import config_command
+from dail_harness.options import option
+
+data_app = typer.Typer(help="Build and check expert data sets.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(data_app, name="data")
+
+BENCHMARKS = "aime24,aime25,beyondaime,imo-answerbench"
+
+
+@dataclass(kw_only=True)
+class HarpConfig:
+    out: str = option(help="Expert data JSONL to write.")
+    first_year: int = option(1985, ge=1983, help="First AIME year.")
+    last_year: int = option(2023, ge=1983, help="Last AIME year.")
+    filter_model: str | None = option(None, help="Keep only problems this model fails in all --n samples.")
+    n: int = option(32, ge=1, help="Samples per problem for the filter (the paper: 32).")
+    filter_dir: str | None = option(None, help="Run directory of the filter's eval (resumable; default OUT.filter).")
+    backend: str = option("hf", help="Sampling back-end of the filter.")
+    temperature: float | None = option(None, ge=0, help="Sampling temperature of the filter (default: eval's).")
+    top_p: float | None = option(None, gt=0, le=1, help="Nucleus sampling mass of the filter (default: eval's).")
+    max_tokens: int | None = option(None, ge=1, help="Maximum new tokens per filter sample (default: eval's).")
+    dedup_against: str = option(BENCHMARKS, help="Benchmarks to check for overlaps ('' to skip).")
+    drop_overlaps: bool = option(False, help="Remove overlapping problems.")
+    limit: int | None = option(None, ge=1, help="Only the first L problems.")
+
+    def check(self) -> None:
+        if self.last_year < self.first_year:
+            from dail_harness.errors import HarnessError
+
+            raise HarnessError(f"--last-year {self.last_year} is before --first-year {self.first_year}")
+
+
+@config_command(data_app, "harp", HarpConfig)
+def data_harp_cmd(cfg: HarpConfig) -> None:
+    """An e1-verifiable-style set from HARP: AIME problems, AoPS solutions as `Solution N:` blocks."""
+    from pathlib import Path
+
+    from dail_harness.dsyn.expert_data import build_harp_aime
+    from dail_harness.dsyn.prompts import count_solutions
+    from dail_harness.files import atomic_write_jsonl
+
+    records = build_harp_aime(cfg.first_year, cfg.last_year)
+    records = records[:cfg.limit] if cfg.limit else records
+    typer.echo(f"HARP AIME {cfg.first_year}-{cfg.last_year}: {len(records)} problems, "
+               f"{sum(count_solutions(r.solution) for r in records)} expert solutions")
+    if cfg.filter_model:
+        filter_dir = Path(cfg.filter_dir) if cfg.filter_dir else Path(cfg.out).with_suffix(".filter")
+        records = _filter_unsolved(records, cfg, filter_dir)
+        typer.echo(f"kept {len(records)} problems that {cfg.filter_model} never solved in {cfg.n} samples")
+    if cfg.dedup_against:
+        records = _report_overlaps(records, cfg.dedup_against, cfg.drop_overlaps)
+    atomic_write_jsonl(cfg.out, [r.to_dict() for r in records])
+    typer.echo(f"wrote {len(records)} rows to {cfg.out}")
+
+
+def _filter_unsolved(records, cfg: HarpConfig, run_dir):
+    """The paper's filter: keep the problems the model fails in all n samples (an eval run; resumable)."""
+    from dail_harness.eval.config import EvalConfig
+    from dail_harness.eval.pipeline import run_eval
+    from dail_harness.eval.store import RunStore
+    from dail_harness.files import atomic_write_jsonl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = run_dir / "problems.jsonl"
+    if not data.exists():
+        atomic_write_jsonl(data, [{"id": r.problem_id, "problem": r.problem, "answer": r.answer} for r in records])
+    sampling = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_tokens") if getattr(cfg, k) is not None}
+    run_eval(EvalConfig(task=["file"], model=cfg.filter_model, out=str(run_dir / "eval"), n=cfg.n, k="1",
+                        backend=cfg.backend, data=str(data), answer_type="integer", **sampling))
+    solved = {r["problem_id"] for r in RunStore(run_dir / "eval").load_samples() if r["correct"]}
+    return [r for r in records if r.problem_id not in solved]
+
+
+def _report_overlaps(records, against: str, drop: bool):
+    from dail_harness.dsyn.expert_data import find_overlaps
+    from dail_harness.eval.task import make_task
+
+    bench = {f"{name}/{p.id}": p.problem for name in against.split(",") if name.strip()
+             for p in make_task(name.strip()).load()}
+    hits = find_overlaps(records, bench)
+    for h in hits:
+        typer.echo(f"overlap: {h['problem_id']} ~ {h['benchmark_id']} (similarity {h['similarity']})")
+    typer.echo(f"{len(hits)} overlap(s) with {against}" + (" removed" if drop and hits else ""))
+    if drop:
+        flagged = {h["problem_id"] for h in hits}
+        records = [r for r in records if r.problem_id not in flagged]
+    return records
+
+
+@dataclass(kw_only=True)
+class DedupConfig:
+    data: str = option(help="Expert data file.")
+    against: str = option(BENCHMARKS, help="Benchmarks to compare with, comma-separated.")
+    out: str | None = option(None, help="Write the data without overlapping problems here.")
+
+
+@config_command(data_app, "dedup", DedupConfig)
+def data_dedup_cmd(cfg: DedupConfig) -> None:
+    """Report training problems that overlap benchmark problems (normalised text similarity >= 0.7)."""
+    from dail_harness.dsyn.expert_data import load_expert_data
+    from dail_harness.files import atomic_write_jsonl
+
+    records = _report_overlaps(load_expert_data(cfg.data), cfg.against, drop=cfg.out is not None)
+    if cfg.out is not None:
+        atomic_write_jsonl(cfg.out, [r.to_dict() for r in records])
+        typer.echo(f"wrote {len(records)} rows to {cfg.out}")

@@ -1,0 +1,149 @@
+"""Commands built from config dataclasses: one flag per field, `--config FILE.yaml`, one validation.
+
+`config_command(app, "eval", EvalConfig)` registers a Typer command whose flags are the fields of
+`EvalConfig` (help, defaults, flag names and valid ranges come from the fields' `option(...)`).
+Values come from the field defaults, then a YAML `--config` file, then the flags the user typed, in
+that order of precedence; `dail_harness.options.build` checks them all before the command runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from dail_harness.errors import HarnessError, did_you_mean
+from dail_harness.options import Where, base_type, build, default_of, fields_of, flag_of, has_default, spec_of
+
+CONFIG_HELP = "YAML file of settings (keys are the option names, e.g. `temperature: 0.6`); flags override it."
+
+
+@dataclasses.dataclass
+class ExtraOptions:
+    """Flags that belong to plugins rather than to the command's config (e.g. a method's options):
+    the command receives the ones the user gave, with where each came from."""
+
+    fields: list[tuple[dataclasses.Field, Any]]
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+    wheres: dict[str, Where] = dataclasses.field(default_factory=dict)
+
+
+def _param(f: dataclasses.Field, tp: Any, *, show_default: bool = True) -> tuple[Any, Any]:
+    """The (annotation, typer.Option/Argument) of one field."""
+    s = spec_of(f)
+    origin, elem, _ = base_type(tp)
+    default = default_of(f) if has_default(f) else None
+    if elem is bool and origin is None and s.parse is None:
+        annotation: Any = Optional[bool]
+        decls = s.flag.split() if s.flag else [f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}"]
+    else:
+        if origin is dict or s.repeat:
+            annotation, default = Optional[List[str]], None
+        elif origin in (list, tuple) or s.parse is not None:
+            annotation = Optional[str]
+            default = ",".join(map(str, default)) if isinstance(default, (list, tuple)) and default else None
+        else:
+            annotation = Optional[elem] if elem in (int, float, str) else Optional[str]
+        decls = s.flag.split() if s.flag else [f"--{f.name.replace('_', '-')}"]
+    if s.positional:
+        return annotation, typer.Argument(None, help=s.help, show_default=False, metavar=s.metavar or f.name.upper())
+    return annotation, typer.Option(default, *decls, help=s.help, show_default=show_default and default is not None,
+                                    rich_help_panel=s.panel, metavar=s.metavar or _metavar(origin, elem, s))
+
+
+def _metavar(origin: Any, elem: Any, s: Any) -> str | None:
+    if elem is bool and origin is None:
+        return None
+    if origin is dict:
+        return "KEY=VALUE"
+    name = {int: "INT", float: "FLOAT"}.get(elem, "TEXT")
+    if origin in (list, tuple) and not s.repeat and s.parse is None:
+        return f"{name}[,{name}...]"
+    return name
+
+
+def load_config_file(path: Path, allowed: dict[str, Any]) -> dict[str, Any]:
+    """Keys and values of a YAML config file; an unknown key is one error naming the valid ones."""
+    import yaml
+
+    if not path.exists():
+        raise HarnessError("config file not found", path=str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise HarnessError(f"malformed YAML: {getattr(e, 'problem', e)}", path=str(path),
+                           line=mark.line + 1 if mark else None) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HarnessError("expected a mapping of option names to values", path=str(path))
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in allowed:
+            hint = did_you_mean(name, allowed)
+            raise HarnessError(f"unknown key{(' (' + hint + ')') if hint else ''}; valid keys: "
+                               + ", ".join(sorted(allowed)), path=str(path), field=str(key))
+        out[name] = value
+    return out
+
+
+def config_command(app: typer.Typer, name: str, cls: type, *, extra: Callable[[], list] | None = None,
+                   hidden: tuple[str, ...] = ()) -> Callable:
+    """Decorator: register `fn(cfg)` (or `fn(cfg, extras)` when `extra` lists plugin option fields) as
+    the command `name`, with one flag per field of `cls` plus `--config`."""
+
+    def deco(fn: Callable) -> Callable:
+        fields = [(f, tp) for f, tp in fields_of(cls) if spec_of(f).cli and f.name not in hidden]
+        extra_fields = extra() if extra else []
+        names = {f.name for f, _ in fields}
+        extra_fields = [(f, tp) for f, tp in extra_fields if f.name not in names]
+        params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+        annotations: dict[str, Any] = {"ctx": typer.Context}
+        for f, tp in fields + extra_fields:
+            annotation, info = _param(f, tp, show_default=(f, tp) not in extra_fields)
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info,
+                                            annotation=annotation))
+            annotations[f.name] = annotation
+        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                        default=typer.Option(None, "--config", help=CONFIG_HELP, rich_help_panel="Config")))
+        annotations["config"] = Optional[Path]
+
+        def command(ctx: typer.Context, **kwargs: Any) -> Any:
+            by_name = {f.name: (f, tp) for f, tp in fields + extra_fields}
+            values: dict[str, Any] = {}
+            wheres: dict[str, Where] = {}
+            if kwargs.get("config") is not None:
+                path = kwargs["config"]
+                allowed = {f.name: None for f, _ in fields_of(cls)} | {f.name: None for f, _ in extra_fields}
+                for key, value in load_config_file(path, allowed).items():
+                    f = by_name[key][0] if key in by_name else next(x for x, _ in fields_of(cls) if x.name == key)
+                    values[key] = value
+                    wheres[key] = Where(flag_of(f), path=str(path), key=key)
+            for key, value in kwargs.items():
+                if key == "config" or key not in by_name:
+                    continue
+                source = ctx.get_parameter_source(key)
+                if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+                    values[key] = list(value) if isinstance(value, tuple) else value
+                    wheres[key] = Where(flag_of(by_name[key][0]))
+            extra_names = {f.name for f, _ in extra_fields}
+            cfg = build(cls, {k: v for k, v in values.items() if k not in extra_names},
+                        {k: w for k, w in wheres.items() if k not in extra_names})
+            if extra is None:
+                return fn(cfg)
+            given = {k: v for k, v in values.items() if k in extra_names}
+            return fn(cfg, ExtraOptions(extra_fields, given, {k: wheres[k] for k in given}))
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = annotations
+        command.__doc__ = fn.__doc__
+        command.__name__ = fn.__name__
+        app.command(name)(command)
+        return fn
+
+    return deco

@@ -1,0 +1,301 @@
+"""Typed options: config dataclasses are the one source of defaults, help texts and valid ranges.
+
+A command's settings are a dataclass whose fields are declared with `option(...)`. The CLI builds its
+flags from those fields (`dail_harness.cli.options`), YAML config files set the same fields, and
+`build` coerces and checks every value once: a bad value is one error naming the flag (or the file
+and key) and what is allowed. Plugins (methods, losses) declare their own options the same way and
+receive them through `plugin_options`, which rejects options they do not have and lists the ones
+they do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import MISSING, dataclass
+from typing import Any, Callable, Sequence
+
+from dail_harness.errors import HarnessError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one field is shown and checked (kept in the field's metadata)."""
+
+    help: str = ""
+    flag: str | None = None
+    """Command-line flag, e.g. `--top-p`, `--output -o` (a short form too), or `--static-cache/--dynamic-cache`
+    for a boolean pair (default: the field name with dashes)."""
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+    parse: Callable[[str], Any] | None = None
+    """Turns the command-line (or config-file) text into the value, e.g. `0/4` -> (0, 4)."""
+    repeat: bool = False
+    """A list given by repeating the flag (`--stop a --stop b`); other lists are comma-separated."""
+    positional: bool = False
+    """A command-line argument rather than an option."""
+    cli: bool = True
+    """False: not a flag (set by code or by a config file only)."""
+    panel: str | None = None
+    """The `--help` section the flag is listed in."""
+    metavar: str | None = None
+
+
+def option(default: Any = MISSING, *, default_factory: Any = MISSING, **spec: Any) -> Any:
+    """A dataclass field with its help, flag and valid range (see `Spec`)."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"spec": Spec(**spec)})
+
+
+def spec_of(f: dataclasses.Field) -> Spec:
+    return f.metadata.get("spec") or Spec()
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The flag that names this field in messages (the first of a `--a/--b` pair)."""
+    s = spec_of(f)
+    if s.flag:
+        return s.flag.split()[0].split("/")[0]
+    return f.name.upper() if s.positional else "--" + f.name.replace("_", "-")
+
+
+def has_default(f: dataclasses.Field) -> bool:
+    return f.default is not MISSING or f.default_factory is not MISSING
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return None if f.default is MISSING else f.default
+
+
+def fields_of(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    """(field, resolved type) for each field of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True
+    return tp, False
+
+
+def base_type(tp: Any) -> tuple[Any, Any, bool]:
+    """(container origin or None, element or plain type, optional) of a field type."""
+    tp, optional = _unwrap_optional(tp)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple, dict):
+        args = typing.get_args(tp)
+        return origin, (args[-1] if args else str), optional
+    return None, tp, optional
+
+
+class Where:
+    """Names the place a value came from, for error messages."""
+
+    def __init__(self, flag: str, path: str | None = None, key: str | None = None):
+        self.flag, self.path, self.key = flag, path, key
+
+    def error(self, message: str) -> HarnessError:
+        if self.path is not None:
+            return HarnessError(message, path=self.path, field=self.key)
+        return HarnessError(f"{self.flag}: {message}")
+
+
+def _scalar(value: Any, tp: Any, where: Where) -> Any:
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise where.error(f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise where.error(f"expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise where.error(f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise where.error(f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise where.error(f"expected text, got {value!r}")
+    return value
+
+
+def coerce(value: Any, f: dataclasses.Field, tp: Any, where: Where) -> Any:
+    """The field's value from command-line text or a config-file value, type-checked."""
+    spec = spec_of(f)
+    origin, elem, optional = base_type(tp)
+    if value is None:
+        if optional or not has_default(f):
+            return None
+        raise where.error("a value is required")
+    if spec.parse is not None and isinstance(value, str):
+        try:
+            return spec.parse(value)
+        except HarnessError as e:
+            raise where.error(str(e).split(": ", 1)[-1]) from None
+        except ValueError as e:
+            raise where.error(str(e)) from None
+    if origin is dict:
+        items = value.items() if isinstance(value, dict) else None
+        if items is None:
+            pairs = [value] if isinstance(value, str) else list(value)
+            items = []
+            for p in pairs:
+                if not isinstance(p, str) or "=" not in p:
+                    raise where.error(f"expected KEY=VALUE, got {p!r}")
+                k, v = p.split("=", 1)
+                items.append((k.strip(), v))
+        return {str(k): _scalar(v, elem, where) for k, v in items}
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            parts = [value] if spec.repeat else [x for x in value.split(",") if x.strip()]
+        elif isinstance(value, (list, tuple)):
+            parts = list(value)
+        else:
+            parts = [value]
+        if not parts:
+            raise where.error("empty list")
+        items = [_scalar(x.strip() if isinstance(x, str) and not spec.repeat else x, elem, where) for x in parts]
+        return list(dict.fromkeys(items)) if not spec.repeat else items
+    return _scalar(value, elem, where)
+
+
+def _describe_range(s: Spec) -> str:
+    parts = []
+    for op, v in ((">=", s.ge), (">", s.gt), ("<=", s.le), ("<", s.lt)):
+        if v is not None:
+            parts.append(f"{op} {v:g}")
+    return " and ".join(parts)
+
+
+def check_value(value: Any, f: dataclasses.Field, where: Where) -> None:
+    """Range and choice checks, for a value or each element of a list."""
+    s = spec_of(f)
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if v is None:
+            continue
+        if s.choices is not None and v not in s.choices:
+            hint = did_you_mean(str(v), [str(c) for c in s.choices]) if isinstance(v, str) else ""
+            allowed = ", ".join(str(c) for c in s.choices)
+            raise where.error(f"must be one of {allowed}, got {v!r}" + (f"; {hint}" if hint else ""))
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            bad = ((s.ge is not None and v < s.ge) or (s.gt is not None and v <= s.gt)
+                   or (s.le is not None and v > s.le) or (s.lt is not None and v >= s.lt))
+            if bad or v != v:  # NaN fails every range
+                raise where.error(f"must be {_describe_range(s)}, got {v:g}")
+
+
+def build(cls: type, values: dict[str, Any], wheres: dict[str, Where] | None = None) -> Any:
+    """A validated config from raw values (command line and/or config file); missing fields keep
+    their defaults. Raises one HarnessError naming the first bad value."""
+    wheres = wheres or {}
+    kwargs = {}
+    for f, tp in fields_of(cls):
+        where = wheres.get(f.name) or Where(flag_of(f))
+        if f.name in values:
+            value = coerce(values[f.name], f, tp, where)
+        elif has_default(f):
+            value = default_of(f)
+        else:
+            raise HarnessError(f"missing {flag_of(f)} (required)")
+        check_value(value, f, where)
+        kwargs[f.name] = value
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if callable(check):
+        check()
+    return obj
+
+
+def replace_checked(cfg: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` that validates the changed values like `build` does."""
+    return build(type(cfg), {**dataclasses.asdict(cfg), **changes})
+
+
+@dataclass
+class NoOptions:
+    """For plugins without options."""
+
+
+def plugin_options(cls: type, given: dict[str, Any], *, kind: str, name: str,
+                   wheres: dict[str, Where] | None = None) -> Any:
+    """Build a plugin's options dataclass from the options the user gave it (flags, config keys or
+    `--KIND-opt KEY=VALUE`); an option the plugin does not have is one error listing the valid ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in given:
+        if key not in known:
+            valid = ", ".join(sorted(known)) or "none"
+            hint = did_you_mean(key, known)
+            where = (wheres or {}).get(key)
+            label = where.flag if where is not None else key
+            raise HarnessError(f"{label} is not an option of {kind} '{name}'" + (f" ({hint})" if hint else "")
+                               + f"; its options: {valid}")
+    return build(cls, given, wheres)
+
+
+def describe(cls: type) -> list[tuple[str, str, str]]:
+    """(flag, default, help) rows of a config dataclass, for docs and `--help`."""
+    rows = []
+    for f, _ in fields_of(cls):
+        s = spec_of(f)
+        rows.append((flag_of(f), repr(default_of(f)) if has_default(f) else "required", s.help))
+    return rows
+
+
+def as_settings(cfg: Any, exclude: Sequence[str] = ()) -> dict:
+    """The config as a JSON-able dict (tuples as lists), without the excluded fields."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.name in exclude:
+            continue
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`i/N` -> (i, N): the problems with index % N == i."""
+    try:
+        i, n = (int(x) for x in str(spec).split("/"))
+    except ValueError:
+        raise ValueError(f"expected i/N (e.g. 0/4), got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"need 0 <= i < N, got {spec!r}")
+    return i, n
+
+
+def on_off(spec: str) -> bool:
+    """`on` / `off` (also true/false) -> bool."""
+    value = str(spec).strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(f"must be 'on' or 'off', got {spec!r}")

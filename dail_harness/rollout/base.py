@@ -1,0 +1,147 @@
+"""What every mixed-policy rollout engine shares: settings, requests and results, the keyed roles, the
+commit step that appends a round's tokens to a trace, and the adaptive draft length.
+
+The definition (paper section 2.1): token i is t ~ M(.|x, r<i) from the student; it is kept if
+M_PS(t|x, s, r<i) >= tau, otherwise r_i ~ M_PS(.|x, s, r<i). Engines are registered under
+"rollouts" by the name of the sampling back-end they run on (`hf`, `vllm`) and built from a loaded
+back-end with `from_backend`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from dail_harness.sampling import stable_key
+
+
+@dataclass
+class RolloutConfig:
+    """Settings of a mixed-policy rollout."""
+
+    tau: float
+    """Keep the student's token when the privileged probability of it is >= tau (0: pure student;
+    > 1: pure privileged student). The paper uses 0.8."""
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    batch_size: int
+    draft_tokens: int = 1
+    """K: tokens the student drafts per verification pass (1 = token by token, in lockstep;
+    0 = adaptive: each round picks the K that maximises expected tokens per forward pass)."""
+    fuse_contexts: bool = True
+    """With K = 1: student and privileged rows share each forward pass (one token per pass). False:
+    one forward per context per token, the authors' scheme."""
+    suppress_token_ids: list[int] = field(default_factory=list)
+    """Never generated (e.g. `</think>` for thinking models, as in the authors' setup)."""
+    static_cache: bool = False
+    """Fixed-shape decoding: static KV caches of fixed capacity, a fixed-size mask, rows kept in the
+    batch until all finish; the draft ([B, 1]) and verify ([B, K+1]) steps then have fixed shapes."""
+    compile: bool = False
+    """With static_cache: torch.compile the decode forward (mode reduce-overhead: CUDA graphs on GPU).
+    Batches are padded to batch_size and cache capacities rounded up, so one graph serves every batch."""
+
+
+@dataclass
+class RolloutRequest:
+    row_id: str
+    """Stable id of this rollout (problem id and sample index): keys its randomness."""
+    student_ids: list[int]
+    privileged_ids: list[int]
+
+
+@dataclass
+class RolloutResult:
+    row_id: str
+    token_ids: list[int]
+    student_tokens: int
+    """Tokens drafted by the student and accepted."""
+    privileged_tokens: int
+    """Tokens sampled from the privileged student (rejections)."""
+    finish_reason: str
+
+
+MAX_ADAPTIVE_K = 16
+CAPACITY_BUCKET = 256  # static cache lengths are rounded up to this, so batches share compiled graphs
+
+
+COMPILED_DRAFT_LENGTHS = (1, 2, 4, 8, 16)  # adaptive K under --compile: 5 verify graphs, not 16
+
+
+def best_draft_length(p: float, choices=range(1, MAX_ADAPTIVE_K + 1)) -> int:
+    """K (from `choices`) maximising committed tokens per forward pass when each draft is accepted with
+    probability p.
+
+    A round costs K student forwards and one verify forward; it commits the accepted prefix
+    (sum_j p^j) plus one resampled token unless all K were accepted (1 - p^K).
+    """
+    p = min(max(p, 0.0), 0.999)
+
+    def rate(k: int) -> float:
+        return (sum(p ** j for j in range(1, k + 1)) + 1 - p ** k) / (k + 1)
+
+    return max(choices, key=rate)
+
+
+def role_keys(seed: int, row_id: str) -> tuple[int, int]:
+    return stable_key("mixed", "student", seed, row_id), stable_key("mixed", "privileged", seed, row_id)
+
+
+def suppress(logits: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    if ids:
+        logits = logits.clone()
+        logits[..., ids] = float("-inf")
+    return logits
+
+
+@dataclass
+class Trace:
+    """One rollout in progress: its tokens, where they came from, and why it ended."""
+
+    row_id: str
+    tokens: list[int] = field(default_factory=list)
+    student_tokens: int = 0
+    privileged_tokens: int = 0
+    finish_reason: str = "length"
+
+    def finished(self, max_tokens: int) -> bool:
+        return self.finish_reason == "stop" or len(self.tokens) >= max_tokens
+
+    def commit(self, tokens: list[int], accepted: int, max_tokens: int, eos_ids) -> list[int]:
+        """Append a round's tokens (the first `accepted` drafted by the student, the rest sampled from the
+        privileged student), cut at `max_tokens` and after the first end-of-sequence token; returns the
+        tokens kept."""
+        kept = tokens[:max(0, max_tokens - len(self.tokens))]
+        stop = next((k for k, t in enumerate(kept) if t in eos_ids), None)
+        if stop is not None:
+            kept = kept[:stop + 1]
+            self.finish_reason = "stop"
+        from_student = min(accepted, len(kept))
+        self.student_tokens += from_student
+        self.privileged_tokens += len(kept) - from_student
+        self.tokens.extend(kept)
+        return kept
+
+    def result(self) -> "RolloutResult":
+        return RolloutResult(self.row_id, self.tokens, self.student_tokens, self.privileged_tokens,
+                             self.finish_reason)
+
+
+class DraftLength:
+    """The draft length K of each round: fixed, or adaptive (`draft_tokens` 0), re-chosen after every round
+    as the K that maximises committed tokens per forward pass at the running acceptance rate."""
+
+    def __init__(self, draft_tokens: int, choices=range(1, MAX_ADAPTIVE_K + 1)):
+        self.adaptive = draft_tokens <= 0
+        self.k = 4 if self.adaptive else draft_tokens
+        self.choices = choices
+        self.examined, self.accepted = 1.0, 0.8  # a prior: acceptance 0.8
+
+    def observe(self, examined: float, accepted: float) -> None:
+        """A round's drafts examined by the verifier (accepted ones plus the first rejected) and accepted."""
+        if self.adaptive:
+            self.examined = 0.9 * self.examined + examined
+            self.accepted = 0.9 * self.accepted + accepted
+            self.k = best_draft_length(self.accepted / max(self.examined, 1e-9), self.choices)

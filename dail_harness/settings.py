@@ -1,0 +1,63 @@
+"""The settings record of a resumable output (an eval run, a D_syn file, a training run).
+
+Each output keeps the settings that determine its contents in a JSON file beside it. A rerun with the
+same settings resumes; different settings are refused with one line naming every setting that differs,
+so finished work is never mixed with work done under other settings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dail_harness.errors import HarnessError
+from dail_harness.files import atomic_write_json
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{'sampling': {'n': 8}} -> {'sampling.n': 8}, so a mismatch names the exact setting."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_changes(old: dict, new: dict) -> str | None:
+    """'key: old -> new; ...' for every (nested) setting that differs, or None when they match."""
+    old_flat, new_flat = _flatten(old), _flatten(json.loads(json.dumps(new)))
+    diff = sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k))
+    return "; ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in diff) or None
+
+
+class SettingsRecord:
+    """`path` holds the settings of `target` (a run directory or an output file)."""
+
+    def __init__(self, path: str | Path, target: str | Path, what: str = "run"):
+        self.path, self.target, self.what = Path(path), target, what
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise HarnessError(f"no settings record ({self.path.name}): not a {self.what}", path=str(self.target)) from None
+        except json.JSONDecodeError as e:
+            raise HarnessError(f"malformed JSON: {e}", path=str(self.path)) from None
+
+    def check(self, settings: dict) -> bool:
+        """True if an earlier run exists (and matches `settings`); refuse a run with other settings."""
+        if not self.exists():
+            return False
+        details = settings_changes(self.read(), settings)
+        if details:
+            raise HarnessError(f"{self.target} holds a {self.what} with different settings ({details}); use "
+                               "another --out, or rerun with the original settings to resume")
+        return True
+
+    def write(self, settings: dict) -> None:
+        atomic_write_json(self.path, settings)

@@ -1,0 +1,57 @@
+"""The step plan of a run: which examples (or prompts) each optimizer step takes, and each process's share.
+
+Data order is a function of (seed, epoch) alone, so a resumed run takes the same steps. Offline, a step
+takes `grad_accum` micro-batches per process (with N processes under DDP it spans grad_accum x N);
+online, a step takes `prompts_per_step` prompts, shared among the processes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dail_harness.training.examples import Example
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return order
+
+
+def plan_steps(n_items: int, *, epochs: int, seed: int, batch_size: int, per_step: int,
+               max_steps: int | None = None) -> list[tuple[int, list[list[int]]]]:
+    """Every optimizer step as (epoch, batches of item indices), in order."""
+    steps = []
+    for epoch in range(epochs):
+        order = epoch_order(n_items, seed, epoch)
+        batches = [order[i:i + batch_size] for i in range(0, n_items, batch_size)]
+        for g in range(0, len(batches), per_step):
+            steps.append((epoch, batches[g:g + per_step]))
+    return steps[:max_steps] if max_steps else steps
+
+
+@dataclass
+class StepBatch:
+    """This process's share of one optimizer step: its micro-batches, and what to log about the step."""
+
+    micro_batches: list[list[Example]]
+    total_micro_batches: int
+    """Micro-batches of the whole step, over all processes (the denominator of a "mean" loss)."""
+    idle: list[Example] | None = None
+    """A micro-batch for a process without data this step: it runs with weight 0 to join the all-reduce."""
+    stats: dict = field(default_factory=dict)
+
+
+def offline_batches(examples: list[Example], steps: list, rank: int, world: int) -> Callable[[int], StepBatch]:
+    def batch(step: int) -> StepBatch:
+        epoch, group = steps[step]
+        mine = [[examples[i] for i in m] for m in group[rank::world]]
+        return StepBatch(mine, len(group), idle=[examples[i] for i in group[0]], stats={"epoch": epoch})
+
+    return batch
+
+
+def micro_batches(examples: list[Example], size: int) -> list[list[Example]]:
+    return [examples[i:i + size] for i in range(0, len(examples), size)]
