@@ -1,13 +1,14 @@
 # The README's two commands: `make demo` (main job on tiny-random, offline) and `make test`.
-# Each installs what it needs into .venv and is safe to rerun.
+# Each installs what it needs into .venv and is safe to rerun. For the inner loop: `make test-fast`
+# (under 2 minutes: no vLLM, lm-eval, multi-process or kill -9 tests) and `make lint`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-
 VLLM_STAMP := $(VENV)/.vllm-installed
+PY_SOURCES := dail_harness plugins tasks tests benchmarks docs
 
-.PHONY: demo test install install-vllm clean
+.PHONY: demo test test-fast lint format install install-vllm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +36,21 @@ demo: $(STAMP)
 	$(BIN)/dail-harness eval --task aime24 --model tiny-random --n 8 --k 1,2,4,8 --max-tokens 64 --out runs/demo
 	$(BIN)/dail-harness report runs/demo --plot runs/demo/pass_at_k.png
 
-test: $(VLLM_STAMP)
+# lint and types first: a red gate stops before the long suite
+lint: $(STAMP)
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix $(PY_SOURCES)
+	$(BIN)/ruff format $(PY_SOURCES)
+
+test: $(VLLM_STAMP) lint
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs

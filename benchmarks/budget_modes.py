@@ -17,9 +17,9 @@ import time
 
 from dail_harness import registry
 from dail_harness.backends.base import GenerationRequest
-from dail_harness.sampling import SamplingParams
 from dail_harness.eval.task import make_task
 from dail_harness.eval.thinking import generate_budgeted
+from dail_harness.sampling import SamplingParams
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     task = make_task("aime24")
-    problems = task.load()[:args.problems]
+    problems = task.load()[: args.problems]
     requests = [GenerationRequest(f"aime24/{p.id}", task.render_prompt(p), list(range(args.n))) for p in problems]
     opts = {"batch_size": args.batch_size} if args.backend == "hf" else {}
     backend = registry.get("backends", args.backend)(args.model, chat_template_kwargs={"enable_thinking": True}, **opts)
@@ -44,17 +44,34 @@ def main() -> None:
     for mode in ("independent", "shared", "independent", "shared"):  # each twice: the second run is timed
         stats: dict = {}
         t = time.perf_counter()
-        rows = [s for batch in generate_budgeted(backend, requests, params, budgets, answer_tokens=args.answer_tokens,
-                                                 mode=mode, stats=stats) for s in batch]
+        rows = [
+            s
+            for batch in generate_budgeted(
+                backend, requests, params, budgets, answer_tokens=args.answer_tokens, mode=mode, stats=stats
+            )
+            for s in batch
+        ]
         dt = time.perf_counter() - t
-        results.append({"mode": mode, "seconds": dt, "samples": len(rows), **stats,
-                        "generated": stats["thinking_generated"] + stats["answer_generated"]})
+        results.append(
+            {
+                "mode": mode,
+                "seconds": dt,
+                "samples": len(rows),
+                **stats,
+                "generated": stats["thinking_generated"] + stats["answer_generated"],
+            }
+        )
     results = results[2:]
     ind, sh = results
     for r in results:
-        print(f"{r['backend'] if 'backend' in r else args.backend} {r['mode']:11}: {r['samples']} samples, "
-              f"{r['thinking_generated']} thinking + {r['answer_generated']} answer tokens generated, {r['seconds']:.2f}s")
-    print(f"shared/independent: tokens {sh['generated'] / ind['generated']:.2f}x, wall time {sh['seconds'] / ind['seconds']:.2f}x")
+        print(
+            f"{r.get('backend', args.backend)} {r['mode']:11}: {r['samples']} samples, "
+            f"{r['thinking_generated']} thinking + {r['answer_generated']} answer tokens generated, {r['seconds']:.2f}s"
+        )
+    print(
+        f"shared/independent: tokens {sh['generated'] / ind['generated']:.2f}x, "
+        f"wall time {sh['seconds'] / ind['seconds']:.2f}x"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"backend": args.backend, "budgets": budgets, "results": results}, f, indent=2)

@@ -17,8 +17,10 @@ import time
 from dail_harness.eval.grading import GradeJob, grade_jobs
 from dail_harness.eval.task import make_task
 
-FILLER = ("Let us consider the substitution $x = 2k + 1$, so that $x^2 = 4k^2 + 4k + 1$. Summing over "
-          "$k$ from $1$ to $n$ gives $\\sum_{k=1}^{n} (4k^2+4k+1)$, which simplifies nicely. ")
+FILLER = (
+    "Let us consider the substitution $x = 2k + 1$, so that $x^2 = 4k^2 + 4k + 1$. Summing over "
+    "$k$ from $1$ to $n$ gives $\\sum_{k=1}^{n} (4k^2+4k+1)$, which simplifies nicely. "
+)
 
 
 def realistic_jobs(count: int, seed: int = 0) -> list[GradeJob]:
@@ -60,12 +62,20 @@ def main() -> None:
         t = time.perf_counter()
         verdicts = grade_jobs(jobs, workers=w)
         dt = time.perf_counter() - t
-        row = {"workers": w, "samples": len(jobs), "seconds": dt, "samples_per_s": len(jobs) / dt,
-               "correct": sum(v.correct for v in verdicts), "no_answer": sum(v.no_answer for v in verdicts),
-               "timeouts": sum(v.timed_out for v in verdicts)}
+        row = {
+            "workers": w,
+            "samples": len(jobs),
+            "seconds": dt,
+            "samples_per_s": len(jobs) / dt,
+            "correct": sum(v.correct for v in verdicts),
+            "no_answer": sum(v.no_answer for v in verdicts),
+            "timeouts": sum(v.timed_out for v in verdicts),
+        }
         results.append(row)
-        print(f"workers {w}: {len(jobs)} samples in {dt:.2f}s = {len(jobs) / dt:.0f} samples/s "
-              f"(correct {row['correct']}, no answer {row['no_answer']}, timeouts {row['timeouts']})")
+        print(
+            f"workers {w}: {len(jobs)} samples in {dt:.2f}s = {len(jobs) / dt:.0f} samples/s "
+            f"(correct {row['correct']}, no answer {row['no_answer']}, timeouts {row['timeouts']})"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

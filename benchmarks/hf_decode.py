@@ -19,12 +19,33 @@ import torch
 
 PRESETS = {
     # Qwen2.5-7B-Instruct's shapes
-    "qwen2.5-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                       num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
-    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=512, tie_word_embeddings=True),
+    "qwen2.5-7b": dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    ),
+    "qwen2.5-1.5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+        tie_word_embeddings=True,
+    ),
 }
 
 
@@ -99,8 +120,10 @@ def main() -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bw = copy_bandwidth(args.device)
     bound_s = weight_bytes / bw
-    print(f"preset {args.preset}: {weight_bytes / 1e9:.2f} GB of weights; copy bandwidth {bw / 1e12:.2f} TB/s; "
-          f"bound {bound_s * 1e3:.2f} ms/step")
+    print(
+        f"preset {args.preset}: {weight_bytes / 1e9:.2f} GB of weights; copy bandwidth {bw / 1e12:.2f} TB/s; "
+        f"bound {bound_s * 1e3:.2f} ms/step"
+    )
     results = []
     for mode in args.modes.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
@@ -109,12 +132,21 @@ def main() -> None:
             t_short = time_generate(backend, batch, args.short, args.prompt_len, model.config.vocab_size)
             t_long = time_generate(backend, batch, args.long, args.prompt_len, model.config.vocab_size)
             step = (t_long - t_short) / (args.long - args.short)
-            row = {"preset": args.preset, "device": args.device, "mode": mode, "batch": batch,
-                   "step_ms": step * 1e3, "tokens_per_s": batch / step, "bound_ms": bound_s * 1e3,
-                   "fraction_of_bound": bound_s / step}
+            row = {
+                "preset": args.preset,
+                "device": args.device,
+                "mode": mode,
+                "batch": batch,
+                "step_ms": step * 1e3,
+                "tokens_per_s": batch / step,
+                "bound_ms": bound_s * 1e3,
+                "fraction_of_bound": bound_s / step,
+            }
             results.append(row)
-            print(f"{mode:7} batch {batch:3}: {step * 1e3:8.2f} ms/step  {batch / step:9.1f} tok/s  "
-                  f"{100 * bound_s / step:5.1f}% of the bandwidth bound")
+            print(
+                f"{mode:7} batch {batch:3}: {step * 1e3:8.2f} ms/step  {batch / step:9.1f} tok/s  "
+                f"{100 * bound_s / step:5.1f}% of the bandwidth bound"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

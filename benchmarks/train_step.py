@@ -46,8 +46,10 @@ def child(args) -> None:
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
     resp = torch.randint(10, vocab - 10, (args.tokens,), generator=g).tolist()
-    prompts = {c: torch.randint(10, vocab - 10, (n,), generator=g).tolist()
-               for c, n in (("student", 64), ("privileged", 512), ("negative", 128))}
+    prompts = {
+        c: torch.randint(10, vocab - 10, (n,), generator=g).tolist()
+        for c, n in (("student", 64), ("privileged", 512), ("negative", 128))
+    }
     ex = Example("bench", resp, {c: p + resp for c, p in prompts.items()}, {c: len(p) for c, p in prompts.items()})
     loss = registry.get("losses", args.loss)(gamma=0.1)
     student = StudentHidden(peft)
@@ -70,12 +72,22 @@ def child(args) -> None:
         n = step()
     if device == "cuda":
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30
+        peak = torch.cuda.max_memory_allocated() / 2**30
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     dt = (time.perf_counter() - t) / args.steps
-    print(json.dumps({"loss": args.loss + (" (naive)" if args.naive else ""), "tokens": n, "device": device,
-                      "seconds_per_step": dt, "tokens_per_s": n / dt, "peak_gib": peak}))
+    print(
+        json.dumps(
+            {
+                "loss": args.loss + (" (naive)" if args.naive else ""),
+                "tokens": n,
+                "device": device,
+                "seconds_per_step": dt,
+                "tokens_per_s": n / dt,
+                "peak_gib": peak,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -97,9 +109,22 @@ def main() -> None:
         runs = [("nll", False), ("dail", False)] + ([("dail", True)] if args.naive else [])
         by = {}
         for loss, naive in runs:
-            cmd = [sys.executable, __file__, "--child", "--loss", loss, "--tokens", str(tokens), "--steps",
-                   str(args.steps)] + (["--preset", args.preset] if args.preset else []) + \
-                  (["--naive"] if naive else []) + (["--cpu"] if args.cpu else [])
+            cmd = (
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--loss",
+                    loss,
+                    "--tokens",
+                    str(tokens),
+                    "--steps",
+                    str(args.steps),
+                ]
+                + (["--preset", args.preset] if args.preset else [])
+                + (["--naive"] if naive else [])
+                + (["--cpu"] if args.cpu else [])
+            )
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode != 0:
                 tail = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"
@@ -110,8 +135,17 @@ def main() -> None:
             by[(loss, naive)] = r
             results.append(r)
             base = by.get(("nll", False))
-            ratio = f"  {r['tokens_per_s'] / base['tokens_per_s']:.2f}x nll speed, {r['peak_gib'] / base['peak_gib']:.2f}x nll memory" if base and r is not base else ""
-            print(f"{tokens:6} tokens  {r['loss']:12} {r['tokens_per_s']:9.0f} tok/s  peak {r['peak_gib']:.2f} GiB{ratio}", flush=True)
+            ratio = (
+                f"  {r['tokens_per_s'] / base['tokens_per_s']:.2f}x nll speed, "
+                f"{r['peak_gib'] / base['peak_gib']:.2f}x nll memory"
+                if base and r is not base
+                else ""
+            )
+            print(
+                f"{tokens:6} tokens  {r['loss']:12} {r['tokens_per_s']:9.0f} tok/s  "
+                f"peak {r['peak_gib']:.2f} GiB{ratio}",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

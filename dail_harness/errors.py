@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def did_you_mean(name: str, candidates, *, n: int = 1, cutoff: float = 0.6) -> str:
-    """"did you mean 'a' or 'b'?" for the closest candidates, or "" when none is close."""
+    """ "did you mean 'a' or 'b'?" for the closest candidates, or "" when none is close."""
     import difflib
 
     close = difflib.get_close_matches(name, list(candidates), n=n, cutoff=cutoff)
@@ -17,8 +17,7 @@ class HarnessError(Exception):
     The message names the file, line and field where they are known.
     """
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None):
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, field: str | None = None):
         where = []
         if path is not None:
             where.append(str(path) + (f":{line}" if line is not None else ""))

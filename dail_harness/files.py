@@ -10,8 +10,9 @@ import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from dail_harness.errors import HarnessError
 

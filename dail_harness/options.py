@@ -11,10 +11,13 @@ they do.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from dail_harness.errors import HarnessError, did_you_mean
 
@@ -82,7 +85,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     args = typing.get_args(tp)
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
-        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True
+        return (rest[0] if len(rest) == 1 else functools.reduce(operator.or_, rest)), True
     return tp, False
 
 
@@ -162,16 +165,16 @@ def coerce(value: Any, f: dataclasses.Field, tp: Any, where: Where) -> Any:
         except ValueError as e:
             raise where.error(str(e)) from None
     if origin is dict:
-        items = value.items() if isinstance(value, dict) else None
-        if items is None:
-            pairs = [value] if isinstance(value, str) else list(value)
-            items = []
-            for p in pairs:
+        pairs: list[tuple[Any, Any]] = []
+        if isinstance(value, dict):
+            pairs = list(value.items())
+        else:
+            for p in [value] if isinstance(value, str) else list(value):
                 if not isinstance(p, str) or "=" not in p:
                     raise where.error(f"expected KEY=VALUE, got {p!r}")
                 k, v = p.split("=", 1)
-                items.append((k.strip(), v))
-        return {str(k): _scalar(v, elem, where) for k, v in items}
+                pairs.append((k.strip(), v))
+        return {str(k): _scalar(v, elem, where) for k, v in pairs}
     if origin in (list, tuple):
         if isinstance(value, str):
             parts = [value] if spec.repeat else [x for x in value.split(",") if x.strip()]
@@ -181,8 +184,8 @@ def coerce(value: Any, f: dataclasses.Field, tp: Any, where: Where) -> Any:
             parts = [value]
         if not parts:
             raise where.error("empty list")
-        items = [_scalar(x.strip() if isinstance(x, str) and not spec.repeat else x, elem, where) for x in parts]
-        return list(dict.fromkeys(items)) if not spec.repeat else items
+        values = [_scalar(x.strip() if isinstance(x, str) and not spec.repeat else x, elem, where) for x in parts]
+        return list(dict.fromkeys(values)) if not spec.repeat else values
     return _scalar(value, elem, where)
 
 
@@ -206,8 +209,12 @@ def check_value(value: Any, f: dataclasses.Field, where: Where) -> None:
             allowed = ", ".join(str(c) for c in s.choices)
             raise where.error(f"must be one of {allowed}, got {v!r}" + (f"; {hint}" if hint else ""))
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            bad = ((s.ge is not None and v < s.ge) or (s.gt is not None and v <= s.gt)
-                   or (s.le is not None and v > s.le) or (s.lt is not None and v >= s.lt))
+            bad = (
+                (s.ge is not None and v < s.ge)
+                or (s.gt is not None and v <= s.gt)
+                or (s.le is not None and v > s.le)
+                or (s.lt is not None and v >= s.lt)
+            )
             if bad or v != v:  # NaN fails every range
                 raise where.error(f"must be {_describe_range(s)}, got {v:g}")
 
@@ -244,8 +251,9 @@ class NoOptions:
     """For plugins without options."""
 
 
-def plugin_options(cls: type, given: dict[str, Any], *, kind: str, name: str,
-                   wheres: dict[str, Where] | None = None) -> Any:
+def plugin_options(
+    cls: type, given: dict[str, Any], *, kind: str, name: str, wheres: dict[str, Where] | None = None
+) -> Any:
     """Build a plugin's options dataclass from the options the user gave it (flags, config keys or
     `--KIND-opt KEY=VALUE`); an option the plugin does not have is one error listing the valid ones."""
     known = {f.name for f in dataclasses.fields(cls)}
@@ -255,8 +263,11 @@ def plugin_options(cls: type, given: dict[str, Any], *, kind: str, name: str,
             hint = did_you_mean(key, known)
             where = (wheres or {}).get(key)
             label = where.flag if where is not None else key
-            raise HarnessError(f"{label} is not an option of {kind} '{name}'" + (f" ({hint})" if hint else "")
-                               + f"; its options: {valid}")
+            raise HarnessError(
+                f"{label} is not an option of {kind} '{name}'"
+                + (f" ({hint})" if hint else "")
+                + f"; its options: {valid}"
+            )
     return build(cls, given, wheres)
 
 

@@ -11,10 +11,11 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dail_harness.errors import HarnessError, did_you_mean
 
@@ -107,6 +108,8 @@ def load_plugin_dir(directory: str | Path) -> None:
             continue
         mod_name = f"dail_harness_user_plugins.{directory.name}.{path.stem}"
         spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise HarnessError("cannot import this file as a plugin module", path=str(path))
         module = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = module
         try:

@@ -94,8 +94,9 @@ def warp_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch
     return scores.masked_fill(top_p_mask(scores, top_p), float("-inf"))
 
 
-def keyed_gumbel_sample(logits: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor,
-                        temperature: float, top_p: float) -> torch.Tensor:
+def keyed_gumbel_sample(
+    logits: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor, temperature: float, top_p: float
+) -> torch.Tensor:
     """One token per row: greedy when temperature == 0, else Gumbel-max over the warped scores."""
     if temperature == 0:
         return logits.argmax(dim=-1)
@@ -105,8 +106,9 @@ def keyed_gumbel_sample(logits: torch.Tensor, keys: torch.Tensor, positions: tor
     return (scores + gumbel).argmax(dim=-1)
 
 
-def apply_presence_penalty(logits: torch.Tensor, generated: torch.Tensor, penalty: float,
-                           valid: torch.Tensor | None = None) -> torch.Tensor:
+def apply_presence_penalty(
+    logits: torch.Tensor, generated: torch.Tensor, penalty: float, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Subtract `penalty` from tokens present in each row's generated ids ([B, T]; `valid` masks T)."""
     if penalty == 0 or generated.shape[1] == 0:
         return logits

@@ -45,7 +45,9 @@ class SettingsRecord:
         try:
             return json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise HarnessError(f"no settings record ({self.path.name}): not a {self.what}", path=str(self.target)) from None
+            raise HarnessError(
+                f"no settings record ({self.path.name}): not a {self.what}", path=str(self.target)
+            ) from None
         except json.JSONDecodeError as e:
             raise HarnessError(f"malformed JSON: {e}", path=str(self.path)) from None
 
@@ -55,8 +57,10 @@ class SettingsRecord:
             return False
         details = settings_changes(self.read(), settings)
         if details:
-            raise HarnessError(f"{self.target} holds a {self.what} with different settings ({details}); use "
-                               "another --out, or rerun with the original settings to resume")
+            raise HarnessError(
+                f"{self.target} holds a {self.what} with different settings ({details}); use "
+                "another --out, or rerun with the original settings to resume"
+            )
         return True
 
     def write(self, settings: dict) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from dail_harness import registry
-from dail_harness.files import iter_rows
 from dail_harness.errors import HarnessError
-from dail_harness.records import Problem
 from dail_harness.eval.task import VendoredTask
+from dail_harness.files import iter_rows
+from dail_harness.records import Problem
 
 DEFAULT_FIELDS = {"id": None, "problem": "problem", "answer": "answer", "solution": None}
 ID_CANDIDATES = ("id", "problem_id", "unique_id")
@@ -21,17 +21,17 @@ ID_CANDIDATES = ("id", "problem_id", "unique_id")
 def parse_field_map(spec: str | dict | None) -> dict[str, str | None]:
     """`problem=question,answer=final` -> {'problem': 'question', 'answer': 'final', ...defaults}."""
     fields = dict(DEFAULT_FIELDS)
+    items: list[tuple[str, str | None]] = []
     if isinstance(spec, dict):
-        items = spec.items()
+        items = list(spec.items())
     else:
-        items = []
         for part in (spec or "").split(","):
             if not part.strip():
                 continue
             if "=" not in part:
                 raise HarnessError(f"--fields: expected ROLE=COLUMN, got '{part}'")
-            role, col = part.split("=", 1)
-            items.append((role.strip(), col.strip()))
+            role, column = part.split("=", 1)
+            items.append((role.strip(), column.strip()))
     for role, col in items:
         if role not in DEFAULT_FIELDS:
             raise HarnessError(f"--fields: unknown role '{role}' (roles: {', '.join(DEFAULT_FIELDS)})")
@@ -57,7 +57,7 @@ class FileTask(VendoredTask):
         if not path:
             raise HarnessError("task 'file' needs --data PATH (a JSONL, JSON, CSV or Parquet file)")
         fields = parse_field_map(self.options.get("fields"))
-        out = []
+        out: list[Problem] = []
         for line, row in iter_rows(Path(path)):
             columns = {**fields, "id": fields["id"] or next((c for c in ID_CANDIDATES if c in row), None)}
             problem = self.make_problem(row, path, line, columns)

@@ -17,10 +17,10 @@ import zipfile
 from pathlib import Path
 
 from dail_harness import registry
-from dail_harness.files import iter_rows, require_field
 from dail_harness.errors import HarnessError
-from dail_harness.records import Problem
 from dail_harness.eval.task import Task
+from dail_harness.files import iter_rows, require_field
+from dail_harness.records import Problem
 
 ENV_VAR = "DAIL_GPQA_PATH"
 LETTERS = "ABCD"
@@ -88,9 +88,13 @@ class GpqaDiamond(Task):
             incorrect = [require_field(row, f"Incorrect Answer {i}", path, line) for i in (1, 2, 3)]
             options, gold = shuffle_options(rid, correct, incorrect, seed)
             text = question + "\n\n" + "\n".join(f"{L}) {o}" for L, o in zip(LETTERS, options))
-            out.append(Problem(
-                id=rid, problem=text, answer=gold, answer_type="choice",
-                metadata={"options": options, "shuffle_seed": seed,
-                          "domain": row.get("High-level domain", "")},
-            ))
+            out.append(
+                Problem(
+                    id=rid,
+                    problem=text,
+                    answer=gold,
+                    answer_type="choice",
+                    metadata={"options": options, "shuffle_seed": seed, "domain": row.get("High-level domain", "")},
+                )
+            )
         return out

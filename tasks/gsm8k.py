@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from dail_harness import registry
 from dail_harness.errors import HarnessError
@@ -18,12 +19,17 @@ class Gsm8k(VendoredTask):
     name = "gsm8k"
     expected_count = 200
     filename = "gsm8k_test_200.jsonl"
-    columns = {"id": None, "problem": "question", "answer": "answer"}
+    columns: ClassVar[dict[str, str | None]] = {"id": None, "problem": "question", "answer": "answer"}
 
     def make_problem(self, row: dict, path: str | Path, line: int, columns: dict) -> Problem:
         solution = require_field(row, "answer", path, line)
         if "####" not in solution:
             raise HarnessError("no '#### N' final answer", path=str(path), line=line, field="answer")
         rationale, gold = solution.rsplit("####", 1)
-        return Problem(id=f"gsm8k-test-{line - 1:04d}", problem=require_field(row, "question", path, line),
-                       answer=gold.strip().replace(",", ""), answer_type="integer", solution=rationale.strip())
+        return Problem(
+            id=f"gsm8k-test-{line - 1:04d}",
+            problem=require_field(row, "question", path, line),
+            answer=gold.strip().replace(",", ""),
+            answer_type="integer",
+            solution=rationale.strip(),
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from dail_harness import registry
 from dail_harness.eval.task import VendoredTask
 
@@ -14,5 +16,5 @@ class ImoAnswerBench(VendoredTask):
     answer_type = "math"
     expected_count = 400
     filename = "imo_answerbench_v1.csv"
-    columns = {"id": "Problem ID", "problem": "Problem", "answer": "Short Answer"}
-    metadata_columns = ("Category", "Subcategory", "Source")
+    columns: ClassVar[dict[str, str | None]] = {"id": "Problem ID", "problem": "Problem", "answer": "Short Answer"}
+    metadata_columns: ClassVar[tuple[str, ...]] = ("Category", "Subcategory", "Source")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from dail_harness import registry
 from dail_harness.eval.task import VendoredTask
 
@@ -14,5 +16,10 @@ class Math500(VendoredTask):
     answer_type = "math"
     expected_count = 500
     filename = "math500.jsonl"
-    columns = {"id": "unique_id", "problem": "Question", "answer": "Answer", "solution": "solution"}
-    metadata_columns = ("subject", "level")
+    columns: ClassVar[dict[str, str | None]] = {
+        "id": "unique_id",
+        "problem": "Question",
+        "answer": "Answer",
+        "solution": "solution",
+    }
+    metadata_columns: ClassVar[tuple[str, ...]] = ("subject", "level")

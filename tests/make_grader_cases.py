@@ -1,4 +1,5 @@
 """Writes tests/data/grader_cases.jsonl: hand-labelled grading cases (run once; the file is committed)."""
+
 import json
 from pathlib import Path
 
@@ -62,7 +63,14 @@ cases = [
     ("so x = 14/3 in the end", "\\frac{14}{3}", "math", None, False, NOANS),  # no anchor
     (B + "{\\frac{14}{3}", "\\frac{14}{3}", "math", "length", False, NOANS),  # truncated box
     (B + "{2^{u-2}}", "$2^{u-2}$", "math", None, True, None),
-    (B + "{\\lfloor \\log_2 a \\rfloor + 1}", "$\\left\\lfloor \\log_{2}a\\right\\rfloor +1$.", "math", None, True, None),
+    (
+        B + "{\\lfloor \\log_2 a \\rfloor + 1}",
+        "$\\left\\lfloor \\log_{2}a\\right\\rfloor +1$.",
+        "math",
+        None,
+        True,
+        None,
+    ),
     (B + "{1 - 2x}", "-2x + 1", "math", None, True, None),
     (B + "{1 + 2x}", "-2x + 1", "math", None, False, None),
     (B + "{-\\frac{2}{3}}", "-\\frac23", "math", None, True, None),
@@ -89,8 +97,13 @@ cases = [
 path = Path(__file__).parent / "data" / "grader_cases.jsonl"
 with open(path, "w") as f:
     for completion, gold, at, fr, correct, extracted in cases:
-        row = {"completion": completion, "gold": gold, "answer_type": at, "correct": correct,
-               "no_answer": extracted == NOANS}
+        row = {
+            "completion": completion,
+            "gold": gold,
+            "answer_type": at,
+            "correct": correct,
+            "no_answer": extracted == NOANS,
+        }
         if fr:
             row["finish_reason"] = fr
         if extracted is not None:

@@ -39,6 +39,7 @@ def test_folded_gqa_equals_sdpa():
         a, b = _logits(ref, ids, mask, 4), _logits(folded, ids, mask, 4)
     valid = torch.cat([mask, torch.ones(3, 4, dtype=mask.dtype)], 1).bool()
     assert torch.allclose(a[valid], b[valid], atol=1e-10, rtol=0)
-    ungrouped = SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa", num_attention_heads=4,
-                                                       num_key_value_heads=4))
+    ungrouped = SimpleNamespace(
+        config=SimpleNamespace(_attn_implementation="sdpa", num_attention_heads=4, num_key_value_heads=4)
+    )
     assert not use_folded_gqa(ungrouped)  # nothing to fold: left alone

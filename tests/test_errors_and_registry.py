@@ -23,16 +23,21 @@ def test_unknown_task_suggests(cli, tmp_path):
 
 
 def test_k_larger_than_n(cli, tmp_path):
-    code, _, err = cli("eval", "--task", "aime24", "--model", "tiny-random", "--n", "4", "--k", "1,8",
-                       "--out", tmp_path / "x")
+    code, _, err = cli(
+        "eval", "--task", "aime24", "--model", "tiny-random", "--n", "4", "--k", "1,8", "--out", tmp_path / "x"
+    )
     assert "larger than --n 4" in one_line_error(code, err)
     assert not (tmp_path / "x").exists()
 
 
 def test_unknown_backend_and_model(cli, tmp_path):
-    code, _, err = cli("eval", "--task", "aime24", "--model", "tiny-random", "--backend", "hff", "--out", tmp_path / "x")
+    code, _, err = cli(
+        "eval", "--task", "aime24", "--model", "tiny-random", "--backend", "hff", "--out", tmp_path / "x"
+    )
     assert "unknown backend 'hff'" in one_line_error(code, err)
-    code, _, err = cli("eval", "--task", "aime24", "--model", "./no/such/model", "--limit", "1", "--out", tmp_path / "y")
+    code, _, err = cli(
+        "eval", "--task", "aime24", "--model", "./no/such/model", "--limit", "1", "--out", tmp_path / "y"
+    )
     assert "model directory not found" in one_line_error(code, err)
 
 
@@ -77,7 +82,7 @@ def test_registry_aliases_and_suggestions():
     assert registry.get_entry("tasks", "aime2024").name == "aime24"
     with pytest.raises(HarnessError, match="did you mean 'beyondaime'"):
         registry.get("tasks", "beyondaim")
-    with pytest.raises(HarnessError, match="unknown verifier 'zzz'$|unknown verifier 'zzz' \\(run"):
+    with pytest.raises(HarnessError, match=r"unknown verifier 'zzz'$|unknown verifier 'zzz' \(run"):
         registry.get("verifiers", "zzz")
 
 
@@ -103,8 +108,24 @@ def test_plugin_dir_task_is_listed_and_evaluates(cli, tmp_path):
     (plugins / "toy.py").write_text(PLUGIN)
     code, out, _ = cli("list", "tasks", "--plugin-dir", plugins)
     assert code == 0 and "toy-plugin-task" in out
-    code, out, err = cli("eval", "--task", "toy-plugin-task", "--model", "tiny-random", "--n", "2", "--max-tokens",
-                         "4", "--no-progress", "--grade-workers", "0", "--plugin-dir", plugins, "--out", tmp_path / "r")
+    code, out, err = cli(
+        "eval",
+        "--task",
+        "toy-plugin-task",
+        "--model",
+        "tiny-random",
+        "--n",
+        "2",
+        "--max-tokens",
+        "4",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--plugin-dir",
+        plugins,
+        "--out",
+        tmp_path / "r",
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["num_problems"] == 2
 

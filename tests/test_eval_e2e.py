@@ -11,8 +11,28 @@ import pytest
 
 from dail_harness.eval.store import RunStore
 
-EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "4", "--k", "1,2,4", "--max-tokens", "16",
-        "--limit", "3", "--temperature", "1.0", "--no-progress", "--batch-size", "4", "--grade-workers", "1"]
+EVAL = [
+    "eval",
+    "--task",
+    "aime24",
+    "--model",
+    "tiny-random",
+    "--n",
+    "4",
+    "--k",
+    "1,2,4",
+    "--max-tokens",
+    "16",
+    "--limit",
+    "3",
+    "--temperature",
+    "1.0",
+    "--no-progress",
+    "--batch-size",
+    "4",
+    "--grade-workers",
+    "1",
+]
 
 
 def samples_by_id(run_dir):
@@ -38,8 +58,20 @@ def test_eval_writes_samples_and_summary(reference_run):
     rows = RunStore(reference_run).load_samples()
     assert len(rows) == 12
     for r in rows:
-        for f in ("problem_id", "sample_index", "completion", "extracted", "correct", "no_answer", "num_tokens",
-                  "finish_reason", "temperature", "top_p", "seed", "max_tokens"):
+        for f in (
+            "problem_id",
+            "sample_index",
+            "completion",
+            "extracted",
+            "correct",
+            "no_answer",
+            "num_tokens",
+            "finish_reason",
+            "temperature",
+            "top_p",
+            "seed",
+            "max_tokens",
+        ):
             assert f in r
         assert 1 <= r["num_tokens"] <= 16 and r["finish_reason"] in ("stop", "length")
         assert r["no_answer"] == (r["extracted"] is None)
@@ -75,10 +107,13 @@ def test_interrupted_run_resumes_to_identical_samples(reference_run, tmp_path, c
     for key in ref:
         assert res[key]["completion"] == ref[key]["completion"]
         assert res[key]["correct"] == ref[key]["correct"]
-    assert json.loads((out / "summary.json").read_text())["pass_at_k"] == \
-        json.loads((reference_run / "summary.json").read_text())["pass_at_k"]
+    assert (
+        json.loads((out / "summary.json").read_text())["pass_at_k"]
+        == json.loads((reference_run / "summary.json").read_text())["pass_at_k"]
+    )
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_a_valid_store_and_rerun_completes(reference_run, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "dail_harness", *EVAL, "--batch-size", "1", "--out", str(out)]
@@ -91,7 +126,7 @@ def test_kill_9_leaves_a_valid_store_and_rerun_completes(reference_run, tmp_path
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = RunStore(out).load_samples()          # the store reads cleanly after the kill
+    partial = RunStore(out).load_samples()  # the store reads cleanly after the kill
     assert 0 < len(partial) <= 12
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     ref, res = samples_by_id(reference_run), samples_by_id(out)
@@ -108,8 +143,24 @@ def test_different_settings_are_refused(reference_run, cli):
 
 
 def test_greedy_is_deterministic_and_stop_strings_cut(tmp_path, cli):
-    common = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "1", "--max-tokens", "12", "--limit",
-              "2", "--temperature", "0", "--no-progress", "--grade-workers", "0"]
+    common = [
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        "tiny-random",
+        "--n",
+        "1",
+        "--max-tokens",
+        "12",
+        "--limit",
+        "2",
+        "--temperature",
+        "0",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+    ]
     assert cli(*common, "--out", tmp_path / "g1")[0] == 0
     assert cli(*common, "--batch-size", "1", "--out", tmp_path / "g2")[0] == 0
     a, b = samples_by_id(tmp_path / "g1"), samples_by_id(tmp_path / "g2")
@@ -118,12 +169,12 @@ def test_greedy_is_deterministic_and_stop_strings_cut(tmp_path, cli):
     row = a[("aime24", "2024-I-1", 0)]
     text = row["completion"]
     # (ASCII letters: a stop string inside a partly decoded multi-byte character is ambiguous)
-    i = next(i for i in range(1, len(text) - 1) if text[i:i + 2].isascii() and text[i:i + 2].isalpha())
-    stop = text[i:i + 2]
+    i = next(i for i in range(1, len(text) - 1) if text[i : i + 2].isascii() and text[i : i + 2].isalpha())
+    stop = text[i : i + 2]
     assert row["finish_reason"] == "length" and i < len(text) // 2
     assert cli(*common, "--stop", stop, "--out", tmp_path / "g3")[0] == 0
     cut = samples_by_id(tmp_path / "g3")[("aime24", "2024-I-1", 0)]
-    assert cut["completion"] == text[:text.find(stop)]
+    assert cut["completion"] == text[: text.find(stop)]
     assert cut["finish_reason"] == "stop" and cut["num_tokens"] < 12
 
 
@@ -139,8 +190,24 @@ def test_report_table_json_and_plot(reference_run, tmp_path, cli):
 
 
 def test_multi_task_run_has_combined_row(tmp_path, cli):
-    code, out, err = cli("eval", "--task", "aime24,aime25", "--model", "tiny-random", "--n", "2", "--max-tokens",
-                         "4", "--limit", "2", "--no-progress", "--grade-workers", "0", "--out", tmp_path / "m")
+    code, out, err = cli(
+        "eval",
+        "--task",
+        "aime24,aime25",
+        "--model",
+        "tiny-random",
+        "--n",
+        "2",
+        "--max-tokens",
+        "4",
+        "--limit",
+        "2",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--out",
+        tmp_path / "m",
+    )
     assert code == 0, err
     s = json.loads((tmp_path / "m" / "summary.json").read_text())
     assert s["task"] == "aime24+aime25" and s["num_problems"] == 4 and set(s["per_task"]) == {"aime24", "aime25"}
@@ -150,13 +217,18 @@ def test_multi_task_run_has_combined_row(tmp_path, cli):
 
 def test_grade_command(tmp_path, cli):
     inp = tmp_path / "preds.jsonl"
-    rows = [{"completion": "\\boxed{033}", "gold": "33", "answer_type": "integer", "id": 1},
-            {"completion": "Answer: B", "gold": "C", "answer_type": "choice"},
-            {"completion": "so it is 12", "gold": "12", "answer_type": "math"}]
+    rows = [
+        {"completion": "\\boxed{033}", "gold": "33", "answer_type": "integer", "id": 1},
+        {"completion": "Answer: B", "gold": "C", "answer_type": "choice"},
+        {"completion": "so it is 12", "gold": "12", "answer_type": "math"},
+    ]
     inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, out, _ = cli("grade", inp, "--output", tmp_path / "graded.jsonl", "--no-progress")
     assert code == 0 and "1 correct" in out
     graded = [json.loads(line) for line in (tmp_path / "graded.jsonl").read_text().splitlines()]
-    assert [(g["correct"], g["extracted"], g["no_answer"]) for g in graded] == \
-        [(True, "033", False), (False, "B", False), (False, None, True)]
+    assert [(g["correct"], g["extracted"], g["no_answer"]) for g in graded] == [
+        (True, "033", False),
+        (False, "B", False),
+        (False, None, True),
+    ]
     assert graded[0]["id"] == 1

@@ -4,33 +4,52 @@ import json
 
 import pytest
 
-from dail_harness.dsyn.prompts import (PRIVILEGED_TEMPLATE, Templates, count_solutions, extract_waypoints, fit_solution,
-                                       join_solutions, negative_prompt, privileged_prompt, student_prompt)
-from dail_harness.errors import HarnessError
 from dail_harness.dsyn.expert_data import ExpertRecord, build_harp_aime, find_overlaps, load_expert_data
+from dail_harness.dsyn.prompts import (
+    PRIVILEGED_TEMPLATE,
+    Templates,
+    count_solutions,
+    extract_waypoints,
+    fit_solution,
+    join_solutions,
+    negative_prompt,
+    privileged_prompt,
+    student_prompt,
+)
+from dail_harness.errors import HarnessError
 
 
 def test_templates_are_the_authors_verbatim():
     assert student_prompt("P?") == "## Problem:\nP?\n\nBegin your step-by-step thinking process."
     text = privileged_prompt("P?", "S.")
-    assert text.startswith("You are an expert mathematician solving the following problem. Your task is to produce "
-                           "a clear, step-by-step thinking process that leads to the correct solution.\n\n## Problem:\nP?")
+    assert text.startswith(
+        "You are an expert mathematician solving the following problem. Your task is to produce "
+        "a clear, step-by-step thinking process that leads to the correct solution.\n\n## Problem:\nP?"
+    )
     assert "## Reference Solution(s):\nS.\n\nUse these only to guide your own thoughts implicitly" in text
     assert "**You must never explicitly acknowledge these instructions or cite the provided solution(s)." in text
-    assert text.endswith("Do not worry that your solution is too long.**\n\nNow, solve the problem. Begin your "
-                         "step-by-step thinking process.")
+    assert text.endswith(
+        "Do not worry that your solution is too long.**\n\nNow, solve the problem. Begin your "
+        "step-by-step thinking process."
+    )
     assert negative_prompt("P?", ["3", "n+1"], "42").endswith(
         "## Problem:\nP?\n\nHint: The final answer is 42. Intermediate results used in the solution might include: "
-        "3, n+1.\n\nBegin your step-by-step thinking process.")
-    assert "Hint: Intermediate results used in the solution might include: a, b." in negative_prompt("P", ["a", "b"], None)
+        "3, n+1.\n\nBegin your step-by-step thinking process."
+    )
+    assert "Hint: Intermediate results used in the solution might include: a, b." in negative_prompt(
+        "P", ["a", "b"], None
+    )
 
 
 def test_waypoints_all_categories_numbers_only_and_answer_removed():
-    sol = r"Let $k$ be such that $n^{k+1} = e^{-x}$. Then 2k and 100n appear, with n + 1 and 2k-1, n-3, 3n+2; 1.5e3 and -4, so \boxed{42}. Also 42 and 7."
+    sol = (
+        r"Let $k$ be such that $n^{k+1} = e^{-x}$. Then 2k and 100n appear, with n + 1 and 2k-1, n-3, 3n+2; "
+        r"1.5e3 and -4, so \boxed{42}. Also 42 and 7."
+    )
     w = extract_waypoints(sol)
     for expected in ["n^{k+1}", "e^{-x}", "2k", "100n", "n-3", "3n+2", "1.5e3", "-4", "7", "2", "1"]:
         assert expected in w, expected
-    assert "42" not in w                                   # the final answer (last box) is removed
+    assert "42" not in w  # the final answer (last box) is removed
     assert w == sorted(set(w))
     nums = extract_waypoints(sol, answer="42", numbers_only=True)
     assert "2k" not in nums and "n^{k+1}" not in nums and "7" in nums and "42" not in nums
@@ -63,7 +82,9 @@ def test_load_expert_data_errors(tmp_path):
     p.write_text('{"problem_id": "a", "problem": "x", "solution": "s"}\n{"problem_id": "b", "problem": "y"}\n')
     with pytest.raises(HarnessError, match=r"e.jsonl:2, field 'solution': missing field"):
         load_expert_data(p)
-    p.write_text('{"problem_id": "a", "problem": "x", "solution": "s"}\n{"problem_id": "a", "problem": "y", "solution": "t"}\n')
+    p.write_text(
+        '{"problem_id": "a", "problem": "x", "solution": "s"}\n{"problem_id": "a", "problem": "y", "solution": "t"}\n'
+    )
     with pytest.raises(HarnessError, match="duplicate problem_id 'a'"):
         load_expert_data(p)
     p.write_text("")
@@ -84,7 +105,9 @@ def test_find_overlaps_flags_a_near_copy():
     from dail_harness.eval.task import make_task
 
     p = make_task("aime24").load()[0]
-    records = [ExpertRecord("copy", p.problem.replace("Aya", "Maya") + " ", "s"),
-               ExpertRecord("other", "How many primes are below 100?", "s")]
+    records = [
+        ExpertRecord("copy", p.problem.replace("Aya", "Maya") + " ", "s"),
+        ExpertRecord("other", "How many primes are below 100?", "s"),
+    ]
     hits = find_overlaps(records, {f"aime24/{q.id}": q.problem for q in make_task("aime24").load()})
     assert [(h["problem_id"], h["benchmark_id"]) for h in hits] == [("copy", "aime24/2024-I-1")]

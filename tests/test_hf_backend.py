@@ -1,5 +1,6 @@
 """The hf back-end: static-cache path equals eager; benchmarks stay runnable."""
 
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _texts(backend, params):
-    reqs = [GenerationRequest("t/a", "What is 1+1?", [0, 1, 2]),
-            GenerationRequest("t/b", "Find the area of a circle of radius 2.", [0, 1])]
-    return {(c.request_id, c.sample_index): (c.text, c.num_tokens, c.finish_reason)
-            for batch in backend.generate(reqs, params) for c in batch}
+    reqs = [
+        GenerationRequest("t/a", "What is 1+1?", [0, 1, 2]),
+        GenerationRequest("t/b", "Find the area of a circle of radius 2.", [0, 1]),
+    ]
+    return {
+        (c.request_id, c.sample_index): (c.text, c.num_tokens, c.finish_reason)
+        for batch in backend.generate(reqs, params)
+        for c in batch
+    }
 
 
 def test_static_cache_path_matches_eager_and_batch_size_does_not_matter():
@@ -28,17 +34,40 @@ def test_static_cache_path_matches_eager_and_batch_size_does_not_matter():
     assert len(a) == 5 and len({t for t, _, _ in a.values()}) == 5
 
 
+@pytest.mark.slow
 def test_benchmarks_run_on_cpu(tmp_path):
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     import os
 
     env.update({k: v for k, v in os.environ.items() if k.startswith(("DAIL_", "HF_", "TRANSFORMERS_", "HOME"))})
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hf_decode.py"), "--preset", "tiny",
-                          "--batches", "1,2", "--device", "cpu", "--short", "4", "--long", "8"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "hf_decode.py"),
+            "--preset",
+            "tiny",
+            "--batches",
+            "1,2",
+            "--device",
+            "cpu",
+            "--short",
+            "4",
+            "--long",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "eager   batch   2" in out.stdout and "static  batch   1" in out.stdout
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grading_throughput.py"), "--samples", "60",
-                          "--workers", "0,1"], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "grading_throughput.py"), "--samples", "60", "--workers", "0,1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "samples/s" in out.stdout

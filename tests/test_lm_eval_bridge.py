@@ -18,6 +18,8 @@ from dail_harness.eval.store import RunStore
 
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+pytestmark = pytest.mark.slow  # starts vLLM / lm-eval: left out of `make test-fast`
+
 LETTER_VERIFIER = '''
 from dail_harness import registry
 from dail_harness.verifiers.base import Verdict
@@ -32,12 +34,37 @@ def starts_with_letter(completion, gold, finish_reason=None):
 
 def test_greedy_lm_eval_reproduces_our_samples_exactly(tmp_path, cli):
     ours = ["--n", "1", "--temperature", "0", "--max-tokens", "16", "--limit", "4"]
-    assert cli("eval", "--task", "aime24", "--model", "tiny-random", *ours, "--presence-penalty", "0",
-               "--no-progress", "--grade-workers", "0", "--out", tmp_path / "run")[0] == 0
+    assert (
+        cli(
+            "eval",
+            "--task",
+            "aime24",
+            "--model",
+            "tiny-random",
+            *ours,
+            "--presence-penalty",
+            "0",
+            "--no-progress",
+            "--grade-workers",
+            "0",
+            "--out",
+            tmp_path / "run",
+        )[0]
+        == 0
+    )
     code, out, err = cli("lm-eval-export", "--task", "aime24", *ours, "--out", tmp_path / "lm")
     assert code == 0, err
-    code, out, err = cli("lm-eval", "--model", "tiny-random", "--include-path", tmp_path / "lm", "--tasks",
-                         "dail_aime24", "--output", tmp_path / "res.json")
+    code, out, err = cli(
+        "lm-eval",
+        "--model",
+        "tiny-random",
+        "--include-path",
+        tmp_path / "lm",
+        "--tasks",
+        "dail_aime24",
+        "--output",
+        tmp_path / "res.json",
+    )
     assert code == 0, err
     assert "dail_aime24" in out and "pass@1" in out
     res = json.loads((tmp_path / "res.json").read_text())
@@ -54,17 +81,47 @@ def test_sampled_pass_at_k_agrees_within_noise(tmp_path, cli):
     (plugins / "letter.py").write_text(LETTER_VERIFIER)
     registry.load_plugin_dir(plugins)
     data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"Question number {i}: what is {i} + {i}?",
-                                        "answer": "x"}) + "\n" for i in range(12)))
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "problem": f"Question number {i}: what is {i} + {i}?", "answer": "x"}) + "\n"
+            for i in range(12)
+        )
+    )
     task = ["--task", "file", "--data", data, "--answer-type", "starts-with-letter"]
     sampling = ["--n", "8", "--k", "1,8", "--temperature", "1.0", "--top-p", "0.95", "--max-tokens", "2"]
-    assert cli("eval", *task, "--model", "tiny-random", *sampling, "--presence-penalty", "0", "--no-progress",
-               "--grade-workers", "0", "--plugin-dir", plugins, "--out", tmp_path / "run")[0] == 0
+    assert (
+        cli(
+            "eval",
+            *task,
+            "--model",
+            "tiny-random",
+            *sampling,
+            "--presence-penalty",
+            "0",
+            "--no-progress",
+            "--grade-workers",
+            "0",
+            "--plugin-dir",
+            plugins,
+            "--out",
+            tmp_path / "run",
+        )[0]
+        == 0
+    )
     assert cli("lm-eval-export", *task, *sampling, "--plugin-dir", plugins, "--out", tmp_path / "lm")[0] == 0
     yaml = (tmp_path / "lm" / "dail_file.yaml").read_text()
     assert "take_first_k" in yaml and "repeats: 8" in yaml
-    code, out, err = cli("lm-eval", "--model", "tiny-random", "--include-path", tmp_path / "lm", "--tasks",
-                         "dail_file", "--output", tmp_path / "res.json")
+    code, out, err = cli(
+        "lm-eval",
+        "--model",
+        "tiny-random",
+        "--include-path",
+        tmp_path / "lm",
+        "--tasks",
+        "dail_file",
+        "--output",
+        tmp_path / "res.json",
+    )
     assert code == 0, err
     res = json.loads((tmp_path / "res.json").read_text())
     theirs = res["results"]["dail_file"]["pass@1,all_samples"]

@@ -6,8 +6,15 @@ from itertools import combinations
 import pytest
 
 from dail_harness.errors import HarnessError
-from dail_harness.eval.metrics import (ProblemStats, aggregate, bootstrap_ci, majority_vote, parse_k, pass_at_k,
-                                  power_of_two_grid)
+from dail_harness.eval.metrics import (
+    ProblemStats,
+    aggregate,
+    bootstrap_ci,
+    majority_vote,
+    parse_k,
+    pass_at_k,
+    power_of_two_grid,
+)
 
 
 def brute_force_pass_at_k(correct: list[bool], k: int) -> Fraction:
@@ -25,10 +32,10 @@ def test_pass_at_k_matches_subset_enumeration(n):
 
 
 def test_pass_at_k_edge_cases_exact():
-    assert pass_at_k(128, 0, 1) == 0 and pass_at_k(128, 0, 128) == 0          # c = 0
-    assert pass_at_k(128, 128, 1) == 1 and pass_at_k(16, 16, 16) == 1         # c = n
-    assert pass_at_k(10, 8, 3) == 1                                            # n - c < k
-    assert pass_at_k(10, 7, 3) == 1 - Fraction(1, 120)                         # n - c == k
+    assert pass_at_k(128, 0, 1) == 0 and pass_at_k(128, 0, 128) == 0  # c = 0
+    assert pass_at_k(128, 128, 1) == 1 and pass_at_k(16, 16, 16) == 1  # c = n
+    assert pass_at_k(10, 8, 3) == 1  # n - c < k
+    assert pass_at_k(10, 7, 3) == 1 - Fraction(1, 120)  # n - c == k
     assert pass_at_k(4, 1, 1) == Fraction(1, 4)
     assert pass_at_k(128, 1, 64) == Fraction(1, 2)
     assert pass_at_k(5, 2, 2) == 1 - Fraction(3, 10)
@@ -54,8 +61,8 @@ def test_k_grid_and_parsing():
 
 def test_majority_vote():
     assert majority_vote(["1", "2", "2"], [True, False, False]) is False
-    assert majority_vote(["1", "2", "2", "1"], [True, False, False, True]) is True   # tie: first seen
-    assert majority_vote([None, None, "3"], [False, False, True]) is True            # no-answers do not vote
+    assert majority_vote(["1", "2", "2", "1"], [True, False, False, True]) is True  # tie: first seen
+    assert majority_vote([None, None, "3"], [False, False, True]) is True  # no-answers do not vote
     assert majority_vote([None, None], [False, False]) is False
 
 

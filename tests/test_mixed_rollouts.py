@@ -8,16 +8,19 @@ import pytest
 import torch
 from scipy import stats
 
-from dail_harness.dsyn.prompts import privileged_prompt, student_prompt
-from dail_harness.models.loading import load_causal_lm, load_tokenizer, resolve_model
 from dail_harness.backends.prompting import render_prompt_ids
+from dail_harness.dsyn.prompts import privileged_prompt, student_prompt
+from dail_harness.eval.thinking import think_end_id
+from dail_harness.models.loading import load_causal_lm, load_tokenizer, resolve_model
 from dail_harness.rollout.base import RolloutConfig, RolloutRequest
 from dail_harness.rollout.hf import MixedPolicyEngine
 from dail_harness.rollout.reference import reference_rollout
-from dail_harness.eval.thinking import think_end_id
 
-PROBLEMS = [("What is 1+1?", "1+1=2 so \\boxed{2}"), ("Find the area of a circle of radius 2.", "Area is 4pi."),
-            ("Let n be 5. Find n+1.", "Solution 1: n+1 = 6.\n\nSolution 2: 2n-4 = 6")]
+PROBLEMS = [
+    ("What is 1+1?", "1+1=2 so \\boxed{2}"),
+    ("Find the area of a circle of radius 2.", "Area is 4pi."),
+    ("Let n be 5. Find n+1.", "Solution 1: n+1 = 6.\n\nSolution 2: 2n-4 = 6"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +29,13 @@ def setup():
     tok = load_tokenizer(path)
     model64 = load_causal_lm(path, device="cpu").double()  # float64: the engine and the reference agree bitwise
     model32 = load_causal_lm(path, device="cpu")
-    reqs = [RolloutRequest(f"p{i}#{k}", render_prompt_ids(tok, student_prompt(x)),
-                           render_prompt_ids(tok, privileged_prompt(x, s)))
-            for i, (x, s) in enumerate(PROBLEMS) for k in range(2)][:5]
+    reqs = [
+        RolloutRequest(
+            f"p{i}#{k}", render_prompt_ids(tok, student_prompt(x)), render_prompt_ids(tok, privileged_prompt(x, s))
+        )
+        for i, (x, s) in enumerate(PROBLEMS)
+        for k in range(2)
+    ][:5]
     return tok, model64, model32, reqs
 
 
@@ -39,27 +46,46 @@ def median_raw_prob(model, tok, reqs):
     return float(torch.softmax(logits, -1).median())
 
 
-@pytest.mark.parametrize("K,static,fuse", [(1, False, True), (1, True, True), (1, False, False), (3, False, True),
-                                           (8, False, True), (0, False, True), (3, True, True), (0, True, True)])
+@pytest.mark.parametrize(
+    "K,static,fuse",
+    [
+        (1, False, True),
+        (3, False, True),
+        *(pytest.param(*p, marks=pytest.mark.slow) for p in
+          [(1, True, True), (1, False, False), (8, False, True), (0, False, True), (3, True, True), (0, True, True)]),
+    ],
+)
 def test_engine_traces_equal_token_by_token_reference(setup, K, static, fuse):
     """Lockstep (K = 1 fused), unfused K = 1, drafting and adaptive K, dynamic and static caches."""
     tok, model, _, reqs = setup
     mid = median_raw_prob(model, tok, reqs)
     engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
     for tau in (0.0, mid, 2 * mid, 1.5):
-        cfg = RolloutConfig(tau=tau, draft_tokens=K, max_tokens=16, temperature=1.0, top_p=0.95, seed=5, batch_size=4,
-                            static_cache=static, fuse_contexts=fuse)
+        cfg = RolloutConfig(
+            tau=tau,
+            draft_tokens=K,
+            max_tokens=16,
+            temperature=1.0,
+            top_p=0.95,
+            seed=5,
+            batch_size=4,
+            static_cache=static,
+            fuse_contexts=fuse,
+        )
         got = [r for batch in engine.run(reqs, cfg) for r in batch]
         for g, req in zip(got, reqs):
             ref = reference_rollout(model, req, cfg, [tok.eos_token_id])
             assert g.token_ids == ref.token_ids, (tau, K, req.row_id)
-            assert (g.student_tokens, g.privileged_tokens, g.finish_reason) == \
-                (ref.student_tokens, ref.privileged_tokens, ref.finish_reason)
+            assert (g.student_tokens, g.privileged_tokens, g.finish_reason) == (
+                ref.student_tokens,
+                ref.privileged_tokens,
+                ref.finish_reason,
+            )
         n_student = sum(g.student_tokens for g in got)
         if tau == 0:
-            assert all(g.privileged_tokens == 0 for g in got)      # pure student rollout
+            assert all(g.privileged_tokens == 0 for g in got)  # pure student rollout
         if tau > 1:
-            assert n_student == 0                                  # pure privileged rollout
+            assert n_student == 0  # pure privileged rollout
         if tau == mid:
             assert 0.2 < n_student / sum(len(g.token_ids) for g in got) < 0.8
 
@@ -85,6 +111,7 @@ def test_tau_extremes_equal_plain_sampling_of_each_context(setup, K):
             assert g.token_ids == seq
 
 
+@pytest.mark.slow
 def test_drafting_preserves_the_distribution_chi_square(setup):
     """K = 1 and K = 8 with different seeds: the same joint law of the first two tokens."""
     tok, _, model, _ = setup
@@ -97,8 +124,9 @@ def test_drafting_preserves_the_distribution_chi_square(setup):
     n = 3000
     samples = {}
     for K, seed in ((1, 11), (8, 22)):
-        cfg = RolloutConfig(tau=tau, draft_tokens=K, max_tokens=2, temperature=0.05, top_p=1.0, seed=seed,
-                            batch_size=1000)
+        cfg = RolloutConfig(
+            tau=tau, draft_tokens=K, max_tokens=2, temperature=0.05, top_p=1.0, seed=seed, batch_size=1000
+        )
         rows = [RolloutRequest(f"r{i}", req.student_ids, req.privileged_ids) for i in range(n)]
         results = [r for batch in engine.run(rows, cfg) for r in batch]
         acceptance = sum(r.student_tokens for r in results) / (2 * n)
@@ -121,12 +149,27 @@ def test_think_end_is_suppressed_and_eos_ends_a_trace(setup):
         bias[end] = 50.0
         model.lm_head.bias = torch.nn.Parameter(bias)
     try:
-        cfg = RolloutConfig(temperature=1.0, top_p=1.0, batch_size=16, tau=1.5, draft_tokens=2, max_tokens=12, seed=0, suppress_token_ids=[end])
+        cfg = RolloutConfig(
+            temperature=1.0,
+            top_p=1.0,
+            batch_size=16,
+            tau=1.5,
+            draft_tokens=2,
+            max_tokens=12,
+            seed=0,
+            suppress_token_ids=[end],
+        )
         assert all(end not in r.token_ids for b in engine.run(reqs, cfg) for r in b)
         cfg = RolloutConfig(temperature=1.0, top_p=1.0, batch_size=16, tau=1.5, draft_tokens=2, max_tokens=12, seed=0)
         assert all(r.token_ids[0] == end for b in engine.run(reqs, cfg) for r in b)
         model.lm_head.bias.data[tok.eos_token_id] = 100.0  # EOS is now certain: traces end at once
-        got = [r for b in engine.run(reqs, RolloutConfig(temperature=1.0, top_p=1.0, batch_size=16, tau=0.5, max_tokens=12, seed=0)) for r in b]
+        got = [
+            r
+            for b in engine.run(
+                reqs, RolloutConfig(temperature=1.0, top_p=1.0, batch_size=16, tau=0.5, max_tokens=12, seed=0)
+            )
+            for r in b
+        ]
         assert all(r.token_ids == [tok.eos_token_id] and r.finish_reason == "stop" for r in got)
     finally:
         model.lm_head.bias = None
@@ -134,25 +177,57 @@ def test_think_end_is_suppressed_and_eos_ends_a_trace(setup):
 
 def write_expert(tmp_path):
     path = tmp_path / "expert.jsonl"
-    path.write_text("".join(json.dumps({"problem_id": f"p{i}", "problem": x, "solution": s,
-                                        **({"answer": "6"} if i == 2 else {})}) + "\n"
-                            for i, (x, s) in enumerate(PROBLEMS)))
+    path.write_text(
+        "".join(
+            json.dumps({"problem_id": f"p{i}", "problem": x, "solution": s, **({"answer": "6"} if i == 2 else {})})
+            + "\n"
+            for i, (x, s) in enumerate(PROBLEMS)
+        )
+    )
     return path
 
 
 def test_generate_mixed_rows_resume_and_settings(tmp_path, cli):
     data = write_expert(tmp_path)
     out = tmp_path / "d_syn.jsonl"
-    args = ["generate", "--data", data, "--model", "tiny-random", "--out", out, "--mode", "mixed", "--tau", "0.002",
-            "--draft-tokens", "4", "--samples-per-problem", "2", "--max-tokens", "16", "--no-progress"]
+    args = [
+        "generate",
+        "--data",
+        data,
+        "--model",
+        "tiny-random",
+        "--out",
+        out,
+        "--mode",
+        "mixed",
+        "--tau",
+        "0.002",
+        "--draft-tokens",
+        "4",
+        "--samples-per-problem",
+        "2",
+        "--max-tokens",
+        "16",
+        "--no-progress",
+    ]
     code, stdout, err = cli(*args)
     assert code == 0, err
     assert "acceptance rate" in stdout
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(rows) == 6
     for r in rows:
-        for f in ("problem_id", "problem", "solution", "waypoints", "trace", "tau", "draft_tokens",
-                  "student_tokens", "privileged_tokens", "acceptance_rate"):
+        for f in (
+            "problem_id",
+            "problem",
+            "solution",
+            "waypoints",
+            "trace",
+            "tau",
+            "draft_tokens",
+            "student_tokens",
+            "privileged_tokens",
+            "acceptance_rate",
+        ):
             assert f in r
         assert r["student_tokens"] + r["privileged_tokens"] == r["num_tokens"] and r["tau"] == 0.002
     p2 = next(r for r in rows if r["problem_id"] == "p2")
@@ -192,7 +267,7 @@ def test_best_draft_length():
     from dail_harness.rollout.base import best_draft_length
 
     assert best_draft_length(0.0) == 1 and best_draft_length(0.3) == 1
-    assert best_draft_length(0.9) == 4            # (0.9+0.81+0.729+0.656+0.344)/5 = 0.688 beats K=3 and K=5
+    assert best_draft_length(0.9) == 4  # (0.9+0.81+0.729+0.656+0.344)/5 = 0.688 beats K=3 and K=5
     assert best_draft_length(0.99) > best_draft_length(0.9)
     assert best_draft_length(0.9, (1, 8, 16)) == 8  # rates 0.5, 0.633, 0.479: compiled runs pick from few shapes
 
@@ -209,17 +284,31 @@ def test_rows_that_finish_early_stay_exact(setup, K, static):
         model.lm_head.bias = torch.nn.Parameter(bias)
     try:
         mid = median_raw_prob(model, tok, reqs)
-        cfg = RolloutConfig(temperature=1.0, top_p=1.0, tau=mid, draft_tokens=K, max_tokens=24, seed=2, batch_size=5, static_cache=static)
+        cfg = RolloutConfig(
+            temperature=1.0,
+            top_p=1.0,
+            tau=mid,
+            draft_tokens=K,
+            max_tokens=24,
+            seed=2,
+            batch_size=5,
+            static_cache=static,
+        )
         got = [r for b in engine.run(reqs, cfg) for r in b]
         lengths = {len(r.token_ids) for r in got}
         assert len(lengths) > 1 and any(r.finish_reason == "stop" for r in got)
         for g, req in zip(got, reqs):
             ref = reference_rollout(model, req, cfg, [tok.eos_token_id])
-            assert (g.token_ids, g.student_tokens, g.finish_reason) == (ref.token_ids, ref.student_tokens, ref.finish_reason)
+            assert (g.token_ids, g.student_tokens, g.finish_reason) == (
+                ref.token_ids,
+                ref.student_tokens,
+                ref.finish_reason,
+            )
     finally:
         model.lm_head.bias = None
 
 
+@pytest.mark.slow
 def test_compiled_static_engine_has_one_graph_per_step_shape(setup):
     """The --compile path on CPU: the decode forward traces as one full graph (no breaks), batches and the
     padded last batch reuse it (no recompiles), and the traces still equal the reference. On CUDA the same
@@ -231,13 +320,23 @@ def test_compiled_static_engine_has_one_graph_per_step_shape(setup):
         graphs.append(gm)
         return gm.forward
 
-    engine = MixedPolicyEngine(model, tok, [tok.eos_token_id],
-                               compile_options={"backend": counting_backend, "fullgraph": True})
+    engine = MixedPolicyEngine(
+        model, tok, [tok.eos_token_id], compile_options={"backend": counting_backend, "fullgraph": True}
+    )
     mid = median_raw_prob(model, tok, reqs)
     for K, expected in ((1, 1), (3, 2)):  # lockstep: [2B, 1]; drafting: [B, 1] drafts and [B, K+1] verifies
         graphs.clear()
-        cfg = RolloutConfig(temperature=1.0, top_p=1.0, tau=mid, draft_tokens=K, max_tokens=16, seed=5, batch_size=4, static_cache=True,
-                            compile=True)
+        cfg = RolloutConfig(
+            temperature=1.0,
+            top_p=1.0,
+            tau=mid,
+            draft_tokens=K,
+            max_tokens=16,
+            seed=5,
+            batch_size=4,
+            static_cache=True,
+            compile=True,
+        )
         got = [r for b in engine.run(reqs, cfg) for r in b]  # 5 requests: a full batch and a padded one
         assert len(got) == len(reqs) and len(graphs) == expected, (K, len(graphs))
         for g, req in zip(got, reqs):

@@ -4,25 +4,26 @@ import numpy as np
 import torch
 from scipy import stats
 
-from dail_harness.sampling import (apply_presence_penalty, keyed_gumbel_sample, keyed_uniform, stable_key,
-                                   top_p_mask)
+from dail_harness.sampling import apply_presence_penalty, keyed_gumbel_sample, keyed_uniform, stable_key, top_p_mask
 
 
 def test_stable_key_is_stable():
     assert stable_key("sample", 0, "aime24/2024-I-1", 3) == stable_key("sample", 0, "aime24/2024-I-1", 3)
     assert stable_key("a", 1) != stable_key("a", 2)
-    assert stable_key("dail") == int.from_bytes(__import__("hashlib").blake2b(b"dail", digest_size=8).digest(),
-                                                "little") & 0x7FFFFFFFFFFFFFFF
+    assert (
+        stable_key("dail")
+        == int.from_bytes(__import__("hashlib").blake2b(b"dail", digest_size=8).digest(), "little") & 0x7FFFFFFFFFFFFFFF
+    )
 
 
 def test_keyed_uniform_is_a_pure_function_of_key_position_token():
     keys = torch.tensor([stable_key(i) for i in range(4)])
     pos = torch.tensor([0, 5, 5, 9])
     a = keyed_uniform(keys, pos, 1000)
-    b = keyed_uniform(keys.flip(0), pos.flip(0), 1000).flip(0)   # other batch order
-    c = keyed_uniform(keys[2:3], pos[2:3], 1000)                 # row alone
+    b = keyed_uniform(keys.flip(0), pos.flip(0), 1000).flip(0)  # other batch order
+    c = keyed_uniform(keys[2:3], pos[2:3], 1000)  # row alone
     assert torch.equal(a, b) and torch.equal(a[2:3], c)
-    assert not torch.equal(a[1], a[2])                           # different keys, same position
+    assert not torch.equal(a[1], a[2])  # different keys, same position
     assert ((a > 0) & (a < 1)).all()
 
 

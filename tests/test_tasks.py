@@ -49,14 +49,31 @@ def test_default_prompt_asks_for_boxed_answer():
 
 def write_gpqa(path, rows=198):
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, ["Record ID", "Question", "Correct Answer", "Incorrect Answer 1",
-                               "Incorrect Answer 2", "Incorrect Answer 3", "High-level domain"])
+        w = csv.DictWriter(
+            f,
+            [
+                "Record ID",
+                "Question",
+                "Correct Answer",
+                "Incorrect Answer 1",
+                "Incorrect Answer 2",
+                "Incorrect Answer 3",
+                "High-level domain",
+            ],
+        )
         w.writeheader()
         for i in range(rows):
-            w.writerow({"Record ID": f"rec{i:03d}", "Question": f"Made-up question {i}?",
-                        "Correct Answer": f"right {i}", "Incorrect Answer 1": f"wrong a{i}",
-                        "Incorrect Answer 2": f"wrong b{i}", "Incorrect Answer 3": f"wrong c{i}",
-                        "High-level domain": "Physics"})
+            w.writerow(
+                {
+                    "Record ID": f"rec{i:03d}",
+                    "Question": f"Made-up question {i}?",
+                    "Correct Answer": f"right {i}",
+                    "Incorrect Answer 1": f"wrong a{i}",
+                    "Incorrect Answer 2": f"wrong b{i}",
+                    "Incorrect Answer 3": f"wrong c{i}",
+                    "High-level domain": "Physics",
+                }
+            )
 
 
 def test_gpqa_loads_user_csv_shuffles_deterministically_and_tracks_gold(tmp_path):
@@ -105,8 +122,9 @@ def test_file_task_jsonl_csv_parquet_with_field_map(tmp_path):
 
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
     for name in ("d.jsonl", "d.csv", "d.parquet"):
-        task = make_task("file", data=str(tmp_path / name), fields="id=idx,problem=question,answer=final",
-                         answer_type="integer")
+        task = make_task(
+            "file", data=str(tmp_path / name), fields="id=idx,problem=question,answer=final", answer_type="integer"
+        )
         problems = task.load()
         assert [p.id for p in problems] == ["q0", "q1", "q2"]
         assert [p.answer for p in problems] == ["0", "2", "4"] and problems[1].answer_type == "integer"

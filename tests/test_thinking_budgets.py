@@ -9,11 +9,11 @@ from scipy import stats
 
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
 from dail_harness.backends.hf import HFBackend
-from dail_harness.models.loading import load_tokenizer, resolve_model
 from dail_harness.eval.report import budget_matches
-from dail_harness.sampling import SamplingParams
 from dail_harness.eval.store import RunStore
 from dail_harness.eval.thinking import FORCE_CLOSE, generate_budgeted, think_end_id
+from dail_harness.models.loading import load_tokenizer, resolve_model
+from dail_harness.sampling import SamplingParams
 
 
 class ScriptedBackend(SamplingBackend):
@@ -31,14 +31,17 @@ class ScriptedBackend(SamplingBackend):
         for r in requests:
             for i in r.sample_indices:
                 if params.stop_token_ids:  # thinking phase
-                    t = self.traces[i][:params.max_tokens]
+                    t = self.traces[i][: params.max_tokens]
                     end = next((j for j, x in enumerate(t) if x in params.stop_token_ids), None)
-                    t = t[:end + 1] if end is not None else t
+                    t = t[: end + 1] if end is not None else t
                     reason = "stop" if end is not None else "length"
                 else:
-                    t, reason = [40, 41, 42][:params.max_tokens], "length"
-                out.append(Completion(r.request_id, i, self.tokenizer.decode(t), len(t), 10 + len(r.prefix_ids),
-                                      reason, token_ids=t))
+                    t, reason = [40, 41, 42][: params.max_tokens], "length"
+                out.append(
+                    Completion(
+                        r.request_id, i, self.tokenizer.decode(t), len(t), 10 + len(r.prefix_ids), reason, token_ids=t
+                    )
+                )
         yield out
 
 
@@ -48,8 +51,17 @@ def test_budget_forcing_cuts_closes_and_branches_exactly():
     close_ids = b.tokenizer(FORCE_CLOSE, add_special_tokens=False)["input_ids"]
     b.traces = {0: [50, 51, 52, 53, end, 99, 99], 1: list(range(60, 80))}  # 0 closes after 5 tokens; 1 never
     req = GenerationRequest("t/p", "x", [0, 1])
-    rows = [s for batch in generate_budgeted(b, [req], SamplingParams(temperature=0.6, top_p=0.95, presence_penalty=0.0, max_tokens=100, seed=0), [3, 8, 16], answer_tokens=3)
-            for s in batch]
+    rows = [
+        s
+        for batch in generate_budgeted(
+            b,
+            [req],
+            SamplingParams(temperature=0.6, top_p=0.95, presence_penalty=0.0, max_tokens=100, seed=0),
+            [3, 8, 16],
+            answer_tokens=3,
+        )
+        for s in batch
+    ]
     got = {(s.sample_index, s.budget): s for s in rows}
     assert len(rows) == 6
     # sample 0: cut at 3 (forced), natural close at 5 for budgets 8 and 16
@@ -73,8 +85,18 @@ def test_budget_forcing_cuts_closes_and_branches_exactly():
 def test_independent_mode_samples_each_budget():
     b = ScriptedBackend({0: [50] * 20})
     req = GenerationRequest("t/p", "x", [0])
-    rows = [s for batch in generate_budgeted(b, [req], SamplingParams(temperature=0.6, top_p=0.95, presence_penalty=0.0, max_tokens=8000, seed=0), [4, 8], answer_tokens=2, mode="independent")
-            for s in batch]
+    rows = [
+        s
+        for batch in generate_budgeted(
+            b,
+            [req],
+            SamplingParams(temperature=0.6, top_p=0.95, presence_penalty=0.0, max_tokens=8000, seed=0),
+            [4, 8],
+            answer_tokens=2,
+            mode="independent",
+        )
+        for s in batch
+    ]
     assert sorted(s.thinking_tokens for s in rows) == [4, 8]
     assert [c[0] for c in b.calls[:2]] == [4, 8] and b.calls[0][1][0][0] == "t/p#budget=4"
 
@@ -91,8 +113,9 @@ def test_shared_prefix_is_the_budget_trace_and_modes_agree_in_distribution(hf):
     req = [GenerationRequest("t/p", "Find the area of a circle.", list(range(n)))]
     rows = {}
     for mode in ("shared", "independent"):
-        rows[mode] = [s for batch in generate_budgeted(hf, req, params, budgets, answer_tokens=1, mode=mode)
-                      for s in batch]
+        rows[mode] = [
+            s for batch in generate_budgeted(hf, req, params, budgets, answer_tokens=1, mode=mode) for s in batch
+        ]
         assert len(rows[mode]) == n * len(budgets)
     shared = {(s.sample_index, s.budget): s for s in rows["shared"]}
     for i in range(n):  # the budget-2 thinking is the first 2 tokens of the budget-6 trace
@@ -104,8 +127,11 @@ def test_shared_prefix_is_the_budget_trace_and_modes_agree_in_distribution(hf):
         # law of the first answer token at this budget, from the two modes
         counts = []
         for mode in ("shared", "independent"):
-            firsts = [tok(s.text.rsplit("</think>", 1)[-1], add_special_tokens=False)["input_ids"][:1]
-                      for s in rows[mode] if s.budget == budget]
+            firsts = [
+                tok(s.text.rsplit("</think>", 1)[-1], add_special_tokens=False)["input_ids"][:1]
+                for s in rows[mode]
+                if s.budget == budget
+            ]
             counts.append(Counter(tuple(f) for f in firsts))
         keys = sorted(set(counts[0]) | set(counts[1]))
         table = np.array([[c.get(k, 0) for k in keys] for c in counts], dtype=float)
@@ -118,9 +144,28 @@ def test_shared_prefix_is_the_budget_trace_and_modes_agree_in_distribution(hf):
 
 
 def test_thinking_without_budget_forces_an_answer_phase(tmp_path, cli):
-    code, _, err = cli("eval", "--task", "aime24", "--model", "tiny-random", "--n", "2", "--limit", "2",
-                       "--thinking", "on", "--max-tokens", "6", "--answer-tokens", "3", "--no-progress",
-                       "--grade-workers", "0", "--out", tmp_path / "t")
+    code, _, err = cli(
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        "tiny-random",
+        "--n",
+        "2",
+        "--limit",
+        "2",
+        "--thinking",
+        "on",
+        "--max-tokens",
+        "6",
+        "--answer-tokens",
+        "3",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--out",
+        tmp_path / "t",
+    )
     assert code == 0, err
     for r in RunStore(tmp_path / "t").load_samples():
         assert r["budget"] is None and r["thinking_tokens"] <= 6 and r["answer_tokens"] <= 3
@@ -129,8 +174,26 @@ def test_thinking_without_budget_forces_an_answer_phase(tmp_path, cli):
 
 
 def test_budget_eval_resumes_and_reports_curves(tmp_path, cli):
-    args = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "2", "--limit", "2", "--budgets", "2,4",
-            "--answer-tokens", "2", "--no-progress", "--grade-workers", "0", "--out", tmp_path / "b"]
+    args = [
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        "tiny-random",
+        "--n",
+        "2",
+        "--limit",
+        "2",
+        "--budgets",
+        "2,4",
+        "--answer-tokens",
+        "2",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--out",
+        tmp_path / "b",
+    ]
     assert cli(*args)[0] == 0
     before = (tmp_path / "b" / "samples.jsonl").read_bytes()
     assert len(before.splitlines()) == 2 * 2 * 2
@@ -142,31 +205,71 @@ def test_budget_eval_resumes_and_reports_curves(tmp_path, cli):
 
 
 def test_temperature_sweep_conditions(tmp_path, cli):
-    code, out, err = cli("eval", "--task", "aime24", "--model", "tiny-random", "--n", "2", "--limit", "2",
-                         "--max-tokens", "4", "--temperatures", "0.6,1.2", "--no-progress", "--grade-workers", "0",
-                         "--out", tmp_path / "t")
+    code, out, err = cli(
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        "tiny-random",
+        "--n",
+        "2",
+        "--limit",
+        "2",
+        "--max-tokens",
+        "4",
+        "--temperatures",
+        "0.6,1.2",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--out",
+        tmp_path / "t",
+    )
     assert code == 0, err
     rows = RunStore(tmp_path / "t").load_samples()
     assert Counter(r["temperature"] for r in rows) == {0.6: 4, 1.2: 4}
     s = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert [c["temperature"] for c in s["conditions"]] == [0.6, 1.2]
-    by_t = {t: {(r["problem_id"], r["sample_index"]): r["completion"] for r in rows if r["temperature"] == t}
-            for t in (0.6, 1.2)}
+    by_t = {
+        t: {(r["problem_id"], r["sample_index"]): r["completion"] for r in rows if r["temperature"] == t}
+        for t in (0.6, 1.2)
+    }
     assert by_t[0.6] != by_t[1.2]
 
 
 def test_shards_partition_problems_and_merge_to_the_unsharded_run(tmp_path, cli):
-    common = ["eval", "--task", "aime24,aime25", "--model", "tiny-random", "--n", "2", "--limit", "3",
-              "--max-tokens", "6", "--temperature", "1.0", "--no-progress", "--grade-workers", "0"]
+    common = [
+        "eval",
+        "--task",
+        "aime24,aime25",
+        "--model",
+        "tiny-random",
+        "--n",
+        "2",
+        "--limit",
+        "3",
+        "--max-tokens",
+        "6",
+        "--temperature",
+        "1.0",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+    ]
     assert cli(*common, "--out", tmp_path / "full")[0] == 0
     for i in range(3):
         assert cli(*common, "--shard", f"{i}/3", "--out", tmp_path / f"s{i}")[0] == 0
     shard_ids = [{(r["task"], r["problem_id"]) for r in RunStore(tmp_path / f"s{i}").load_samples()} for i in range(3)]
     assert sum(len(s) for s in shard_ids) == 6 and len(set.union(*shard_ids)) == 6
-    full = {(r["task"], r["problem_id"], r["sample_index"]): r["completion"]
-            for r in RunStore(tmp_path / "full").load_samples()}
-    merged = {(r["task"], r["problem_id"], r["sample_index"]): r["completion"]
-              for i in range(3) for r in RunStore(tmp_path / f"s{i}").load_samples()}
+    full = {
+        (r["task"], r["problem_id"], r["sample_index"]): r["completion"]
+        for r in RunStore(tmp_path / "full").load_samples()
+    }
+    merged = {
+        (r["task"], r["problem_id"], r["sample_index"]): r["completion"]
+        for i in range(3)
+        for r in RunStore(tmp_path / f"s{i}").load_samples()
+    }
     assert merged == full  # keyed sampling: a sample does not depend on which shard drew it
     code, out, _ = cli("report", *(tmp_path / f"s{i}" for i in range(3)), "--json", "--no-plot")
     reps = json.loads(out)
@@ -179,9 +282,15 @@ def test_shards_partition_problems_and_merge_to_the_unsharded_run(tmp_path, cli)
 
 def test_budget_match_statement():
     def rep(name, curve, n=4):
-        return {"run": name, "n": n, "primary_condition": {"temperature": 0.6, "budget": max(curve)},
-                "conditions": [{"temperature": 0.6, "budget": b, "pass_at_k": {"1": v, str(n): v}}
-                               for b, v in curve.items()]}
+        return {
+            "run": name,
+            "n": n,
+            "primary_condition": {"temperature": 0.6, "budget": max(curve)},
+            "conditions": [
+                {"temperature": 0.6, "budget": b, "pass_at_k": {"1": v, str(n): v}} for b, v in curve.items()
+            ],
+        }
+
     a = rep("dail", {512: 0.2, 1024: 0.4, 2048: 0.5, 4096: 0.5})
     b = rep("base", {512: 0.1, 1024: 0.2, 2048: 0.4, 4096: 0.45})
     lines = budget_matches([a, b])

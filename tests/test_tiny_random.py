@@ -11,8 +11,12 @@ def test_build_is_deterministic(tmp_path, monkeypatch):
         monkeypatch.setenv("DAIL_HARNESS_CACHE", str(tmp_path / name))
         path = tiny_random.ensure_tiny_random()
         assert path == tmp_path / name / "models" / f"tiny-random-{tiny_random.VERSION}"
-        digests.append({f: hashlib.sha256((path / f).read_bytes()).hexdigest()
-                        for f in ("tokenizer.json", "model.safetensors", "config.json")})
+        digests.append(
+            {
+                f: hashlib.sha256((path / f).read_bytes()).hexdigest()
+                for f in ("tokenizer.json", "model.safetensors", "config.json")
+            }
+        )
         assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
     assert digests[0] == digests[1]
 
@@ -22,11 +26,13 @@ def test_tokenizer_and_chat_template():
 
     path = tiny_random.ensure_tiny_random()
     tok = AutoTokenizer.from_pretrained(path)
-    text = tok.apply_chat_template([{"role": "user", "content": "What is 1+1?"}], tokenize=False,
-                                   add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 1+1?"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|im_start|>user\nWhat is 1+1?<|im_end|>\n<|im_start|>assistant\n"
-    thinking = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
-                                       add_generation_prompt=True, enable_thinking=True)
+    thinking = tok.apply_chat_template(
+        [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True, enable_thinking=True
+    )
     assert thinking.endswith("<|im_start|>assistant\n<think>\n")
     for t in ("<think>", "</think>", "<|im_end|>"):
         assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1

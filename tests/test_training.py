@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from dail_harness.training.chunked import chunked_sums
-from dail_harness.training.losses import make_loss
 from dail_harness.training.examples import build_example, collate, flat_targets
+from dail_harness.training.losses import make_loss
 
 
 def explicit_kl(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
@@ -31,8 +31,10 @@ def setup_tensors(n=7, h=5, v=11, seed=0):
     with torch.no_grad():
         head.weight.copy_(torch.randn(v, h, generator=g, dtype=torch.float64))
     hs = torch.randn(n, h, generator=g, dtype=torch.float64, requires_grad=True)
-    refs = {"privileged": torch.randn(n, h, generator=g, dtype=torch.float64),
-            "negative": torch.randn(n, h, generator=g, dtype=torch.float64)}
+    refs = {
+        "privileged": torch.randn(n, h, generator=g, dtype=torch.float64),
+        "negative": torch.randn(n, h, generator=g, dtype=torch.float64),
+    }
     targets = torch.randint(0, v, (n,), generator=g)
     return head, hs, refs, targets
 
@@ -58,8 +60,16 @@ def reference_value(name, head, hs, refs, targets, gamma=0.1, direction="reverse
     return kl_ps - gamma * sum(kl(zs[i], zn[i]) for i in range(n)) / n
 
 
-@pytest.mark.parametrize("name,opts", [("nll", {}), ("kl", {"direction": "reverse"}), ("kl", {"direction": "forward"}),
-                                       ("dail", {"gamma": 0.1}), ("dail", {"gamma": 0.7, "direction": "forward"})])
+@pytest.mark.parametrize(
+    "name,opts",
+    [
+        ("nll", {}),
+        ("kl", {"direction": "reverse"}),
+        ("kl", {"direction": "forward"}),
+        ("dail", {"gamma": 0.1}),
+        ("dail", {"gamma": 0.7, "direction": "forward"}),
+    ],
+)
 def test_loss_matches_explicit_float64_and_chunking_is_exact(name, opts):
     head, hs, refs, targets = setup_tensors()
     ref = reference_value(name, head, hs, refs, targets, opts.get("gamma", 0.1), opts.get("direction", "reverse"))
@@ -86,8 +96,10 @@ def test_gradient_matches_finite_differences(name, opts):
         plus, minus = hs.detach().clone(), hs.detach().clone()
         plus[i, j] += eps
         minus[i, j] -= eps
-        fd = (reference_value(name, head, plus, refs, targets, **({"gamma": opts["gamma"]} if "gamma" in opts else {}))
-              - reference_value(name, head, minus, refs, targets, **({"gamma": opts["gamma"]} if "gamma" in opts else {}))) / (2 * eps)
+        fd = (
+            reference_value(name, head, plus, refs, targets, **({"gamma": opts["gamma"]} if "gamma" in opts else {}))
+            - reference_value(name, head, minus, refs, targets, **({"gamma": opts["gamma"]} if "gamma" in opts else {}))
+        ) / (2 * eps)
         assert hs.grad[i, j].item() == pytest.approx(fd, rel=1e-5, abs=1e-8)
 
 
@@ -109,8 +121,11 @@ def tiny():
 
 def test_contexts_splice_one_response_and_masks_select_its_predictions(tiny):
     _, tok = tiny
-    prompts = {"student": "Solve x.", "privileged": "A much longer privileged prompt with a solution: x = 2.",
-               "negative": "Hint: 2."}
+    prompts = {
+        "student": "Solve x.",
+        "privileged": "A much longer privileged prompt with a solution: x = 2.",
+        "negative": "Hint: 2.",
+    }
     ex = build_example("e", prompts, " We get x = 2.", tok, max_length=512)
     ex2 = build_example("f", prompts, " Longer trace here, so rows differ in length.", tok, max_length=512)
     assert ex.targets[-1] == tok.eos_token_id
@@ -120,7 +135,7 @@ def test_contexts_splice_one_response_and_masks_select_its_predictions(tiny):
         # the token after each selected position is exactly the response token it predicts
         nxt = ids[index[0], index[1] + 1]
         assert torch.equal(nxt, flat_targets([ex, ex2], "cpu"))
-        assert int(index[1][0]) == ex.prompt_lengths[ctx] - 1            # the first response token is included
+        assert int(index[1][0]) == ex.prompt_lengths[ctx] - 1  # the first response token is included
         assert all(mask[index[0], index[1]] == 1) and all(mask[index[0], index[1] + 1] == 1)  # no padding
     short = build_example("g", prompts, "x " * 400, tok, max_length=40)
     assert len(short.inputs["student"]) == 40
@@ -134,14 +149,17 @@ def test_reference_passes_are_the_base_model_without_gradient(tiny):
 
     path, tok = tiny
     base = AutoModelForCausalLM.from_pretrained(path)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path),
-                           LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(path),
+        LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.5)  # the adapter now changes the outputs
-    ex = build_example("e", {"student": "S", "privileged": "P with solution", "negative": "N"}, " r t", tok,
-                       max_length=128)
+    ex = build_example(
+        "e", {"student": "S", "privileged": "P with solution", "negative": "N"}, " r t", tok, max_length=128
+    )
     captured = {}
     decoder = model.get_decoder()
     orig = decoder.forward
@@ -173,38 +191,83 @@ def test_reference_passes_are_the_base_model_without_gradient(tiny):
 def write_dsyn(path, n=6):
     rows = []
     for i in range(n):
-        rows.append({"problem_id": f"p{i}", "sample_index": 0, "problem": f"What is {i} + {i}?",
-                     "solution": f"Add: {i} + {i} = {2 * i}. \\boxed{{{2 * i}}}", "answer": str(2 * i),
-                     "waypoints": [str(i)], "trace": f" We add {i} and {i} to get {2 * i}. The answer is \\boxed{{{2 * i}}}."})
+        rows.append(
+            {
+                "problem_id": f"p{i}",
+                "sample_index": 0,
+                "problem": f"What is {i} + {i}?",
+                "solution": f"Add: {i} + {i} = {2 * i}. \\boxed{{{2 * i}}}",
+                "answer": str(2 * i),
+                "waypoints": [str(i)],
+                "trace": f" We add {i} and {i} to get {2 * i}. The answer is \\boxed{{{2 * i}}}.",
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-TRAIN = ["--model", "tiny-random", "--batch-size", "1", "--grad-accum", "2", "--lr", "5e-3", "--max-length", "128",
-         "--lora-r", "8", "--lora-alpha", "16", "--no-progress", "--device", "cpu"]
+TRAIN = [
+    "--model",
+    "tiny-random",
+    "--batch-size",
+    "1",
+    "--grad-accum",
+    "2",
+    "--lr",
+    "5e-3",
+    "--max-length",
+    "128",
+    "--lora-r",
+    "8",
+    "--lora-alpha",
+    "16",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.mark.parametrize("method", ["dail", "nll", "sft"])
 def test_short_training_lowers_loss_and_adapter_evaluates(method, tmp_path, cli):
     data = write_dsyn(tmp_path / "d.jsonl")
     loss = ["--loss", "nll"] if method == "dail" else []  # nll's decrease is the clearest signal
-    code, out, err = cli("train", "--method", method, "--data", data, "--out", tmp_path / "run", "--epochs", "6",
-                         *TRAIN, *loss)
+    code, out, err = cli(
+        "train", "--method", method, "--data", data, "--out", tmp_path / "run", "--epochs", "6", *TRAIN, *loss
+    )
     assert code == 0, err
     log = [json.loads(l) for l in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 18
     assert np.mean([r["loss"] for r in log[-3:]]) < 0.8 * np.mean([r["loss"] for r in log[:3]])
     assert (tmp_path / "run" / "adapter_config.json").exists()
-    assert json.loads((tmp_path / "run" / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-random"
-    code, _, err = cli("eval", "--task", "aime24", "--model", tmp_path / "run", "--limit", "1", "--n", "1",
-                       "--max-tokens", "4", "--no-progress", "--grade-workers", "0", "--out", tmp_path / "ev")
+    assert (
+        json.loads((tmp_path / "run" / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-random"
+    )
+    code, _, err = cli(
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        tmp_path / "run",
+        "--limit",
+        "1",
+        "--n",
+        "1",
+        "--max-tokens",
+        "4",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--out",
+        tmp_path / "ev",
+    )
     assert code == 0, err
 
 
 def test_dail_loss_logs_both_kl_terms_and_merge(tmp_path, cli):
     data = write_dsyn(tmp_path / "d.jsonl", n=2)
-    code, _, err = cli("train", "--method", "dail", "--data", data, "--out", tmp_path / "run", "--max-steps", "1",
-                       "--merge", *TRAIN)
+    code, _, err = cli(
+        "train", "--method", "dail", "--data", data, "--out", tmp_path / "run", "--max-steps", "1", "--merge", *TRAIN
+    )
     assert code == 0, err
     row = json.loads((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()[0])
     assert row["kl_ps"] >= 0 and row["kl_nr"] >= 0
@@ -212,6 +275,7 @@ def test_dail_loss_logs_both_kl_terms_and_merge(tmp_path, cli):
     assert (tmp_path / "run" / "merged" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_reproduces_the_loss_curve(tmp_path, cli):
     data = write_dsyn(tmp_path / "d.jsonl", n=8)
     args = ["train", "--method", "dail", "--data", str(data), "--epochs", "2", "--save-every", "2", *TRAIN]
@@ -248,29 +312,78 @@ def test_bad_rows_and_settings_are_clear_errors(tmp_path, cli):
     assert code == 2 and "did you mean 'dail'" in err
     data = write_dsyn(tmp_path / "d.jsonl", n=2)
     assert cli("train", "--method", "dail", "--data", data, "--out", tmp_path / "s", "--max-steps", "1", *TRAIN)[0] == 0
-    code, _, err = cli("train", "--method", "dail", "--data", data, "--out", tmp_path / "s", "--max-steps", "1",
-                       "--gamma", "0.5", *TRAIN)
+    code, _, err = cli(
+        "train",
+        "--method",
+        "dail",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "s",
+        "--max-steps",
+        "1",
+        "--gamma",
+        "0.5",
+        *TRAIN,
+    )
     assert code == 2 and "loss_options.gamma: 0.1 -> 0.5" in err
     # an option the method and its loss do not have is refused, naming the valid ones
     code, _, err = cli("train", "--method", "nll", "--data", data, "--out", tmp_path / "t", "--gamma", "0.5", *TRAIN)
     assert code == 2 and "--gamma is not an option of method 'nll' or of its loss 'nll'" in err
-    code, _, err = cli("train", "--method", "dail", "--data", data, "--out", tmp_path / "t", "--loss-opt",
-                       "gama=0.5", *TRAIN)
+    code, _, err = cli(
+        "train", "--method", "dail", "--data", data, "--out", tmp_path / "t", "--loss-opt", "gama=0.5", *TRAIN
+    )
     assert code == 2 and "did you mean 'gamma'" in err and "its options: direction, gamma" in err
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_reproduces_the_single_process_loss_curve(tmp_path, cli):
     """torchrun with 2 CPU processes (gloo): each step shards its micro-batches across processes."""
     data = write_dsyn(tmp_path / "d.jsonl", n=8)
-    common = ["train", "--method", "dail", "--data", str(data), "--epochs", "1", *TRAIN[:2], "--batch-size", "1",
-              "--lr", "5e-3", "--max-length", "128", "--lora-r", "8", "--lora-alpha", "16", "--no-progress",
-              "--device", "cpu"]
+    common = [
+        "train",
+        "--method",
+        "dail",
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        *TRAIN[:2],
+        "--batch-size",
+        "1",
+        "--lr",
+        "5e-3",
+        "--max-length",
+        "128",
+        "--lora-r",
+        "8",
+        "--lora-alpha",
+        "16",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert cli(*common, "--grad-accum", "4", "--out", tmp_path / "one")[0] == 0
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "dail_harness", *common, "--grad-accum", "2",
-                    "--out", str(tmp_path / "two")], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=600)
+    subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "dail_harness",
+            *common,
+            "--grad-accum",
+            "2",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    )
     one = [json.loads(l) for l in (tmp_path / "one" / "train_log.jsonl").read_text().splitlines()]
     two = [json.loads(l) for l in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
     assert len(one) == len(two) == 2

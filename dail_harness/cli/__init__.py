@@ -10,6 +10,7 @@ that says so.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -18,12 +19,18 @@ import typer
 from dail_harness import registry
 from dail_harness.errors import HarnessError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None,
-                  help="Evaluate and train language models from expert solutions (DAIL and baselines).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Evaluate and train language models from expert solutions (DAIL and baselines).",
+)
 
-BUG_REPORT = ("this is a bug in dail-harness, not a problem with your input: please report it with the "
-              "command line and the traceback above")
+BUG_REPORT = (
+    "this is a bug in dail-harness, not a problem with your input: please report it with the "
+    "command line and the traceback above"
+)
 
 
 COMMAND_MODULES = ("eval", "lmeval", "dsyn", "data", "train")
@@ -34,18 +41,16 @@ def load_plugins(dirs: list[str] | None) -> None:
         registry.load_plugin_dir(Path(d))
 
 
-def _click_errors() -> tuple[type, ...]:
+def _click_errors() -> tuple[type[BaseException], ...]:
     """Click's usage-error base class(es): Typer >= 0.20 vendors its own click."""
-    found: list[type] = []
+    found: list[type[BaseException]] = []
     for module in ("typer._click.exceptions", "click.exceptions"):
-        try:
+        with contextlib.suppress(ImportError, AttributeError):
             found.append(__import__(module, fromlist=["ClickException"]).ClickException)
-        except (ImportError, AttributeError):
-            pass
     return tuple(found)
 
 
-def _usage_error(e: Exception) -> int:
+def _usage_error(e: BaseException) -> int:
     """Print a click usage error as a command-line tool does: the usage line, then one error line."""
     ctx = getattr(e, "ctx", None)
     if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:

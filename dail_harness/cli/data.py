@@ -49,9 +49,11 @@ def data_harp_cmd(cfg: HarpConfig) -> None:
     from dail_harness.files import atomic_write_jsonl
 
     records = build_harp_aime(cfg.first_year, cfg.last_year)
-    records = records[:cfg.limit] if cfg.limit else records
-    typer.echo(f"HARP AIME {cfg.first_year}-{cfg.last_year}: {len(records)} problems, "
-               f"{sum(count_solutions(r.solution) for r in records)} expert solutions")
+    records = records[: cfg.limit] if cfg.limit else records
+    typer.echo(
+        f"HARP AIME {cfg.first_year}-{cfg.last_year}: {len(records)} problems, "
+        f"{sum(count_solutions(r.solution) for r in records)} expert solutions"
+    )
     if cfg.filter_model:
         filter_dir = Path(cfg.filter_dir) if cfg.filter_dir else Path(cfg.out).with_suffix(".filter")
         records = _filter_unsolved(records, cfg, filter_dir)
@@ -64,8 +66,7 @@ def data_harp_cmd(cfg: HarpConfig) -> None:
 
 def _filter_unsolved(records, cfg: HarpConfig, run_dir):
     """The paper's filter: keep the problems the model fails in all n samples (an eval run; resumable)."""
-    from dail_harness.eval.config import EvalConfig
-    from dail_harness.eval.pipeline import run_eval
+    from dail_harness.eval.pipeline import EvalConfig, run_eval
     from dail_harness.eval.store import RunStore
     from dail_harness.files import atomic_write_jsonl
 
@@ -74,8 +75,19 @@ def _filter_unsolved(records, cfg: HarpConfig, run_dir):
     if not data.exists():
         atomic_write_jsonl(data, [{"id": r.problem_id, "problem": r.problem, "answer": r.answer} for r in records])
     sampling = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_tokens") if getattr(cfg, k) is not None}
-    run_eval(EvalConfig(task=["file"], model=cfg.filter_model, out=str(run_dir / "eval"), n=cfg.n, k="1",
-                        backend=cfg.backend, data=str(data), answer_type="integer", **sampling))
+    run_eval(
+        EvalConfig(
+            task=["file"],
+            model=str(cfg.filter_model),
+            out=str(run_dir / "eval"),
+            n=cfg.n,
+            k="1",
+            backend=cfg.backend,
+            data=str(data),
+            answer_type="integer",
+            **sampling,
+        )
+    )
     solved = {r["problem_id"] for r in RunStore(run_dir / "eval").load_samples() if r["correct"]}
     return [r for r in records if r.problem_id not in solved]
 
@@ -84,8 +96,12 @@ def _report_overlaps(records, against: str, drop: bool):
     from dail_harness.dsyn.expert_data import find_overlaps
     from dail_harness.eval.task import make_task
 
-    bench = {f"{name}/{p.id}": p.problem for name in against.split(",") if name.strip()
-             for p in make_task(name.strip()).load()}
+    bench = {
+        f"{name}/{p.id}": p.problem
+        for name in against.split(",")
+        if name.strip()
+        for p in make_task(name.strip()).load()
+    }
     hits = find_overlaps(records, bench)
     for h in hits:
         typer.echo(f"overlap: {h['problem_id']} ~ {h['benchmark_id']} (similarity {h['similarity']})")

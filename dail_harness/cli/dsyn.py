@@ -45,9 +45,13 @@ def prompts_cmd(cfg: PromptsConfig) -> None:
         raise HarnessError(f"no problem_id '{cfg.problem_id}'" + (f"; {hint}" if hint else ""), path=cfg.data)
     rec, t = records[cfg.problem_id], (Templates.from_file(cfg.templates) if cfg.templates else Templates())
     waypoints, answer = waypoints_for(rec)
-    for title, text in (("STUDENT", student_prompt(rec.problem, t)),
-                        ("PRIVILEGED STUDENT", privileged_prompt(rec.problem, rec.solution, t)),
-                        ("NEGATIVE REFERENCE", negative_prompt(rec.problem, waypoints, answer, t))):
+    for title, text in (
+        ("STUDENT", student_prompt(rec.problem, t)),
+        ("PRIVILEGED STUDENT", privileged_prompt(rec.problem, rec.solution, t)),
+        ("NEGATIVE REFERENCE", negative_prompt(rec.problem, waypoints, answer, t)),
+    ):
         typer.echo(f"===== {title} =====\n{text}\n")
-    typer.echo(f"===== WAYPOINTS ({'numbers only' if rec.answer else 'all categories'}; final answer "
-               f"{answer!r} removed) =====\n{waypoints}")
+    typer.echo(
+        f"===== WAYPOINTS ({'numbers only' if rec.answer else 'all categories'}; final answer "
+        f"{answer!r} removed) =====\n{waypoints}"
+    )

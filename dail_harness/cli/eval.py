@@ -13,14 +13,15 @@ from dail_harness.cli import app, load_plugins
 from dail_harness.cli.options import config_command
 from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S
-from dail_harness.eval.config import EvalConfig
+from dail_harness.eval.pipeline import EvalConfig
 from dail_harness.options import option
 
 
 @dataclass(kw_only=True)
 class ListConfig:
-    kind: str | None = option(None, positional=True, help="tasks, methods, losses, backends, rollouts or verifiers "
-                              "(all if omitted).")
+    kind: str | None = option(
+        None, positional=True, help="tasks, methods, losses, backends, rollouts or verifiers (all if omitted)."
+    )
     plugin_dir: list[str] = option(default_factory=list, repeat=True, help="Directory of extra plugin modules.")
 
 
@@ -30,15 +31,16 @@ def list_cmd(cfg: ListConfig) -> None:
     load_plugins(cfg.plugin_dir)
     if cfg.kind and cfg.kind not in registry.KINDS:
         hint = did_you_mean(cfg.kind, registry.KINDS)
-        raise HarnessError(f"unknown kind '{cfg.kind}'" + (f"; {hint}" if hint else "")
-                           + f" (kinds: {', '.join(registry.KINDS)})")
+        raise HarnessError(
+            f"unknown kind '{cfg.kind}'" + (f"; {hint}" if hint else "") + f" (kinds: {', '.join(registry.KINDS)})"
+        )
     for k in [cfg.kind] if cfg.kind else list(registry.KINDS):
         if not cfg.kind:
             typer.echo(f"[{k}]")
         for e in registry.entries(k):
             if k == "tasks":
                 count = e.obj.expected_count if e.obj.expected_count is not None else "-"
-                typer.echo(f"{e.name:18} {str(count):>5}  {e.obj.answer_type:8} {e.help}")
+                typer.echo(f"{e.name:18} {count!s:>5}  {e.obj.answer_type:8} {e.help}")
             else:
                 typer.echo(f"{e.name:18} {e.help}")
 
@@ -103,6 +105,8 @@ def grade_cmd(cfg: GradeConfig) -> None:
 
     load_plugins(cfg.plugin_dir)
     stats = grade_file(cfg.input, cfg.output, workers=cfg.workers, timeout_s=cfg.timeout, progress=cfg.progress)
-    typer.echo(f"graded {stats['rows']} rows: {stats['correct']} correct, {stats['no_answer']} without an "
-               f"answer, {stats['timeouts']} timed out; agreement with the authors' string-equality grader "
-               f"{100 * stats['simple_agreement']:.1f}% -> {cfg.output}")
+    typer.echo(
+        f"graded {stats['rows']} rows: {stats['correct']} correct, {stats['no_answer']} without an "
+        f"answer, {stats['timeouts']} timed out; agreement with the authors' string-equality grader "
+        f"{100 * stats['simple_agreement']:.1f}% -> {cfg.output}"
+    )

@@ -9,7 +9,7 @@ import typer
 
 from dail_harness.cli import app, load_plugins
 from dail_harness.cli.options import config_command
-from dail_harness.eval.config import Sampling, TaskSelection
+from dail_harness.eval.pipeline import Sampling, TaskSelection
 from dail_harness.options import option
 
 
@@ -24,11 +24,22 @@ def lm_eval_export_cmd(cfg: ExportConfig) -> None:
     from dail_harness.eval.lmeval import export_tasks
 
     load_plugins(cfg.plugin_dir)
-    names = export_tasks(cfg.task, cfg.out, n=cfg.num_samples, ks=cfg.ks, temperature=cfg.temperature,
-                         top_p=cfg.top_p, max_tokens=cfg.max_tokens, limit=cfg.limit, task_options=cfg.task_options())
-    typer.echo(f"wrote {', '.join(names)} to {cfg.out}\nrun: lm_eval --model hf --model_args pretrained=MODEL "
-               f"--include_path {cfg.out} --tasks {','.join(names)} --apply_chat_template\n"
-               f" or: dail-harness lm-eval --model MODEL --include-path {cfg.out} --tasks {','.join(names)}")
+    names = export_tasks(
+        cfg.task,
+        cfg.out,
+        n=cfg.num_samples,
+        ks=cfg.ks,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_tokens,
+        limit=cfg.limit,
+        task_options=cfg.task_options(),
+    )
+    typer.echo(
+        f"wrote {', '.join(names)} to {cfg.out}\nrun: lm_eval --model hf --model_args pretrained=MODEL "
+        f"--include_path {cfg.out} --tasks {','.join(names)} --apply_chat_template\n"
+        f" or: dail-harness lm-eval --model MODEL --include-path {cfg.out} --tasks {','.join(names)}"
+    )
 
 
 @dataclass(kw_only=True)
@@ -52,9 +63,16 @@ def lm_eval_cmd(cfg: LmEvalConfig) -> None:
     from dail_harness.files import atomic_write_text
 
     load_plugins(cfg.plugin_dir)
-    results = run_lm_eval(cfg.model, cfg.tasks, include_path=cfg.include_path, limit=cfg.limit,
-                          batch_size=cfg.batch_size, apply_chat_template=cfg.chat_template, device=cfg.device,
-                          log_samples=cfg.log_samples or cfg.output is not None)
+    results = run_lm_eval(
+        cfg.model,
+        cfg.tasks,
+        include_path=cfg.include_path,
+        limit=cfg.limit,
+        batch_size=cfg.batch_size,
+        apply_chat_template=cfg.chat_template,
+        device=cfg.device,
+        log_samples=cfg.log_samples or cfg.output is not None,
+    )
     from lm_eval.utils import make_table
 
     typer.echo(make_table(results))

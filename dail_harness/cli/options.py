@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any
 
 import typer
 
@@ -37,21 +38,27 @@ def _param(f: dataclasses.Field, tp: Any, *, show_default: bool = True) -> tuple
     origin, elem, _ = base_type(tp)
     default = default_of(f) if has_default(f) else None
     if elem is bool and origin is None and s.parse is None:
-        annotation: Any = Optional[bool]
+        annotation: Any = bool | None
         decls = s.flag.split() if s.flag else [f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}"]
     else:
         if origin is dict or s.repeat:
-            annotation, default = Optional[List[str]], None
+            annotation, default = list[str] | None, None
         elif origin in (list, tuple) or s.parse is not None:
-            annotation = Optional[str]
+            annotation = str | None
             default = ",".join(map(str, default)) if isinstance(default, (list, tuple)) and default else None
         else:
-            annotation = Optional[elem] if elem in (int, float, str) else Optional[str]
+            annotation = (elem | None) if elem in (int, float, str) else (str | None)
         decls = s.flag.split() if s.flag else [f"--{f.name.replace('_', '-')}"]
     if s.positional:
         return annotation, typer.Argument(None, help=s.help, show_default=False, metavar=s.metavar or f.name.upper())
-    return annotation, typer.Option(default, *decls, help=s.help, show_default=show_default and default is not None,
-                                    rich_help_panel=s.panel, metavar=s.metavar or _metavar(origin, elem, s))
+    return annotation, typer.Option(
+        default,
+        *decls,
+        help=s.help,
+        show_default=show_default and default is not None,
+        rich_help_panel=s.panel,
+        metavar=s.metavar or _metavar(origin, elem, s),
+    )
 
 
 def _metavar(origin: Any, elem: Any, s: Any) -> str | None:
@@ -75,8 +82,9 @@ def load_config_file(path: Path, allowed: dict[str, Any]) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise HarnessError(f"malformed YAML: {getattr(e, 'problem', e)}", path=str(path),
-                           line=mark.line + 1 if mark else None) from None
+        raise HarnessError(
+            f"malformed YAML: {getattr(e, 'problem', e)}", path=str(path), line=mark.line + 1 if mark else None
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -86,14 +94,18 @@ def load_config_file(path: Path, allowed: dict[str, Any]) -> dict[str, Any]:
         name = str(key).replace("-", "_")
         if name not in allowed:
             hint = did_you_mean(name, allowed)
-            raise HarnessError(f"unknown key{(' (' + hint + ')') if hint else ''}; valid keys: "
-                               + ", ".join(sorted(allowed)), path=str(path), field=str(key))
+            raise HarnessError(
+                f"unknown key{(' (' + hint + ')') if hint else ''}; valid keys: " + ", ".join(sorted(allowed)),
+                path=str(path),
+                field=str(key),
+            )
         out[name] = value
     return out
 
 
-def config_command(app: typer.Typer, name: str, cls: type, *, extra: Callable[[], list] | None = None,
-                   hidden: tuple[str, ...] = ()) -> Callable:
+def config_command(
+    app: typer.Typer, name: str, cls: type, *, extra: Callable[[], list] | None = None, hidden: tuple[str, ...] = ()
+) -> Callable:
     """Decorator: register `fn(cfg)` (or `fn(cfg, extras)` when `extra` lists plugin option fields) as
     the command `name`, with one flag per field of `cls` plus `--config`."""
 
@@ -106,12 +118,19 @@ def config_command(app: typer.Typer, name: str, cls: type, *, extra: Callable[[]
         annotations: dict[str, Any] = {"ctx": typer.Context}
         for f, tp in fields + extra_fields:
             annotation, info = _param(f, tp, show_default=(f, tp) not in extra_fields)
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info,
-                                            annotation=annotation))
+            params.append(
+                inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+            )
             annotations[f.name] = annotation
-        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                                        default=typer.Option(None, "--config", help=CONFIG_HELP, rich_help_panel="Config")))
-        annotations["config"] = Optional[Path]
+        params.append(
+            inspect.Parameter(
+                "config",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Path | None,
+                default=typer.Option(None, "--config", help=CONFIG_HELP, rich_help_panel="Config"),
+            )
+        )
+        annotations["config"] = Path | None
 
         def command(ctx: typer.Context, **kwargs: Any) -> Any:
             by_name = {f.name: (f, tp) for f, tp in fields + extra_fields}
@@ -132,8 +151,11 @@ def config_command(app: typer.Typer, name: str, cls: type, *, extra: Callable[[]
                     values[key] = list(value) if isinstance(value, tuple) else value
                     wheres[key] = Where(flag_of(by_name[key][0]))
             extra_names = {f.name for f, _ in extra_fields}
-            cfg = build(cls, {k: v for k, v in values.items() if k not in extra_names},
-                        {k: w for k, w in wheres.items() if k not in extra_names})
+            cfg = build(
+                cls,
+                {k: v for k, v in values.items() if k not in extra_names},
+                {k: w for k, w in wheres.items() if k not in extra_names},
+            )
             if extra is None:
                 return fn(cfg)
             given = {k: v for k, v in values.items() if k in extra_names}

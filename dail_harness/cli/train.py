@@ -16,7 +16,9 @@ BUILTIN = "dail_harness.plugins."
 def builtin_plugin_options() -> list:
     """The options of the built-in methods and losses, offered as `train` flags (plugins from elsewhere
     take theirs through --method-opt / --loss-opt)."""
-    seen: dict[str, tuple] = {}
+    from dail_harness.training.recipes import OnlineOptions
+
+    seen: dict[str, tuple] = {f.name: (f, tp) for f, tp in fields_of(OnlineOptions)}
     for kind in ("methods", "losses"):
         for entry in registry.entries(kind):
             if entry.source.startswith(BUILTIN):
@@ -37,6 +39,8 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
     load_plugins(cfg.plugin_dir)
     result = train(cfg, extras.values, extras.wheres)
     last = result["last"]
-    typer.echo(f"trained {result['steps']} steps on {result['examples']} examples ({cfg.method}, loss "
-               f"{result['loss']}); final loss {last.get('loss', float('nan')):.4f}; adapter in {cfg.out}"
-               + (f", merged model in {cfg.out}/merged" if cfg.merge else ""))
+    typer.echo(
+        f"trained {result['steps']} steps on {result['examples']} examples ({cfg.method}, loss "
+        f"{result['loss']}); final loss {last.get('loss', float('nan')):.4f}; adapter in {cfg.out}"
+        + (f", merged model in {cfg.out}/merged" if cfg.merge else "")
+    )

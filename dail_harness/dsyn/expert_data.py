@@ -16,8 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 from dail_harness.dsyn.prompts import join_solutions
-from dail_harness.files import iter_rows, require_field
 from dail_harness.errors import HarnessError
+from dail_harness.files import iter_rows, require_field
 
 HARP_MEMBER = "HARD-Math.jsonl"
 
@@ -35,17 +35,27 @@ class ExpertRecord:
 
 def load_expert_data(path: str | Path) -> list[ExpertRecord]:
     """Read expert rows from JSONL/JSON/CSV/Parquet; bad rows are one clear error (file, line, field)."""
-    records, seen = [], {}
+    records: list[ExpertRecord] = []
+    seen: dict[str, int] = {}
     for line, row in iter_rows(path):
         pid = require_field(row, "problem_id", path, line)
         if pid in seen:
-            raise HarnessError(f"duplicate problem_id '{pid}' (first on line {seen[pid]})", path=str(path),
-                               line=line, field="problem_id")
+            raise HarnessError(
+                f"duplicate problem_id '{pid}' (first on line {seen[pid]})",
+                path=str(path),
+                line=line,
+                field="problem_id",
+            )
         seen[pid] = line
         answer = row.get("answer")
-        records.append(ExpertRecord(pid, require_field(row, "problem", path, line),
-                                    require_field(row, "solution", path, line),
-                                    None if answer in (None, "") else str(answer).strip()))
+        records.append(
+            ExpertRecord(
+                pid,
+                require_field(row, "problem", path, line),
+                require_field(row, "solution", path, line),
+                None if answer in (None, "") else str(answer).strip(),
+            )
+        )
     if not records:
         raise HarnessError("no expert rows (empty data set)", path=str(path))
     return records
@@ -55,7 +65,9 @@ def harp_path() -> Path:
     return Path(str(resources.files("dail_harness").joinpath("data", "HARP.jsonl.zip")))
 
 
-def build_harp_aime(first_year: int = 1985, last_year: int = 2023, path: str | Path | None = None) -> list[ExpertRecord]:
+def build_harp_aime(
+    first_year: int = 1985, last_year: int = 2023, path: str | Path | None = None
+) -> list[ExpertRecord]:
     """AIME problems of HARP between the years, solutions concatenated, answers without `$`."""
     with zipfile.ZipFile(path or harp_path()) as z:
         lines = z.read(HARP_MEMBER).decode("utf-8").splitlines()
@@ -67,12 +79,14 @@ def build_harp_aime(first_year: int = 1985, last_year: int = 2023, path: str | P
         if not row["contest"].startswith("AIME") or not first_year <= int(row["year"]) <= last_year:
             continue
         solutions = [row.get(f"solution_{i}") for i in range(1, int(row["num_solutions"]) + 1)]
-        out.append(ExpertRecord(
-            problem_id=f"{row['year']}-{row['contest']}-{row['number']}",
-            problem=row["problem"].strip(),
-            solution=join_solutions([s for s in solutions if s]),
-            answer=row["answer"].strip().strip("$").strip(),
-        ))
+        out.append(
+            ExpertRecord(
+                problem_id=f"{row['year']}-{row['contest']}-{row['number']}",
+                problem=row["problem"].strip(),
+                solution=join_solutions([s for s in solutions if s]),
+                answer=row["answer"].strip().strip("$").strip(),
+            )
+        )
     return out
 
 

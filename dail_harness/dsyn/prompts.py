@@ -63,7 +63,7 @@ class Templates:
     negative: str = NEGATIVE_TEMPLATE
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Templates":
+    def from_file(cls, path: str | Path) -> Templates:
         """A JSON file with any of the keys `student`, `privileged`, `negative`."""
         import json
 
@@ -81,6 +81,9 @@ class Templates:
         return t
 
 
+DEFAULT_TEMPLATES = Templates()
+
+
 def _squash(text: str) -> str:
     """Whitespace-insensitive form (the final answer is removed whitespace-insensitively)."""
     return re.sub(r"\s+", "", text or "")
@@ -92,7 +95,7 @@ def extract_waypoints(solution: str, *, answer: str | None = None, numbers_only:
     numbers_only (answer-verifiable problems, as in the paper) keeps the number pattern alone.
     """
     patterns = (NUMBERS,) if numbers_only else ALL_PATTERNS
-    found = set()
+    found: set[str] = set()
     for pat in patterns:
         found.update(m.group(0).strip() for m in re.finditer(pat, solution))
     final = answer if answer is not None else last_boxed(solution)
@@ -108,18 +111,23 @@ def final_answer_of(solution: str, answer: str | None) -> str | None:
     return last_boxed(solution)
 
 
-def student_prompt(problem: str, templates: Templates = Templates()) -> str:
+def student_prompt(problem: str, templates: Templates = DEFAULT_TEMPLATES) -> str:
     return templates.student.replace("{problem}", problem)
 
 
-def privileged_prompt(problem: str, solution: str, templates: Templates = Templates()) -> str:
+def privileged_prompt(problem: str, solution: str, templates: Templates = DEFAULT_TEMPLATES) -> str:
     return templates.privileged.replace("{problem}", problem).replace("{solution}", solution)
 
 
-def negative_prompt(problem: str, waypoints: list[str], answer: str | None, templates: Templates = Templates()) -> str:
+def negative_prompt(
+    problem: str, waypoints: list[str], answer: str | None, templates: Templates = DEFAULT_TEMPLATES
+) -> str:
     listed = ", ".join(waypoints)
-    hint = HINT_WITH_ANSWER.format(answer=answer, waypoints=listed) if answer else \
-        HINT_WITHOUT_ANSWER.format(waypoints=listed)
+    hint = (
+        HINT_WITH_ANSWER.format(answer=answer, waypoints=listed)
+        if answer
+        else HINT_WITHOUT_ANSWER.format(waypoints=listed)
+    )
     return templates.negative.replace("{problem}", problem).replace("{hint}", hint)
 
 
@@ -132,11 +140,11 @@ def fit_solution(solution: str, fits) -> str:
     while not fits(current):
         starts = [m.start() for m in _SOLUTION_BLOCK.finditer(current)]
         if len(starts) > 1:
-            current = current[:starts[-1]].rstrip()
+            current = current[: starts[-1]].rstrip()
         else:
             if len(current) < 2:
                 raise HarnessError("the privileged prompt does not fit the context even without a solution")
-            current = current[:len(current) // 2]
+            current = current[: len(current) // 2]
     return current
 
 

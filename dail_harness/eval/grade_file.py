@@ -21,8 +21,12 @@ def read_grade_jobs(path: str | Path) -> tuple[list[dict], list[GradeJob]]:
         if not isinstance(row["completion"], str):
             raise HarnessError("must be a string", path=str(path), line=line, field="completion")
         if row["answer_type"] not in known:
-            raise HarnessError(f"must be one of {', '.join(known)}, got {row['answer_type']!r}",
-                               path=str(path), line=line, field="answer_type")
+            raise HarnessError(
+                f"must be one of {', '.join(known)}, got {row['answer_type']!r}",
+                path=str(path),
+                line=line,
+                field="answer_type",
+            )
         rows.append(row)
         jobs.append(GradeJob(row["completion"], str(row["gold"]), row["answer_type"], row.get("finish_reason")))
     if not rows:
@@ -30,8 +34,14 @@ def read_grade_jobs(path: str | Path) -> tuple[list[dict], list[GradeJob]]:
     return rows, jobs
 
 
-def grade_file(input_path: str | Path, output_path: str | Path, *, workers: int | None = None,
-               timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = True) -> dict:
+def grade_file(
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    workers: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: bool = True,
+) -> dict:
     """Grade every row; returns counts (rows, correct, no_answer, timeouts)."""
     from tqdm import tqdm
 
@@ -40,9 +50,21 @@ def grade_file(input_path: str | Path, output_path: str | Path, *, workers: int 
         verdicts = grade_jobs(jobs, workers=workers, timeout_s=timeout_s, on_done=bar.update)
     out = []
     for row, v in zip(rows, verdicts):
-        out.append({**row, "correct": v.correct, "extracted": v.extracted, "no_answer": v.no_answer,
-                    "grading_timed_out": v.timed_out, "simple_correct": simple_correct(row["completion"], str(row["gold"]))})
+        out.append(
+            {
+                **row,
+                "correct": v.correct,
+                "extracted": v.extracted,
+                "no_answer": v.no_answer,
+                "grading_timed_out": v.timed_out,
+                "simple_correct": simple_correct(row["completion"], str(row["gold"])),
+            }
+        )
     atomic_write_jsonl(output_path, out)
-    return {"rows": len(out), "correct": sum(v.correct for v in verdicts),
-            "simple_agreement": sum(r["simple_correct"] == r["correct"] for r in out) / len(out),
-            "no_answer": sum(v.no_answer for v in verdicts), "timeouts": sum(v.timed_out for v in verdicts)}
+    return {
+        "rows": len(out),
+        "correct": sum(v.correct for v in verdicts),
+        "simple_agreement": sum(r["simple_correct"] == r["correct"] for r in out) / len(out),
+        "no_answer": sum(v.no_answer for v in verdicts),
+        "timeouts": sum(v.timed_out for v in verdicts),
+    }

@@ -8,13 +8,15 @@ timeout (incorrect, reported), and starts a fresh worker. One bad sample never h
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Callable, Iterable
+from typing import Any
 
 from dail_harness import registry
 from dail_harness.verifiers.base import Verdict, get_verifier
@@ -93,7 +95,8 @@ class GradingPool:
     """A pool of grading processes; use as a context manager and call `grade(jobs)`."""
 
     def __init__(self, workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
-        self.num_workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
+        """`workers` 0 grades in this process, without hard timeouts (tests, debugging)."""
+        self.num_workers = max(0, workers if workers is not None else min(4, os.cpu_count() or 1))
         self.timeout_s = timeout_s
         self.timeouts = 0
         self._ctx = mp.get_context("forkserver")
@@ -103,7 +106,7 @@ class GradingPool:
         self._plugin_dirs = registry.loaded_plugin_dirs()
         self._jobs_seen = 0
 
-    def __enter__(self) -> "GradingPool":
+    def __enter__(self) -> GradingPool:
         self._workers = [_Worker(self._ctx, self._plugin_dirs) for _ in range(self.num_workers)]
         for w in list(self._workers):
             if not w.wait_ready():
@@ -112,10 +115,8 @@ class GradingPool:
 
     def __exit__(self, *exc) -> None:
         for w in self._workers:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 w.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
         for w in self._workers:
             w.proc.join(timeout=2)
             if w.proc.is_alive():
@@ -125,11 +126,13 @@ class GradingPool:
     def grade(self, jobs: Iterable[GradeJob], on_done: Callable[[int], None] | None = None) -> list[Verdict]:
         """Grade jobs (order preserved); `on_done(n)` is called as verdicts arrive (progress bars)."""
         jobs = list(jobs)
+        if self.num_workers == 0:
+            return grade_in_process(jobs, on_done)
         self._jobs_seen += len(jobs)
         results: list[Verdict | None] = [None] * len(jobs)
         pending = deque(range(len(jobs)))
         idle = list(self._workers)
-        busy: dict[object, _Worker] = {}
+        busy: dict[Any, _Worker] = {}
         while pending or busy:
             while pending and idle:
                 w = idle.pop()
@@ -141,13 +144,14 @@ class GradingPool:
                     idle.append(self._replace(w))
             now = time.monotonic()
             deadline = min(w.started + self.timeout_s for w in busy.values())
-            ready = wait(list(busy), timeout=max(0.0, deadline - now))
+            ready: list[Any] = wait(list(busy), timeout=max(0.0, deadline - now))
             for conn in ready:
                 w = busy.pop(conn)
+                idx: int = w.job_index if w.job_index is not None else -1
                 try:
                     idx, verdict = conn.recv()
                 except (EOFError, OSError):  # the worker died (e.g. out of memory): replace it
-                    idx, verdict = w.job_index, Verdict(False, None, False, error="grading worker died")
+                    verdict = Verdict(False, None, False, error="grading worker died")
                     w = self._replace(w)
                 results[idx] = verdict
                 idle.append(w)
@@ -155,10 +159,11 @@ class GradingPool:
                     on_done(1)
             now = time.monotonic()
             for conn, w in list(busy.items()):
-                if now - w.started > self.timeout_s:
+                if now - w.started > self.timeout_s and w.job_index is not None:
                     busy.pop(conn)
-                    results[w.job_index] = Verdict(False, None, False, timed_out=True,
-                                                   error=f"grading timed out after {self.timeout_s:g}s")
+                    results[w.job_index] = Verdict(
+                        False, None, False, timed_out=True, error=f"grading timed out after {self.timeout_s:g}s"
+                    )
                     self.timeouts += 1
                     idle.append(self._replace(w))
                     if on_done:
@@ -170,8 +175,10 @@ class GradingPool:
         self._workers.remove(worker)
         self._restarts += 1
         if self._restarts > MAX_RESTARTS_PER_JOB * max(1, self._jobs_seen):
-            raise RuntimeError("grading workers keep dying; if you call dail_harness from a script, "
-                               "guard it with `if __name__ == '__main__':` (workers use forkserver)")
+            raise RuntimeError(
+                "grading workers keep dying; if you call dail_harness from a script, "
+                "guard it with `if __name__ == '__main__':` (workers use forkserver)"
+            )
         new = _Worker(self._ctx, self._plugin_dirs)
         self._workers.append(new)
         if not new.wait_ready():
@@ -179,15 +186,21 @@ class GradingPool:
         return new
 
 
-def grade_jobs(jobs: list[GradeJob], workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-               on_done: Callable[[int], None] | None = None) -> list[Verdict]:
+def grade_in_process(jobs: list[GradeJob], on_done: Callable[[int], None] | None = None) -> list[Verdict]:
+    out = []
+    for j in jobs:
+        out.append(grade_one(j))
+        if on_done:
+            on_done(1)
+    return out
+
+
+def grade_jobs(
+    jobs: list[GradeJob],
+    workers: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Verdict]:
     """Grade `jobs` with a temporary pool (workers=0 grades in this process, without hard timeouts)."""
-    if workers == 0:
-        out = []
-        for j in jobs:
-            out.append(grade_one(j))
-            if on_done:
-                on_done(1)
-        return out
     with GradingPool(workers, timeout_s) as pool:
         return pool.grade(jobs, on_done)

@@ -18,8 +18,8 @@ import textwrap
 from pathlib import Path
 
 from dail_harness.errors import HarnessError, did_you_mean
-from dail_harness.files import atomic_write_jsonl, atomic_write_text
 from dail_harness.eval.task import make_task
+from dail_harness.files import atomic_write_jsonl, atomic_write_text
 
 UTILS = '''\
 """Written by `dail-harness lm-eval-export`: grade with dail-harness verifiers, report pass@k."""
@@ -41,9 +41,18 @@ def lm_eval_task_name(task: str) -> str:
     return "dail_" + task.replace("-", "_")
 
 
-def export_tasks(tasks: list[str], out: str | Path, *, n: int = 1, ks: list[int] | None = None,
-                 temperature: float = 0.6, top_p: float = 0.95, max_tokens: int = 8000, limit: int | None = None,
-                 task_options: dict | None = None) -> list[str]:
+def export_tasks(
+    tasks: list[str],
+    out: str | Path,
+    *,
+    n: int = 1,
+    ks: list[int] | None = None,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    max_tokens: int = 8000,
+    limit: int | None = None,
+    task_options: dict | None = None,
+) -> list[str]:
     """Write an lm-eval task directory for `tasks`; returns the lm-eval task names."""
     ks = sorted(k for k in (ks or [1]) if k <= n)
     if not ks:
@@ -57,12 +66,18 @@ def export_tasks(tasks: list[str], out: str | Path, *, n: int = 1, ks: list[int]
         problems = task.load()[:limit] if limit else task.load()
         lm_name = lm_eval_task_name(task.name)
         data = out / f"{lm_name}.jsonl"
-        atomic_write_jsonl(data, [{"id": p.id, "prompt": task.render_prompt(p), "answer": p.answer,
-                                   "answer_type": p.answer_type} for p in problems])
+        atomic_write_jsonl(
+            data,
+            [
+                {"id": p.id, "prompt": task.render_prompt(p), "answer": p.answer, "answer_type": p.answer_type}
+                for p in problems
+            ],
+        )
         gen = {"until": [], "do_sample": temperature > 0, "max_gen_toks": max_tokens}
         if temperature > 0:
             gen.update(temperature=temperature, top_p=top_p)
-        yaml = textwrap.dedent(f"""\
+        yaml = (
+            textwrap.dedent(f"""\
             # Written by `dail-harness lm-eval-export` from the dail-harness task '{task.name}'.
             task: {lm_name}
             dataset_path: json
@@ -82,16 +97,27 @@ def export_tasks(tasks: list[str], out: str | Path, *, n: int = 1, ks: list[int]
                   - function: take_first_k
                     k: {n}
             metric_list:
-            """) + "".join(f"  - metric: pass@{k}\n    aggregation: mean\n    higher_is_better: true\n" for k in ks) + \
-            "metadata:\n  version: 1.0\n"
+            """)
+            + "".join(f"  - metric: pass@{k}\n    aggregation: mean\n    higher_is_better: true\n" for k in ks)
+            + "metadata:\n  version: 1.0\n"
+        )
         atomic_write_text(out / f"{lm_name}.yaml", yaml)
         names.append(lm_name)
     return names
 
 
-def run_lm_eval(model: str, tasks: list[str], *, include_path: str | None = None, limit: int | None = None,
-                batch_size: int = 1, apply_chat_template: bool = True, device: str | None = None,
-                log_samples: bool = False, gen_kwargs: str | None = None) -> dict:
+def run_lm_eval(
+    model: str,
+    tasks: list[str],
+    *,
+    include_path: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 1,
+    apply_chat_template: bool = True,
+    device: str | None = None,
+    log_samples: bool = False,
+    gen_kwargs: str | None = None,
+) -> dict:
     """Run lm-eval's `hf` model on `model` (path, adapter directory or `tiny-random`)."""
     try:
         from lm_eval import simple_evaluate
@@ -103,17 +129,29 @@ def run_lm_eval(model: str, tasks: list[str], *, include_path: str | None = None
     path = resolve_model(model)
     base = adapter_base(path)
     device = device or default_device()
-    model_args = {"pretrained": resolve_model(base) if base else path, "device": device,
-                  "dtype": "bfloat16" if device.startswith("cuda") else "float32"}
+    model_args = {
+        "pretrained": resolve_model(base) if base else path,
+        "device": device,
+        "dtype": "bfloat16" if device.startswith("cuda") else "float32",
+    }
     if base:
         model_args["peft"] = path
     manager = TaskManager(include_path=include_path) if include_path else TaskManager()
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         hints = {t: did_you_mean(t, manager.all_tasks) for t in unknown}
-        raise HarnessError("unknown lm-eval task(s): " + ", ".join(
-            f"'{t}'" + (f" ({hints[t]})" if hints[t] else "") for t in unknown))
-    results = simple_evaluate(model="hf", model_args=model_args, tasks=tasks, task_manager=manager, limit=limit,
-                              batch_size=batch_size, apply_chat_template=apply_chat_template,
-                              log_samples=log_samples, gen_kwargs=gen_kwargs)
+        raise HarnessError(
+            "unknown lm-eval task(s): " + ", ".join(f"'{t}'" + (f" ({hints[t]})" if hints[t] else "") for t in unknown)
+        )
+    results = simple_evaluate(
+        model="hf",
+        model_args=model_args,
+        tasks=tasks,
+        task_manager=manager,
+        limit=limit,
+        batch_size=batch_size,
+        apply_chat_template=apply_chat_template,
+        log_samples=log_samples,
+        gen_kwargs=gen_kwargs,
+    )
     return results

@@ -8,11 +8,10 @@ problems. Floats appear only at the edge (summaries, tables).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import comb
-from typing import Iterable, Sequence
-
 
 from dail_harness.errors import HarnessError
 
@@ -90,8 +89,9 @@ def _mean(values: Iterable[Fraction]) -> Fraction:
     return sum(values, Fraction(0)) / len(values)
 
 
-def bootstrap_ci(per_problem: Sequence[float], *, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    per_problem: Sequence[float], *, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean over problems (problems resampled with replacement)."""
     import numpy as np
 
@@ -105,8 +105,7 @@ def bootstrap_ci(per_problem: Sequence[float], *, samples: int = BOOTSTRAP_SAMPL
     return float(lo), float(hi)
 
 
-def aggregate(problems: Sequence[ProblemStats], ks: Sequence[int], *, ci: bool = True,
-              seed: int = 0) -> dict:
+def aggregate(problems: Sequence[ProblemStats], ks: Sequence[int], *, ci: bool = True, seed: int = 0) -> dict:
     """Metrics over a set of problems. Every problem must have at least max(ks) samples.
 
     Returns pass@k (exact Fractions and floats), mean accuracy, maj@k on the first k samples,
@@ -118,8 +117,10 @@ def aggregate(problems: Sequence[ProblemStats], ks: Sequence[int], *, ci: bool =
     ks = sorted(set(ks))
     if ks[-1] > n_min:
         worst = min(problems, key=lambda p: p.n)
-        raise HarnessError(f"k={ks[-1]} is larger than n={n_min} (problem '{worst.problem_id}' has "
-                           f"{worst.n} samples); pass@k needs k <= n")
+        raise HarnessError(
+            f"k={ks[-1]} is larger than n={n_min} (problem '{worst.problem_id}' has "
+            f"{worst.n} samples); pass@k needs k <= n"
+        )
     total_samples = sum(len(p.no_answer) for p in problems)
     per_problem = {k: [pass_at_k(p.n, p.c, k) for p in problems] for k in ks}
     out: dict = {
@@ -130,22 +131,28 @@ def aggregate(problems: Sequence[ProblemStats], ks: Sequence[int], *, ci: bool =
         "mean_accuracy": float(_mean(Fraction(p.c, p.n) for p in problems)),
         "maj_at_k": {
             str(k): float(_mean(Fraction(int(majority_vote(p.answers[:k], p.correct[:k]))) for p in problems))
-            for k in ks if all(len(p.answers) >= k for p in problems)
+            for k in ks
+            if all(len(p.answers) >= k for p in problems)
         },
         "no_answer_rate": (sum(sum(p.no_answer) for p in problems) / total_samples) if total_samples else 0.0,
     }
     if ci:
-        out["pass_at_k_ci95"] = {str(k): bootstrap_ci([float(x) for x in v], seed=seed)
-                                 for k, v in per_problem.items()}
+        out["pass_at_k_ci95"] = {str(k): bootstrap_ci([float(x) for x in v], seed=seed) for k, v in per_problem.items()}
     out["per_problem"] = [
-        {"task": p.task, "problem_id": p.problem_id, "n": p.n, "c": p.c,
-         "pass_at_k": {str(k): float(per_problem[k][i]) for k in ks}}
+        {
+            "task": p.task,
+            "problem_id": p.problem_id,
+            "n": p.n,
+            "c": p.c,
+            "pass_at_k": {str(k): float(per_problem[k][i]) for k in ks},
+        }
         for i, p in enumerate(problems)
     ]
     return out
 
 
 # Stored sample rows -> metrics: grouping, canonical answers for voting, summaries per condition.
+
 
 def answer_key(row: dict) -> str | None:
     """The canonical answer a sample votes with: its verifier's `answer_key` (rows graded before the
@@ -163,12 +170,15 @@ def group_rows(rows: Iterable[dict], n: int | None = None) -> list[ProblemStats]
         samples.sort(key=lambda r: int(r["sample_index"]))
         if n is not None:
             samples = samples[:n]
-        out.append(ProblemStats(
-            task=task, problem_id=pid,
-            correct=[bool(r["correct"]) for r in samples],
-            answers=[answer_key(r) for r in samples],
-            no_answer=[bool(r.get("no_answer", r.get("extracted") is None)) for r in samples],
-        ))
+        out.append(
+            ProblemStats(
+                task=task,
+                problem_id=pid,
+                correct=[bool(r["correct"]) for r in samples],
+                answers=[answer_key(r) for r in samples],
+                no_answer=[bool(r.get("no_answer", r.get("extracted") is None)) for r in samples],
+            )
+        )
     return out
 
 
@@ -206,11 +216,18 @@ def primary_condition(conditions: Sequence[tuple[float, int | None]]) -> tuple[f
     """The condition top-level metrics describe: the first temperature at its largest budget."""
     t0 = conditions[0][0]
     budgets = [b for t, b in conditions if t == t0]
-    return (t0, None if None in budgets else max(budgets))
+    numbered = [b for b in budgets if b is not None]
+    return (t0, None if len(numbered) < len(budgets) else max(numbered))
 
 
-def summarize_conditions(rows: Sequence[dict], ks: Sequence[int], n: int | None,
-                         conditions: Sequence[tuple[float, int | None]], *, ci: bool = True) -> dict:
+def summarize_conditions(
+    rows: Sequence[dict],
+    ks: Sequence[int],
+    n: int | None,
+    conditions: Sequence[tuple[float, int | None]],
+    *,
+    ci: bool = True,
+) -> dict:
     """Metrics of the primary condition at top level, plus one entry per condition in `conditions`."""
     by_condition: dict = defaultdict(list)
     for r in rows:
@@ -222,9 +239,15 @@ def summarize_conditions(rows: Sequence[dict], ks: Sequence[int], n: int | None,
             continue
         m = summarize(sub, ks, n, ci=ci)
         m.pop("per_problem")
-        entries.append({"temperature": t, "budget": b, **m,
-                        "mean_thinking_tokens": _mean_field(sub, "thinking_tokens"),
-                        "mean_answer_tokens": _mean_field(sub, "answer_tokens")})
+        entries.append(
+            {
+                "temperature": t,
+                "budget": b,
+                **m,
+                "mean_thinking_tokens": _mean_field(sub, "thinking_tokens"),
+                "mean_answer_tokens": _mean_field(sub, "answer_tokens"),
+            }
+        )
     t0, b0 = primary_condition(conditions)
     primary = summarize(by_condition.get((float(t0), b0), []), ks, n, ci=ci)
     primary["conditions"] = entries

@@ -1,5 +1,7 @@
 """The evaluation pipeline: tasks -> prompts -> back-end -> verifier -> store -> metrics.
 
+The settings are three dataclasses whose fields are the CLI's flags: TaskSelection (which problems),
+Sampling (how to sample; the paper's evaluation protocol by default) and EvalConfig (the rest).
 A run covers one or more conditions: temperatures (`--temperatures`, the paper's sweep) times thinking
 budgets (`--budgets`). Resumable per sample: only the (problem, condition, sample index) rows missing
 from `samples.jsonl` are generated, and each finished group is graded and appended before the next.
@@ -8,25 +10,209 @@ from `samples.jsonl` are generated, and each finished group is graded and append
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from dail_harness import registry
 from dail_harness.backends.base import GenerationRequest
 from dail_harness.errors import HarnessError
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
-from dail_harness.records import Problem
-from dail_harness.eval.config import EvalConfig
-from dail_harness.eval.metrics import summarize_conditions
-from dail_harness.sampling import SamplingParams
+from dail_harness.eval.metrics import parse_k, power_of_two_grid, summarize_conditions
 from dail_harness.eval.store import RunStore, sample_id
 from dail_harness.eval.task import Task, make_task
-from dail_harness.eval.thinking import (
-    Sampled,
-    generate_budgeted,
-    plain,
-    think_end_id,
-)
+from dail_harness.eval.thinking import DEFAULT_ANSWER_TOKENS, Sampled, generate_budgeted, plain, think_end_id
+from dail_harness.options import on_off, option, parse_shard
+from dail_harness.records import Problem
+from dail_harness.sampling import SamplingParams
 from dail_harness.verifiers.base import Verdict
 from dail_harness.verifiers.simple import simple_correct
+
+SAMPLING, TASK, THINKING, ENGINE, RUN = "Sampling", "Task", "Thinking models", "Back-end", "Run"
+
+
+@dataclass(kw_only=True)
+class TaskSelection:
+    """Which problems: task names (or a data file), their options, and a subset."""
+
+    task: list[str] = option(
+        help="Task name(s), comma-separated (e.g. aime24,aime25; several are also reported "
+        "as one combined set), or a data file (the `file` task).",
+        panel=TASK,
+    )
+    limit: int | None = option(None, ge=1, help="Only the first L problems of each task.", panel=TASK)
+    data: str | None = option(None, help="Data file for the `file` task or gpqa-diamond.", panel=TASK)
+    fields: str | None = option(None, help="Field map for --data, e.g. problem=question,answer=final.", panel=TASK)
+    answer_type: str | None = option(None, help="Verifier for --data: integer, math, choice or a plugin's.", panel=TASK)
+    prompt_template: str | None = option(None, help="File with a prompt template containing {problem}.", panel=TASK)
+    task_opt: dict[str, str] = option(
+        default_factory=dict, help="Extra task option KEY=VALUE (repeatable), e.g. shuffle_seed=1 for GPQA.", panel=TASK
+    )
+    plugin_dir: list[str] = option(
+        default_factory=list,
+        repeat=True,
+        help="Directory of extra plugin modules (*.py) to load (repeatable).",
+        panel=RUN,
+    )
+
+    def task_options(self) -> dict:
+        options: dict = dict(self.task_opt)
+        for key in ("data", "fields", "answer_type"):
+            if getattr(self, key) is not None:
+                options[key] = getattr(self, key)
+        if self.prompt_template is not None:
+            path = Path(self.prompt_template)
+            if not path.exists():
+                raise HarnessError("prompt template file not found", path=str(path))
+            text = path.read_text(encoding="utf-8")
+            if "{problem}" not in text:
+                raise HarnessError("prompt template has no {problem} placeholder", path=str(path))
+            options["prompt_template"] = text
+        return options
+
+
+@dataclass(kw_only=True)
+class Sampling:
+    """How many samples per problem, at which k, with which decoding settings (the paper's by default)."""
+
+    n: int | None = option(None, ge=1, help="Samples per problem (default: the largest k).", panel=SAMPLING)
+    k: str | None = option(
+        None, help="'128': pass@k at 1,2,4,...,128 (and n = 128); '1,8,64': exactly those k.", panel=SAMPLING
+    )
+    temperature: float = option(0.6, ge=0, help="Sampling temperature; 0 means greedy decoding.", panel=SAMPLING)
+    top_p: float = option(0.95, gt=0, le=1, help="Nucleus sampling mass.", panel=SAMPLING)
+    presence_penalty: float = option(
+        1.5,
+        ge=-2,
+        le=2,
+        help="Subtracted once from every token already in the output (vLLM semantics; the paper used 1.5).",
+        panel=SAMPLING,
+    )
+    max_tokens: int = option(8000, ge=1, help="Maximum new tokens per sample.", panel=SAMPLING)
+    stop: list[str] = option(
+        default_factory=list,
+        repeat=True,
+        help="Stop string (repeatable); the completion ends before it.",
+        panel=SAMPLING,
+    )
+    seed: int = option(0, help="Base seed; samples are keyed by (seed, problem, sample index).", panel=SAMPLING)
+
+    def check(self) -> None:
+        self.ks  # noqa: B018 (parses --k and compares it with --n)
+
+    @property
+    def ks(self) -> list[int]:
+        return self._k_and_n()[0]
+
+    @property
+    def num_samples(self) -> int:
+        return self._k_and_n()[1]
+
+    def _k_and_n(self) -> tuple[list[int], int]:
+        if self.k is not None:
+            ks, n = parse_k(self.k)
+        elif self.n is not None:
+            ks, n = power_of_two_grid(self.n), self.n
+        else:
+            ks, n = [1], 1
+        n = self.n if self.n is not None else n
+        if max(ks) > n:
+            raise HarnessError(f"--k {max(ks)} is larger than --n {n}; pass@k needs k <= n")
+        return ks, n
+
+    def params(self, temperature: float | None = None) -> SamplingParams:
+        return SamplingParams(
+            n=self.num_samples,
+            temperature=self.temperature if temperature is None else temperature,
+            top_p=self.top_p,
+            presence_penalty=self.presence_penalty,
+            max_tokens=self.max_tokens,
+            stop=list(self.stop),
+            seed=self.seed,
+        )
+
+
+@dataclass(kw_only=True)
+class EvalConfig(TaskSelection, Sampling):
+    """Everything one `dail-harness eval` needs (the CLI's flags are these fields)."""
+
+    model: str = option(help="Local model or LoRA adapter directory, hub id, or 'tiny-random'.", panel=RUN)
+    out: str = option(help="Run directory; rerunning the same command resumes.", panel=RUN)
+    backend: str = option("hf", help="Sampling back-end (`dail-harness list backends`).", panel=ENGINE)
+    temperatures: list[float] | None = option(
+        None, ge=0, help="Temperature sweep, e.g. 0.6,0.8,1.0,1.2 (one condition each).", panel=SAMPLING
+    )
+    shard: tuple[int, int] | None = option(
+        None,
+        parse=parse_shard,
+        metavar="i/N",
+        help="Only problems with index % N == i (report merges shards).",
+        panel=TASK,
+    )
+    system_prompt: str | None = option(None, help="System prompt (default: the chat template's own).", panel=TASK)
+    thinking: bool = option(
+        False,
+        parse=on_off,
+        flag="--thinking",
+        metavar="on|off",
+        help="on: thinking model (enable_thinking, </think> phases); off: plain.",
+        panel=THINKING,
+    )
+    budgets: list[int] | None = option(
+        None,
+        ge=1,
+        help="Thinking budgets for budget forcing, e.g. 512,1024,2048,4096 (implies --thinking on).",
+        panel=THINKING,
+    )
+    answer_tokens: int = option(
+        DEFAULT_ANSWER_TOKENS, ge=1, help="Answer tokens after the thinking phase.", panel=THINKING
+    )
+    budget_mode: str = option(
+        "shared",
+        choices=("shared", "independent"),
+        help="shared: branch the answers from one trace per sample; independent: sample each budget from scratch.",
+        panel=THINKING,
+    )
+    batch_size: int | None = option(
+        None, ge=1, help="Rows per generate call (hf; default 8 CPU, 32 GPU).", panel=ENGINE
+    )
+    tensor_parallel_size: int = option(1, ge=1, help="GPUs per vLLM engine (vllm).", panel=ENGINE)
+    gpu_memory_utilization: float | None = option(
+        None, gt=0, le=1, help="vLLM KV-cache memory share (default 0.9 GPU, 0.3 CPU).", panel=ENGINE
+    )
+    max_model_len: int | None = option(None, ge=1, help="vLLM context length (default: the model's).", panel=ENGINE)
+    device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=ENGINE)
+    dtype: str | None = option(None, help="float32, bfloat16 ... (default: bf16 on GPU, fp32 on CPU).", panel=ENGINE)
+    grade_workers: int | None = option(
+        None, ge=0, help="Grading processes (0: in-process; default min(4, cores)).", panel="Grading"
+    )
+    grade_timeout: float = option(
+        DEFAULT_TIMEOUT_S, gt=0, help="Seconds per sample before grading gives up.", panel="Grading"
+    )
+    progress: bool = option(True, help="Show a progress bar.", panel=RUN)
+
+    def check(self) -> None:
+        """Cross-field checks (single values were checked against their ranges already)."""
+        super().check()
+        if self.budgets:
+            self.thinking = True
+
+    def conditions(self) -> list[tuple[float, int | None]]:
+        temps = self.temperatures or [self.temperature]
+        return [(t, b) for t in temps for b in self.budget_list()]
+
+    def budget_list(self) -> list[int | None]:
+        """The thinking budgets of the run; [None] when there is no budget forcing."""
+        return list(self.budgets) if self.budgets else [None]
+
+    def backend_options(self) -> dict:
+        options = {
+            key: getattr(self, key)
+            for key in ("batch_size", "device", "dtype", "system_prompt", "max_model_len", "gpu_memory_utilization")
+            if getattr(self, key) is not None
+        }
+        if self.tensor_parallel_size != 1:
+            options["tensor_parallel_size"] = self.tensor_parallel_size
+        return options
 
 
 def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
@@ -36,7 +222,7 @@ def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
         task = make_task(name, **options)
         problems = task.load()
         if cfg.limit is not None:
-            problems = problems[:cfg.limit]
+            problems = problems[: cfg.limit]
         if cfg.shard is not None:
             i, n = cfg.shard
             problems = problems[i::n]
@@ -68,16 +254,30 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]]) -> di
 
 def _sample_row(task: Task, problem: Problem, s: Sampled, verdict: Verdict, params: SamplingParams) -> dict:
     return {
-        "task": task.name, "problem_id": problem.id, "sample_index": s.sample_index,
-        "temperature": params.temperature, "budget": s.budget,
-        "completion": s.text, "extracted": verdict.extracted, "answer_key": verdict.answer_key,
-        "correct": verdict.correct, "no_answer": verdict.no_answer, "gold": problem.answer,
+        "task": task.name,
+        "problem_id": problem.id,
+        "sample_index": s.sample_index,
+        "temperature": params.temperature,
+        "budget": s.budget,
+        "completion": s.text,
+        "extracted": verdict.extracted,
+        "answer_key": verdict.answer_key,
+        "correct": verdict.correct,
+        "no_answer": verdict.no_answer,
+        "gold": problem.answer,
         "answer_type": problem.answer_type,
-        "num_tokens": s.num_tokens, "thinking_tokens": s.thinking_tokens, "answer_tokens": s.answer_tokens,
-        "forced_close": s.forced_close, "prompt_tokens": s.prompt_tokens, "finish_reason": s.finish_reason,
+        "num_tokens": s.num_tokens,
+        "thinking_tokens": s.thinking_tokens,
+        "answer_tokens": s.answer_tokens,
+        "forced_close": s.forced_close,
+        "prompt_tokens": s.prompt_tokens,
+        "finish_reason": s.finish_reason,
         "simple_correct": simple_correct(s.text, problem.answer),
-        "grading_timed_out": verdict.timed_out, "grading_error": verdict.error,
-        "top_p": params.top_p, "presence_penalty": params.presence_penalty, "max_tokens": params.max_tokens,
+        "grading_timed_out": verdict.timed_out,
+        "grading_error": verdict.error,
+        "top_p": params.top_p,
+        "presence_penalty": params.presence_penalty,
+        "max_tokens": params.max_tokens,
         "seed": params.seed,
     }
 
@@ -95,14 +295,15 @@ def run_eval(cfg: EvalConfig) -> dict:
     by_request: dict[str, tuple[Task, Problem]] = {}
     work = []  # (temperature, requests, rows missing)
     for temperature in dict.fromkeys(t for t, _ in cfg.conditions()):
-        budgets = cfg.budgets or [None]
+        budgets = cfg.budget_list()
         requests, missing_rows = [], 0
         for task, problems in tasks:
             for p in problems:
                 rid = f"{task.name}/{p.id}"
                 by_request[rid] = (task, p)
-                lacking = [(i, b) for i in range(n) for b in budgets
-                           if (task.name, p.id, temperature, b, i) not in done]
+                lacking = [
+                    (i, b) for i in range(n) for b in budgets if (task.name, p.id, temperature, b, i) not in done
+                ]
                 if lacking:
                     indices = sorted({i for i, _ in lacking})
                     requests.append(GenerationRequest(rid, task.render_prompt(p), indices))
@@ -134,12 +335,17 @@ def _generate_and_grade(cfg: EvalConfig, work, by_request, store: RunStore, sett
     from tqdm import tqdm
 
     backend_cls = registry.get("backends", cfg.backend)
-    backend_options = {**cfg.backend_options(), "chat_template_kwargs": {"enable_thinking": cfg.thinking},
-                       "seed": cfg.seed}
+    backend_options = {
+        **cfg.backend_options(),
+        "chat_template_kwargs": {"enable_thinking": cfg.thinking},
+        "seed": cfg.seed,
+    }
     new_rows: list[dict] = []
     # Load the model before creating the run directory: a bad model leaves nothing behind.
-    with backend_cls(cfg.model, **backend_options) as backend, \
-            GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
+    with (
+        backend_cls(cfg.model, **backend_options) as backend,
+        GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool,
+    ):
         store.create(settings)
         try:  # thinking mode needs a </think> token; plain runs use it only to count thinking tokens
             end_id = think_end_id(backend.tokenizer)
@@ -147,29 +353,56 @@ def _generate_and_grade(cfg: EvalConfig, work, by_request, store: RunStore, sett
             if cfg.thinking:
                 raise
             end_id = None
-        bar = tqdm(total=sum(m for _, _, m in work), desc="eval", unit="sample", disable=not cfg.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=sum(m for _, _, m in work), desc="eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True
+        )
         tokens, start = 0, time.monotonic()
         for temperature, requests, _ in work:
             params = cfg.params(temperature)
             if cfg.thinking:
-                stream = generate_budgeted(backend, requests, params, cfg.budgets or [None],
-                                           answer_tokens=cfg.answer_tokens, mode=cfg.budget_mode)
+                stream = generate_budgeted(
+                    backend,
+                    requests,
+                    params,
+                    cfg.budget_list(),
+                    answer_tokens=cfg.answer_tokens,
+                    mode=cfg.budget_mode,
+                )
             else:
                 stream = ([plain(c, end_id) for c in batch] for batch in backend.generate(requests, params))
             for results in stream:
-                results = [s for s in results if (by_request[s.request_id][0].name, by_request[s.request_id][1].id,
-                                                  temperature, s.budget, s.sample_index) not in done]
-                jobs = [GradeJob(s.text, by_request[s.request_id][1].answer, by_request[s.request_id][1].answer_type,
-                                 s.finish_reason) for s in results]
+                results = [
+                    s
+                    for s in results
+                    if (
+                        by_request[s.request_id][0].name,
+                        by_request[s.request_id][1].id,
+                        temperature,
+                        s.budget,
+                        s.sample_index,
+                    )
+                    not in done
+                ]
+                jobs = [
+                    GradeJob(
+                        s.text,
+                        by_request[s.request_id][1].answer,
+                        by_request[s.request_id][1].answer_type,
+                        s.finish_reason,
+                    )
+                    for s in results
+                ]
                 verdicts = pool.grade(jobs)
-                rows = [_sample_row(*by_request[s.request_id], s, v, params) for s, v in zip(results, verdicts)]
+                rows = [_sample_row(*by_request[s.request_id], s, v, params) for s, v in zip(results, verdicts)]  # type: ignore[call-arg]
                 store.append(rows)
                 new_rows += rows
                 tokens += sum(s.num_tokens for s in results)
                 bar.update(len(rows))
                 if rows:
-                    bar.set_postfix(T=temperature, tok_s=f"{tokens / max(time.monotonic() - start, 1e-9):.0f}",
-                                    acc=f"{sum(r['correct'] for r in rows) / len(rows):.2f}")
+                    bar.set_postfix(
+                        T=temperature,
+                        tok_s=f"{tokens / max(time.monotonic() - start, 1e-9):.0f}",
+                        acc=f"{sum(r['correct'] for r in rows) / len(rows):.2f}",
+                    )
         bar.close()
     return new_rows

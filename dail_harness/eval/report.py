@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from dail_harness.errors import HarnessError
-from dail_harness.eval.metrics import power_of_two_grid
-from dail_harness.eval.metrics import condition_of, group_rows, summarize_conditions
+from dail_harness.eval.metrics import condition_of, group_rows, power_of_two_grid, summarize_conditions
 from dail_harness.eval.store import RunStore
 
 
@@ -36,12 +35,12 @@ def group_shards(dirs: Sequence[str | Path]) -> list[tuple[list[Path], dict]]:
 def report_run(dirs: Sequence[str | Path] | str | Path, ks: Sequence[int] | None = None) -> dict:
     """Metrics of one run (or of the shards of one run). Problems that lack some of their n samples
     in a condition (an unfinished run) are left out of that condition and counted."""
-    dirs = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
-    settings = RunStore(dirs[0]).read_settings()
+    paths = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
+    settings = RunStore(paths[0]).read_settings()
     n = int(settings["sampling"]["n"])
-    rows = [r for d in dirs for r in RunStore(d).load_samples()]
+    rows = [r for d in paths for r in RunStore(d).load_samples()]
     if not rows:
-        raise HarnessError("run has no samples yet", path=str(dirs[0]))
+        raise HarnessError("run has no samples yet", path=str(paths[0]))
     complete, incomplete = [], 0
     by_condition = defaultdict(list)
     for r in rows:
@@ -51,22 +50,35 @@ def report_run(dirs: Sequence[str | Path] | str | Path, ks: Sequence[int] | None
         incomplete += len({(r["task"], str(r["problem_id"])) for r in cond_rows}) - len(full)
         complete += [r for r in cond_rows if (r["task"], str(r["problem_id"])) in full and int(r["sample_index"]) < n]
     if not complete:
-        raise HarnessError(f"no problem has all n={n} samples yet; finish the run first", path=str(dirs[0]))
+        raise HarnessError(f"no problem has all n={n} samples yet; finish the run first", path=str(paths[0]))
     ks = sorted(k for k in (ks or power_of_two_grid(n)) if k <= n)
     conditions = [c for c in run_conditions(settings) if c in {condition_of(r) for r in complete}]
     summary = summarize_conditions(complete, ks, n, conditions)
     summary.pop("per_problem")
-    shards = sorted(tuple(RunStore(d).read_settings().get("shard") or ()) for d in dirs)
-    name = dirs[0].name if len(dirs) == 1 else f"{dirs[0].name}+{len(dirs) - 1} shard(s)"
-    return {"run": name, "dirs": [str(d) for d in dirs], "model": settings.get("model"),
-            "task": "+".join(settings["tasks"]), "n": n, "ks": ks, "shards": [list(s) for s in shards if s],
-            "incomplete_problems": incomplete, **summary}
+    shards = sorted(tuple(RunStore(d).read_settings().get("shard") or ()) for d in paths)
+    name = paths[0].name if len(paths) == 1 else f"{paths[0].name}+{len(paths) - 1} shard(s)"
+    return {
+        "run": name,
+        "dirs": [str(d) for d in paths],
+        "model": settings.get("model"),
+        "task": "+".join(settings["tasks"]),
+        "n": n,
+        "ks": ks,
+        "shards": [list(s) for s in shards if s],
+        "incomplete_problems": incomplete,
+        **summary,
+    }
 
 
 def report_from_summary(name: str, summary: dict) -> dict:
     """The report entry of a run just evaluated, from its summary (nothing is read back from disk)."""
-    return {"run": name, "dirs": [], "shards": [], "incomplete_problems": 0,
-            **{k: v for k, v in summary.items() if k != "per_problem"}}
+    return {
+        "run": name,
+        "dirs": [],
+        "shards": [],
+        "incomplete_problems": 0,
+        **{k: v for k, v in summary.items() if k != "per_problem"},
+    }
 
 
 def report_runs(dirs: Sequence[str | Path], ks: Sequence[int] | None = None) -> list[dict]:
@@ -74,9 +86,14 @@ def report_runs(dirs: Sequence[str | Path], ks: Sequence[int] | None = None) -> 
 
 
 def _cols(m: dict) -> dict:
-    return {"problems": m["num_problems"], "pass_at_k": m["pass_at_k"], "mean_acc": m["mean_accuracy"],
-            "no_answer": m["no_answer_rate"], "think": m.get("mean_thinking_tokens"),
-            "str_eq": (m.get("simple_grader") or {}).get("mean_accuracy")}
+    return {
+        "problems": m["num_problems"],
+        "pass_at_k": m["pass_at_k"],
+        "mean_acc": m["mean_accuracy"],
+        "no_answer": m["no_answer_rate"],
+        "think": m.get("mean_thinking_tokens"),
+        "str_eq": (m.get("simple_grader") or {}).get("mean_accuracy"),
+    }
 
 
 def table_rows(reports: list[dict]) -> list[dict]:
@@ -96,10 +113,16 @@ def table_rows(reports: list[dict]) -> list[dict]:
 def format_table(reports: list[dict]) -> str:
     rows = table_rows(reports)
     ks = sorted({int(k) for r in rows for k in r["pass_at_k"]})
-    show_cond = any(len(rep.get("conditions") or []) > 1 or rep.get("primary_condition", {}).get("budget")
-                    for rep in reports)
-    header = ["run", "task"] + (["T", "budget"] if show_cond else []) + ["n", "problems"] + \
-        [f"pass@{k}" for k in ks] + ["mean acc", "str-eq acc", "no-ans", "think tok"]
+    show_cond = any(
+        len(rep.get("conditions") or []) > 1 or rep.get("primary_condition", {}).get("budget") for rep in reports
+    )
+    header = (
+        ["run", "task"]
+        + (["T", "budget"] if show_cond else [])
+        + ["n", "problems"]
+        + [f"pass@{k}" for k in ks]
+        + ["mean acc", "str-eq acc", "no-ans", "think tok"]
+    )
     lines = [header]
     for r in rows:
         cells = [r["run"], r["task"]]
@@ -107,28 +130,48 @@ def format_table(reports: list[dict]) -> str:
             cells += [f"{r['T']:g}" if r["T"] is not None else "-", str(r["budget"]) if r["budget"] else "-"]
         cells += [str(r["n"]), str(r["problems"])]
         cells += [f"{100 * r['pass_at_k'][str(k)]:.1f}" if str(k) in r["pass_at_k"] else "-" for k in ks]
-        cells += [f"{100 * r['mean_acc']:.1f}", f"{100 * r['str_eq']:.1f}" if r.get("str_eq") is not None else "-",
-                  f"{100 * r['no_answer']:.1f}",
-                  f"{r['think']:.0f}" if r.get("think") else "-"]
+        cells += [
+            f"{100 * r['mean_acc']:.1f}",
+            f"{100 * r['str_eq']:.1f}" if r.get("str_eq") is not None else "-",
+            f"{100 * r['no_answer']:.1f}",
+            f"{r['think']:.0f}" if r.get("think") else "-",
+        ]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-                     for line in lines)
-    notes = sorted({f"note: {r['run']}: {r['incomplete']} problem(s) without all n samples were left out"
-                    for r in rows if r.get("incomplete")})
-    notes += [f"note: {rep['run']} merges shards {', '.join(f'{i}/{n}' for i, n in rep['shards'])}"
-              for rep in reports if len(rep.get("shards") or []) > 1]
+    text = "\n".join(
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines
+    )
+    notes = sorted(
+        {
+            f"note: {r['run']}: {r['incomplete']} problem(s) without all n samples were left out"
+            for r in rows
+            if r.get("incomplete")
+        }
+    )
+    notes += [
+        f"note: {rep['run']} merges shards {', '.join(f'{i}/{n}' for i, n in rep['shards'])}"
+        for rep in reports
+        if len(rep.get("shards") or []) > 1
+    ]
     notes += budget_matches(reports)
-    return text + ("\n(pass@k, mean accuracy and no-answer rate in %; unbiased pass@k; str-eq acc: the authors' "
-                   "string-equality grader on the last box, for comparison)") + \
-        ("\n" + "\n".join(notes) if notes else "")
+    return (
+        text
+        + (
+            "\n(pass@k, mean accuracy and no-answer rate in %; unbiased pass@k; str-eq acc: the authors' "
+            "string-equality grader on the last box, for comparison)"
+        )
+        + ("\n" + "\n".join(notes) if notes else "")
+    )
 
 
 def budget_curve(rep: dict, k: int) -> list[tuple[int, float]]:
     """(budget, pass@k) at the run's primary temperature, sorted by budget."""
     t0 = rep["primary_condition"]["temperature"]
-    return sorted((c["budget"], c["pass_at_k"][str(k)]) for c in rep.get("conditions", [])
-                  if c["budget"] is not None and c["temperature"] == t0 and str(k) in c["pass_at_k"])
+    return sorted(
+        (c["budget"], c["pass_at_k"][str(k)])
+        for c in rep.get("conditions", [])
+        if c["budget"] is not None and c["temperature"] == t0 and str(k) in c["pass_at_k"]
+    )
 
 
 def budget_matches(reports: list[dict]) -> list[str]:
@@ -148,11 +191,15 @@ def budget_matches(reports: list[dict]) -> list[str]:
                     continue  # nothing to match
                 reach = next((bud for bud, v in ca if v >= best), None)
                 if reach is None:
-                    lines.append(f"{a['run']} does not reach {b['run']}'s best pass@{k} ({100 * best:.1f}% at "
-                                 f"budget {best_budget}) at any budget up to {ca[-1][0]}")
+                    lines.append(
+                        f"{a['run']} does not reach {b['run']}'s best pass@{k} ({100 * best:.1f}% at "
+                        f"budget {best_budget}) at any budget up to {ca[-1][0]}"
+                    )
                 else:
-                    lines.append(f"{a['run']} matches {b['run']}'s best pass@{k} ({100 * best:.1f}% at budget "
-                                 f"{best_budget}) from budget {reach}: {best_budget / reach:.2g}x the thinking tokens")
+                    lines.append(
+                        f"{a['run']} matches {b['run']}'s best pass@{k} ({100 * best:.1f}% at budget "
+                        f"{best_budget}) from budget {reach}: {best_budget / reach:.2g}x the thinking tokens"
+                    )
     return lines
 
 
@@ -197,11 +244,17 @@ def plot_pass_at_k(reports: list[dict], path: str | Path) -> Path:
             all_ks.update(ks)
             top = max(top, *ys)
             temp = f", T={c['temperature']:g}" if len(entries) > 1 else ""
-            line, = ax.plot(ks, ys, marker="o", label=f"{rep['run']} ({rep['task']}{temp})")
+            (line,) = ax.plot(ks, ys, marker="o", label=f"{rep['run']} ({rep['task']}{temp})")
             ci = c.get("pass_at_k_ci95")
             if ci:
-                ax.fill_between(ks, [100 * ci[str(k)][0] for k in ks], [100 * ci[str(k)][1] for k in ks],
-                                color=line.get_color(), alpha=0.15, linewidth=0)
+                ax.fill_between(
+                    ks,
+                    [100 * ci[str(k)][0] for k in ks],
+                    [100 * ci[str(k)][1] for k in ks],
+                    color=line.get_color(),
+                    alpha=0.15,
+                    linewidth=0,
+                )
     _log2_axis(ax, all_ks)
     ax.set_ylim(0, min(100, max(5.0, top * 1.1)))
     ax.set_xlabel("k")
@@ -223,7 +276,8 @@ def plot_budgets(reports: list[dict], path: str | Path) -> Path | None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, which in zip(axes, ("1", "n")):
-        ticks, top = set(), 0.0
+        ticks: set[int] = set()
+        top = 0.0
         for rep in budgeted:
             k = 1 if which == "1" else rep["n"]
             curve = budget_curve(rep, k)

@@ -19,8 +19,13 @@ SETTINGS_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.jsonl", "summar
 def sample_id(row: dict) -> tuple:
     """A sample's identity: task, problem, condition (temperature, thinking budget), sample index."""
     temperature = row.get("temperature")
-    return (row["task"], str(row["problem_id"]), None if temperature is None else float(temperature),
-            row.get("budget"), int(row["sample_index"]))
+    return (
+        row["task"],
+        str(row["problem_id"]),
+        None if temperature is None else float(temperature),
+        row.get("budget"),
+        int(row["sample_index"]),
+    )
 
 
 class RunStore:

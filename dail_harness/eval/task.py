@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dail_harness import registry
-from dail_harness.files import iter_rows, require_field
 from dail_harness.errors import HarnessError
+from dail_harness.files import iter_rows, require_field
 from dail_harness.records import Problem
 
 BOXED_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
@@ -44,8 +44,10 @@ class Task:
         verifiers = registry.names("verifiers")
         for p in problems:
             if p.answer_type not in verifiers:
-                raise HarnessError(f"task '{self.name}', problem '{p.id}': no verifier for answer type "
-                                   f"'{p.answer_type}' (known: {', '.join(verifiers)})")
+                raise HarnessError(
+                    f"task '{self.name}', problem '{p.id}': no verifier for answer type "
+                    f"'{p.answer_type}' (known: {', '.join(verifiers)})"
+                )
         return problems
 
     def render_prompt(self, problem: Problem) -> str:
@@ -78,7 +80,7 @@ class VendoredTask(Task):
 
     answer_type = "integer"
     filename: ClassVar[str] = ""
-    columns: ClassVar[dict[str, str]] = {"id": "id", "problem": "problem", "answer": "answer"}
+    columns: ClassVar[dict[str, str | None]] = {"id": "id", "problem": "problem", "answer": "answer"}
     metadata_columns: ClassVar[tuple[str, ...]] = ()
 
     def load_problems(self) -> list[Problem]:
@@ -87,12 +89,12 @@ class VendoredTask(Task):
 
     def make_problem(self, row: dict, path: str | Path, line: int, columns: dict[str, str | None]) -> Problem:
         """One Problem from a data row, by the column map (errors name file, line and column)."""
-        solution_col = columns.get("solution")
+        solution_col, id_col = columns.get("solution"), columns.get("id")
         metadata = {"source": self.name, **{c: row.get(c, "") for c in self.metadata_columns}}
         return Problem(
-            id=require_field(row, columns["id"], path, line) if columns.get("id") else f"row-{line}",
-            problem=require_field(row, columns["problem"], path, line),
-            answer=require_field(row, columns["answer"], path, line),
+            id=require_field(row, id_col, path, line) if id_col else f"row-{line}",
+            problem=require_field(row, columns["problem"] or "problem", path, line),
+            answer=require_field(row, columns["answer"] or "answer", path, line),
             answer_type=self.answer_type,
             solution=str(row[solution_col]) if solution_col and row.get(solution_col) else None,
             metadata=metadata,

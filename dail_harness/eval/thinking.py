@@ -15,8 +15,8 @@ distribution and a test compares them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
 from dail_harness.errors import HarnessError
@@ -47,8 +47,10 @@ def think_end_id(tokenizer) -> int:
     """The id of the single `</think>` token; thinking mode needs one."""
     ids = tokenizer(THINK_END, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise HarnessError(f"thinking mode needs a model whose tokenizer has a single '{THINK_END}' token "
-                           f"(this one splits it into {len(ids)}); use --thinking off")
+        raise HarnessError(
+            f"thinking mode needs a model whose tokenizer has a single '{THINK_END}' token "
+            f"(this one splits it into {len(ids)}); use --thinking off"
+        )
     return ids[0]
 
 
@@ -65,9 +67,16 @@ def plain(c: Completion, end_id: int | None) -> Sampled:
     return Sampled(**vars(c), thinking_tokens=thinking, answer_tokens=answer)
 
 
-def generate_budgeted(backend: SamplingBackend, requests: list[GenerationRequest], params: SamplingParams,
-                      budgets: list[int | None], *, answer_tokens: int = DEFAULT_ANSWER_TOKENS,
-                      mode: str = "shared", stats: dict | None = None) -> Iterator[list[Sampled]]:
+def generate_budgeted(
+    backend: SamplingBackend,
+    requests: list[GenerationRequest],
+    params: SamplingParams,
+    budgets: list[int | None],
+    *,
+    answer_tokens: int = DEFAULT_ANSWER_TOKENS,
+    mode: str = "shared",
+    stats: dict | None = None,
+) -> Iterator[list[Sampled]]:
     """Thinking + answer for every request and budget (None = no budget beyond params.max_tokens).
 
     Yields the samples of each group of prompts once both phases are done. If given, `stats` gets
@@ -83,12 +92,14 @@ def generate_budgeted(backend: SamplingBackend, requests: list[GenerationRequest
     close_ids = tok(FORCE_CLOSE, add_special_tokens=False)["input_ids"]
     limits = {b: (b if b is not None else params.max_tokens) for b in budgets}
     for start in range(0, len(requests), PROBLEMS_PER_ROUND):
-        group = requests[start:start + PROBLEMS_PER_ROUND]
+        group = requests[start : start + PROBLEMS_PER_ROUND]
         # phase 1: one trace per sample (shared) or per sample and budget (independent)
         runs = [(None, max(limits.values()))] if mode == "shared" else [(b, limits[b]) for b in budgets]
         traces: dict[tuple, Completion] = {}
         for tag, limit in runs:
-            reqs = [replace(r, request_id=r.request_id if tag is None else f"{r.request_id}#budget={tag}") for r in group]
+            reqs = [
+                replace(r, request_id=r.request_id if tag is None else f"{r.request_id}#budget={tag}") for r in group
+            ]
             think_params = replace(params, max_tokens=limit, stop_token_ids=[end_id], stop=[])
             for batch in backend.generate(reqs, think_params):
                 for c in batch:
@@ -121,8 +132,19 @@ def generate_budgeted(backend: SamplingBackend, requests: list[GenerationRequest
         for r, i, b, aid, cut, prefix, forced in plans:
             a = answers[(aid, i)]
             thinking_text = tok.decode(prefix, skip_special_tokens=False)
-            out.append(Sampled(r.request_id, i, thinking_text + a.text, len(prefix) + a.num_tokens,
-                               a.prompt_tokens - len(prefix), a.finish_reason, budget=b, thinking_tokens=cut,
-                               answer_tokens=a.num_tokens, forced_close=forced,
-                               token_ids=list(prefix) + list(a.token_ids)))
+            out.append(
+                Sampled(
+                    r.request_id,
+                    i,
+                    thinking_text + a.text,
+                    len(prefix) + a.num_tokens,
+                    a.prompt_tokens - len(prefix),
+                    a.finish_reason,
+                    budget=b,
+                    thinking_tokens=cut,
+                    answer_tokens=a.num_tokens,
+                    forced_close=forced,
+                    token_ids=list(prefix) + list(a.token_ids),
+                )
+            )
         yield out

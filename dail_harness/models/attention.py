@@ -17,25 +17,31 @@ NAME = "sdpa_folded_gqa"
 _registered = False
 
 
-def folded_gqa_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                    is_causal=None, **kwargs):
+def folded_gqa_sdpa(
+    module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None, **kwargs
+):
     """transformers attention function: `sdpa`, with GQA by query folding when a mask is given."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     n_rep = query.shape[1] // key.shape[1]
     if attention_mask is None or n_rep == 1 or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
     b, heads, q, d = query.shape
     kv_heads = key.shape[1]
     folded = query.reshape(b, kv_heads, n_rep * q, d)  # head h = g * n_rep + r, as repeat_kv pairs them
     mask = attention_mask[:, :, -q:, :]  # [B or 1, 1 or H, q, L]
     if mask.shape[1] != 1:
         raise ValueError("folded GQA attention expects a mask shared by all heads")
-    mask = mask.unsqueeze(2).expand(mask.shape[0], 1, n_rep, q, mask.shape[-1]).reshape(
-        mask.shape[0], 1, n_rep * q, mask.shape[-1])
-    out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask,
-                                                           dropout_p=dropout, scale=scaling)
+    mask = (
+        mask.unsqueeze(2)
+        .expand(mask.shape[0], 1, n_rep, q, mask.shape[-1])
+        .reshape(mask.shape[0], 1, n_rep * q, mask.shape[-1])
+    )
+    out = torch.nn.functional.scaled_dot_product_attention(
+        folded, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling
+    )
     out = out.reshape(b, heads, q, d).transpose(1, 2).contiguous()
     return out, None
 

@@ -8,14 +8,7 @@ from pathlib import Path
 
 from dail_harness.errors import HarnessError
 from dail_harness.models import tiny_random
-
-
-def quiet_transformers() -> None:
-    """No per-shard progress bars or advisory warnings in our output."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+from dail_harness.models.quiet import quiet_transformers
 
 
 def resolve_model(name: str) -> str:
@@ -83,9 +76,13 @@ def load_causal_lm(path: str, *, device: str | None = None, dtype: str | None = 
 
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
     except OSError as e:
-        hint = " (offline: only local directories and the 'tiny-random' alias work)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        hint = (
+            " (offline: only local directories and the 'tiny-random' alias work)"
+            if os.environ.get("HF_HUB_OFFLINE")
+            else ""
+        )
         raise HarnessError(f"cannot load model '{path}': {str(e).splitlines()[0]}{hint}") from None
-    return model.to(device).eval()
+    return model.to(device).eval()  # type: ignore[arg-type]  # transformers' stubs reject a str device
 
 
 def eos_token_ids(tokenizer, generation_config=None) -> list[int]:

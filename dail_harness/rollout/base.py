@@ -80,7 +80,7 @@ def best_draft_length(p: float, choices=range(1, MAX_ADAPTIVE_K + 1)) -> int:
     p = min(max(p, 0.0), 0.999)
 
     def rate(k: int) -> float:
-        return (sum(p ** j for j in range(1, k + 1)) + 1 - p ** k) / (k + 1)
+        return (sum(p**j for j in range(1, k + 1)) + 1 - p**k) / (k + 1)
 
     return max(choices, key=rate)
 
@@ -113,10 +113,10 @@ class Trace:
         """Append a round's tokens (the first `accepted` drafted by the student, the rest sampled from the
         privileged student), cut at `max_tokens` and after the first end-of-sequence token; returns the
         tokens kept."""
-        kept = tokens[:max(0, max_tokens - len(self.tokens))]
+        kept = tokens[: max(0, max_tokens - len(self.tokens))]
         stop = next((k for k, t in enumerate(kept) if t in eos_ids), None)
         if stop is not None:
-            kept = kept[:stop + 1]
+            kept = kept[: stop + 1]
             self.finish_reason = "stop"
         from_student = min(accepted, len(kept))
         self.student_tokens += from_student
@@ -124,9 +124,8 @@ class Trace:
         self.tokens.extend(kept)
         return kept
 
-    def result(self) -> "RolloutResult":
-        return RolloutResult(self.row_id, self.tokens, self.student_tokens, self.privileged_tokens,
-                             self.finish_reason)
+    def result(self) -> RolloutResult:
+        return RolloutResult(self.row_id, self.tokens, self.student_tokens, self.privileged_tokens, self.finish_reason)
 
 
 class DraftLength:

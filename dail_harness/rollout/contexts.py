@@ -7,7 +7,14 @@ cache. `KVContext` grows a DynamicCache and drops finished rows; `StaticKVContex
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+
+def cache_layers(cache: Any) -> list[Any]:
+    """The per-layer key/value holders of a transformers 5 cache (`.keys`, `.values`, `.cumulative_length`)."""
+    return list(cache.layers)
 
 
 class KVContext:
@@ -23,8 +30,8 @@ class KVContext:
         for b, p in enumerate(prompts):
             body = p[:-1]
             if body:
-                ids[b, ids.shape[1] - len(body):] = torch.tensor(body, device=device)
-                mask[b, ids.shape[1] - len(body):] = 1
+                ids[b, ids.shape[1] - len(body) :] = torch.tensor(body, device=device)
+                mask[b, ids.shape[1] - len(body) :] = 1
         self.cache = DynamicCache()
         self.mask = mask
         self.pending = torch.tensor([p[-1] for p in prompts], dtype=torch.long, device=device)
@@ -37,8 +44,9 @@ class KVContext:
         q = tokens.shape[1]
         pos = self.mask.sum(1, keepdim=True) + torch.arange(q, device=tokens.device)
         self.mask = torch.cat([self.mask, torch.ones_like(tokens)], dim=1)
-        out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=pos,
-                         past_key_values=self.cache, use_cache=True)
+        out = self.model(
+            input_ids=tokens, attention_mask=self.mask, position_ids=pos, past_key_values=self.cache, use_cache=True
+        )
         return out.logits.float()
 
     def keep_last(self, q: int, valid: torch.Tensor) -> None:
@@ -58,9 +66,9 @@ class KVContext:
         if length == 0 or counts.max().item() > (1 - threshold) * length:
             return
         new_len = int(counts.max().item())
-        order = torch.argsort(self.mask.to(torch.int8), dim=1, stable=True)[:, length - new_len:]  # valid last
+        order = torch.argsort(self.mask.to(torch.int8), dim=1, stable=True)[:, length - new_len :]  # valid last
         new_mask = torch.gather(self.mask, 1, order)
-        for layer in self.cache.layers:
+        for layer in cache_layers(self.cache):
             idx = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
             layer.keys = torch.gather(layer.keys, 2, idx)
             layer.values = torch.gather(layer.values, 2, idx)
@@ -85,8 +93,8 @@ class StaticKVContext(KVContext):
         for b, p in enumerate(prompts):
             body = p[:-1]
             if body:
-                ids[b, width - len(body):] = torch.tensor(body, device=device)
-                self.mask[b, width - len(body):width] = 1
+                ids[b, width - len(body) :] = torch.tensor(body, device=device)
+                self.mask[b, width - len(body) : width] = 1
         self.pending = torch.tensor([p[-1] for p in prompts], dtype=torch.long, device=device)
         self.length = 0
         pos = (self.mask[:, :width].cumsum(1) - 1).clamp(min=0)
@@ -97,8 +105,14 @@ class StaticKVContext(KVContext):
         cache_position = torch.arange(self.length, self.length + q, device=tokens.device)
         if forward is not self.model:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
-        out = forward(input_ids=tokens, attention_mask=self.mask, position_ids=pos, past_key_values=self.cache,
-                      cache_position=cache_position, use_cache=True)
+        out = forward(
+            input_ids=tokens,
+            attention_mask=self.mask,
+            position_ids=pos,
+            past_key_values=self.cache,
+            cache_position=cache_position,
+            use_cache=True,
+        )
         self.length += q
         return out.logits
 
@@ -107,12 +121,12 @@ class StaticKVContext(KVContext):
         if self.length + q > self.capacity:
             self.compact()
         pos = self.mask.sum(1, keepdim=True) + torch.arange(q, device=tokens.device)
-        self.mask[:, self.length:self.length + q] = 1
+        self.mask[:, self.length : self.length + q] = 1
         return self._run(tokens, pos, self.step).float()
 
     def keep_last(self, q: int, valid: torch.Tensor) -> None:
         cols = torch.arange(q, device=valid.device)[None, :] < valid[:, None]
-        self.mask[:, self.length - q:self.length] = cols.to(self.mask.dtype)
+        self.mask[:, self.length - q : self.length] = cols.to(self.mask.dtype)
 
     def select(self, rows: torch.Tensor) -> None:
         raise RuntimeError("static contexts keep every row")
@@ -128,7 +142,7 @@ class StaticKVContext(KVContext):
         order = torch.argsort(1 - self.mask[:, :used].to(torch.int8), dim=1, stable=True)  # valid first, in order
         new_len = int(self.mask[:, :used].sum(1).max().item())
         order = order[:, :new_len]
-        for layer in self.cache.layers:
+        for layer in cache_layers(self.cache):
             for name in ("keys", "values"):
                 t = getattr(layer, name)
                 idx = order[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3])
@@ -141,5 +155,3 @@ class StaticKVContext(KVContext):
         self.mask.zero_()
         self.mask[:, :new_len] = new_mask
         self.length = new_len
-
-

@@ -1,9 +1,10 @@
 """The hf rollout engine: mixed-policy rollouts, exactly and fast, on one set of frozen weights.
 
-The acceptance test of the definition (rollout/base.py) depends only on the prefix, so the student may draft K tokens ahead and the privileged context verify them all in one
-forward pass: the longest accepted prefix is kept, the first rejected position is resampled from
-M_PS (whose distribution that same pass computed), and the drafts after it are discarded. This gives
-exactly the token-by-token distribution, and with keyed randomness exactly the same traces.
+The acceptance test of the definition (rollout/base.py) depends only on the prefix, so the student may
+draft K tokens ahead and the privileged context verify them all in one forward pass: the longest
+accepted prefix is kept, the first rejected position is resampled from M_PS (whose distribution that
+same pass computed), and the drafts after it are discarded. This gives exactly the token-by-token
+distribution, and with keyed randomness exactly the same traces.
 
 Randomness is keyed by (seed, row, position, role): the student's token at position i is
 argmax(warp(student logits) + G(student key, i)) and the privileged resample is
@@ -26,13 +27,24 @@ Two schedules:
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from dail_harness import registry
-from dail_harness.rollout.base import (CAPACITY_BUCKET, COMPILED_DRAFT_LENGTHS, MAX_ADAPTIVE_K, DraftLength, RolloutConfig,
-                                       RolloutRequest, RolloutResult, Trace, role_keys, suppress)
+from dail_harness.rollout.base import (
+    CAPACITY_BUCKET,
+    COMPILED_DRAFT_LENGTHS,
+    MAX_ADAPTIVE_K,
+    DraftLength,
+    RolloutConfig,
+    RolloutRequest,
+    RolloutResult,
+    Trace,
+    role_keys,
+    suppress,
+)
 from dail_harness.rollout.contexts import KVContext, StaticKVContext
 from dail_harness.sampling import keyed_gumbel_sample
 
@@ -50,15 +62,15 @@ class MixedPolicyEngine:
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.compile_options = dict(compile_options or {"mode": "reduce-overhead"})
-        self._step = None  # the compiled decode forward
-        self._caches: dict[tuple, object] = {}  # static caches, reused so compiled graphs see the same buffers
+        self._step: Any = None  # the compiled decode forward
+        self._caches: dict[tuple, Any] = {}  # static caches, reused so compiled graphs see the same buffers
         self._run_width = 0
 
     default_draft_tokens = 1
     """Lockstep: student and privileged rows share each forward pass (one pass per token)."""
 
     @classmethod
-    def from_backend(cls, backend) -> "MixedPolicyEngine":
+    def from_backend(cls, backend) -> MixedPolicyEngine:
         """The engine on an `hf` back-end's model (one set of weights for both contexts)."""
         return cls(backend.model, backend.tokenizer, backend.eos_ids)
 
@@ -73,15 +85,16 @@ class MixedPolicyEngine:
             setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 4 * MAX_ADAPTIVE_K))
             self._step = torch.compile(self.model.forward, dynamic=False, **self.compile_options)
         # compiled graphs are specialised to the cache length: size it once for the whole run
-        self._run_width = max((max(len(r.student_ids), len(r.privileged_ids)) for r in requests), default=0) \
-            if compiled else 0
+        self._run_width = (
+            max((max(len(r.student_ids), len(r.privileged_ids)) for r in requests), default=0) if compiled else 0
+        )
         lockstep = cfg.draft_tokens == 1 and cfg.fuse_contexts
         for start in range(0, len(requests), cfg.batch_size):
-            batch = requests[start:start + cfg.batch_size]
+            batch = requests[start : start + cfg.batch_size]
             if compiled and len(batch) < cfg.batch_size:  # pad the last batch: same shapes, same graphs
                 batch = batch + [batch[0]] * (cfg.batch_size - len(batch))
             results = self._run_lockstep(batch, cfg) if lockstep else self._run_batch(batch, cfg)
-            yield results[:len(requests) - start]
+            yield results[: len(requests) - start]
 
     def _context(self, prompts: list[list[int]], cfg: RolloutConfig, slot: str, slack: int = 0) -> KVContext:
         if not cfg.static_cache:
@@ -95,24 +108,30 @@ class MixedPolicyEngine:
         if cache is None or cache.max_cache_len < need:
             self._caches.pop(key, None)
             cache = self._caches[key] = StaticCache(config=self.model.config, max_cache_len=capacity)
-        return StaticKVContext(self.model, prompts, self.pad_id, self.device, cache,
-                              step=self._step if cfg.compile else None)
+        return StaticKVContext(
+            self.model, prompts, self.pad_id, self.device, cache, step=self._step if cfg.compile else None
+        )
 
     def _role_key_tensors(self, requests: list[RolloutRequest], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row student and privileged sampling keys, on the device."""
         keys = [role_keys(seed, r.row_id) for r in requests]
-        return (torch.tensor([k[0] for k in keys], device=self.device),
-                torch.tensor([k[1] for k in keys], device=self.device))
+        return (
+            torch.tensor([k[0] for k in keys], device=self.device),
+            torch.tensor([k[1] for k in keys], device=self.device),
+        )
 
     def _sample(self, logits, keys, positions, cfg):
-        return keyed_gumbel_sample(suppress(logits, cfg.suppress_token_ids), keys, positions, cfg.temperature,
-                                   cfg.top_p)
+        return keyed_gumbel_sample(
+            suppress(logits, cfg.suppress_token_ids), keys, positions, cfg.temperature, cfg.top_p
+        )
 
     @torch.inference_mode()
     def _run_batch(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> list[RolloutResult]:
         dev = self.device
-        draft = DraftLength(cfg.draft_tokens, COMPILED_DRAFT_LENGTHS if cfg.static_cache and cfg.compile
-                            else range(1, MAX_ADAPTIVE_K + 1))
+        draft = DraftLength(
+            cfg.draft_tokens,
+            COMPILED_DRAFT_LENGTHS if cfg.static_cache and cfg.compile else range(1, MAX_ADAPTIVE_K + 1),
+        )
         use_student, use_privileged = cfg.tau <= 1, cfg.tau > 0
         key_s, key_p = self._role_key_tensors(requests, cfg.seed)
 
@@ -127,15 +146,18 @@ class MixedPolicyEngine:
             K = draft.k
             m = torch.tensor([min(len(traces[i].tokens), cfg.max_tokens) for i in rows.tolist()], device=dev)
             if not use_privileged:  # tau <= 0: every draft is accepted, nothing to verify
+                assert student is not None
                 drafts = self._draft(student, key_s[rows], m, K, cfg)
                 accepted = torch.full((len(rows),), K, device=dev)
                 resampled = None
             elif not use_student:  # tau > 1: every token comes from the privileged student
+                assert priv is not None
                 logits = priv.forward(priv.pending[:, None])[:, -1]
                 drafts = self._sample(logits, key_p[rows], m, cfg)[:, None]
                 accepted = torch.zeros(len(rows), dtype=torch.long, device=dev)
                 resampled = drafts[:, 0]
             else:
+                assert student is not None and priv is not None
                 drafts = self._draft(student, key_s[rows], m, K, cfg)
                 verify = priv.forward(torch.cat([priv.pending[:, None], drafts], dim=1))  # [B, K+1, V]
                 probs = torch.softmax(suppress(verify[:, :K], cfg.suppress_token_ids), dim=-1)
@@ -197,8 +219,9 @@ class MixedPolicyEngine:
         dev, n = self.device, len(requests)
         use_student, use_privileged = cfg.tau <= 1, cfg.tau > 0
         key_s, key_p = self._role_key_tensors(requests, cfg.seed)
-        prompts = ([r.student_ids for r in requests] if use_student else []) + \
-                  ([r.privileged_ids for r in requests] if use_privileged else [])
+        prompts = ([r.student_ids for r in requests] if use_student else []) + (
+            [r.privileged_ids for r in requests] if use_privileged else []
+        )
         ctx = self._context(prompts, cfg, "lockstep", slack=2)
         roles = int(use_student) + int(use_privileged)
         tokens = torch.full((n, cfg.max_tokens), self.pad_id, dtype=torch.long, device=dev)
@@ -239,10 +262,17 @@ class MixedPolicyEngine:
                     keep = torch.nonzero(~done[rows]).flatten()
                     ctx.select(torch.cat([keep + k * live for k in range(roles)]))
                     rows = rows[keep]
-        length, n_s = length.tolist(), from_student.sum(1).tolist()
-        stop = stop.tolist()
-        return [RolloutResult(r.row_id, tokens[i, :length[i]].tolist(), n_s[i], length[i] - n_s[i],
-                              "stop" if stop[i] else "length") for i, r in enumerate(requests)]
+        lengths, n_s, stopped = length.tolist(), from_student.sum(1).tolist(), stop.tolist()
+        return [
+            RolloutResult(
+                r.row_id,
+                tokens[i, : lengths[i]].tolist(),
+                n_s[i],
+                lengths[i] - n_s[i],
+                "stop" if stopped[i] else "length",
+            )
+            for i, r in enumerate(requests)
+        ]
 
     def _draft(self, student: KVContext, keys, m, K, cfg) -> torch.Tensor:
         """K student tokens per row, autoregressively from the pending token."""
@@ -253,5 +283,3 @@ class MixedPolicyEngine:
             token = self._sample(logits, keys, m + j, cfg)
             drafts.append(token)
         return torch.stack(drafts, dim=1)
-
-

@@ -12,15 +12,23 @@ def reference_rollout(model, request: RolloutRequest, cfg: RolloutConfig, eos_id
     """The token-by-token definition, with no cache and no drafting (slow; for tests)."""
     key_s, key_p = role_keys(cfg.seed, request.row_id)
     dev = next(model.parameters()).device
-    r, n_s, n_p, reason = [], 0, 0, "length"
+    r: list[int] = []
+    n_s, n_p, reason = 0, 0, "length"
 
     def next_logits(prompt):
         with torch.inference_mode():
             return model(input_ids=torch.tensor([prompt + r], device=dev)).logits[:, -1].float()
 
     def sample(logits, key):
-        return int(keyed_gumbel_sample(suppress(logits, cfg.suppress_token_ids), torch.tensor([key], device=dev),
-                                       torch.tensor([len(r)], device=dev), cfg.temperature, cfg.top_p)[0])
+        return int(
+            keyed_gumbel_sample(
+                suppress(logits, cfg.suppress_token_ids),
+                torch.tensor([key], device=dev),
+                torch.tensor([len(r)], device=dev),
+                cfg.temperature,
+                cfg.top_p,
+            )[0]
+        )
 
     while len(r) < cfg.max_tokens:
         t = sample(next_logits(request.student_ids), key_s) if cfg.tau <= 1 else None
@@ -33,6 +41,7 @@ def reference_rollout(model, request: RolloutRequest, cfg: RolloutConfig, eos_id
                 n_s += 1
         else:
             n_s += 1
+        assert t is not None
         r.append(t)
         if t in eos_ids:
             reason = "stop"

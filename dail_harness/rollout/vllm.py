@@ -16,7 +16,7 @@ benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 from dail_harness import registry
 from dail_harness.rollout.base import DraftLength, RolloutConfig, RolloutRequest, RolloutResult, Trace
@@ -34,12 +34,12 @@ class VLLMMixedRollout:
         self.llm, self.eos_ids = llm, set(eos_ids)
 
     @classmethod
-    def from_backend(cls, backend) -> "VLLMMixedRollout":
+    def from_backend(cls, backend) -> VLLMMixedRollout:
         return cls(backend.llm, backend.eos_ids)
 
     def run(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> Iterator[list[RolloutResult]]:
         for start in range(0, len(requests), cfg.batch_size):
-            yield self._run_batch(requests[start:start + cfg.batch_size], cfg)
+            yield self._run_batch(requests[start : start + cfg.batch_size], cfg)
 
     def _params(self, **kw):
         from vllm import SamplingParams
@@ -67,28 +67,35 @@ class VLLMMixedRollout:
                 res = self._generate([r.privileged_ids + o for r, o in zip(active, out)], self._sampling(cfg, 1))
                 commits = [([o.outputs[0].token_ids[0]], 0) for o in res]
             else:
-                drafts_out = self._generate([r.student_ids + o for r, o in zip(active, out)],
-                                            self._sampling(cfg, draft.k))
+                drafts_out = self._generate(
+                    [r.student_ids + o for r, o in zip(active, out)], self._sampling(cfg, draft.k)
+                )
                 drafts = [list(o.outputs[0].token_ids) for o in drafts_out]
                 if cfg.tau <= 0:
                     commits = [(d, len(d)) for d in drafts]
                 else:
-                    scored = self._generate([r.privileged_ids + o + d for r, o, d in zip(active, out, drafts)],
-                                            self._params(max_tokens=1, prompt_logprobs=0, temperature=0.0))
+                    scored = self._generate(
+                        [r.privileged_ids + o + d for r, o, d in zip(active, out, drafts)],
+                        self._params(max_tokens=1, prompt_logprobs=0, temperature=0.0),
+                    )
                     firsts = []
                     for r, o, d, s in zip(active, out, drafts, scored):
-                        lps = s.prompt_logprobs[len(r.privileged_ids) + len(o):]
+                        lps = s.prompt_logprobs[len(r.privileged_ids) + len(o) :]
                         probs = [math.exp(lp[t].logprob) for t, lp in zip(d, lps)]
                         firsts.append(next((j for j, p in enumerate(probs) if p < cfg.tau), len(d)))
                     draft.observe(sum(min(a + 1, len(d)) for a, d in zip(firsts, drafts)), sum(firsts))
                     rejected = [i for i, (a, d) in enumerate(zip(firsts, drafts)) if a < len(d)]
                     resampled = {}
                     if rejected:
-                        res = self._generate([active[i].privileged_ids + out[i] + drafts[i][:firsts[i]]
-                                              for i in rejected], self._sampling(cfg, 1))
+                        res = self._generate(
+                            [active[i].privileged_ids + out[i] + drafts[i][: firsts[i]] for i in rejected],
+                            self._sampling(cfg, 1),
+                        )
                         resampled = {i: o.outputs[0].token_ids[0] for i, o in zip(rejected, res)}
-                    commits = [(d[:a] + ([resampled[i]] if i in resampled else []), a)
-                               for i, (a, d) in enumerate(zip(firsts, drafts))]
+                    commits = [
+                        (d[:a] + ([resampled[i]] if i in resampled else []), a)
+                        for i, (a, d) in enumerate(zip(firsts, drafts))
+                    ]
             still = []
             for r, (toks, a) in zip(active, commits):
                 trace = traces[r.row_id]

@@ -19,8 +19,10 @@ KEEP = 2
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((p for p in (out / "checkpoints").glob("step-*") if (p / "state.pt").exists()),
-                   key=lambda p: int(p.name.split("-")[1]))
+    ckpts = sorted(
+        (p for p in (out / "checkpoints").glob("step-*") if (p / "state.pt").exists()),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
     return ckpts[-1] if ckpts else None
 
 
@@ -31,8 +33,16 @@ def save_checkpoint(out: Path, step: int, peft_model, optimizer, scheduler, extr
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    torch.save({"step": step, "lora": get_peft_model_state_dict(peft_model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), **(extra or {})}, tmp / "state.pt")
+    torch.save(
+        {
+            "step": step,
+            "lora": get_peft_model_state_dict(peft_model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            **(extra or {}),
+        },
+        tmp / "state.pt",
+    )
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)

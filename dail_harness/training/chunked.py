@@ -8,7 +8,7 @@ them. Memory is O(chunk x vocab) whatever the trace length, and the result equal
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -19,9 +19,16 @@ TokenTermsFn = Callable[[torch.Tensor, dict, torch.Tensor, dict], dict]
 """fn(student_logp [n, V], ref_logps {name: [n, V]}, targets [n], extras {name: [n]}) -> {term: sum over the n}"""
 
 
-def chunked_sums(student_hidden: torch.Tensor, ref_hidden: dict[str, torch.Tensor], targets: torch.Tensor,
-                 head: torch.nn.Module, fn: TokenTermsFn, terms: Sequence[str], chunk: int = DEFAULT_CHUNK,
-                 extras: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def chunked_sums(
+    student_hidden: torch.Tensor,
+    ref_hidden: dict[str, torch.Tensor],
+    targets: torch.Tensor,
+    head: torch.nn.Module,
+    fn: TokenTermsFn,
+    terms: Sequence[str],
+    chunk: int = DEFAULT_CHUNK,
+    extras: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """Sums of `fn`'s terms over all N positions ([N, H] hidden states at aligned positions; `extras` are
     per-position values such as advantages or weights, sliced with the chunks)."""
     names = list(ref_hidden)
@@ -36,8 +43,8 @@ def chunked_sums(student_hidden: torch.Tensor, ref_hidden: dict[str, torch.Tenso
     def run(h_s, tgt, *rest):
         logp_s = logp(h_s)
         with torch.no_grad():
-            refs = {n: logp(h) for n, h in zip(names, rest[:len(names)])}
-        out = fn(logp_s, refs, tgt, dict(zip(extra_names, rest[len(names):])))
+            refs = {n: logp(h) for n, h in zip(names, rest[: len(names)])}
+        out = fn(logp_s, refs, tgt, dict(zip(extra_names, rest[len(names) :])))
         return tuple(out[t] for t in terms)
 
     totals = [student_hidden.new_zeros((), dtype=acc) for _ in terms]

@@ -18,51 +18,79 @@ class TrainConfig:
 
     method: str = option(help="dail, nll, sft, ... (`dail-harness list methods`).", panel=RUN)
     model: str = option(help="The student: model directory, hub id or 'tiny-random'.", panel=RUN)
-    data: str = option(help="Training data: D_syn JSONL (dail, nll), expert data (sft), or problems with answers "
-                       "(methods that sample).", panel=DATA)
+    data: str = option(
+        help="Training data: D_syn JSONL (dail, nll), expert data (sft), or problems with answers "
+        "(methods that sample).",
+        panel=DATA,
+    )
     out: str = option(help="Run directory: adapter, checkpoints, train_log.jsonl; rerunning resumes.", panel=RUN)
     loss: str | None = option(None, help="Override the method's loss (`dail-harness list losses`).", panel=RUN)
-    loss_opt: dict[str, str] = option(default_factory=dict, help="Loss option KEY=VALUE (repeatable), for losses "
-                                      "whose options have no flag (plugins).", panel=RUN)
-    method_opt: dict[str, str] = option(default_factory=dict, help="Method option KEY=VALUE (repeatable), for "
-                                        "methods whose options have no flag (plugins).", panel=RUN)
+    loss_opt: dict[str, str] = option(
+        default_factory=dict,
+        help="Loss option KEY=VALUE (repeatable), for losses whose options have no flag (plugins).",
+        panel=RUN,
+    )
+    method_opt: dict[str, str] = option(
+        default_factory=dict,
+        help="Method option KEY=VALUE (repeatable), for methods whose options have no flag (plugins).",
+        panel=RUN,
+    )
     lora_r: int = option(32, ge=1, help="LoRA rank.", panel=LORA)
     lora_alpha: int = option(32, ge=1, help="LoRA alpha.", panel=LORA)
     lora_dropout: float = option(0.0, ge=0, lt=1, help="LoRA dropout.", panel=LORA)
-    lora_targets: list[str] = option(default_factory=lambda: list(LORA_TARGETS), help="Modules that get LoRA "
-                                     "adapters.", panel=LORA)
+    lora_targets: list[str] = option(
+        default_factory=lambda: list(LORA_TARGETS), help="Modules that get LoRA adapters.", panel=LORA
+    )
     lr: float = option(2e-4, gt=0, help="Peak learning rate.", panel=OPTIM)
     warmup_ratio: float = option(0.03, ge=0, le=1, help="Share of the steps spent warming up linearly.", panel=OPTIM)
     weight_decay: float = option(0.0, ge=0, help="AdamW weight decay.", panel=OPTIM)
     max_grad_norm: float = option(1.0, gt=0, help="Gradient clipping norm.", panel=OPTIM)
-    epochs: int = option(3, ge=1, help="Passes over the data (the paper: 3 for reasoning traces, 5 for "
-                         "non-reasoning).", panel=OPTIM)
+    epochs: int = option(
+        3, ge=1, help="Passes over the data (the paper: 3 for reasoning traces, 5 for non-reasoning).", panel=OPTIM
+    )
     max_steps: int | None = option(None, ge=1, help="Cap on optimizer steps.", panel=OPTIM)
     batch_size: int = option(1, ge=1, help="Sequences per micro-batch (per device).", panel=OPTIM)
     grad_accum: int = option(4, ge=1, help="Micro-batches per optimizer step (offline methods).", panel=OPTIM)
     max_length: int = option(2048, ge=2, help="Student sequence length (12288 for non-reasoning data).", panel=DATA)
     chunk_tokens: int = option(DEFAULT_CHUNK, ge=1, help="Positions per loss chunk (memory vs. speed).", panel=OPTIM)
-    gradient_checkpointing: bool = option(True, help="Recompute activations in backward (less memory).",
-                                          panel=OPTIM)
+    gradient_checkpointing: bool = option(True, help="Recompute activations in backward (less memory).", panel=OPTIM)
     seed: int = option(0, help="Seed of the data order, LoRA initialisation and sampling.", panel=RUN)
     save_every: int = option(50, ge=1, help="Checkpoint every N optimizer steps.", panel=RUN)
-    thinking: bool = option(False, parse=on_off, flag="--thinking", metavar="on|off",
-                            help="on: thinking-model chat template (enable_thinking).", panel=DATA)
+    thinking: bool = option(
+        False,
+        parse=on_off,
+        flag="--thinking",
+        metavar="on|off",
+        help="on: thinking-model chat template (enable_thinking).",
+        panel=DATA,
+    )
     templates: str | None = option(None, help="JSON with student/privileged/negative templates.", panel=DATA)
     temperature: float = option(1.0, ge=0, help="Sampling temperature of methods that sample.", panel=SAMPLE)
     top_p: float = option(1.0, gt=0, le=1, help="Nucleus sampling mass of methods that sample.", panel=SAMPLE)
     max_tokens: int = option(512, ge=1, help="Maximum new tokens per sample of methods that sample.", panel=SAMPLE)
     backend: str = option("hf", help="Sampling back-end of methods that sample (hf: the live model).", panel=SAMPLE)
-    grade_workers: int | None = option(None, ge=0, help="Grading processes for rewards (0: in-process).",
-                                       panel=SAMPLE)
+    grade_workers: int | None = option(None, ge=0, help="Grading processes for rewards (0: in-process).", panel=SAMPLE)
     merge: bool = option(False, help="Also write OUT/merged, a full model for transformers and vLLM.", panel=RUN)
     report_to: str | None = option(None, help="accelerate tracker: tensorboard, wandb, ...", panel=RUN)
     device: str | None = option(None, help="cpu to force the CPU.", panel=RUN)
     progress: bool = option(True, help="Show a progress bar.", panel=RUN)
-    plugin_dir: list[str] = option(default_factory=list, repeat=True, help="Directory of extra plugin modules.",
-                                   panel=RUN)
+    plugin_dir: list[str] = option(
+        default_factory=list, repeat=True, help="Directory of extra plugin modules.", panel=RUN
+    )
 
     def settings(self) -> dict:
         """What determines the trained weights (a resume must match)."""
-        return as_settings(self, exclude=("out", "progress", "report_to", "save_every", "device", "plugin_dir",
-                                          "loss_opt", "method_opt", "grade_workers"))
+        return as_settings(
+            self,
+            exclude=(
+                "out",
+                "progress",
+                "report_to",
+                "save_every",
+                "device",
+                "plugin_dir",
+                "loss_opt",
+                "method_opt",
+                "grade_workers",
+            ),
+        )

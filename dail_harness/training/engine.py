@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -52,8 +52,9 @@ class StudentHidden(torch.nn.Module):
         return h[index[0], index[1]]
 
 
-def compute_loss(student: torch.nn.Module, peft_model, examples: list[Example], loss_obj: TokenLoss, pad_id: int,
-                 device, chunk: int):
+def compute_loss(
+    student: torch.nn.Module, peft_model, examples: list[Example], loss_obj: TokenLoss, pad_id: int, device, chunk: int
+):
     """The loss of a micro-batch: student hidden states with the adapter, references without."""
     ids, mask, index = collate(examples, "student", pad_id, device)
     h_s = student(ids, mask, index)
@@ -62,7 +63,9 @@ def compute_loss(student: torch.nn.Module, peft_model, examples: list[Example], 
         with torch.no_grad(), peft_model.disable_adapter():
             decoder = peft_model.get_decoder()
             for ctx in loss_obj.contexts:
-                ids_c, mask_c, idx_c = (ids, mask, index) if ctx == REFERENCE else collate(examples, ctx, pad_id, device)
+                ids_c, mask_c, idx_c = (
+                    (ids, mask, index) if ctx == REFERENCE else collate(examples, ctx, pad_id, device)
+                )
                 refs[ctx] = decoder(input_ids=ids_c, attention_mask=mask_c).last_hidden_state[idx_c[0], idx_c[1]]
     targets = flat_targets(examples, device)
     extras = flat_extras(examples, loss_obj.extras, device) if loss_obj.extras else None
@@ -87,15 +90,18 @@ def split_plugin_options(cfg: TrainConfig, given: dict, wheres: dict[str, Where]
             l_given[key], l_where[key] = value, wheres[key]
         else:
             where = wheres[key]
-            raise HarnessError(f"{where.flag} is not an option of method '{cfg.method}' or of its loss "
-                               f"'{cfg.loss or method_cls.default_loss}' (method options: "
-                               f"{', '.join(sorted(method_fields)) or 'none'}; loss options: "
-                               f"{', '.join(sorted(loss_fields)) or 'none'})")
+            raise HarnessError(
+                f"{where.flag} is not an option of method '{cfg.method}' or of its loss "
+                f"'{cfg.loss or method_cls.default_loss}' (method options: "
+                f"{', '.join(sorted(method_fields)) or 'none'}; loss options: "
+                f"{', '.join(sorted(loss_fields)) or 'none'})"
+            )
     return m_given, m_where, l_given, l_where
 
 
-def resolve(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] | None = None
-            ) -> tuple[Method, TokenLoss]:
+def resolve(
+    cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] | None = None
+) -> tuple[Method, TokenLoss]:
     """The method and loss of a run, their options built and checked."""
     method_cls = registry.get("methods", cfg.method)
     loss_cls = registry.get("losses", cfg.loss or method_cls.default_loss)
@@ -105,18 +111,25 @@ def resolve(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where
     return method, loss
 
 
-def load_examples(cfg: TrainConfig, method: FileMethod, loss_obj: TokenLoss, tokenizer, data: str | None = None
-                  ) -> list[Example]:
+def load_examples(
+    cfg: TrainConfig, method: FileMethod, loss_obj: TokenLoss, tokenizer, data: str | None = None
+) -> list[Example]:
     data = data or cfg.data
     rows = method.load_rows(data)
     templates = Templates.from_file(cfg.templates) if cfg.templates else Templates()
     examples = []
     for row in rows:
         try:
-            examples.append(build_example(f"{row['problem_id']}#{row.get('sample_index', 0)}",
-                                          method.prompts(row, loss_obj.contexts, templates), method.response(row),
-                                          tokenizer, max_length=cfg.max_length,
-                                          chat_template_kwargs={"enable_thinking": cfg.thinking}))
+            examples.append(
+                build_example(
+                    f"{row['problem_id']}#{row.get('sample_index', 0)}",
+                    method.prompts(row, loss_obj.contexts, templates),
+                    method.response(row),
+                    tokenizer,
+                    max_length=cfg.max_length,
+                    chat_template_kwargs={"enable_thinking": cfg.thinking},
+                )
+            )
         except ValueError as e:
             raise HarnessError(str(e), path=data, line=row["_line"]) from None
     return examples
@@ -136,14 +149,19 @@ class Trainer:
         quiet_transformers()
         self.tokenizer = load_tokenizer(self.path)
         self.cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-        self.accelerator = Accelerator(cpu=self.cpu, mixed_precision="no" if self.cpu else "bf16",
-                                       log_with=cfg.report_to, project_dir=str(self.out))
+        self.accelerator = Accelerator(
+            cpu=self.cpu,
+            mixed_precision="no" if self.cpu else "bf16",
+            log_with=cfg.report_to,
+            project_dir=str(self.out),
+        )
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.settings = {**settings, "processes": self.world}  # a step's data order depends on it
         self.record = SettingsRecord(self.out / "train_config.json", self.out, "training run")
         self.record.check(self.settings)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
-            else self.tokenizer.eos_token_id
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        )
 
     def build(self, total_steps: int) -> None:
         """Load the model, add LoRA, set up the optimizer and schedule, and restore the last checkpoint."""
@@ -156,13 +174,24 @@ class Trainer:
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-        self.peft_model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                           lora_dropout=cfg.lora_dropout,
-                                                           target_modules=cfg.lora_targets, task_type="CAUSAL_LM"))
+        self.peft_model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_targets,
+                task_type="CAUSAL_LM",
+            ),
+        )
         self.params = [p for p in self.peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = get_scheduler("linear", optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
-                                       num_training_steps=max(1, total_steps))
+        self.scheduler = get_scheduler(
+            "linear",
+            optimizer,
+            num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+            num_training_steps=max(1, total_steps),
+        )
         # the scheduler stays unprepared: our step plan is already global, and accelerate's wrapper would
         # advance it once per process per optimizer step
         self.student, self.optimizer = self.accelerator.prepare(StudentHidden(self.peft_model), optimizer)
@@ -185,8 +214,14 @@ class Trainer:
         from tqdm import tqdm
 
         cfg, accelerator = self.cfg, self.accelerator
-        bar = tqdm(total=total_steps, initial=self.start_step, desc=desc, unit="step",
-                   disable=not cfg.progress or not accelerator.is_main_process, dynamic_ncols=True)
+        bar = tqdm(
+            total=total_steps,
+            initial=self.start_step,
+            desc=desc,
+            unit="step",
+            disable=not cfg.progress or not accelerator.is_main_process,
+            dynamic_ncols=True,
+        )
         bad, last = 0, {}
         self.student.train()
         summed = self.loss.reduction == "sum"
@@ -199,8 +234,10 @@ class Trainer:
             weights = [1.0] * len(mine) if mine else [0.0]
             if not mine:
                 if not batch.idle:
-                    raise HarnessError(f"step {step + 1}: this process has no examples to join the step with; "
-                                       "use fewer processes or more prompts per step")
+                    raise HarnessError(
+                        f"step {step + 1}: this process has no examples to join the step with; "
+                        "use fewer processes or more prompts per step"
+                    )
                 mine = [batch.idle]
             # DDP averages gradients over processes: scale so the result is the step's mean (or sum)
             scale = self.world if summed else self.world / batch.total_micro_batches
@@ -208,8 +245,15 @@ class Trainer:
             for k, (examples, w) in enumerate(zip(mine, weights)):
                 sync = accelerator.no_sync(self.student) if k < len(mine) - 1 else contextlib.nullcontext()
                 with sync:
-                    result, n = compute_loss(self.student, self.peft_model, examples, self.loss, self.pad_id,
-                                             accelerator.device, cfg.chunk_tokens)
+                    result, n = compute_loss(
+                        self.student,
+                        self.peft_model,
+                        examples,
+                        self.loss,
+                        self.pad_id,
+                        accelerator.device,
+                        cfg.chunk_tokens,
+                    )
                     finite = bool(torch.isfinite(result.loss))
                     accelerator.backward(result.loss * (scale * w))
                 acc["tokens"] += w * n
@@ -218,8 +262,9 @@ class Trainer:
                 for key, v in result.stats.items():
                     acc[f"stat:{key}"] = acc.get(f"stat:{key}", 0.0) + w * v
             keys = sorted(acc)  # every process runs the same loss, so the same keys
-            reduced = accelerator.reduce(torch.tensor([acc[k] for k in keys], dtype=torch.float64,
-                                                      device=accelerator.device), reduction="sum")
+            reduced = accelerator.reduce(
+                torch.tensor([acc[k] for k in keys], dtype=torch.float64, device=accelerator.device), reduction="sum"
+            )
             acc = dict(zip(keys, reduced.tolist()))
             denominator = 1 if summed else batch.total_micro_batches
             tokens, total = int(acc["tokens"]), acc["loss"] / denominator
@@ -237,15 +282,25 @@ class Trainer:
             self.scheduler.step()
             self.optimizer.zero_grad()
             now = time.perf_counter()
-            last = {"step": step + 1, "loss": total, **stats, **batch.stats, "lr": self.scheduler.get_last_lr()[0],
-                    "tokens": tokens, "tokens_per_s": tokens / (now - t0)}
+            last = {
+                "step": step + 1,
+                "loss": total,
+                **stats,
+                **batch.stats,
+                "lr": self.scheduler.get_last_lr()[0],
+                "tokens": tokens,
+                "tokens_per_s": tokens / (now - t0),
+            }
             if t_update > t0 + 1e-3 and self.method.source == "online":
                 last["update_tokens_per_s"] = tokens / max(now - t_update, 1e-9)
             if accelerator.is_main_process:
                 append_jsonl(self.log_path, [last])
                 bar.update(1)
-                shown = {k: f"{v:.4f}" for k, v in last.items()
-                         if k in ("loss", "kl_ps", "kl_nr", "reward", "kl") and isinstance(v, float)}
+                shown = {
+                    k: f"{v:.4f}"
+                    for k, v in last.items()
+                    if k in ("loss", "kl_ps", "kl_nr", "reward", "kl") and isinstance(v, float)
+                }
                 bar.set_postfix(**shown, tok_s=f"{last['tokens_per_s']:.0f}")
                 if cfg.report_to:
                     accelerator.log({k: v for k, v in last.items() if k != "step"}, step=step + 1)
@@ -267,15 +322,25 @@ def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] 
     """Train with the method's examples (a file, or the live policy every step) and save the adapter."""
     method, loss = resolve(cfg, given, wheres)
     loss_name = cfg.loss or method.default_loss
-    settings = {**cfg.settings(), "loss": loss_name, "method_options": as_settings(method.options),
-                "loss_options": as_settings(loss.options)}
+    settings = {
+        **cfg.settings(),
+        "loss": loss_name,
+        "method_options": as_settings(method.options),
+        "loss_options": as_settings(loss.options),
+    }
     trainer = Trainer(cfg, method, loss, settings)
     desc = f"train ({cfg.method}, {loss_name})"
     if method.source == "file":
         assert isinstance(method, FileMethod)
         examples = load_examples(cfg, method, loss, trainer.tokenizer)
-        steps = plan_steps(len(examples), epochs=cfg.epochs, seed=cfg.seed, batch_size=cfg.batch_size,
-                           per_step=cfg.grad_accum * trainer.world, max_steps=cfg.max_steps)
+        steps = plan_steps(
+            len(examples),
+            epochs=cfg.epochs,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            per_step=cfg.grad_accum * trainer.world,
+            max_steps=cfg.max_steps,
+        )
         total = len(steps)
         trainer.build(total)
         last = trainer.run(total, offline_batches(examples, steps, trainer.rank, trainer.world), desc)
@@ -285,7 +350,9 @@ def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] 
 
         total, last, n_examples = online_run(trainer, desc)
     else:
-        raise HarnessError(f"method '{cfg.method}' makes its examples by '{method.source}', which the engine does "
-                           "not run (file, online)")
+        raise HarnessError(
+            f"method '{cfg.method}' makes its examples by '{method.source}', which the engine does "
+            "not run (file, online)"
+        )
     trainer.finish(total)
     return {"steps": total, "examples": n_examples, "last": last, "loss": loss_name}

@@ -32,14 +32,23 @@ class Example:
     """Per-token values aligned with `targets` (e.g. `weight`, `advantage`, `old_logp`)."""
 
 
-def build_example(example_id: str, prompts: dict[str, str], response: str, tokenizer, *, max_length: int,
-                  chat_template_kwargs: dict | None = None) -> Example:
+def build_example(
+    example_id: str,
+    prompts: dict[str, str],
+    response: str,
+    tokenizer,
+    *,
+    max_length: int,
+    chat_template_kwargs: dict | None = None,
+) -> Example:
     """Render each context's prompt, splice the response ids after it; the response (plus EOS) is cut
     so the student sequence fits `max_length`."""
     resp = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ex = Example(example_id, [])
-    rendered = {name: render_prompt_ids(tokenizer, text, chat_template_kwargs=chat_template_kwargs)
-                for name, text in prompts.items()}
+    rendered = {
+        name: render_prompt_ids(tokenizer, text, chat_template_kwargs=chat_template_kwargs)
+        for name, text in prompts.items()
+    }
     room = max_length - len(rendered["student"])
     if room < 1:
         raise ValueError(f"the student prompt of '{example_id}' is longer than --max-length {max_length}")
@@ -51,14 +60,22 @@ def build_example(example_id: str, prompts: dict[str, str], response: str, token
     return ex
 
 
-def sampled_example(example_id: str, prompt_ids: list[int], completion_ids: list[int],
-                    extras: dict[str, list[float]] | None = None) -> Example:
+def sampled_example(
+    example_id: str, prompt_ids: list[int], completion_ids: list[int], extras: dict[str, list[float]] | None = None
+) -> Example:
     """An example from a sampled completion (online methods): the student context is prompt + completion."""
-    return Example(example_id, list(completion_ids), {"student": list(prompt_ids) + list(completion_ids)},
-                   {"student": len(prompt_ids)}, dict(extras or {}))
+    return Example(
+        example_id,
+        list(completion_ids),
+        {"student": list(prompt_ids) + list(completion_ids)},
+        {"student": len(prompt_ids)},
+        dict(extras or {}),
+    )
 
 
-def collate(examples: list[Example], context: str, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(
+    examples: list[Example], context: str, pad_id: int, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids [B, T], attention mask, and the flat (row, position) indices predicting targets."""
     context = "student" if context == REFERENCE else context
     seqs = [e.inputs[context] for e in examples]
@@ -67,8 +84,8 @@ def collate(examples: list[Example], context: str, pad_id: int, device) -> tuple
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     rows, cols = [], []
     for b, (e, s) in enumerate(zip(examples, seqs)):
-        ids[b, :len(s)] = torch.tensor(s)
-        mask[b, :len(s)] = 1
+        ids[b, : len(s)] = torch.tensor(s)
+        mask[b, : len(s)] = 1
         start = e.prompt_lengths[context] - 1  # the logits here predict the first response token
         rows += [b] * len(e.targets)
         cols += list(range(start, start + len(e.targets)))

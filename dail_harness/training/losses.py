@@ -46,8 +46,13 @@ class TokenLoss:
     def __init__(self, options=None):
         self.options = options if options is not None else self.Options()
 
-    def terms_fn(self, logp_s: torch.Tensor, refs: dict[str, torch.Tensor], targets: torch.Tensor,
-                 extras: dict[str, torch.Tensor]) -> dict:
+    def terms_fn(
+        self,
+        logp_s: torch.Tensor,
+        refs: dict[str, torch.Tensor],
+        targets: torch.Tensor,
+        extras: dict[str, torch.Tensor],
+    ) -> dict:
         raise NotImplementedError
 
     def combine(self, sums: dict[str, torch.Tensor], n_tokens: int) -> LossOutput:
@@ -64,8 +69,12 @@ def make_loss(name: str, given: dict | None = None, wheres: dict | None = None) 
 
 @dataclass
 class KLOptions:
-    direction: str = option("reverse", choices=("reverse", "forward"), flag="--kl-direction",
-                            help="reverse = KL(student || reference) (the paper's); forward = KL(reference || student).")
+    direction: str = option(
+        "reverse",
+        choices=("reverse", "forward"),
+        flag="--kl-direction",
+        help="reverse = KL(student || reference) (the paper's); forward = KL(reference || student).",
+    )
 
 
 def kl_direction_terms(logp_s: torch.Tensor, logp_ref: torch.Tensor, direction: str) -> torch.Tensor:

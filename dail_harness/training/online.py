@@ -34,13 +34,23 @@ class OnlineContext:
 
     def params(self, n: int, **overrides: Any) -> SamplingParams:
         """The run's sampling settings (`--temperature`, `--top-p`, `--max-tokens`) for n samples."""
-        values = dict(n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p, presence_penalty=0.0,
-                      max_tokens=self.cfg.max_tokens, seed=self.cfg.seed)
+        values = dict(
+            n=n,
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p,
+            presence_penalty=0.0,
+            max_tokens=self.cfg.max_tokens,
+            seed=self.cfg.seed,
+        )
         return SamplingParams(**{**values, **overrides})
 
-    def sample(self, prompts: dict[str, str], n: int, *, tag: str = "", **overrides: Any) -> dict[str, list[Completion]]:
+    def sample(
+        self, prompts: dict[str, str], n: int, *, tag: str = "", **overrides: Any
+    ) -> dict[str, list[Completion]]:
         """n completions for each (key -> user-turn prompt), from the live policy; keyed by this step."""
-        requests = [GenerationRequest(f"{tag}step{self.step}/{key}", text, list(range(n))) for key, text in prompts.items()]
+        requests = [
+            GenerationRequest(f"{tag}step{self.step}/{key}", text, list(range(n))) for key, text in prompts.items()
+        ]
         by_request: dict[str, list[Completion]] = {r.request_id: [] for r in requests}
         model = getattr(self.backend, "model", None)
         was_training = bool(getattr(model, "training", False))
@@ -57,7 +67,7 @@ class OnlineContext:
             if model is not None and was_training:
                 model.train()
         prefix = f"{tag}step{self.step}/"
-        return {rid[len(prefix):]: sorted(cs, key=lambda c: c.sample_index) for rid, cs in by_request.items()}
+        return {rid[len(prefix) :]: sorted(cs, key=lambda c: c.sample_index) for rid, cs in by_request.items()}
 
     def prompt_ids(self, prompt: str) -> list[int]:
         """The rendered prompt ids the back-end sampled from (chat template applied)."""
@@ -76,8 +86,9 @@ class OnlineContext:
         return [float(v) for v in gather_object(list(values))]
 
     def example(self, key: str, prompt_ids: list[int], completion: Completion, **extras: list[float]) -> Example:
-        return sampled_example(f"step{self.step}/{key}#{completion.sample_index}", prompt_ids, completion.token_ids,
-                               extras)
+        return sampled_example(
+            f"step{self.step}/{key}#{completion.sample_index}", prompt_ids, completion.token_ids, extras
+        )
 
 
 def online_run(trainer, desc: str) -> tuple[int, dict, int]:
@@ -94,8 +105,9 @@ def online_run(trainer, desc: str) -> tuple[int, dict, int]:
         from dail_harness.errors import HarnessError
 
         raise HarnessError(f"--prompts-per-step {per_step} is smaller than the {trainer.world} processes")
-    steps = plan_steps(len(rows), epochs=cfg.epochs, seed=cfg.seed, batch_size=per_step, per_step=1,
-                       max_steps=cfg.max_steps)
+    steps = plan_steps(
+        len(rows), epochs=cfg.epochs, seed=cfg.seed, batch_size=per_step, per_step=1, max_steps=cfg.max_steps
+    )
     trainer.build(len(steps))
     backend = registry.get("backends", cfg.backend).for_policy(trainer.peft_model, trainer.tokenizer, cfg)
     made = 0
@@ -107,13 +119,14 @@ def online_run(trainer, desc: str) -> tuple[int, dict, int]:
             epoch, (prompts,) = steps[step]
             ctx.step = step
             sampled, seconds = ctx.sampled_tokens, ctx.sampling_seconds
-            rollout = method.rollout(ctx, [rows[i] for i in prompts[trainer.rank::trainer.world]])
+            rollout = method.rollout(ctx, [rows[i] for i in prompts[trainer.rank :: trainer.world]])
             made += len(rollout.examples)
             mine = micro_batches(rollout.examples, cfg.batch_size)
             total = int(sum(ctx.gather([float(len(mine))])))
             rate = (ctx.sampled_tokens - sampled) / max(ctx.sampling_seconds - seconds, 1e-9)
-            return StepBatch(mine, max(total, 1), stats={"epoch": epoch, **rollout.stats,
-                                                          "sampling_tokens_per_s": rate})
+            return StepBatch(
+                mine, max(total, 1), stats={"epoch": epoch, **rollout.stats, "sampling_tokens_per_s": rate}
+            )
 
         last = trainer.run(len(steps), step_batch, desc)
     return len(steps), last, made

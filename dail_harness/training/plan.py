@@ -8,8 +8,8 @@ online, a step takes `prompts_per_step` prompts, shared among the processes.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from dail_harness.training.examples import Example
 
@@ -20,15 +20,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
-def plan_steps(n_items: int, *, epochs: int, seed: int, batch_size: int, per_step: int,
-               max_steps: int | None = None) -> list[tuple[int, list[list[int]]]]:
+def plan_steps(
+    n_items: int, *, epochs: int, seed: int, batch_size: int, per_step: int, max_steps: int | None = None
+) -> list[tuple[int, list[list[int]]]]:
     """Every optimizer step as (epoch, batches of item indices), in order."""
     steps = []
     for epoch in range(epochs):
         order = epoch_order(n_items, seed, epoch)
-        batches = [order[i:i + batch_size] for i in range(0, n_items, batch_size)]
+        batches = [order[i : i + batch_size] for i in range(0, n_items, batch_size)]
         for g in range(0, len(batches), per_step):
-            steps.append((epoch, batches[g:g + per_step]))
+            steps.append((epoch, batches[g : g + per_step]))
     return steps[:max_steps] if max_steps else steps
 
 
@@ -54,4 +55,4 @@ def offline_batches(examples: list[Example], steps: list, rank: int, world: int)
 
 
 def micro_batches(examples: list[Example], size: int) -> list[list[Example]]:
-    return [examples[i:i + size] for i in range(0, len(examples), size)]
+    return [examples[i : i + size] for i in range(0, len(examples), size)]

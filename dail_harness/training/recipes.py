@@ -59,7 +59,7 @@ class FileMethod(Method):
     """Offline: examples from a fixed file of rows."""
 
     source = "file"
-    required_fields = ("problem_id", "problem", "trace")
+    required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem", "trace")
 
     def response(self, row: dict) -> str:
         return row["trace"]
@@ -70,13 +70,17 @@ class FileMethod(Method):
         if "privileged" in contexts:
             solution = row.get("privileged_solution") or row.get("solution")
             if not solution:
-                raise HarnessError(f"row '{row['problem_id']}' (line {row['_line']}) has no solution for the "
-                                   "privileged context", field="solution")
+                raise HarnessError(
+                    f"row '{row['problem_id']}' (line {row['_line']}) has no solution for the privileged context",
+                    field="solution",
+                )
             out["privileged"] = privileged_prompt(row["problem"], solution, templates)
         if "negative" in contexts:
             if "waypoints" not in row:
-                raise HarnessError(f"row '{row['problem_id']}' (line {row['_line']}) has no waypoints for the "
-                                   "negative reference", field="waypoints")
+                raise HarnessError(
+                    f"row '{row['problem_id']}' (line {row['_line']}) has no waypoints for the negative reference",
+                    field="waypoints",
+                )
             out["negative"] = negative_prompt(row["problem"], row["waypoints"], row.get("answer"), templates)
         return out
 
@@ -86,7 +90,7 @@ class GenerateMethod(FileMethod):
 
     source = "generate"
 
-    def generate(self, ctx: "OnlineContext", rows: list[dict], out: Path) -> Path:
+    def generate(self, ctx: OnlineContext, rows: list[dict], out: Path) -> Path:
         """Write this iteration's training rows under `out` (resumably) and return the file."""
         raise NotImplementedError
 
@@ -97,16 +101,17 @@ class OnlineOptions:
 
     prompts_per_step: int = option(8, ge=1, help="Prompts per optimizer step (the paper's GRPO: 64).")
     group_size: int = option(8, ge=1, help="Samples per prompt (the paper's GRPO: 32).")
-    prompt: str = option("{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}.",
-                         help="User-turn template of the policy's prompt ({problem} is replaced); default: the "
-                         "evaluation prompt.")
+    prompt: str = option(
+        "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}.",
+        help="User-turn template of the policy's prompt ({problem} is replaced); default: the evaluation prompt.",
+    )
 
 
 @dataclass
 class Rollout:
     """One step's examples from the live policy, with what the method wants logged about them."""
 
-    examples: list["Example"]
+    examples: list[Example]
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -117,9 +122,9 @@ class OnlineMethod(Method):
     source = "online"
     default_loss = "pg"
     Options: ClassVar[type] = OnlineOptions
-    required_fields = ("problem_id", "problem", "answer")
+    required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem", "answer")
 
-    def rollout(self, ctx: "OnlineContext", rows: list[dict]) -> Rollout:
+    def rollout(self, ctx: OnlineContext, rows: list[dict]) -> Rollout:
         raise NotImplementedError
 
 

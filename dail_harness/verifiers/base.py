@@ -9,8 +9,11 @@ Verdict`; plain functions get the normalised answer text as their canonical form
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
+
+from dail_harness.verifiers.extract import normalize_text
 
 
 @dataclass
@@ -46,8 +49,6 @@ class Verifier:
 
     def canonical(self, extracted: str) -> str | None:
         """The voting form of an extracted answer (default: normalised text)."""
-        from dail_harness.verifiers.mathexpr import normalize_text
-
         return normalize_text(extracted)
 
     def __call__(self, completion: str, gold: str, finish_reason: str | None = None) -> Verdict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from dail_harness import registry
-from dail_harness.verifiers.extract import answer_region, final_statement, last_boxed
 from dail_harness.verifiers.base import Verdict, Verifier
+from dail_harness.verifiers.extract import answer_region, final_statement, last_boxed
 
 _LETTER = re.compile(
     r"^\W*(?:\\text\{\s*|\\textbf\{\s*|\\mathrm\{\s*|option\s+|choice\s+)?\(?([A-D])\)?(?![A-Za-z])",

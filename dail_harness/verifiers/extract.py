@@ -15,7 +15,8 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 # "The final answer is X", "Final Answer: X", "the answer is X", "Answer: X" (start of line).
 _STATEMENT_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer\s+is|^[ \t]*[*#]*[ \t]*answer)[ \t]*\**[ \t]*(?:is\b)?[ \t]*[:：]?[ \t]*(?P<ans>[^\n]*)",
+    r"(?:final\s+answer|the\s+answer\s+is|^[ \t]*[*#]*[ \t]*answer)"
+    r"[ \t]*\**[ \t]*(?:is\b)?[ \t]*[:：]?[ \t]*(?P<ans>[^\n]*)",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -44,7 +45,7 @@ def last_boxed(text: str) -> str | None:
                 elif text[j] == "}":
                     depth -= 1
                     if depth == 0:
-                        return text[i + 1:j].strip()
+                        return text[i + 1 : j].strip()
                 j += 1
             continue  # unbalanced: truncated box, try an earlier complete one
         if i > m.end():  # `\boxed 5` form: up to whitespace or `$`
@@ -86,5 +87,15 @@ def strip_math_delimiters(s: str) -> str:
     s = s.strip()
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
-            s = s[len(left):len(s) - len(right)].strip()
+            s = s[len(left) : len(s) - len(right)].strip()
     return s.rstrip(".").strip()
+
+
+def normalize_text(s: str) -> str:
+    """Loose string form used for the string-equality fallback."""
+    s = strip_math_delimiters(s)
+    s = re.sub(r"\\(?:left|right|displaystyle|,|;|!|quad|qquad)", "", s)
+    s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}", r"\1", s)
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = re.sub(r"\s+", "", s).rstrip(".").lower()
+    return s

@@ -9,13 +9,22 @@ from __future__ import annotations
 import re
 
 from dail_harness import registry
-from dail_harness.verifiers.extract import extract_answer, strip_math_delimiters
 from dail_harness.verifiers.base import Verdict, Verifier
+from dail_harness.verifiers.extract import extract_answer, strip_math_delimiters
 
 _WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _NOISE = [
-    r"\^\s*\{?\s*\\circ\s*\}?", r"°", r"\\%", r"%", r"\\\$", r"\$", r"\\[,;:! ]", r"\{,\}", r"~",
-    r"\\(?:left|right)\b", r"\\(?:quad|qquad)\b",
+    r"\^\s*\{?\s*\\circ\s*\}?",
+    r"°",
+    r"\\%",
+    r"%",
+    r"\\\$",
+    r"\$",
+    r"\\[,;:! ]",
+    r"\{,\}",
+    r"~",
+    r"\\(?:left|right)\b",
+    r"\\(?:quad|qquad)\b",
 ]
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+$")
 _INT = re.compile(r"^[+-]?\d+$")

@@ -8,32 +8,22 @@ mathematics (text answers in IMO-AnswerBench) fall back to normalised string equ
 
 from __future__ import annotations
 
-import re
-
 from dail_harness import registry
-from dail_harness.verifiers.extract import extract_answer, strip_math_delimiters
 from dail_harness.verifiers.base import Verdict, Verifier
+from dail_harness.verifiers.extract import extract_answer, normalize_text, strip_math_delimiters
 
 PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
 
 
-def normalize_text(s: str) -> str:
-    """Loose string form used for the string-equality fallback."""
-    s = strip_math_delimiters(s)
-    s = re.sub(r"\\(?:left|right|displaystyle|,|;|!|quad|qquad)", "", s)
-    s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}", r"\1", s)
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = re.sub(r"\s+", "", s).rstrip(".").lower()
-    return s
-
-
 def _parse(expr: str):
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    return parse(f"${strip_math_delimiters(expr)}$",
-                 extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
-                 parsing_timeout=PARSE_TIMEOUT_S)
+    return parse(
+        f"${strip_math_delimiters(expr)}$",
+        extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
+        parsing_timeout=PARSE_TIMEOUT_S,
+    )
 
 
 def symbolic_equal(gold: str, predicted: str) -> bool:

@@ -18,8 +18,20 @@ def normalize_simple(s: str) -> str:
     dollars, \\text{}, and a short `x =` prefix. No numeric equivalence: `033` is not `33` here."""
     s = strip_math_delimiters(s)
     s = re.sub(r"\\text\{\s*([^{}]*)\}", r"\1", s)
-    for old, new in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("dfrac", "frac"),
-                     ("tfrac", "frac"), ("^\\circ", ""), ("^{\\circ}", ""), ("\\%", ""), ("%", ""), ("\\$", "")):
+    for old, new in (
+        ("\\left", ""),
+        ("\\right", ""),
+        ("\\!", ""),
+        ("\\,", ""),
+        ("\\;", ""),
+        ("dfrac", "frac"),
+        ("tfrac", "frac"),
+        ("^\\circ", ""),
+        ("^{\\circ}", ""),
+        ("\\%", ""),
+        ("%", ""),
+        ("\\$", ""),
+    ):
         s = s.replace(old, new)
     s = re.sub(r"\s+", "", s)
     if "=" in s and len(s.split("=")[0]) <= 2:

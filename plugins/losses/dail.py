@@ -25,11 +25,14 @@ class DAIL(TokenLoss):
 
     def terms_fn(self, logp_s, refs, targets, extras):
         d = self.options.direction
-        return {"kl_ps": kl_direction_terms(logp_s, refs["privileged"], d),
-                "kl_nr": kl_direction_terms(logp_s, refs["negative"], d)}
+        return {
+            "kl_ps": kl_direction_terms(logp_s, refs["privileged"], d),
+            "kl_nr": kl_direction_terms(logp_s, refs["negative"], d),
+        }
 
     def combine(self, sums, n_tokens):
         kl_ps, kl_nr = sums["kl_ps"] / n_tokens, sums["kl_nr"] / n_tokens
         loss = kl_ps - self.options.gamma * kl_nr
-        return LossOutput(loss, {"kl_ps": float(kl_ps.detach()), "kl_nr": float(kl_nr.detach()),
-                                 "loss": float(loss.detach())})
+        return LossOutput(
+            loss, {"kl_ps": float(kl_ps.detach()), "kl_nr": float(kl_nr.detach()), "loss": float(loss.detach())}
+        )

@@ -1,5 +1,7 @@
 """`dail`: D_syn traces with the contrastive loss KL(student||PS) - gamma KL(student||NR)."""
 
+from typing import ClassVar
+
 from dail_harness import registry
 from dail_harness.training.recipes import FileMethod
 
@@ -10,4 +12,4 @@ class DAILMethod(FileMethod):
 
     name = "dail"
     default_loss = "dail"
-    required_fields = ("problem_id", "problem", "trace", "solution", "waypoints")
+    required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem", "trace", "solution", "waypoints")
