@@ -43,6 +43,9 @@ class SamplingBackend(ABC):
     name = ""
     tokenizer: Any = None
     """The tokenizer prompts are rendered with (set by subclasses)."""
+    system_prompt: str | None = None
+    use_chat_template: bool = True
+    chat_template_kwargs: dict | None = None
     eos_ids: list[int]
     """Every token id that ends a sequence (the tokenizer's EOS and the generation config's)."""
     context_length: int = 32768
@@ -54,6 +57,19 @@ class SamplingBackend(ABC):
         from dail_harness.errors import HarnessError
 
         raise HarnessError(f"the '{cls.name}' back-end cannot sample from a model being trained; use --backend hf")
+
+    def render(self, request: GenerationRequest) -> list[int]:
+        """Token ids of the full prompt (chat template, generation prompt, continuation prefix): the same
+        code for every back-end, so they all see exactly the same inputs."""
+        from dail_harness.backends.prompting import render_prompt_ids
+
+        return render_prompt_ids(
+            self.tokenizer,
+            request.prompt,
+            system_prompt=self.system_prompt,
+            use_chat_template=self.use_chat_template,
+            chat_template_kwargs=self.chat_template_kwargs,
+        ) + list(request.prefix_ids)
 
     @abstractmethod
     def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:

@@ -17,7 +17,6 @@ import torch
 
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
-from dail_harness.backends.prompting import render_prompt_ids
 from dail_harness.models.loading import default_device, eos_token_ids, load_causal_lm, load_tokenizer, resolve_model
 from dail_harness.sampling import SamplingParams, apply_presence_penalty, keyed_uniform, sample_key, warp_logits
 
@@ -88,16 +87,6 @@ class HFBackend(SamplingBackend):
         return cls(
             (model, tokenizer), device=device, chat_template_kwargs={"enable_thinking": cfg.thinking}, seed=cfg.seed
         )
-
-    def render(self, request: GenerationRequest) -> list[int]:
-        """Token ids of the full prompt (chat template, generation prompt, continuation prefix)."""
-        return render_prompt_ids(
-            self.tokenizer,
-            request.prompt,
-            system_prompt=self.system_prompt,
-            use_chat_template=self.use_chat_template,
-            chat_template_kwargs=self.chat_template_kwargs,
-        ) + list(request.prefix_ids)
 
     def _generation_config(self, params: SamplingParams):
         from transformers import GenerationConfig

@@ -21,7 +21,6 @@ from typing import Any
 
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
-from dail_harness.backends.prompting import render_prompt_ids
 from dail_harness.errors import HarnessError
 from dail_harness.models.loading import adapter_base, eos_token_ids, load_tokenizer, resolve_model
 from dail_harness.sampling import SamplingParams, stable_key
@@ -152,14 +151,7 @@ class VLLMBackend(SamplingBackend):
             chunk = jobs[start : start + REQUESTS_PER_CALL]
             prompts, sps = [], []
             for r, indices in chunk:
-                ids = render_prompt_ids(
-                    self.tokenizer,
-                    r.prompt,
-                    system_prompt=self.system_prompt,
-                    use_chat_template=self.use_chat_template,
-                    chat_template_kwargs=self.chat_template_kwargs,
-                ) + list(r.prefix_ids)
-                prompts.append(TokensPrompt(prompt_token_ids=ids))
+                prompts.append(TokensPrompt(prompt_token_ids=self.render(r)))
                 sps.append(self._sampling_params(params, len(indices), r.request_id, indices[0]))
             outputs = self.llm.generate(prompts, sps, use_tqdm=False)
             batch = []
