@@ -24,8 +24,9 @@ def child(args) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from dail_harness import registry
-    from dail_harness.training.engine import LORA_TARGETS, StudentHidden, compute_loss
+    from dail_harness.training.config import LORA_TARGETS
+    from dail_harness.training.engine import StudentHidden, compute_loss
+    from dail_harness.training.losses import make_loss
     from dail_harness.training.examples import Example
 
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
@@ -51,7 +52,7 @@ def child(args) -> None:
         for c, n in (("student", 64), ("privileged", 512), ("negative", 128))
     }
     ex = Example("bench", resp, {c: p + resp for c, p in prompts.items()}, {c: len(p) for c, p in prompts.items()})
-    loss = registry.get("losses", args.loss)(gamma=0.1)
+    loss = make_loss(args.loss, {"gamma": 0.1} if args.loss == "dail" else {})
     student = StudentHidden(peft)
     opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-5)
     chunk = args.tokens if args.naive else 1024
