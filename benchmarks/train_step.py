@@ -26,6 +26,7 @@ def child(args) -> None:
 
     from dail_harness.training.config import LORA_TARGETS
     from dail_harness.training.engine import StudentHidden, compute_loss
+    from dail_harness.training.policy import Policy
     from dail_harness.training.losses import make_loss
     from dail_harness.training.examples import Example
 
@@ -54,11 +55,12 @@ def child(args) -> None:
     ex = Example("bench", resp, {c: p + resp for c, p in prompts.items()}, {c: len(p) for c, p in prompts.items()})
     loss = make_loss(args.loss, {"gamma": 0.1} if args.loss == "dail" else {})
     student = StudentHidden(peft)
+    policy = Policy.wrap(peft)
     opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-5)
     chunk = args.tokens if args.naive else 1024
 
     def step():
-        result, n = compute_loss(student, peft, [ex], loss, tok.pad_token_id or 0, device, chunk)
+        result, n = compute_loss(student, policy, [ex], loss, tok.pad_token_id or 0, device, chunk)
         result.loss.backward()
         opt.step()
         opt.zero_grad()

@@ -146,6 +146,7 @@ def test_reference_passes_are_the_base_model_without_gradient(tiny):
     from transformers import AutoModelForCausalLM
 
     from dail_harness.training.engine import StudentHidden, compute_loss
+    from dail_harness.training.policy import Policy
 
     path, tok = tiny
     base = AutoModelForCausalLM.from_pretrained(path)
@@ -171,7 +172,7 @@ def test_reference_passes_are_the_base_model_without_gradient(tiny):
 
     decoder.forward = spy
     loss = make_loss("dail", {"gamma": 0.1})
-    result, _ = compute_loss(StudentHidden(model), model, [ex], loss, tok.pad_token_id, "cpu", 8)
+    result, _ = compute_loss(StudentHidden(model), Policy.wrap(model), [ex], loss, tok.pad_token_id, "cpu", 8)
     decoder.forward = orig
     (grad_s, h_s), (grad_p, h_p), (grad_n, h_n) = captured["calls"]
     assert grad_s and not grad_p and not grad_n

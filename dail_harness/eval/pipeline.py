@@ -9,12 +9,14 @@ from `samples.jsonl` are generated, and each finished group is graded and append
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dail_harness import registry
-from dail_harness.backends.base import GenerationRequest
+from dail_harness.backends.base import GenerationRequest, SamplingBackend
 from dail_harness.errors import HarnessError
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
 from dail_harness.eval.metrics import parse_k, power_of_two_grid, summarize_conditions
@@ -282,8 +284,9 @@ def _sample_row(task: Task, problem: Problem, s: Sampled, verdict: Verdict, para
     }
 
 
-def run_eval(cfg: EvalConfig) -> dict:
-    """Sample, grade and store what the run directory lacks; return the summary (also summary.json)."""
+def run_eval(cfg: EvalConfig, backend: SamplingBackend | None = None) -> dict:
+    """Sample, grade and store what the run directory lacks; return the summary (also summary.json). A
+    `backend` already loaded (e.g. the model being trained) is used instead of loading `cfg.model`."""
     tasks = load_tasks(cfg)
     store = RunStore(cfg.out)
     settings = run_settings(cfg, tasks)
@@ -311,7 +314,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         if requests:
             work.append((temperature, requests, missing_rows))
     if work:
-        rows += _generate_and_grade(cfg, work, by_request, store, settings, done)
+        rows += _generate_and_grade(cfg, work, by_request, store, settings, done, backend)
 
     selected = {(t.name, p.id) for t, ps in tasks for p in ps}
     rows = [r for r in rows if (r["task"], str(r["problem_id"])) in selected and int(r["sample_index"]) < n]
@@ -330,22 +333,20 @@ def run_eval(cfg: EvalConfig) -> dict:
     return summary
 
 
-def _generate_and_grade(cfg: EvalConfig, work, by_request, store: RunStore, settings: dict, done: set) -> list[dict]:
+def _generate_and_grade(
+    cfg: EvalConfig, work, by_request, store: RunStore, settings: dict, done: set, loaded: SamplingBackend | None = None
+) -> list[dict]:
     """Generate and grade the missing samples, appending each graded group to the store; returns the new rows."""
     from tqdm import tqdm
 
-    backend_cls = registry.get("backends", cfg.backend)
-    backend_options = {
-        **cfg.backend_options(),
-        "chat_template_kwargs": {"enable_thinking": cfg.thinking},
-        "seed": cfg.seed,
-    }
     new_rows: list[dict] = []
+    if loaded is not None:
+        opened: Any = contextlib.nullcontext(loaded)
+    else:
+        options = {**cfg.backend_options(), "chat_template_kwargs": {"enable_thinking": cfg.thinking}, "seed": cfg.seed}
+        opened = registry.get("backends", cfg.backend)(cfg.model, **options)
     # Load the model before creating the run directory: a bad model leaves nothing behind.
-    with (
-        backend_cls(cfg.model, **backend_options) as backend,
-        GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool,
-    ):
+    with opened as backend, GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
         store.create(settings)
         try:  # thinking mode needs a </think> token; plain runs use it only to count thinking tokens
             end_id = think_end_id(backend.tokenizer)

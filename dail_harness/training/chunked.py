@@ -23,27 +23,29 @@ def chunked_sums(
     student_hidden: torch.Tensor,
     ref_hidden: dict[str, torch.Tensor],
     targets: torch.Tensor,
-    head: torch.nn.Module,
+    head: Callable[[torch.Tensor], torch.Tensor],
     fn: TokenTermsFn,
     terms: Sequence[str],
     chunk: int = DEFAULT_CHUNK,
     extras: dict[str, torch.Tensor] | None = None,
+    ref_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Sums of `fn`'s terms over all N positions ([N, H] hidden states at aligned positions; `extras` are
-    per-position values such as advantages or weights, sliced with the chunks)."""
+    per-position values such as advantages or weights, sliced with the chunks). `ref_head` computes the
+    references' logits (default: `head`; the adapter-off head when the head itself has LoRA)."""
     names = list(ref_hidden)
     acc = torch.promote_types(student_hidden.dtype, torch.float32)
     extra_names = list(extras or {})
     extra_values = [extras[n].to(acc) for n in extra_names] if extras else []
 
-    def logp(h):  # half-precision logits are upcast to fp32 for the softmax; fp32/fp64 are kept
-        z = head(h)
+    def logp(h, which=head):  # half-precision logits are upcast to fp32 for the softmax; fp32/fp64 are kept
+        z = which(h)
         return torch.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1)
 
     def run(h_s, tgt, *rest):
         logp_s = logp(h_s)
         with torch.no_grad():
-            refs = {n: logp(h) for n, h in zip(names, rest[: len(names)])}
+            refs = {n: logp(h, ref_head or head) for n, h in zip(names, rest[: len(names)])}
         out = fn(logp_s, refs, tgt, dict(zip(extra_names, rest[len(names) :])))
         return tuple(out[t] for t in terms)
 

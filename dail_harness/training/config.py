@@ -10,6 +10,7 @@ from dail_harness.training.chunked import DEFAULT_CHUNK
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RUN, OPTIM, LORA, DATA, SAMPLE = "Run", "Optimisation", "LoRA", "Data", "Sampling (methods that sample)"
+EVAL = "Evaluation during training"
 
 
 @dataclass(kw_only=True)
@@ -35,7 +36,12 @@ class TrainConfig:
         help="Method option KEY=VALUE (repeatable), for methods whose options have no flag (plugins).",
         panel=RUN,
     )
-    lora_r: int = option(32, ge=1, help="LoRA rank.", panel=LORA)
+    lora_r: int = option(
+        32,
+        ge=0,
+        help="LoRA rank; 0 trains all weights (full fine-tuning; a frozen copy serves the reference contexts).",
+        panel=LORA,
+    )
     lora_alpha: int = option(32, ge=1, help="LoRA alpha.", panel=LORA)
     lora_dropout: float = option(0.0, ge=0, lt=1, help="LoRA dropout.", panel=LORA)
     lora_targets: list[str] = option(
@@ -70,6 +76,20 @@ class TrainConfig:
     max_tokens: int = option(512, ge=1, help="Maximum new tokens per sample of methods that sample.", panel=SAMPLE)
     backend: str = option("hf", help="Sampling back-end of methods that sample (hf: the live model).", panel=SAMPLE)
     grade_workers: int | None = option(None, ge=0, help="Grading processes for rewards (0: in-process).", panel=SAMPLE)
+    init: str | None = option(
+        None, help="Start from this run's adapter (e.g. NuRL from a GRPO run: --init runs/grpo).", panel=RUN
+    )
+    eval_task: list[str] | None = option(
+        None,
+        help="Evaluate pass@k on these tasks during training (in OUT/evals/step-N; logged as eval/TASK/pass@k).",
+        panel=EVAL,
+    )
+    eval_every: int | None = option(None, ge=1, help="Evaluate every N optimizer steps (and at the end).", panel=EVAL)
+    eval_n: int = option(4, ge=1, help="Samples per problem of the evaluations during training.", panel=EVAL)
+    eval_limit: int | None = option(None, ge=1, help="Only the first L problems of each evaluation task.", panel=EVAL)
+    eval_max_tokens: int | None = option(
+        None, ge=1, help="Maximum new tokens of the evaluations (default: --max-tokens).", panel=EVAL
+    )
     merge: bool = option(False, help="Also write OUT/merged, a full model for transformers and vLLM.", panel=RUN)
     report_to: str | None = option(None, help="accelerate tracker: tensorboard, wandb, ...", panel=RUN)
     device: str | None = option(None, help="cpu to force the CPU.", panel=RUN)
@@ -83,6 +103,11 @@ class TrainConfig:
         return as_settings(
             self,
             exclude=(
+                "eval_task",
+                "eval_every",
+                "eval_n",
+                "eval_limit",
+                "eval_max_tokens",
                 "out",
                 "progress",
                 "report_to",

@@ -28,12 +28,13 @@ from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, atomic_write_jsonl, iter_jsonl
 from dail_harness.options import Where, as_settings
 from dail_harness.settings import SettingsRecord
-from dail_harness.training.checkpoints import latest_checkpoint, load_checkpoint, save_adapter, save_checkpoint
+from dail_harness.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from dail_harness.training.chunked import chunked_sums
 from dail_harness.training.config import TrainConfig
 from dail_harness.training.examples import REFERENCE, Example, build_example, collate, flat_extras, flat_targets
 from dail_harness.training.losses import TokenLoss, make_loss
-from dail_harness.training.plan import StepBatch, offline_batches, plan_steps
+from dail_harness.training.plan import StepBatch, micro_batches, offline_batches, plan_steps
+from dail_harness.training.policy import Policy
 from dail_harness.training.recipes import FileMethod, Method, make_method
 
 MAX_BAD_STEPS = 10
@@ -41,36 +42,51 @@ MAX_BAD_STEPS = 10
 
 class StudentHidden(torch.nn.Module):
     """The trainable forward: final hidden states at the positions that predict response tokens.
-    A module of its own so DDP (accelerate) sees the forward and synchronises LoRA gradients."""
+    A module of its own so DDP (accelerate) sees the forward and synchronises the gradients."""
 
-    def __init__(self, peft_model):
+    def __init__(self, model):
         super().__init__()
-        self.peft_model = peft_model
+        self.model = model
 
     def forward(self, ids, mask, index):
-        h = self.peft_model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        h = self.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
         return h[index[0], index[1]]
 
 
 def compute_loss(
-    student: torch.nn.Module, peft_model, examples: list[Example], loss_obj: TokenLoss, pad_id: int, device, chunk: int
+    student: torch.nn.Module,
+    policy: Policy,
+    examples: list[Example],
+    loss_obj: TokenLoss,
+    pad_id: int,
+    device,
+    chunk: int,
 ):
     """The loss of a micro-batch: student hidden states with the adapter, references without."""
     ids, mask, index = collate(examples, "student", pad_id, device)
     h_s = student(ids, mask, index)
     refs = {}
     if loss_obj.contexts:
-        with torch.no_grad(), peft_model.disable_adapter():
-            decoder = peft_model.get_decoder()
+        with policy.reference() as (decoder, _):
             for ctx in loss_obj.contexts:
                 ids_c, mask_c, idx_c = (
                     (ids, mask, index) if ctx == REFERENCE else collate(examples, ctx, pad_id, device)
                 )
                 refs[ctx] = decoder(input_ids=ids_c, attention_mask=mask_c).last_hidden_state[idx_c[0], idx_c[1]]
     targets = flat_targets(examples, device)
-    extras = flat_extras(examples, loss_obj.extras, device) if loss_obj.extras else None
-    head = peft_model.get_output_embeddings()
-    sums = chunked_sums(h_s, refs, targets, head, loss_obj.terms_fn, loss_obj.terms, chunk, extras)
+    names = loss_obj.extras + tuple(n for n in loss_obj.optional_extras if all(n in e.extras for e in examples))
+    extras = flat_extras(examples, names, device) if names else None
+    sums = chunked_sums(
+        h_s,
+        refs,
+        targets,
+        policy.head(),
+        loss_obj.terms_fn,
+        loss_obj.terms,
+        chunk,
+        extras,
+        ref_head=policy.reference_head(),
+    )
     return loss_obj.combine(sums, len(targets)), len(targets)
 
 
@@ -164,27 +180,15 @@ class Trainer:
         )
 
     def build(self, total_steps: int) -> None:
-        """Load the model, add LoRA, set up the optimizer and schedule, and restore the last checkpoint."""
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM, get_scheduler
+        """Load the model (LoRA, or all weights with --lora-r 0), set up the optimizer and schedule, and restore
+        the last checkpoint (or start from --init)."""
+        from transformers import get_scheduler
 
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32 if self.cpu else torch.bfloat16)
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-        self.peft_model = get_peft_model(
-            model,
-            LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
-                lora_dropout=cfg.lora_dropout,
-                target_modules=cfg.lora_targets,
-                task_type="CAUSAL_LM",
-            ),
-        )
-        self.params = [p for p in self.peft_model.parameters() if p.requires_grad]
+        dtype = torch.float32 if self.cpu else torch.bfloat16
+        self.policy = Policy(self.path, cfg, dtype, need_reference=bool(self.loss.contexts))
+        self.params = self.policy.trainable()
         optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = get_scheduler(
             "linear",
@@ -194,23 +198,50 @@ class Trainer:
         )
         # the scheduler stays unprepared: our step plan is already global, and accelerate's wrapper would
         # advance it once per process per optimizer step
-        self.student, self.optimizer = self.accelerator.prepare(StudentHidden(self.peft_model), optimizer)
+        self.student, self.optimizer = self.accelerator.prepare(StudentHidden(self.policy.model), optimizer)
+        self.policy.to(self.accelerator.device)
         self.out.mkdir(parents=True, exist_ok=True)
         self.record.write(self.settings)
         self.log_path = self.out / "train_log.jsonl"
         self.start_step = 0
         ckpt = latest_checkpoint(self.out)
         if ckpt is not None:
-            self.start_step = load_checkpoint(ckpt, self.peft_model, self.optimizer, self.scheduler)["step"]
+            state = load_checkpoint(ckpt, self.optimizer, self.scheduler)
+            self.policy.load_state_dict(state["weights"])
+            self.start_step = state["step"]
+        elif cfg.init:
+            self.policy.load_adapter(cfg.init)
         if self.log_path.exists():  # keep exactly the steps the checkpoint covers
             kept = [r for _, r in iter_jsonl(self.log_path, allow_partial_tail=True) if r["step"] <= self.start_step]
             atomic_write_jsonl(self.log_path, kept)
         if cfg.report_to:
             self.accelerator.init_trackers("dail-harness", config={k: str(v) for k, v in self.settings.items()})
 
-    def run(self, total_steps: int, step_batch: Callable[[int], StepBatch], desc: str) -> dict:
-        """The loop: for each step from the last checkpoint, this process's micro-batches, backward,
-        reduce, clip, update, log, checkpoint."""
+    @torch.no_grad()
+    def token_logps(self, examples: list[Example]) -> list[list[float]]:
+        """Each example's per-token log-probabilities under the current policy (stored as old log-probs)."""
+        out = []
+        head = self.policy.head()
+        for batch in micro_batches(examples, self.cfg.batch_size):
+            ids, mask, index = collate(batch, "student", self.pad_id, self.accelerator.device)
+            hidden = self.student(ids, mask, index)
+            targets = flat_targets(batch, self.accelerator.device)
+            values = []
+            for start in range(0, len(targets), self.cfg.chunk_tokens):
+                sl = slice(start, start + self.cfg.chunk_tokens)
+                z = head(hidden[sl])
+                logp = torch.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1)
+                values.append(logp.gather(1, targets[sl, None])[:, 0])
+            flat = torch.cat(values).double().tolist()
+            for e in batch:
+                out.append(flat[: len(e.targets)])
+                flat = flat[len(e.targets) :]
+        return out
+
+    def run(self, total_steps: int, step_batch: Callable[[int], StepBatch], desc: str, *, align: int = 1) -> dict:
+        """The loop: for each step from the last checkpoint, this process's micro-batches, backward, reduce,
+        clip, update, log, evaluate, checkpoint. Checkpoints fall on multiples of `align` (online methods
+        reuse a generation batch for `align` steps and can only resume at its start)."""
         from tqdm import tqdm
 
         cfg, accelerator = self.cfg, self.accelerator
@@ -247,7 +278,7 @@ class Trainer:
                 with sync:
                     result, n = compute_loss(
                         self.student,
-                        self.peft_model,
+                        self.policy,
                         examples,
                         self.loss,
                         self.pad_id,
@@ -291,8 +322,10 @@ class Trainer:
                 "tokens": tokens,
                 "tokens_per_s": tokens / (now - t0),
             }
-            if t_update > t0 + 1e-3 and self.method.source == "online":
+            if self.method.source == "online":
                 last["update_tokens_per_s"] = tokens / max(now - t_update, 1e-9)
+            if cfg.eval_task and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == total_steps):
+                last.update(self.evaluate(step + 1))
             if accelerator.is_main_process:
                 append_jsonl(self.log_path, [last])
                 bar.update(1)
@@ -304,16 +337,48 @@ class Trainer:
                 bar.set_postfix(**shown, tok_s=f"{last['tokens_per_s']:.0f}")
                 if cfg.report_to:
                     accelerator.log({k: v for k, v in last.items() if k != "step"}, step=step + 1)
-                if (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
-                    save_checkpoint(self.out, step + 1, self.peft_model, self.optimizer, self.scheduler)
+                if (step + 1) % cfg.save_every == 0 and (step + 1) % align == 0 and step + 1 < total_steps:
+                    save_checkpoint(self.out, step + 1, self.policy.state_dict(), self.optimizer, self.scheduler)
         bar.close()
         return last
+
+    def evaluate(self, step: int) -> dict:
+        """pass@k of the live model on --eval-task (main process; a normal run directory in OUT/evals)."""
+        from dail_harness.backends.hf import HFBackend
+        from dail_harness.eval.pipeline import EvalConfig, run_eval
+
+        cfg = self.cfg
+        out: dict = {}
+        if self.accelerator.is_main_process:
+            backend = HFBackend.for_policy(self.policy.model, self.tokenizer, cfg)
+            eval_cfg = EvalConfig(
+                task=list(cfg.eval_task or []),
+                model=cfg.model,
+                out=str(self.out / "evals" / f"step-{step}"),
+                n=cfg.eval_n,
+                k=str(cfg.eval_n),
+                max_tokens=cfg.eval_max_tokens or cfg.max_tokens,
+                limit=cfg.eval_limit,
+                grade_workers=cfg.grade_workers,
+                progress=False,
+                thinking=cfg.thinking,
+            )
+            self.policy.model.eval()
+            try:
+                summary = run_eval(eval_cfg, backend=backend)
+            finally:
+                self.student.train()
+            for task in eval_cfg.task:
+                metrics = summary["per_task"].get(task, summary) if len(eval_cfg.task) > 1 else summary
+                out.update({f"eval/{task}/pass@{k}": v for k, v in metrics["pass_at_k"].items()})
+        self.accelerator.wait_for_everyone()
+        return out
 
     def finish(self, total_steps: int) -> None:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            save_checkpoint(self.out, total_steps, self.peft_model, self.optimizer, self.scheduler)
-            save_adapter(self.out, self.peft_model, self.tokenizer, self.cfg.model, self.cfg.merge)
+            save_checkpoint(self.out, total_steps, self.policy.state_dict(), self.optimizer, self.scheduler)
+            self.policy.save(self.out, self.tokenizer, self.cfg.model, self.cfg.merge)
         if self.cfg.report_to:
             self.accelerator.end_training()
 

@@ -35,10 +35,12 @@ class TokenLoss:
     implement `terms_fn` and `combine`."""
 
     name = ""
-    contexts: ClassVar[tuple[str, ...]] = ()
+    contexts: tuple[str, ...] = ()
     """Reference contexts needed: "privileged" (x, s), "negative" (x, s~), "reference" (x, adapter off)."""
     extras: ClassVar[tuple[str, ...]] = ()
     """Per-token values the examples must carry (e.g. "weight")."""
+    optional_extras: ClassVar[tuple[str, ...]] = ()
+    """Per-token values used when every example carries them (e.g. stored "old_logp")."""
     terms: ClassVar[tuple[str, ...]] = ()
     reduction: ClassVar[str] = "mean"
     Options: ClassVar[type] = NoOptions

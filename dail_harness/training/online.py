@@ -92,41 +92,57 @@ class OnlineContext:
 
 
 def online_run(trainer, desc: str) -> tuple[int, dict, int]:
-    """The online loop: every step, this process's share of the step's prompts is sampled from the live
-    policy and the method turns the scored samples into examples. Returns (steps, last log row, examples)."""
+    """The online loop: every generation batch, this process's share of the prompts is sampled from the live
+    policy and the method turns the scored samples into examples; the batch serves `num_iterations` (mu)
+    optimizer steps, with the policy's log-probabilities at sampling time stored for the ratio when mu > 1.
+    Returns (optimizer steps, last log row, examples made)."""
     from dail_harness import registry
+    from dail_harness.errors import HarnessError
     from dail_harness.eval.grading import GradingPool
     from dail_harness.training.plan import StepBatch, micro_batches, plan_steps
 
     cfg, method = trainer.cfg, trainer.method
     rows = method.load_rows(cfg.data)
     per_step = method.options.prompts_per_step
+    mu = int(getattr(method.options, "num_iterations", 1))
     if per_step < trainer.world:
-        from dail_harness.errors import HarnessError
-
         raise HarnessError(f"--prompts-per-step {per_step} is smaller than the {trainer.world} processes")
-    steps = plan_steps(
+    generations = plan_steps(
         len(rows), epochs=cfg.epochs, seed=cfg.seed, batch_size=per_step, per_step=1, max_steps=cfg.max_steps
     )
-    trainer.build(len(steps))
-    backend = registry.get("backends", cfg.backend).for_policy(trainer.peft_model, trainer.tokenizer, cfg)
+    total = len(generations) * mu
+    trainer.build(total)
+    backend = registry.get("backends", cfg.backend).for_policy(trainer.policy.model, trainer.tokenizer, cfg)
     made = 0
+    cache: dict[int, StepBatch] = {}
     with GradingPool(cfg.grade_workers) as pool:
         ctx = OnlineContext(cfg, backend, pool, trainer.accelerator)
 
         def step_batch(step: int) -> StepBatch:
             nonlocal made
-            epoch, (prompts,) = steps[step]
-            ctx.step = step
-            sampled, seconds = ctx.sampled_tokens, ctx.sampling_seconds
-            rollout = method.rollout(ctx, [rows[i] for i in prompts[trainer.rank :: trainer.world]])
-            made += len(rollout.examples)
-            mine = micro_batches(rollout.examples, cfg.batch_size)
-            total = int(sum(ctx.gather([float(len(mine))])))
-            rate = (ctx.sampled_tokens - sampled) / max(ctx.sampling_seconds - seconds, 1e-9)
+            g, iteration = divmod(step, mu)
+            if g not in cache:
+                cache.clear()
+                epoch, (prompts,) = generations[g]
+                ctx.step = g
+                sampled, seconds = ctx.sampled_tokens, ctx.sampling_seconds
+                rollout = method.rollout(ctx, [rows[i] for i in prompts[trainer.rank :: trainer.world]])
+                if mu > 1:  # the ratio's denominator: the policy that sampled the batch
+                    for example, logps in zip(rollout.examples, trainer.token_logps(rollout.examples)):
+                        example.extras["old_logp"] = logps
+                made += len(rollout.examples)
+                mine = micro_batches(rollout.examples, cfg.batch_size)
+                total_micro = int(sum(ctx.gather([float(len(mine))])))
+                rate = (ctx.sampled_tokens - sampled) / max(ctx.sampling_seconds - seconds, 1e-9)
+                cache[g] = StepBatch(
+                    mine, max(total_micro, 1), stats={"epoch": epoch, **rollout.stats, "sampling_tokens_per_s": rate}
+                )
+            batch = cache[g]
             return StepBatch(
-                mine, max(total, 1), stats={"epoch": epoch, **rollout.stats, "sampling_tokens_per_s": rate}
+                batch.micro_batches,
+                batch.total_micro_batches,
+                stats={**batch.stats, "generation": g, "iteration": iteration},
             )
 
-        last = trainer.run(len(steps), step_batch, desc)
-    return len(steps), last, made
+        last = trainer.run(total, step_batch, desc, align=mu)
+    return total, last, made
