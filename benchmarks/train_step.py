@@ -26,9 +26,9 @@ def child(args) -> None:
 
     from dail_harness.training.config import LORA_TARGETS
     from dail_harness.training.engine import StudentHidden, compute_loss
-    from dail_harness.training.policy import Policy
-    from dail_harness.training.losses import make_loss
     from dail_harness.training.examples import Example
+    from dail_harness.training.losses import make_loss
+    from dail_harness.training.policy import Policy
 
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     if args.preset:

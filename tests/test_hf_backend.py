@@ -1,9 +1,10 @@
 """The hf back-end: static-cache path equals eager; benchmarks stay runnable."""
 
-import pytest
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from dail_harness.backends.base import GenerationRequest
 from dail_harness.backends.hf import HFBackend

@@ -51,8 +51,17 @@ def median_raw_prob(model, tok, reqs):
     [
         (1, False, True),
         (3, False, True),
-        *(pytest.param(*p, marks=pytest.mark.slow) for p in
-          [(1, True, True), (1, False, False), (8, False, True), (0, False, True), (3, True, True), (0, True, True)]),
+        *(
+            pytest.param(*p, marks=pytest.mark.slow)
+            for p in [
+                (1, True, True),
+                (1, False, False),
+                (8, False, True),
+                (0, False, True),
+                (3, True, True),
+                (0, True, True),
+            ]
+        ),
     ],
 )
 def test_engine_traces_equal_token_by_token_reference(setup, K, static, fuse):

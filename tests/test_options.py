@@ -18,25 +18,40 @@ def one_error_line(code, err):
 
 
 def test_build_coerces_and_keeps_defaults():
-    cfg = build(EvalConfig, {"task": "aime24,aime25", "model": "m", "out": "o", "k": 8, "temperatures": "0.6,1",
-                             "shard": "1/4", "thinking": "on", "task_opt": ["shuffle_seed=1"], "stop": ["a"]})
+    cfg = build(
+        EvalConfig,
+        {
+            "task": "aime24,aime25",
+            "model": "m",
+            "out": "o",
+            "k": 8,
+            "temperatures": "0.6,1",
+            "shard": "1/4",
+            "thinking": "on",
+            "task_opt": ["shuffle_seed=1"],
+            "stop": ["a"],
+        },
+    )
     assert cfg.task == ["aime24", "aime25"] and cfg.k == "8" and cfg.ks == [1, 2, 4, 8] and cfg.num_samples == 8
     assert cfg.temperatures == [0.6, 1.0] and cfg.shard == (1, 4) and cfg.thinking is True
     assert cfg.task_opt == {"shuffle_seed": "1"} and cfg.stop == ["a"]
     assert cfg.presence_penalty == 1.5 and cfg.top_p == 0.95  # the paper's eval defaults, from the dataclass
 
 
-@pytest.mark.parametrize("values,message", [
-    ({"temperature": -1}, "--temperature: must be >= 0, got -1"),
-    ({"top_p": 0}, "--top-p: must be > 0 and <= 1, got 0"),
-    ({"top_p": 1.5}, "--top-p: must be > 0 and <= 1, got 1.5"),
-    ({"max_tokens": 0}, "--max-tokens: must be >= 1, got 0"),
-    ({"max_tokens": "many"}, "--max-tokens: expected an integer, got 'many'"),
-    ({"budget_mode": "shard"}, "--budget-mode: must be one of shared, independent, got 'shard'"),
-    ({"budgets": "512,0"}, "--budgets: must be >= 1, got 0"),
-    ({"shard": "4/4"}, "--shard: need 0 <= i < N, got '4/4'"),
-    ({"n": 4, "k": "1,8"}, "--k 8 is larger than --n 4"),
-])
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"temperature": -1}, "--temperature: must be >= 0, got -1"),
+        ({"top_p": 0}, "--top-p: must be > 0 and <= 1, got 0"),
+        ({"top_p": 1.5}, "--top-p: must be > 0 and <= 1, got 1.5"),
+        ({"max_tokens": 0}, "--max-tokens: must be >= 1, got 0"),
+        ({"max_tokens": "many"}, "--max-tokens: expected an integer, got 'many'"),
+        ({"budget_mode": "shard"}, "--budget-mode: must be one of shared, independent, got 'shard'"),
+        ({"budgets": "512,0"}, "--budgets: must be >= 1, got 0"),
+        ({"shard": "4/4"}, "--shard: need 0 <= i < N, got '4/4'"),
+        ({"n": 4, "k": "1,8"}, "--k 8 is larger than --n 4"),
+    ],
+)
 def test_bad_values_name_the_flag(values, message):
     with pytest.raises(HarnessError) as e:
         build(EvalConfig, {"task": "aime24", "model": "m", "out": "o", **values})
@@ -63,8 +78,10 @@ def test_plugin_options_refuse_unknown_names():
 
 def test_config_file_sets_values_and_flags_override(cli, tmp_path):
     cfg = tmp_path / "eval.yaml"
-    cfg.write_text("task: aime24\nmodel: tiny-random\nn: 2\nmax-tokens: 4\nlimit: 1\nthinking: off\n"
-                   "grade_workers: 0\nprogress: false\ntemperature: 1.0\n")
+    cfg.write_text(
+        "task: aime24\nmodel: tiny-random\nn: 2\nmax-tokens: 4\nlimit: 1\nthinking: off\n"
+        "grade_workers: 0\nprogress: false\ntemperature: 1.0\n"
+    )
     code, out, err = cli("eval", "--config", cfg, "--temperature", "0", "--out", tmp_path / "run")
     assert code == 0, err
     settings = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -89,15 +106,22 @@ def test_bad_config_files_are_one_error(cli, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["evl"], "No such command 'evl'. Did you mean 'eval'"),
-    (["eval", "--modle", "x"], "No such option: --modle"),
-    (["eval", "--temperature", "abc", "--task", "aime24"], "Invalid value for '--temperature'"),
-    (["train", "--lr", "-1", "--method", "dail", "--model", "m", "--data", "d", "--out", "o"],
-     "--lr: must be > 0, got -1"),
-    (["train", "--grad-accum", "0", "--method", "dail", "--model", "m", "--data", "d", "--out", "o"],
-     "--grad-accum: must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["evl"], "No such command 'evl'. Did you mean 'eval'"),
+        (["eval", "--modle", "x"], "No such option: --modle"),
+        (["eval", "--temperature", "abc", "--task", "aime24"], "Invalid value for '--temperature'"),
+        (
+            ["train", "--lr", "-1", "--method", "dail", "--model", "m", "--data", "d", "--out", "o"],
+            "--lr: must be > 0, got -1",
+        ),
+        (
+            ["train", "--grad-accum", "0", "--method", "dail", "--model", "m", "--data", "d", "--out", "o"],
+            "--grad-accum: must be >= 1, got 0",
+        ),
+    ],
+)
 def test_usage_errors_are_a_usage_line_and_one_error_exit_2(cli, args, needle):
     code, _, err = cli(*args)
     assert needle in one_error_line(code, err)

@@ -163,7 +163,16 @@ def test_verifiers_name_the_canonical_answer_that_votes_in_maj_at_k():
     rows = []
     for i, text in enumerate(["\\boxed{033}", "\\boxed{5}", "\\boxed{33}"]):
         verdict = v(text, "5")
-        rows.append({"task": "t", "problem_id": "p", "sample_index": i, "correct": verdict.correct,
-                     "extracted": verdict.extracted, "answer_key": verdict.answer_key, "no_answer": False})
+        rows.append(
+            {
+                "task": "t",
+                "problem_id": "p",
+                "sample_index": i,
+                "correct": verdict.correct,
+                "extracted": verdict.extracted,
+                "answer_key": verdict.answer_key,
+                "no_answer": False,
+            }
+        )
     s = summarize(rows, [1, 3], 3, ci=False)
     assert s["maj_at_k"]["3"] == 0.0 and s["pass_at_k"]["3"] == 1.0

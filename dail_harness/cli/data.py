@@ -8,6 +8,7 @@ import typer
 
 from dail_harness.cli import app
 from dail_harness.cli.options import config_command
+from dail_harness.dsyn.hints import HintsConfig
 from dail_harness.options import option
 
 data_app = typer.Typer(help="Build and check expert data sets.", no_args_is_help=True, rich_markup_mode=None)
@@ -129,3 +130,16 @@ def data_dedup_cmd(cfg: DedupConfig) -> None:
     if cfg.out is not None:
         atomic_write_jsonl(cfg.out, [r.to_dict() for r in records])
         typer.echo(f"wrote {len(records)} rows to {cfg.out}")
+
+
+@config_command(data_app, "hints", HintsConfig)
+def data_hints_cmd(cfg: HintsConfig) -> None:
+    """NuRL's hints: the model writes one abstract hint per problem from the problem, the expert solution and
+    the answer; hints that reveal the answer are drawn again (up to --attempts)."""
+    from dail_harness.dsyn.hints import generate_hints
+
+    stats = generate_hints(cfg)
+    typer.echo(
+        f"{cfg.out}: {stats['problems']} problems, {stats['new']} new rows, {stats['without_hint']} without "
+        f"a hint after {cfg.attempts} attempts, {stats['rejected']} draws rejected for revealing the answer"
+    )

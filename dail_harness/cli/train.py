@@ -38,6 +38,9 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
 
     load_plugins(cfg.plugin_dir)
     result = train(cfg, extras.values, extras.wheres)
+    for it in result.get("iterations", []):
+        counts = ", ".join(f"{k} {v}" for k, v in it.items() if k not in ("iteration", "steps", "final_loss"))
+        typer.echo(f"iteration {it['iteration'] + 1}: {counts}; {it['steps']} steps")
     last = result["last"]
     typer.echo(
         f"trained {result['steps']} steps on {result['examples']} examples ({cfg.method}, loss "

@@ -35,7 +35,7 @@ from dail_harness.training.examples import REFERENCE, Example, build_example, co
 from dail_harness.training.losses import TokenLoss, make_loss
 from dail_harness.training.plan import StepBatch, micro_batches, offline_batches, plan_steps
 from dail_harness.training.policy import Policy
-from dail_harness.training.recipes import FileMethod, Method, make_method
+from dail_harness.training.recipes import FileMethod, GenerateMethod, Method, make_method
 
 MAX_BAD_STEPS = 10
 
@@ -384,7 +384,8 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] | None = None) -> dict:
-    """Train with the method's examples (a file, or the live policy every step) and save the adapter."""
+    """Train with the method's examples (a file, a generation phase, or the live policy every step) and save
+    the adapter (or, with --lora-r 0, the model)."""
     method, loss = resolve(cfg, given, wheres)
     loss_name = cfg.loss or method.default_loss
     settings = {
@@ -393,9 +394,23 @@ def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] 
         "method_options": as_settings(method.options),
         "loss_options": as_settings(loss.options),
     }
-    trainer = Trainer(cfg, method, loss, settings)
     desc = f"train ({cfg.method}, {loss_name})"
-    if method.source == "file":
+    if method.source == "generate":
+        from dail_harness.training.iterate import generate_then_train
+
+        assert isinstance(method, GenerateMethod)
+        return {**generate_then_train(cfg, method, loss, settings), "loss": loss_name}
+    if method.source not in ("file", "online"):
+        raise HarnessError(
+            f"method '{cfg.method}' makes its examples by '{method.source}', which the engine does "
+            "not run (file, generate, online)"
+        )
+    trainer = Trainer(cfg, method, loss, settings)
+    if method.source == "online":
+        from dail_harness.training.online import online_run
+
+        total, last, n_examples = online_run(trainer, desc)
+    else:
         assert isinstance(method, FileMethod)
         examples = load_examples(cfg, method, loss, trainer.tokenizer)
         steps = plan_steps(
@@ -410,14 +425,5 @@ def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] 
         trainer.build(total)
         last = trainer.run(total, offline_batches(examples, steps, trainer.rank, trainer.world), desc)
         n_examples = len(examples)
-    elif method.source == "online":
-        from dail_harness.training.online import online_run
-
-        total, last, n_examples = online_run(trainer, desc)
-    else:
-        raise HarnessError(
-            f"method '{cfg.method}' makes its examples by '{method.source}', which the engine does "
-            "not run (file, online)"
-        )
     trainer.finish(total)
     return {"steps": total, "examples": n_examples, "last": last, "loss": loss_name}

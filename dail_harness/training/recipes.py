@@ -86,12 +86,14 @@ class FileMethod(Method):
 
 
 class GenerateMethod(FileMethod):
-    """Generate, then train: `generate` writes the rows that offline training then uses."""
+    """Generate, then train: each iteration, `generate` turns problem rows into training rows with the current
+    model (sampling and grading through `ctx`); the engine stores them (resumably, one file per process) and
+    trains offline on the rows that have a `trace`, from the base model."""
 
     source = "generate"
 
-    def generate(self, ctx: OnlineContext, rows: list[dict], out: Path) -> Path:
-        """Write this iteration's training rows under `out` (resumably) and return the file."""
+    def generate(self, ctx: OnlineContext, rows: list[dict]) -> list[dict]:
+        """One output row per input row (`problem_id`, `source`, and the `trace` to train on, None to drop)."""
         raise NotImplementedError
 
 

@@ -1,0 +1,145 @@
+"""Generate-then-train runs (STaR): iterations of "generate with the latest model, train from the base".
+
+Iteration r generates with the model of iteration r - 1 (the base model first) and trains a fresh
+adapter from the base model on what it kept, in `OUT/iter-r` (a normal training run directory). Each
+process generates its share of the problems into its own file (`generated.P-of-N.jsonl`, appended
+in rounds, so a killed run resumes where it stopped); the first process merges them into
+`generated.jsonl` (every problem, with its `source`: what the method kept or dropped) and `train.jsonl`
+(the kept rows). The last iteration's adapter is copied to OUT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from dail_harness import registry
+from dail_harness.errors import HarnessError
+from dail_harness.files import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl, repair_partial_tail
+from dail_harness.settings import SettingsRecord
+from dail_harness.training.config import TrainConfig
+from dail_harness.training.losses import TokenLoss
+from dail_harness.training.recipes import GenerateMethod
+
+ROUND = 32  # problems per generation round: a kill loses at most one round
+FINAL_FILES = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+)
+
+
+def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLoss, settings: dict) -> dict:
+    from accelerate import PartialState
+
+    from dail_harness.training.engine import Trainer, load_examples
+    from dail_harness.training.plan import offline_batches, plan_steps
+
+    state = PartialState(cpu=cfg.device == "cpu")
+    rank, world = state.process_index, state.num_processes
+    out = Path(cfg.out)
+    record = SettingsRecord(out / "train_config.json", out, "training run")
+    record.check({**settings, "processes": world})
+    rows = method.load_rows(cfg.data)
+    iterations = int(getattr(method.options, "iterations", 1))
+    history, last, total = [], {}, 0
+    for r in range(iterations):
+        it_dir = out / f"iter-{r}"
+        generator = cfg.model if r == 0 else _generation_model(out / f"iter-{r - 1}", cfg)
+        mine = it_dir / f"generated.{rank}-of-{world}.jsonl"
+        _generate(cfg, method, rows[rank::world], generator, mine, r)
+        state.wait_for_everyone()
+        counts = _merge(it_dir, world, rows) if state.is_main_process else {}
+        state.wait_for_everyone()
+        counts = counts or json.loads((it_dir / "generated.json").read_text())
+        if not counts["kept"]:
+            raise HarnessError(
+                f"iteration {r + 1}: the method kept nothing to train on ({counts}); see {it_dir / 'generated.jsonl'}"
+            )
+        it_cfg = dataclasses.replace(
+            cfg,
+            out=str(it_dir),
+            data=str(it_dir / "train.jsonl"),
+            merge=cfg.merge or (cfg.backend != "hf" and r < iterations - 1),
+        )
+        trainer = Trainer(it_cfg, method, loss, {**settings, "iteration": r})
+        examples = load_examples(it_cfg, method, loss, trainer.tokenizer)
+        steps = plan_steps(
+            len(examples),
+            epochs=cfg.epochs,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            per_step=cfg.grad_accum * trainer.world,
+            max_steps=cfg.max_steps,
+        )
+        trainer.build(len(steps))
+        last = trainer.run(
+            len(steps),
+            offline_batches(examples, steps, trainer.rank, trainer.world),
+            f"train ({cfg.method} iteration {r + 1}/{iterations})",
+        )
+        trainer.finish(len(steps))
+        total += len(steps)
+        history.append({"iteration": r, **counts, "steps": len(steps), "final_loss": last.get("loss")})
+    if state.is_main_process:
+        record.write({**settings, "processes": world})
+        for name in FINAL_FILES:
+            if (out / f"iter-{iterations - 1}" / name).exists():
+                shutil.copy2(out / f"iter-{iterations - 1}" / name, out / name)
+        if cfg.merge:
+            shutil.rmtree(out / "merged", ignore_errors=True)
+            shutil.copytree(out / f"iter-{iterations - 1}" / "merged", out / "merged")
+        atomic_write_jsonl(out / "iterations.jsonl", history)
+    return {"steps": total, "examples": sum(h["kept"] for h in history), "last": last, "iterations": history}
+
+
+def _generation_model(previous: Path, cfg: TrainConfig) -> str:
+    """The last iteration's model: its adapter (hf merges it on load), or its merged copy for vLLM."""
+    return str(previous if cfg.backend == "hf" else previous / "merged")
+
+
+def _generate(
+    cfg: TrainConfig, method: GenerateMethod, rows: list[dict], model: str, path: Path, iteration: int
+) -> None:
+    """This process's share of the generation, appended in rounds to `path` (skipping what it holds)."""
+    from dail_harness.eval.grading import GradingPool
+    from dail_harness.training.online import OnlineContext
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repair_partial_tail(path)
+    done = {str(r["problem_id"]) for _, r in iter_jsonl(path, allow_partial_tail=True)} if path.exists() else set()
+    todo = [r for r in rows if str(r["problem_id"]) not in done]
+    if not todo:
+        return
+    backend_cls = registry.get("backends", cfg.backend)
+    with (
+        backend_cls(
+            model, device=cfg.device, chat_template_kwargs={"enable_thinking": cfg.thinking}, seed=cfg.seed
+        ) as backend,
+        GradingPool(cfg.grade_workers) as pool,
+    ):
+        ctx = OnlineContext(cfg, backend, pool)
+        ctx.step = iteration
+        for start in range(0, len(todo), ROUND):
+            append_jsonl(path, method.generate(ctx, todo[start : start + ROUND]))
+
+
+def _merge(it_dir: Path, world: int, rows: list[dict]) -> dict:
+    """All processes' rows in data order (`generated.jsonl`), the kept ones (`train.jsonl`), and the counts."""
+    by_id = {}
+    for p in range(world):
+        for _, r in iter_jsonl(it_dir / f"generated.{p}-of-{world}.jsonl", allow_partial_tail=True):
+            by_id[str(r["problem_id"])] = r
+    merged = [by_id[str(r["problem_id"])] for r in rows if str(r["problem_id"]) in by_id]
+    atomic_write_jsonl(it_dir / "generated.jsonl", merged)
+    atomic_write_jsonl(it_dir / "train.jsonl", [r for r in merged if r.get("trace")])
+    sources = Counter(r.get("source", "kept" if r.get("trace") else "dropped") for r in merged)
+    counts = {"problems": len(merged), "kept": sum(1 for r in merged if r.get("trace")), **dict(sources)}
+    atomic_write_json(it_dir / "generated.json", counts)
+    return counts

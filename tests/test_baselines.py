@@ -1,0 +1,474 @@
+"""The paper's baselines on the shared engine: GRPO and NuRL learn a reward, NuRL hints exactly the groups
+that all fail, STaR keeps only verified rationales, hints never reveal the answer, runs resume exactly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES, TEST_PLUGINS = ROOT / "docs" / "examples", ROOT / "tests" / "plugins"
+TINY = [
+    "--model",
+    "tiny-random",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--lora-r",
+    "8",
+    "--lora-alpha",
+    "16",
+    "--grade-workers",
+    "0",
+]
+# a tiny random model learns output preferences fastest through its head
+RL = [
+    "--prompts-per-step",
+    "8",
+    "--group-size",
+    "8",
+    "--max-tokens",
+    "6",
+    "--lr",
+    "2e-2",
+    "--batch-size",
+    "32",
+    "--warmup-ratio",
+    "0",
+    "--lora-targets",
+    "q_proj,v_proj,lm_head",
+    "--plugin-dir",
+    str(EXAMPLES),
+]
+
+
+def problems(path, n=8, answer_type="digit-share"):
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "problem_id": f"p{i}",
+                    "problem": f"What is {i} + {i}?",
+                    "answer": str(2 * i),
+                    "solution": f"{i} + {i} = {2 * i}.",
+                    "answer_type": answer_type,
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
+    )
+    return path
+
+
+def log_of(run):
+    return [json.loads(line) for line in (Path(run) / "train_log.jsonl").read_text().splitlines()]
+
+
+def rises(log, key="reward", by=0.3):
+    first, last = np.mean([r[key] for r in log[:3]]), np.mean([r[key] for r in log[-3:]])
+    assert last > first + by, [round(r[key], 3) for r in log]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [[], ["--loss-type", "grpo", "--beta", "0.02", "--num-iterations", "2"]])
+def test_grpo_learns_the_reward(cli, tmp_path, extra):
+    data = problems(tmp_path / "p.jsonl")
+    code, out, err = cli(
+        "train", "--method", "grpo", "--data", data, "--out", tmp_path / "run", "--epochs", "10", *RL, *TINY, *extra
+    )
+    assert code == 0, err
+    log = log_of(tmp_path / "run")
+    rises(log)
+    for key in (
+        "reward",
+        "reward_std",
+        "frac_reward_zero_std",
+        "solved_all",
+        "solved_none",
+        "completion_length",
+        "clip_ratio",
+        "sampling_tokens_per_s",
+        "update_tokens_per_s",
+    ):
+        assert key in log[-1]
+    if extra:
+        assert "kl" in log[-1] and log[-1]["iteration"] == 1 and len(log) == 20
+
+
+@pytest.mark.slow
+def test_nurl_learns_and_logs_its_hints(cli, tmp_path):
+    data = problems(tmp_path / "p.jsonl")
+    hints = tmp_path / "hints.jsonl"
+    hints.write_text(
+        "".join(json.dumps({"problem_id": f"p{i}", "hint": "Answer with digits only."}) + "\n" for i in range(8))
+    )
+    code, out, err = cli(
+        "train",
+        "--method",
+        "nurl",
+        "--hints",
+        hints,
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        "10",
+        *RL,
+        *TINY,
+    )
+    assert code == 0, err
+    log = log_of(tmp_path / "run")
+    rises(log)
+    assert log[0]["hinted_groups"] > 0 and all(0 <= r["hinted_solve_rate"] <= 1 for r in log)
+
+
+class FakeContext:
+    """Stands in for the engine's context: canned completions, a grader that reads them, one process."""
+
+    def __init__(self, answers):
+        from dail_harness.training.config import TrainConfig
+
+        self.cfg = TrainConfig(method="nurl", model="m", data="d", out="o", max_tokens=8, batch_size=4)
+        self.answers, self.calls, self.prompts = answers, [], {}
+
+    def sample(self, prompts, n, tag=""):
+        from dail_harness.backends.base import Completion
+
+        self.calls.append((tag, dict(prompts), n))
+        out = {}
+        for key, prompt in prompts.items():
+            texts = self.answers[(tag, key)]
+            out[key] = [Completion(f"{tag}{key}", i, texts[i], 3, 5, "stop", token_ids=[1, 2, 3]) for i in range(n)]
+        return out
+
+    def grade(self, completions, golds, types_):
+        from dail_harness.verifiers.base import get_verifier
+
+        return [get_verifier(t)(c.text, g) for c, g, t in zip(completions, golds, types_)]
+
+    def gather(self, values):
+        return list(values)
+
+    def prompt_ids(self, prompt):
+        self.prompts[len(self.prompts)] = prompt
+        return [7, 8]
+
+    def example(self, key, prompt_ids, completion, **extras):
+        from dail_harness.training.examples import sampled_example
+
+        return types.SimpleNamespace(
+            key=key,
+            prompt=self.prompts[len(self.prompts) - 1],
+            inner=sampled_example(key, prompt_ids, completion.token_ids, extras),
+        )
+
+
+def test_nurl_hints_exactly_the_groups_that_all_fail_and_never_reveals_the_answer(tmp_path):
+    from dail_harness.training.recipes import make_method
+
+    rows = [
+        {
+            "problem_id": f"p{i}",
+            "problem": f"Problem {i}.",
+            "answer": str(10 + i),
+            "answer_type": "integer",
+            "_line": i + 1,
+        }
+        for i in range(3)
+    ]
+    hints = tmp_path / "hints.jsonl"
+    hints.write_text(
+        "".join(json.dumps({"problem_id": f"p{i}", "hint": f"Think about case {i}."}) + "\n" for i in range(3))
+    )
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "_line"}) + "\n" for r in rows))
+    method = make_method("nurl", {"hints": str(hints), "group_size": "3"})
+    method.load_rows(data)
+    right, wrong = "\\boxed{%d}", "\\boxed{0}"
+    answers = {
+        ("", "p0"): [right % 10, wrong, wrong],  # solved once: no hint
+        ("", "p1"): [wrong, wrong, wrong],  # all fail: hinted
+        ("", "p2"): [wrong] * 3,  # all fail: hinted
+        ("hint", "p1"): [right % 11, wrong],
+        ("hint", "p2"): [wrong, wrong],
+    }
+    ctx = FakeContext(answers)
+    rollout = method.rollout(ctx, rows)
+    hinted_calls = [(prompts, n) for tag, prompts, n in ctx.calls if tag == "hint"]
+    assert [list(p) for p, _ in hinted_calls] == [["p1"], ["p2"]] and all(n == 2 for _, n in hinted_calls)
+    assert rollout.stats["hinted_groups"] == pytest.approx(2 / 3)
+    assert rollout.stats["hinted_solve_rate"] == pytest.approx(1 / 4)
+    hinted = [e for e in rollout.examples if e.key.endswith("#hinted")]
+    assert len(hinted) == 4 and len(rollout.examples) == 9  # one unhinted sample stays in each hinted group
+    for e in rollout.examples:
+        row = next(r for r in rows if e.key.startswith(r["problem_id"]))
+        assert ("Hint: Think about case" in e.prompt) == e.key.endswith("#hinted")
+        assert row["answer"] not in e.prompt
+    # the hinted group's advantages are computed on its new members: the one correct hinted sample leads
+    p1 = [e for e in rollout.examples if e.key.startswith("p1")]
+    advantages = [e.inner.extras["advantage"][0] for e in p1]
+    assert advantages[1] > 0 and advantages[0] < 0 and advantages[2] < 0
+
+
+def test_nurl_refuses_hints_that_reveal_the_answer_or_are_missing(tmp_path):
+    from dail_harness.errors import HarnessError
+    from dail_harness.training.recipes import make_method
+
+    data = problems(tmp_path / "p.jsonl", n=2, answer_type="integer")
+    hints = tmp_path / "h.jsonl"
+    hints.write_text(json.dumps({"problem_id": "p0", "hint": "Double it."}) + "\n")
+    with pytest.raises(HarnessError, match="no hint for problem 'p1'"):
+        make_method("nurl", {"hints": str(hints)}).load_rows(data)
+    hints.write_text(
+        json.dumps({"problem_id": "p0", "hint": "Double it."})
+        + "\n"
+        + json.dumps({"problem_id": "p1", "hint": "It is 2."})
+        + "\n"
+    )
+    with pytest.raises(HarnessError, match="h.jsonl:2, field 'hint': the hint of 'p1' reveals its answer"):
+        make_method("nurl", {"hints": str(hints)}).load_rows(data)
+
+
+def test_hints_are_redrawn_until_they_hide_the_answer_and_resume(tmp_path):
+    from dail_harness.backends.base import Completion
+    from dail_harness.dsyn.hints import HintsConfig, generate_hints, reveals_answer
+
+    data = tmp_path / "e.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"problem_id": f"p{i}", "problem": f"Find {i}.", "solution": "...", "answer": str(100 + i)})
+            + "\n"
+            for i in range(3)
+        )
+    )
+
+    class Scripted:
+        """Attempt 0 leaks p0's answer and boxes p1's; p2 always leaks."""
+
+        def __init__(self):
+            self.requests = []
+
+        def generate(self, requests, params):
+            self.requests.append([(r.request_id, r.sample_indices[0]) for r in requests])
+            texts = {
+                ("p0", 0): "Hint: the answer is 100.",
+                ("p1", 0): "Hint: \\boxed{7}",
+                ("p2", 0): "Hint: 102",
+                ("p0", 1): "Hint: consider parity.",
+                ("p1", 1): "Hint: use symmetry.",
+                ("p2", 1): "Hint: 102!",
+            }
+            yield [
+                Completion(
+                    r.request_id,
+                    r.sample_indices[0],
+                    texts[(r.request_id.split("/")[1], r.sample_indices[0])],
+                    3,
+                    3,
+                    "stop",
+                )
+                for r in requests
+            ]
+
+    out = tmp_path / "h.jsonl"
+    cfg = HintsConfig(data=str(data), model="m", out=str(out), attempts=2, progress=False)
+    backend = Scripted()
+    stats = generate_hints(cfg, backend)
+    rows = {r["problem_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["p0"]["hint"] == "consider parity." and rows["p0"]["attempts"] == 2 and rows["p0"]["rejected"] == 1
+    assert rows["p1"]["hint"] == "use symmetry." and rows["p2"]["hint"] is None and rows["p2"]["rejected"] == 2
+    assert stats == {"problems": 3, "new": 3, "without_hint": 1, "rejected": 4}
+    assert backend.requests[1] == [("hint/p0", 1), ("hint/p1", 1), ("hint/p2", 1)]
+    assert not any(h["hint"] and reveals_answer(h["hint"], str(100 + i)) for i, h in enumerate(rows.values()))
+    assert generate_hints(cfg, Scripted())["new"] == 0  # a rerun resumes: nothing left to draw
+
+
+def test_data_hints_command_on_tiny_random(cli, tmp_path):
+    data = tmp_path / "e.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"problem_id": f"p{i}", "problem": f"Find {i}.", "solution": "\\boxed{5}"}) + "\n"
+            for i in range(2)
+        )
+    )
+    code, out, err = cli(
+        "data",
+        "hints",
+        "--data",
+        data,
+        "--model",
+        "tiny-random",
+        "--out",
+        tmp_path / "h.jsonl",
+        "--max-tokens",
+        "8",
+        "--attempts",
+        "2",
+        "--no-progress",
+    )
+    assert code == 0, err
+    assert "2 problems, 2 new rows" in out
+    code, _, err = cli(
+        "data",
+        "hints",
+        "--data",
+        data,
+        "--model",
+        "tiny-random",
+        "--out",
+        tmp_path / "h.jsonl",
+        "--max-tokens",
+        "9",
+        "--attempts",
+        "2",
+        "--no-progress",
+    )
+    assert code == 2 and "max_tokens: 8 -> 9" in err
+
+
+@pytest.mark.slow
+def test_star_keeps_only_verified_rationales_without_the_hint(cli, tmp_path):
+    from dail_harness.verifiers.base import get_verifier
+
+    data = problems(tmp_path / "p.jsonl", answer_type="coin")
+    code, out, err = cli(
+        "train",
+        "--method",
+        "star",
+        "--iterations",
+        "2",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--max-tokens",
+        "8",
+        "--epochs",
+        "1",
+        "--grad-accum",
+        "1",
+        "--plugin-dir",
+        TEST_PLUGINS,
+        *TINY,
+    )
+    assert code == 0, err
+    assert "iteration 1:" in out and "iteration 2:" in out
+    coin = get_verifier("coin")
+    for it in (0, 1):
+        it_dir = tmp_path / "run" / f"iter-{it}"
+        generated = [json.loads(line) for line in (it_dir / "generated.jsonl").read_text().splitlines()]
+        kept = [json.loads(line) for line in (it_dir / "train.jsonl").read_text().splitlines()]
+        counts = json.loads((it_dir / "generated.json").read_text())
+        assert len(generated) == 8 and counts["kept"] == len(kept) == sum(1 for g in generated if g["trace"])
+        assert counts.get("direct", 0) + counts.get("rationalized", 0) + counts.get("dropped", 0) == 8
+        assert counts.get("rationalized", 0) > 0 and counts.get("dropped", 0) > 0
+        assert all(coin(k["trace"], k["answer"]).correct for k in kept)  # only verified rationales
+        assert all("Hint" in g["hinted_prompt"] for g in generated if g["source"] != "direct")
+        config = json.loads((it_dir / "train_config.json").read_text())
+        assert config["iteration"] == it
+    # training prompts are the plain prompt: the hint never reaches the student context
+    from dail_harness.training.recipes import make_method
+
+    method = make_method("star")
+    for row in kept:
+        prompt = method.prompts(row, (), None)["student"]
+        assert "Hint" not in prompt and row["problem"] in prompt
+    assert (tmp_path / "run" / "adapter_config.json").exists()
+    assert len((tmp_path / "run" / "iterations.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_grpo_killed_and_resumed_equals_the_uninterrupted_run(cli, tmp_path):
+    data = problems(tmp_path / "p.jsonl")
+    args = [
+        "train",
+        "--method",
+        "grpo",
+        "--data",
+        str(data),
+        "--epochs",
+        "4",
+        "--save-every",
+        "2",
+        "--group-size",
+        "4",
+        "--prompts-per-step",
+        "4",
+        "--num-iterations",
+        "2",
+        *[a for a in RL[4:]],
+        *TINY[:-2],
+    ]
+    assert cli(*args, "--grade-workers", "0", "--out", tmp_path / "a")[0] == 0
+    out = tmp_path / "b"
+    cmd = [sys.executable, "-m", "dail_harness", *args, "--grade-workers", "0", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "checkpoints" / "step-8" / "state.pt").exists():
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any((out / "checkpoints").glob("step-*"))
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    ref, got = log_of(tmp_path / "a"), log_of(out)
+    assert [r["step"] for r in got] == [r["step"] for r in ref] == list(range(1, 17))
+    for a, b in zip(ref, got):
+        for key in ("loss", "reward", "clip_ratio"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), key
+    from safetensors.torch import load_file
+
+    wa, wb = (
+        load_file(str(tmp_path / "a" / "adapter_model.safetensors")),
+        load_file(str(out / "adapter_model.safetensors")),
+    )
+    assert wa.keys() == wb.keys() and all(np.allclose(wa[k].numpy(), wb[k].numpy(), atol=1e-6) for k in wa)
+
+
+@pytest.mark.slow
+def test_grpo_on_two_ddp_processes_gives_the_single_process_curve(cli, tmp_path):
+    data = problems(tmp_path / "p.jsonl")
+    common = [
+        "train",
+        "--method",
+        "grpo",
+        "--data",
+        str(data),
+        "--epochs",
+        "2",
+        "--group-size",
+        "4",
+        "--prompts-per-step",
+        "4",
+        "--loss-type",
+        "dapo",
+        "--scale-rewards",
+        "batch",
+        *RL[4:],
+        *TINY,
+    ]
+    assert cli(*common, "--out", tmp_path / "one")[0] == 0
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "-m", "dail_harness", *map(str, common), "--out", str(tmp_path / "two")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    )
+    one, two = log_of(tmp_path / "one"), log_of(tmp_path / "two")
+    assert len(one) == len(two) == 4
+    for a, b in zip(one, two):
+        assert (a["tokens"], a["lr"]) == (b["tokens"], b["lr"])
+        assert b["reward"] == pytest.approx(a["reward"], rel=1e-9)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-8)
