@@ -145,7 +145,7 @@ class FakeContext:
 
         self.calls.append((tag, dict(prompts), n))
         out = {}
-        for key, prompt in prompts.items():
+        for key in prompts:
             texts = self.answers[(tag, key)]
             out[key] = [Completion(f"{tag}{key}", i, texts[i], 3, 5, "stop", token_ids=[1, 2, 3]) for i in range(n)]
         return out
@@ -234,7 +234,7 @@ def test_nurl_refuses_hints_that_reveal_the_answer_or_are_missing(tmp_path):
         + json.dumps({"problem_id": "p1", "hint": "It is 2."})
         + "\n"
     )
-    with pytest.raises(HarnessError, match="h.jsonl:2, field 'hint': the hint of 'p1' reveals its answer"):
+    with pytest.raises(HarnessError, match=r"h\.jsonl:2, field 'hint': the hint of 'p1' reveals its answer"):
         make_method("nurl", {"hints": str(hints)}).load_rows(data)
 
 
