@@ -391,3 +391,20 @@ def test_two_process_ddp_reproduces_the_single_process_loss_curve(tmp_path, cli)
     for a, b in zip(one, two):
         assert (a["tokens"], a["lr"]) == (b["tokens"], b["lr"])
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-8)
+
+
+def test_evaluation_during_training_and_the_training_report(tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl", n=4)
+    code, out, err = cli("train", "--method", "dail", "--data", data, "--out", tmp_path / "run", "--epochs", "2",
+                         "--eval-task", "aime24", "--eval-every", "1", "--eval-n", "2", "--eval-limit", "2",
+                         "--eval-max-tokens", "4", "--grade-workers", "0", *TRAIN)
+    assert code == 0, err
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and all({"eval/aime24/pass@1", "eval/aime24/pass@2"} <= set(r) for r in log)
+    summary = json.loads((tmp_path / "run" / "evals" / "step-2" / "summary.json").read_text())
+    assert summary["n"] == 2 and summary["num_problems"] == 2
+    assert log[1]["eval/aime24/pass@2"] == summary["pass_at_k"]["2"]
+    code, out, err = cli("report", tmp_path / "run", "--plot", tmp_path / "p.png")
+    assert code == 0, err
+    assert "dail" in out and "eval/aime24/pass@1" in out
+    assert (tmp_path / "p_training.png").read_bytes()[:4] == b"\x89PNG"

@@ -60,7 +60,11 @@ def eval_cmd(cfg: EvalConfig) -> None:
 
 @dataclass(kw_only=True)
 class ReportConfig:
-    runs: list[str] = option(positional=True, repeat=True, help="Run directories (from `dail-harness eval`).")
+    runs: list[str] = option(
+        positional=True,
+        repeat=True,
+        help="Run directories: evaluations (`dail-harness eval`) and/or training runs (`dail-harness train`).",
+    )
     json: bool = option(False, flag="--json", help="Print metrics as JSON instead of a table.")
     k: str | None = option(None, help="k values to report (default 1,2,4,... up to n).")
     plot: str | None = option("pass_at_k.png", help="Where to write the pass@k-vs-k PNG.")
@@ -73,15 +77,29 @@ def report_cmd(cfg: ReportConfig) -> None:
 
     Shards of one run (same settings, different --shard) are merged. Runs with --budgets also get
     PLOT_budgets.png (pass@1 and pass@n against the thinking budget) and a line per pair of runs
-    stating the smallest budget at which one matches the other's best score."""
+    stating the smallest budget at which one matches the other's best score. Training run directories
+    (with a train_log.jsonl) get a table of their last values and PLOT_training.png: loss, KL terms,
+    reward and pass@k during training against the step."""
     from dail_harness.eval.metrics import parse_k
-    from dail_harness.eval.report import format_table, plot_budgets, plot_pass_at_k, report_runs
+    from dail_harness.eval.plots import plot_budgets, plot_pass_at_k
+    from dail_harness.eval.report import format_table, report_runs
+    from dail_harness.training.curves import format_training_table, is_training_run, plot_training, read_training_run
 
+    training = [read_training_run(r) for r in cfg.runs if is_training_run(r) and not (Path(r) / "run.json").exists()]
+    evals = [r for r in cfg.runs if not (is_training_run(r) and not (Path(r) / "run.json").exists())]
+    plot = Path(cfg.plot) if cfg.plot and not cfg.no_plot else None
+    if training:
+        typer.echo(json.dumps(training, indent=2) if cfg.json else format_training_table(training))
+        if plot is not None:
+            drawn = plot_training(training, plot.with_name(f"{plot.stem}_training{plot.suffix}"))
+            if drawn:
+                typer.echo(f"plot: {drawn}", err=cfg.json)
+    if not evals:
+        return
     ks = parse_k(cfg.k)[0] if cfg.k else None
-    reports = report_runs(cfg.runs, ks)
+    reports = report_runs(evals, ks)
     typer.echo(json.dumps(reports, indent=2) if cfg.json else format_table(reports))
-    if not cfg.no_plot and cfg.plot:
-        plot = Path(cfg.plot)
+    if plot is not None:
         typer.echo(f"plot: {plot_pass_at_k(reports, plot)}", err=cfg.json)
         budget_plot = plot_budgets(reports, plot.with_name(f"{plot.stem}_budgets{plot.suffix}"))
         if budget_plot:
