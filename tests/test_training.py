@@ -395,9 +395,30 @@ def test_two_process_ddp_reproduces_the_single_process_loss_curve(tmp_path, cli)
 
 def test_evaluation_during_training_and_the_training_report(tmp_path, cli):
     data = write_dsyn(tmp_path / "d.jsonl", n=4)
-    code, out, err = cli("train", "--method", "dail", "--data", data, "--out", tmp_path / "run", "--epochs", "2",
-                         "--eval-task", "aime24", "--eval-every", "1", "--eval-n", "2", "--eval-limit", "2",
-                         "--eval-max-tokens", "4", "--grade-workers", "0", *TRAIN)
+    code, out, err = cli(
+        "train",
+        "--method",
+        "dail",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        "2",
+        "--eval-task",
+        "aime24",
+        "--eval-every",
+        "1",
+        "--eval-n",
+        "2",
+        "--eval-limit",
+        "2",
+        "--eval-max-tokens",
+        "4",
+        "--grade-workers",
+        "0",
+        *TRAIN,
+    )
     assert code == 0, err
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 4 and all({"eval/aime24/pass@1", "eval/aime24/pass@2"} <= set(r) for r in log)

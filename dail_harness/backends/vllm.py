@@ -16,7 +16,9 @@ set, and a resumed run is statistically, not bitwise, equivalent to an uninterru
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from dail_harness import registry
@@ -75,6 +77,7 @@ class VLLMBackend(SamplingBackend):
         use_chat_template: bool = True,
         system_prompt: str | None = None,
         chat_template_kwargs: dict | None = None,
+        max_lora_rank: int | None = None,
         **_unused,
     ):
         vllm = _import_vllm()
@@ -104,6 +107,8 @@ class VLLMBackend(SamplingBackend):
         )
         if max_model_len:
             engine_args["max_model_len"] = max_model_len
+        if max_lora_rank:  # sampling from a LoRA adapter (the model being trained)
+            engine_args.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         key = tuple(sorted(engine_args.items()))
         if key not in _ENGINES:
             _ENGINES.clear()  # one engine at a time: a second would not fit next to the first
@@ -111,6 +116,14 @@ class VLLMBackend(SamplingBackend):
         self.llm = _ENGINES[key]
         self._vllm = vllm
         self.context_length = int(self.llm.model_config.max_model_len)
+        self.lora_request: Any = None
+        """Set by `PolicyOnVLLM`: the adapter every request of the next generate call runs with."""
+
+    @classmethod
+    def for_policy(cls, model, tokenizer, cfg) -> SamplingBackend:
+        """Sample from the model being trained: the base model in vLLM, the LoRA adapter reloaded before every
+        generate call (see `PolicyOnVLLM`)."""
+        return PolicyOnVLLM(model, cfg)
 
     def _sampling_params(self, params: SamplingParams, n: int, request_id: str, first_index: int):
         greedy = params.temperature == 0
@@ -153,7 +166,7 @@ class VLLMBackend(SamplingBackend):
             for r, indices in chunk:
                 prompts.append(TokensPrompt(prompt_token_ids=self.render(r)))
                 sps.append(self._sampling_params(params, len(indices), r.request_id, indices[0]))
-            outputs = self.llm.generate(prompts, sps, use_tqdm=False)
+            outputs = self.llm.generate(prompts, sps, use_tqdm=False, lora_request=self.lora_request)
             batch = []
             for (r, indices), out in zip(chunk, outputs):
                 for i, o in zip(indices, out.outputs):
@@ -170,3 +183,63 @@ class VLLMBackend(SamplingBackend):
                         )
                     )
             yield batch
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+VLLM_LORA_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+class PolicyOnVLLM(SamplingBackend):
+    """A vLLM engine in this process that samples with the adapter as it is now: before every generate call
+    the adapter is saved and sent as a LoRA request with a new name and id (vLLM caches adapters by id and
+    its prefix cache by name). LoRA only: vLLM cannot take the full weights of a model trained in place."""
+
+    name = "vllm"
+
+    def __init__(self, model, cfg):
+        import tempfile
+
+        from dail_harness.models.loading import resolve_model
+
+        if not hasattr(model, "peft_config"):
+            raise HarnessError(
+                "--backend vllm samples a LoRA adapter during training; with --lora-r 0 every weight "
+                "trains and vLLM would have to reload the model each step: use --backend hf"
+            )
+        lora = model.peft_config["default"]
+        targets = set(lora.target_modules or ())
+        if not targets <= VLLM_LORA_TARGETS or lora.modules_to_save:
+            raise HarnessError(
+                f"vLLM serves LoRA on {', '.join(sorted(VLLM_LORA_TARGETS))} only (this run's targets: "
+                f"{', '.join(sorted(targets))}); change --lora-targets or use --backend hf"
+            )
+        rank = next((r for r in VLLM_LORA_RANKS if r >= lora.r), None)
+        if rank is None:
+            raise HarnessError(f"vLLM supports LoRA ranks up to {VLLM_LORA_RANKS[-1]}, this run has {lora.r}")
+        self.model = model
+        self.engine = VLLMBackend(
+            resolve_model(cfg.model),
+            seed=cfg.seed,
+            max_lora_rank=rank,
+            chat_template_kwargs={"enable_thinking": cfg.thinking},
+        )
+        self.tokenizer, self.eos_ids = self.engine.tokenizer, self.engine.eos_ids
+        self.chat_template_kwargs = self.engine.chat_template_kwargs
+        self.context_length = self.engine.context_length
+        self._dir = Path(tempfile.mkdtemp(prefix="dail-vllm-adapter-"))
+        self._version = 0
+
+    def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:
+        from vllm.lora.request import LoRARequest
+
+        self._version += 1
+        path = self._dir / f"v{self._version}"
+        self.model.save_pretrained(path)
+        self.engine.lora_request = LoRARequest(f"policy-{self._version}", self._version, str(path))
+        try:
+            yield from self.engine.generate(requests, params)
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
