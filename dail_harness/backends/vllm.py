@@ -31,6 +31,46 @@ _ENGINES: dict[tuple, Any] = {}
 REQUESTS_PER_CALL = 256  # results are stored after each call, so a kill loses at most this much
 
 
+def release_engines() -> None:
+    """Drop the cached engine and collect it (its KV cache is reserved memory); holders of a back-end that
+    still reference it keep it alive."""
+    import gc
+
+    _ENGINES.clear()
+    gc.collect()
+
+
+CPU_KV_SEQUENCES = 4  # full-length sequences the CPU KV cache holds at once (more when they are shorter)
+
+
+def cpu_kv_cache_bytes(path: str, max_model_len: int | None, dtype: str) -> int:
+    """The KV cache for vLLM on CPU, sized from the model and the context length: room for a few full-length
+    sequences, at most half the free memory. vLLM's own rule on CPU (a share of the node's memory minus
+    everything this process already holds) goes negative in a process that holds anything else, and only
+    says so after minutes of warm-up; this fails at once, naming the setting to change."""
+    import psutil
+    from transformers import AutoConfig
+
+    config: Any = AutoConfig.from_pretrained(path)
+    config = getattr(config, "text_config", config)
+    heads = int(config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    width = 4 if dtype in ("float32", "auto") else 2
+    per_token = 2 * int(config.num_hidden_layers) * kv_heads * head_dim * width
+    context = int(max_model_len or getattr(config, "max_position_embeddings", 4096))
+    free = psutil.virtual_memory().available
+    one = per_token * context
+    if one > free // 2:
+        fits = max(256, int(free // 2 // per_token) // 256 * 256)
+        raise HarnessError(
+            f"vLLM on CPU: one {context}-token sequence needs {one / 2**30:.1f} GiB of KV cache and "
+            f"only {free / 2**30:.1f} GiB of memory is free; set --max-model-len {fits} (or lower) or "
+            "--gpu-memory-utilization"
+        )
+    return min(one * CPU_KV_SEQUENCES, free // 2)
+
+
 def _on_gpu() -> bool:
     import torch
 
@@ -96,22 +136,25 @@ class VLLMBackend(SamplingBackend):
         self.system_prompt = system_prompt
         self.use_chat_template = use_chat_template
         self.chat_template_kwargs = chat_template_kwargs or {}
-        engine_args = dict(
+        engine_args: dict[str, Any] = dict(
             model=path,
             seed=seed,
             dtype=dtype or ("auto" if gpu else "float32"),
             enable_prefix_caching=True,
             tensor_parallel_size=tensor_parallel_size,
             generation_config="vllm",
-            gpu_memory_utilization=gpu_memory_utilization or (0.9 if gpu else 0.3),
         )
+        if gpu or gpu_memory_utilization:
+            engine_args["gpu_memory_utilization"] = gpu_memory_utilization or 0.9
+        else:  # on CPU the share counts this whole process's memory: size the KV cache instead
+            engine_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(path, max_model_len, engine_args["dtype"])
         if max_model_len:
             engine_args["max_model_len"] = max_model_len
         if max_lora_rank:  # sampling from a LoRA adapter (the model being trained)
             engine_args.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         key = tuple(sorted(engine_args.items()))
         if key not in _ENGINES:
-            _ENGINES.clear()  # one engine at a time: a second would not fit next to the first
+            release_engines()  # one engine at a time: a second would not fit next to the first
             _ENGINES[key] = vllm.LLM(**engine_args)
         self.llm = _ENGINES[key]
         self._vllm = vllm

@@ -323,6 +323,7 @@ class Trainer:
                 "tokens_per_s": tokens / (now - t0),
             }
             if self.method.source == "online":
+                last["update_seconds"] = now - t_update
                 last["update_tokens_per_s"] = tokens / max(now - t_update, 1e-9)
             if cfg.eval_task and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == total_steps):
                 last.update(self.evaluate(step + 1))

@@ -27,6 +27,7 @@ class OnlineContext:
         self.step = 0
         self.sampled_tokens = 0
         self.sampling_seconds = 0.0
+        self.grading_seconds = 0.0
 
     @property
     def world(self) -> int:
@@ -75,7 +76,11 @@ class OnlineContext:
 
     def grade(self, completions: list[Completion], golds: list[str], answer_types: list[str]) -> list[Verdict]:
         jobs = [GradeJob(c.text, g, t, c.finish_reason) for c, g, t in zip(completions, golds, answer_types)]
-        return self.pool.grade(jobs)
+        start = time.perf_counter()
+        try:
+            return self.pool.grade(jobs)
+        finally:
+            self.grading_seconds += time.perf_counter() - start
 
     def gather(self, values: list[float]) -> list[float]:
         """Every process's values, concatenated in process order (one process: `values`)."""
@@ -125,7 +130,7 @@ def online_run(trainer, desc: str) -> tuple[int, dict, int]:
                 cache.clear()
                 epoch, (prompts,) = generations[g]
                 ctx.step = g
-                sampled, seconds = ctx.sampled_tokens, ctx.sampling_seconds
+                sampled, seconds, grading = ctx.sampled_tokens, ctx.sampling_seconds, ctx.grading_seconds
                 rollout = method.rollout(ctx, [rows[i] for i in prompts[trainer.rank :: trainer.world]])
                 if mu > 1:  # the ratio's denominator: the policy that sampled the batch
                     for example, logps in zip(rollout.examples, trainer.token_logps(rollout.examples)):
@@ -133,10 +138,15 @@ def online_run(trainer, desc: str) -> tuple[int, dict, int]:
                 made += len(rollout.examples)
                 mine = micro_batches(rollout.examples, cfg.batch_size)
                 total_micro = int(sum(ctx.gather([float(len(mine))])))
-                rate = (ctx.sampled_tokens - sampled) / max(ctx.sampling_seconds - seconds, 1e-9)
-                cache[g] = StepBatch(
-                    mine, max(total_micro, 1), stats={"epoch": epoch, **rollout.stats, "sampling_tokens_per_s": rate}
-                )
+                spent = ctx.sampling_seconds - seconds
+                stats = {
+                    "epoch": epoch,
+                    **rollout.stats,
+                    "sampling_tokens_per_s": (ctx.sampled_tokens - sampled) / max(spent, 1e-9),
+                    "sampling_seconds": spent,
+                    "reward_seconds": ctx.grading_seconds - grading,
+                }
+                cache[g] = StepBatch(mine, max(total_micro, 1), stats=stats)
             batch = cache[g]
             return StepBatch(
                 batch.micro_batches,
