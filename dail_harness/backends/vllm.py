@@ -58,7 +58,7 @@ def cpu_kv_cache_bytes(path: str, max_model_len: int | None, dtype: str) -> int:
     kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
     width = 4 if dtype in ("float32", "auto") else 2
     per_token = 2 * int(config.num_hidden_layers) * kv_heads * head_dim * width
-    context = int(max_model_len or getattr(config, "max_position_embeddings", 4096))
+    context = max_model_len if max_model_len else int(getattr(config, "max_position_embeddings", 4096))
     free = psutil.virtual_memory().available
     one = per_token * context
     if one > free // 2:
