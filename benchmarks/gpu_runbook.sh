@@ -4,8 +4,11 @@
 #   run(command="bash benchmarks/gpu_runbook.sh decode")      # then: train, rollouts1, rollouts64
 # Results (JSON and logs) go to $OUT (or ./gpu_results); copy the numbers into benchmarks/RESULTS.md.
 set -euo pipefail
-case "${1:-}" in decode|train|rollouts1|rollouts64) ;; *)
-  echo "usage: bash benchmarks/gpu_runbook.sh decode|train|rollouts1|rollouts64" >&2; exit 2 ;; esac
+case "${1:-}" in decode|train|rollouts1|rollouts64|grpo) ;; *)
+  echo "usage: bash benchmarks/gpu_runbook.sh decode|train|rollouts1|rollouts64|grpo" >&2; exit 2 ;;   grpo)      # GRPO step vs TRL's GRPOTrainer on a Qwen2.5-1.5B shape (the image lacks trl: carry its wheels in .whl)
+    timeout 560 python benchmarks/grpo_step.py --preset qwen2.5-1.5b --steps 2 --prompts 8 --group 8 --max-tokens 256 \
+      --json "$out/grpo_step.json" 2>&1 | tee "$out/grpo_step.log" ;;
+esac
 export PYTHONPATH=.
 out="${OUT:-gpu_results}"
 mkdir -p "$out"
@@ -21,4 +24,7 @@ case "${1:-}" in
   rollouts64)  # the same at batch 64, with adaptive drafting (its verify shapes: 1, 2, 4, 8, 16)
     timeout 560 python benchmarks/mixed_rollouts.py --preset qwen2.5-7b --batches 64 --new-tokens 1000 --static --compile \
       --configs unfused,lockstep,auto --targets 0.9 --json "$out/mixed_rollouts_b64.json" 2>&1 | tee "$out/mixed_rollouts_b64.log" ;;
+  grpo)      # GRPO step vs TRL's GRPOTrainer on a Qwen2.5-1.5B shape (the image lacks trl: carry its wheels in .whl)
+    timeout 560 python benchmarks/grpo_step.py --preset qwen2.5-1.5b --steps 2 --prompts 8 --group 8 --max-tokens 256 \
+      --json "$out/grpo_step.json" 2>&1 | tee "$out/grpo_step.log" ;;
 esac

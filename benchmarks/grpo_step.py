@@ -36,9 +36,9 @@ def digit_share(text: str) -> float:
 
 def model_path(args) -> str:
     if args.preset:
-        from benchmarks.hf_decode import build
-
         import torch
+
+        from benchmarks.hf_decode import build
 
         out = Path(args.workdir) / f"model-{args.preset}"
         if not (out / "config.json").exists():
@@ -64,21 +64,53 @@ def run_ours(args) -> dict:
     data = Path(args.workdir) / "problems.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in problems(args.prompts * (args.steps + 1))))
     out = Path(tempfile.mkdtemp(dir=args.workdir, prefix="ours-"))
-    cfg = TrainConfig(method="grpo", model=model_path(args), data=str(data), out=str(out), epochs=1,
-                      max_steps=args.steps + 1, lr=1e-5, warmup_ratio=0.0, lora_r=8, lora_alpha=16,
-                      lora_targets=TARGETS, batch_size=args.micro_batch, temperature=1.0, top_p=1.0,
-                      max_tokens=args.max_tokens, grade_workers=0, progress=False, save_every=10_000)
+    cfg = TrainConfig(
+        method="grpo",
+        model=model_path(args),
+        data=str(data),
+        out=str(out),
+        epochs=1,
+        max_steps=args.steps + 1,
+        lr=1e-5,
+        warmup_ratio=0.0,
+        lora_r=8,
+        lora_alpha=16,
+        lora_targets=TARGETS,
+        batch_size=args.micro_batch,
+        temperature=1.0,
+        top_p=1.0,
+        max_tokens=args.max_tokens,
+        grade_workers=0,
+        progress=False,
+        save_every=10_000,
+    )
     start = time.perf_counter()
-    train(cfg, {"prompts_per_step": args.prompts, "group_size": args.group, "reward": "digit-share",
-                "loss_type": "dapo", "prompt": PROMPT.replace("{{}}", "{}")})
+    train(
+        cfg,
+        {
+            "prompts_per_step": args.prompts,
+            "group_size": args.group,
+            "reward": "digit-share",
+            "loss_type": "dapo",
+            "prompt": PROMPT.replace("{{}}", "{}"),
+        },
+    )
     total = time.perf_counter() - start
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()][1:]  # after warm-up
     seconds = sum(r["sampling_seconds"] + r["reward_seconds"] + r["update_seconds"] for r in log)
     tokens = sum(r["completion_length"] * args.prompts * args.group for r in log)
-    return {"tool": "dail-harness", "steps": len(log), "seconds": seconds, "wall_including_load": total,
-            "samples_per_s": len(log) * args.prompts * args.group / seconds, "tokens_per_s": tokens / seconds,
-            "sampling_s": sum(r["sampling_seconds"] for r in log), "reward_s": sum(r["reward_seconds"] for r in log),
-            "update_s": sum(r["update_seconds"] for r in log), "mean_reward": sum(r["reward"] for r in log) / len(log)}
+    return {
+        "tool": "dail-harness",
+        "steps": len(log),
+        "seconds": seconds,
+        "wall_including_load": total,
+        "samples_per_s": len(log) * args.prompts * args.group / seconds,
+        "tokens_per_s": tokens / seconds,
+        "sampling_s": sum(r["sampling_seconds"] for r in log),
+        "reward_s": sum(r["reward_seconds"] for r in log),
+        "update_s": sum(r["update_seconds"] for r in log),
+        "mean_reward": sum(r["reward"] for r in log) / len(log),
+    }
 
 
 def run_trl(args) -> dict:
@@ -91,25 +123,47 @@ def run_trl(args) -> dict:
     path = model_path(args)
     tok = AutoTokenizer.from_pretrained(path)
     tok.padding_side = "left"
-    rows = [{"prompt": [{"role": "user", "content": PROMPT.replace("{{}}", "{}").replace("{problem}", p["problem"])}]}
-            for p in problems(args.prompts * (args.steps + 1))]
+    rows = [
+        {"prompt": [{"role": "user", "content": PROMPT.replace("{{}}", "{}").replace("{problem}", p["problem"])}]}
+        for p in problems(args.prompts * (args.steps + 1))
+    ]
     on_gpu = torch.cuda.is_available() and not args.cpu
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(dir=args.workdir, prefix="trl-"), per_device_train_batch_size=args.micro_batch,
-        gradient_accumulation_steps=args.prompts * args.group // args.micro_batch, num_generations=args.group,
-        max_completion_length=args.max_tokens, temperature=1.0, top_p=1.0, learning_rate=1e-5, beta=0.0,
-        loss_type="dapo", max_steps=args.steps + 1, logging_steps=1, report_to=[], use_cpu=not on_gpu,
-        bf16=on_gpu, save_strategy="no", seed=0, disable_tqdm=True, gradient_checkpointing=True,
-        model_init_kwargs={"dtype": torch.bfloat16 if on_gpu else torch.float32}, warmup_steps=0,
+        output_dir=tempfile.mkdtemp(dir=args.workdir, prefix="trl-"),
+        per_device_train_batch_size=args.micro_batch,
+        gradient_accumulation_steps=args.prompts * args.group // args.micro_batch,
+        num_generations=args.group,
+        max_completion_length=args.max_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=1e-5,
+        beta=0.0,
+        loss_type="dapo",
+        max_steps=args.steps + 1,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=not on_gpu,
+        bf16=on_gpu,
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        gradient_checkpointing=True,
+        model_init_kwargs={"dtype": torch.bfloat16 if on_gpu else torch.float32},
+        warmup_steps=0,
     )
 
     def reward(completions, **_):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [digit_share(t) for t in texts]
 
-    trainer = GRPOTrainer(model=path, reward_funcs=reward, args=config, train_dataset=Dataset.from_list(rows),
-                          processing_class=tok, peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS,
-                                                                       task_type="CAUSAL_LM"))
+    trainer = GRPOTrainer(
+        model=path,
+        reward_funcs=reward,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"),
+    )
     spans = {"sampling": 0.0, "reward": 0.0}
 
     def timed(name, fn):
@@ -119,6 +173,7 @@ def run_trl(args) -> dict:
                 return fn(*a, **k)
             finally:
                 spans[name] += time.perf_counter() - t
+
         return wrapper
 
     trainer._generate = timed("sampling", trainer._generate)
@@ -130,8 +185,7 @@ def run_trl(args) -> dict:
             self.t, self.spans = time.perf_counter(), dict(spans)
 
         def on_step_end(self, *a, **k):
-            steps.append({"seconds": time.perf_counter() - self.t,
-                          **{n: spans[n] - self.spans[n] for n in spans}})
+            steps.append({"seconds": time.perf_counter() - self.t, **{n: spans[n] - self.spans[n] for n in spans}})
 
     trainer.add_callback(Clock())
     start = time.perf_counter()
@@ -140,13 +194,20 @@ def run_trl(args) -> dict:
     lengths = [r["completions/mean_length"] for r in trainer.state.log_history if "completions/mean_length" in r]
     timed_steps = steps[1:]
     seconds = sum(s["seconds"] for s in timed_steps)
-    tokens = sum(lengths[1:len(steps)]) * args.prompts * args.group
+    tokens = sum(lengths[1 : len(steps)]) * args.prompts * args.group
     rewards = [r["reward"] for r in trainer.state.log_history if "reward" in r][1:]
-    return {"tool": "trl GRPOTrainer", "steps": len(timed_steps), "seconds": seconds, "wall_including_load": total,
-            "samples_per_s": len(timed_steps) * args.prompts * args.group / seconds, "tokens_per_s": tokens / seconds,
-            "sampling_s": sum(s["sampling"] for s in timed_steps), "reward_s": sum(s["reward"] for s in timed_steps),
-            "update_s": sum(s["seconds"] - s["sampling"] - s["reward"] for s in timed_steps),
-            "mean_reward": sum(rewards) / max(len(rewards), 1)}
+    return {
+        "tool": "trl GRPOTrainer",
+        "steps": len(timed_steps),
+        "seconds": seconds,
+        "wall_including_load": total,
+        "samples_per_s": len(timed_steps) * args.prompts * args.group / seconds,
+        "tokens_per_s": tokens / seconds,
+        "sampling_s": sum(s["sampling"] for s in timed_steps),
+        "reward_s": sum(s["reward"] for s in timed_steps),
+        "update_s": sum(s["seconds"] - s["sampling"] - s["reward"] for s in timed_steps),
+        "mean_reward": sum(rewards) / max(len(rewards), 1),
+    }
 
 
 def main() -> None:
@@ -176,11 +237,15 @@ def main() -> None:
             sys.exit(f"{tool} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         results.append(json.loads(line[7:]))
     for r in results:
-        print(f"{r['tool']:18} {r['samples_per_s']:7.2f} samples/s {r['tokens_per_s']:8.1f} tok/s  split: sampling "
-              f"{r['sampling_s']:.2f}s reward {r['reward_s']:.3f}s update {r['update_s']:.2f}s over {r['steps']} steps")
+        print(
+            f"{r['tool']:18} {r['samples_per_s']:7.2f} samples/s {r['tokens_per_s']:8.1f} tok/s  split: sampling "
+            f"{r['sampling_s']:.2f}s reward {r['reward_s']:.3f}s update {r['update_s']:.2f}s over {r['steps']} steps"
+        )
     ours, trl = results
-    print(f"dail-harness / TRL: {ours['samples_per_s'] / trl['samples_per_s']:.2f}x samples/s, "
-          f"{ours['tokens_per_s'] / trl['tokens_per_s']:.2f}x tokens/s")
+    print(
+        f"dail-harness / TRL: {ours['samples_per_s'] / trl['samples_per_s']:.2f}x samples/s, "
+        f"{ours['tokens_per_s'] / trl['tokens_per_s']:.2f}x tokens/s"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

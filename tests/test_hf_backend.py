@@ -72,3 +72,37 @@ def test_benchmarks_run_on_cpu(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "samples/s" in out.stdout
+
+
+@pytest.mark.slow
+def test_grpo_benchmark_runs_against_trl(tmp_path):
+    import json
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "grpo_step.py"),
+            "--steps",
+            "1",
+            "--prompts",
+            "2",
+            "--group",
+            "2",
+            "--max-tokens",
+            "4",
+            "--micro-batch",
+            "2",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert [r["tool"] for r in results] == ["dail-harness", "trl GRPOTrainer"]
+    assert all(r["samples_per_s"] > 0 and r["steps"] == 1 for r in results)

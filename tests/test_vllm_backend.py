@@ -221,4 +221,3 @@ def test_generate_with_vllm_tau_extremes(tmp_path, cli):
         assert code == 0, err
         rows = [json.loads(l) for l in out.read_text().splitlines()]
         assert len(rows) == 2 and all(r["acceptance_rate"] == expected for r in rows)
-

@@ -85,7 +85,11 @@ class HFBackend(SamplingBackend):
         """Sample from the model being trained, in memory (its adapter on), with keyed randomness."""
         device = str(next(model.parameters()).device)
         return cls(
-            (model, tokenizer), device=device, chat_template_kwargs={"enable_thinking": cfg.thinking}, seed=cfg.seed
+            (model, tokenizer),
+            device=device,
+            chat_template_kwargs={"enable_thinking": cfg.thinking},
+            seed=cfg.seed,
+            batch_size=cfg.sample_batch_size,
         )
 
     def _generation_config(self, params: SamplingParams):

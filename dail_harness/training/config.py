@@ -75,6 +75,13 @@ class TrainConfig:
     top_p: float = option(1.0, gt=0, le=1, help="Nucleus sampling mass of methods that sample.", panel=SAMPLE)
     max_tokens: int = option(512, ge=1, help="Maximum new tokens per sample of methods that sample.", panel=SAMPLE)
     backend: str = option("hf", help="Sampling back-end of methods that sample (hf: the live model).", panel=SAMPLE)
+    sample_batch_size: int = option(
+        64,
+        ge=1,
+        help="Sequences per generate call when sampling during training (hf; "
+        "TRL samples a whole generation batch at once).",
+        panel=SAMPLE,
+    )
     grade_workers: int | None = option(None, ge=0, help="Grading processes for rewards (0: in-process).", panel=SAMPLE)
     init: str | None = option(
         None, help="Start from this run's adapter (e.g. NuRL from a GRPO run: --init runs/grpo).", panel=RUN

@@ -100,12 +100,12 @@ def split_plugin_options(cfg: TrainConfig, given: dict, wheres: dict[str, Where]
     m_where = {k: Where(f"--method-opt {k}") for k in m_given}
     l_where = {k: Where(f"--loss-opt {k}") for k in l_given}
     for key, value in given.items():
+        where = wheres.get(key) or Where("--" + key.replace("_", "-"))
         if key in method_fields:
-            m_given[key], m_where[key] = value, wheres[key]
+            m_given[key], m_where[key] = value, where
         elif key in loss_fields:
-            l_given[key], l_where[key] = value, wheres[key]
+            l_given[key], l_where[key] = value, where
         else:
-            where = wheres[key]
             raise HarnessError(
                 f"{where.flag} is not an option of method '{cfg.method}' or of its loss "
                 f"'{cfg.loss or method_cls.default_loss}' (method options: "
