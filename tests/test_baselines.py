@@ -472,3 +472,34 @@ def test_grpo_on_two_ddp_processes_gives_the_single_process_curve(cli, tmp_path)
         assert (a["tokens"], a["lr"]) == (b["tokens"], b["lr"])
         assert b["reward"] == pytest.approx(a["reward"], rel=1e-9)
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-8)
+
+
+def test_grpo_with_every_weight_trained(cli, tmp_path):
+    """--lora-r 0 (the paper's RL runs most likely trained all weights): no adapter, a full model saved."""
+    data = problems(tmp_path / "p.jsonl", n=2)
+    code, _, err = cli(
+        "train",
+        "--method",
+        "grpo",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--max-steps",
+        "1",
+        "--prompts-per-step",
+        "2",
+        "--group-size",
+        "2",
+        "--max-tokens",
+        "4",
+        "--plugin-dir",
+        EXAMPLES,
+        *TINY[:5],
+        "--lora-r",
+        "0",
+        "--grade-workers",
+        "0",
+    )
+    assert code == 0, err
+    assert (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "adapter_config.json").exists()

@@ -429,3 +429,51 @@ def test_evaluation_during_training_and_the_training_report(tmp_path, cli):
     assert code == 0, err
     assert "dail" in out and "eval/aime24/pass@1" in out
     assert (tmp_path / "p_training.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_full_fine_tuning_uses_a_frozen_reference_and_saves_the_model(tmp_path, cli):
+    """--lora-r 0: every weight trains, a frozen copy serves the reference contexts. Before the first update
+    the student is the base model either way, so the first step's loss equals the LoRA run's."""
+    data = write_dsyn(tmp_path / "d.jsonl", n=4)
+    common = [
+        "train",
+        "--method",
+        "dail",
+        "--data",
+        data,
+        "--max-steps",
+        "2",
+        "--grad-accum",
+        "2",
+        "--warmup-ratio",
+        "0",
+        *TRAIN,
+    ]
+    assert cli(*common, "--out", tmp_path / "lora")[0] == 0
+    code, _, err = cli(*common, "--lora-r", "0", "--out", tmp_path / "full")
+    assert code == 0, err
+    lora = [json.loads(line) for line in (tmp_path / "lora" / "train_log.jsonl").read_text().splitlines()]
+    full = [json.loads(line) for line in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
+    for key in ("loss", "kl_ps", "kl_nr"):
+        assert full[0][key] == pytest.approx(lora[0][key], rel=1e-5, abs=1e-7)
+    assert full[1]["loss"] != pytest.approx(lora[1]["loss"], rel=1e-3)  # different parameters move
+    assert (tmp_path / "full" / "config.json").exists() and not (tmp_path / "full" / "adapter_config.json").exists()
+    code, _, err = cli(
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        tmp_path / "full",
+        "--limit",
+        "1",
+        "--n",
+        "1",
+        "--max-tokens",
+        "4",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--out",
+        tmp_path / "ev",
+    )
+    assert code == 0, err

@@ -265,6 +265,8 @@ class PolicyOnVLLM(SamplingBackend):
             seed=cfg.seed,
             max_lora_rank=rank,
             chat_template_kwargs={"enable_thinking": cfg.thinking},
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.vllm_memory if _on_gpu() else None,
         )
         self.tokenizer, self.eos_ids = self.engine.tokenizer, self.engine.eos_ids
         self.chat_template_kwargs = self.engine.chat_template_kwargs

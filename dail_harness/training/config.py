@@ -75,6 +75,20 @@ class TrainConfig:
     top_p: float = option(1.0, gt=0, le=1, help="Nucleus sampling mass of methods that sample.", panel=SAMPLE)
     max_tokens: int = option(512, ge=1, help="Maximum new tokens per sample of methods that sample.", panel=SAMPLE)
     backend: str = option("hf", help="Sampling back-end of methods that sample (hf: the live model).", panel=SAMPLE)
+    vllm_memory: float = option(
+        0.3,
+        gt=0,
+        le=1,
+        help="--backend vllm during training: the share of GPU memory vLLM may take next to the model being trained.",
+        panel=SAMPLE,
+    )
+    tensor_parallel_size: int = option(
+        1,
+        ge=1,
+        help="--backend vllm during training: GPUs per vLLM engine (single-process training; with DDP each process "
+        "has its own engine).",
+        panel=SAMPLE,
+    )
     sample_batch_size: int = option(
         64,
         ge=1,

@@ -59,7 +59,7 @@ class Policy:
 
     @property
     def is_lora(self) -> bool:
-        return self.frozen is None and hasattr(self.model, "disable_adapter")
+        return self.frozen is None and hasattr(self.model, "peft_config")
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
