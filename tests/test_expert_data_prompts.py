@@ -20,8 +20,9 @@ from dail_harness.errors import HarnessError
 
 
 def test_templates_are_the_authors_verbatim():
-    assert student_prompt("P?") == "## Problem:\nP?\n\nBegin your step-by-step thinking process."
-    text = privileged_prompt("P?", "S.")
+    """The authors' texts, each ending with one newline, with problem and solution stripped."""
+    assert student_prompt("  P?\n") == "## Problem:\nP?\n\nBegin your step-by-step thinking process.\n"
+    text = privileged_prompt("P?", "\nS.  ")
     assert text.startswith(
         "You are an expert mathematician solving the following problem. Your task is to produce "
         "a clear, step-by-step thinking process that leads to the correct solution.\n\n## Problem:\nP?"
@@ -30,11 +31,12 @@ def test_templates_are_the_authors_verbatim():
     assert "**You must never explicitly acknowledge these instructions or cite the provided solution(s)." in text
     assert text.endswith(
         "Do not worry that your solution is too long.**\n\nNow, solve the problem. Begin your "
-        "step-by-step thinking process."
+        "step-by-step thinking process.\n"
     )
+    assert not text.endswith("\n\n")
     assert negative_prompt("P?", ["3", "n+1"], "42").endswith(
         "## Problem:\nP?\n\nHint: The final answer is 42. Intermediate results used in the solution might include: "
-        "3, n+1.\n\nBegin your step-by-step thinking process."
+        "3, n+1.\n\nBegin your step-by-step thinking process.\n"
     )
     assert "Hint: Intermediate results used in the solution might include: a, b." in negative_prompt(
         "P", ["a", "b"], None

@@ -350,3 +350,49 @@ def test_compiled_static_engine_has_one_graph_per_step_shape(setup):
         assert len(got) == len(reqs) and len(graphs) == expected, (K, len(graphs))
         for g, req in zip(got, reqs):
             assert g.token_ids == reference_rollout(model, req, cfg, [tok.eos_token_id]).token_ids
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_authors_top20_proposal_equals_its_token_by_token_definition(setup, static):
+    """--proposal top20x5: up to 5 student draws from its top-20, the authors' acceptance, else a privileged
+    top-20 draw; the engine's traces equal an explicit per-token implementation (float64)."""
+    from dail_harness.rollout.reference import reference_authors_rollout
+
+    tok, model, _, reqs = setup
+    engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
+    with torch.no_grad():  # the top-20 probabilities of tiny-random: pick taus that accept some drafts
+        logits = model(input_ids=torch.tensor([reqs[0].privileged_ids])).logits[0, -1].double()
+    top = torch.topk(torch.softmax(logits, -1), 20).values
+    accepted = 0
+    for tau in (0.0, float(top[3]), 1.5):
+        cfg = RolloutConfig(
+            tau=tau,
+            max_tokens=10,
+            temperature=0.7,
+            top_p=0.9,
+            seed=4,
+            batch_size=5,
+            proposal="top20x5",
+            static_cache=static,
+        )
+        got = [r for b in engine.run(reqs, cfg) for r in b]
+        for g, req in zip(got, reqs):
+            ref = reference_authors_rollout(model, req, cfg, [tok.eos_token_id])
+            assert g.token_ids == ref.token_ids
+            assert (g.student_tokens, g.privileged_tokens) == (ref.student_tokens, ref.privileged_tokens)
+        accepted += sum(g.student_tokens for g in got)
+        if tau > 1:
+            assert all(g.student_tokens == 0 for g in got)
+    assert accepted > 0
+
+
+def test_authors_proposal_needs_token_by_token(setup):
+    from dail_harness.errors import HarnessError
+
+    tok, model, _, reqs = setup
+    engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
+    cfg = RolloutConfig(
+        tau=0.5, max_tokens=4, temperature=1.0, top_p=1.0, seed=0, batch_size=2, draft_tokens=4, proposal="top20x5"
+    )
+    with pytest.raises(HarnessError, match="token by token"):
+        next(engine.run(reqs, cfg))

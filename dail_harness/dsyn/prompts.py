@@ -18,7 +18,8 @@ from dail_harness.verifiers.extract import last_boxed
 STUDENT_TEMPLATE = """## Problem:
 {problem}
 
-Begin your step-by-step thinking process."""
+Begin your step-by-step thinking process.
+"""
 
 PRIVILEGED_TEMPLATE = """You are an expert mathematician solving the following problem. Your task is to produce a clear, step-by-step thinking process that leads to the correct solution.
 
@@ -32,7 +33,8 @@ Hint: To help you, here are reference solution(s).
 
 Use these only to guide your own thoughts implicitly, but express the reasoning in your own words as if you are solving it for the first time. **You must never explicitly acknowledge these instructions or cite the provided solution(s). Just use the methodology as if it were your own. You are not allowed to take any shortcuts, directly use any intermediate derived number or result as given (you must show everything from scratch), nor directly produce the answer. Do not worry that your solution is too long.**
 
-Now, solve the problem. Begin your step-by-step thinking process."""
+Now, solve the problem. Begin your step-by-step thinking process.
+"""
 
 NEGATIVE_TEMPLATE = """You are an expert mathematician solving the following problem. Your task is to produce a clear, step-by-step thinking process that leads to the correct solution.
 
@@ -41,7 +43,8 @@ NEGATIVE_TEMPLATE = """You are an expert mathematician solving the following pro
 
 Hint: {hint}
 
-Begin your step-by-step thinking process."""
+Begin your step-by-step thinking process.
+"""
 
 HINT_WITH_ANSWER = "The final answer is {answer}. Intermediate results used in the solution might include: {waypoints}."
 HINT_WITHOUT_ANSWER = "Intermediate results used in the solution might include: {waypoints}."
@@ -112,11 +115,12 @@ def final_answer_of(solution: str, answer: str | None) -> str | None:
 
 
 def student_prompt(problem: str, templates: Templates = DEFAULT_TEMPLATES) -> str:
-    return templates.student.replace("{problem}", problem)
+    """The student's user turn. Problem and solution texts are stripped first, as the authors' code does."""
+    return templates.student.replace("{problem}", problem.strip())
 
 
 def privileged_prompt(problem: str, solution: str, templates: Templates = DEFAULT_TEMPLATES) -> str:
-    return templates.privileged.replace("{problem}", problem).replace("{solution}", solution)
+    return templates.privileged.replace("{problem}", problem.strip()).replace("{solution}", solution.strip())
 
 
 def negative_prompt(
@@ -128,7 +132,7 @@ def negative_prompt(
         if answer
         else HINT_WITHOUT_ANSWER.format(waypoints=listed)
     )
-    return templates.negative.replace("{problem}", problem).replace("{hint}", hint)
+    return templates.negative.replace("{problem}", problem.strip()).replace("{hint}", hint)
 
 
 _SOLUTION_BLOCK = re.compile(r"(?m)^Solution \d+:")

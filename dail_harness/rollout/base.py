@@ -34,6 +34,11 @@ class RolloutConfig:
     fuse_contexts: bool = True
     """With K = 1: student and privileged rows share each forward pass (one token per pass). False:
     one forward per context per token, the authors' scheme."""
+    proposal: str = "full"
+    """How the student proposes a token: "full" = one draw from its (tempered, top-p) distribution, the paper's
+    rule; "top20x5" = the authors' code: up to 5 draws from its top-20 at temperature 1, the first whose
+    privileged probability is >= tau and that is in the privileged top-20 is kept, else a draw from the
+    privileged top-20 (their vLLM log-probs made temperature and top-p have no effect). Token by token only."""
     suppress_token_ids: list[int] = field(default_factory=list)
     """Never generated (e.g. `</think>` for thinking models, as in the authors' setup)."""
     static_cache: bool = False
@@ -144,3 +149,43 @@ class DraftLength:
             self.examined = 0.9 * self.examined + examined
             self.accepted = 0.9 * self.accepted + accepted
             self.k = best_draft_length(self.accepted / max(self.examined, 1e-9), self.choices)
+
+
+AUTHORS_TOP_K, AUTHORS_DRAWS = 20, 5
+
+
+def attempt_keys(keys: torch.Tensor, attempt: int) -> torch.Tensor:
+    """Independent randomness for the student's `attempt`-th draw at a position (the authors' scheme)."""
+    return (keys + attempt * 0x9E3779B97F4A7C1) & 0x7FFFFFFFFFFFFFFF
+
+
+def top_k_logits(logits: torch.Tensor, k: int = AUTHORS_TOP_K) -> torch.Tensor:
+    """The logits with everything outside each row's top-k set to -inf."""
+    kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def authors_proposal(
+    s_logits: torch.Tensor,
+    p_logits: torch.Tensor,
+    key_s: torch.Tensor,
+    key_p: torch.Tensor,
+    positions: torch.Tensor,
+    tau: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row by the authors' rule (see `RolloutConfig.proposal`); logits already suppressed.
+    Returns (token, accepted from the student)."""
+    from dail_harness.sampling import keyed_gumbel_sample
+
+    s_top, p_top = top_k_logits(s_logits), top_k_logits(p_logits)
+    p_probs = torch.softmax(p_logits.float(), dim=-1)  # raw, over the full vocabulary (vLLM's log-probs)
+    in_p_top = torch.isfinite(p_top)
+    token = torch.zeros(s_logits.shape[0], dtype=torch.long, device=s_logits.device)
+    accepted = torch.zeros_like(token, dtype=torch.bool)
+    for attempt in range(AUTHORS_DRAWS):
+        draw = keyed_gumbel_sample(s_top, attempt_keys(key_s, attempt), positions, 1.0, 1.0)
+        ok = ~accepted & (p_probs.gather(1, draw[:, None])[:, 0] >= tau) & in_p_top.gather(1, draw[:, None])[:, 0]
+        token = torch.where(ok, draw, token)
+        accepted |= ok
+    fallback = keyed_gumbel_sample(p_top, key_p, positions, 1.0, 1.0)
+    return torch.where(accepted, token, fallback), accepted

@@ -42,6 +42,7 @@ from dail_harness.rollout.base import (
     RolloutRequest,
     RolloutResult,
     Trace,
+    authors_proposal,
     role_keys,
     suppress,
 )
@@ -88,6 +89,12 @@ class MixedPolicyEngine:
         self._run_width = (
             max((max(len(r.student_ids), len(r.privileged_ids)) for r in requests), default=0) if compiled else 0
         )
+        if cfg.proposal == "top20x5" and not (cfg.draft_tokens == 1 and cfg.fuse_contexts):
+            from dail_harness.errors import HarnessError
+
+            raise HarnessError(
+                "--proposal top20x5 (the authors' five top-20 draws) runs token by token: use --draft-tokens 1"
+            )
         lockstep = cfg.draft_tokens == 1 and cfg.fuse_contexts
         for start in range(0, len(requests), cfg.batch_size):
             batch = requests[start : start + cfg.batch_size]
@@ -217,7 +224,8 @@ class MixedPolicyEngine:
         sit at the same response position and the loop stays on the device (no per-row Python).
         """
         dev, n = self.device, len(requests)
-        use_student, use_privileged = cfg.tau <= 1, cfg.tau > 0
+        authors = cfg.proposal == "top20x5"
+        use_student, use_privileged = cfg.tau <= 1 or authors, cfg.tau > 0 or authors
         key_s, key_p = self._role_key_tensors(requests, cfg.seed)
         prompts = ([r.student_ids for r in requests] if use_student else []) + (
             [r.privileged_ids for r in requests] if use_privileged else []
@@ -235,10 +243,19 @@ class MixedPolicyEngine:
             logits = ctx.forward(ctx.pending[:, None])[:, -1]
             live = len(rows)
             pos = torch.full((live,), step, device=dev)
-            if use_student:
+            if authors:
+                token, accepted = authors_proposal(
+                    suppress(logits[:live], cfg.suppress_token_ids),
+                    suppress(logits[-live:], cfg.suppress_token_ids),
+                    key_s[rows],
+                    key_p[rows],
+                    pos,
+                    cfg.tau,
+                )
+            elif use_student:
                 token = self._sample(logits[:live], key_s[rows], pos, cfg)
                 accepted = torch.ones(live, dtype=torch.bool, device=dev)
-            if use_privileged:
+            if use_privileged and not authors:
                 p_logits = logits[-live:]
                 resampled = self._sample(p_logits, key_p[rows], pos, cfg)
                 if use_student:

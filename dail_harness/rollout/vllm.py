@@ -38,6 +38,10 @@ class VLLMMixedRollout:
         return cls(backend.llm, backend.eos_ids)
 
     def run(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> Iterator[list[RolloutResult]]:
+        if cfg.proposal != "full":
+            from dail_harness.errors import HarnessError
+
+            raise HarnessError(f"--proposal {cfg.proposal} runs on the hf rollout engine (--backend hf)")
         for start in range(0, len(requests), cfg.batch_size):
             yield self._run_batch(requests[start : start + cfg.batch_size], cfg)
 
