@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,12 +218,16 @@ def test_generate_mixed_rows_resume_and_settings(tmp_path, cli):
         "2",
         "--max-tokens",
         "16",
+        "--select",
+        "all",
         "--no-progress",
     ]
     code, stdout, err = cli(*args)
     assert code == 0, err
     assert "acceptance rate" in stdout
     rows = [json.loads(l) for l in out.read_text().splitlines()]
+    traces = Path(str(out) + ".traces.jsonl")
+    assert [json.loads(l) for l in traces.read_text().splitlines()] == rows  # --select all keeps every trace
     assert len(rows) == 6
     for r in rows:
         for f in (
@@ -241,18 +246,30 @@ def test_generate_mixed_rows_resume_and_settings(tmp_path, cli):
         assert r["student_tokens"] + r["privileged_tokens"] == r["num_tokens"] and r["tau"] == 0.002
     p2 = next(r for r in rows if r["problem_id"] == "p2")
     assert p2["answer"] == "6" and "6" not in p2["waypoints"] and "2n-4" not in p2["waypoints"]  # numbers only
-    # a kill mid-append: cut the file inside its last row, rerun, get the same rows back
-    full = out.read_bytes()
-    out.write_bytes(full[: full.rfind(b"\n", 0, len(full) - 1) + 10])
+    # a kill mid-append: cut the traces inside their last row, rerun, get the same rows back
+    full = traces.read_bytes()
+    traces.write_bytes(full[: full.rfind(b"\n", 0, len(full) - 1) + 10])
     assert cli(*args)[0] == 0
-    assert out.read_bytes() == full
+    assert traces.read_bytes() == full
     code, _, err = cli(*[a if a != "0.002" else "0.5" for a in args])
     assert code == 2 and "tau: 0.002 -> 0.5" in err
 
 
 def test_generate_direct_and_tau_extremes_via_cli(tmp_path, cli):
     data = write_expert(tmp_path)
-    common = ["--data", data, "--model", "tiny-random", "--max-tokens", "8", "--no-progress"]
+    common = [
+        "--data",
+        data,
+        "--model",
+        "tiny-random",
+        "--max-tokens",
+        "8",
+        "--no-progress",
+        "--n",
+        "1",
+        "--select",
+        "all",
+    ]
     assert cli("generate", *common, "--mode", "direct", "--out", tmp_path / "direct.jsonl")[0] == 0
     rows = [json.loads(l) for l in (tmp_path / "direct.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["mode"] == "direct" and r["acceptance_rate"] is None for r in rows)
@@ -396,3 +413,98 @@ def test_authors_proposal_needs_token_by_token(setup):
     )
     with pytest.raises(HarnessError, match="token by token"):
         next(engine.run(reqs, cfg))
+
+
+def test_selection_rules_and_counts():
+    from dail_harness.dsyn.select import select_traces
+
+    def row(pid, i, ours, authors):
+        return {"problem_id": pid, "sample_index": i, "correct": ours, "authors_correct": authors}
+
+    rows = [
+        row("a", 2, True, True),
+        row("a", 0, False, False),
+        row("a", 1, True, False),
+        row("b", 0, False, False),
+        row("b", 1, False, True),
+        row("c", 0, True, True),
+    ]
+    kept, counts = select_traces(rows, "first-correct", "ours", 0)
+    assert [(r["problem_id"], r["sample_index"]) for r in kept] == [("a", 1), ("c", 0)]  # the first correct one
+    assert counts["dropped_problems"] == 1 and counts["correct_per_problem"] == {"0": 1, "1": 1, "2": 1}
+    kept, _ = select_traces(rows, "first-correct", "authors", 0)
+    assert [(r["problem_id"], r["sample_index"]) for r in kept] == [("a", 2), ("b", 1), ("c", 0)]
+    kept, counts = select_traces(rows, "all-correct", "ours", 0)
+    assert len(kept) == 3 and counts["kept_problems"] == 2
+    first, _ = select_traces(rows, "random", "ours", 7)
+    again, _ = select_traces(list(reversed(rows)), "random", "ours", 7)
+
+    def key(r):
+        return r["problem_id"]
+
+    # one per problem, whatever the row order, with or without a correct one
+    assert sorted(first, key=key) == sorted(again, key=key) and len(first) == 3
+    assert len(select_traces(rows, "all", "ours", 0)[0]) == 6
+
+
+def test_generate_grades_every_trace_and_selects(tmp_path, cli):
+    from dail_harness.verifiers.base import get_verifier
+
+    plugins = Path(__file__).resolve().parent / "plugins"
+    data = write_expert(tmp_path)
+    out = tmp_path / "d.jsonl"
+    args = [
+        "generate",
+        "--data",
+        data,
+        "--model",
+        "tiny-random",
+        "--out",
+        out,
+        "--n",
+        "4",
+        "--max-tokens",
+        "6",
+        "--answer-type",
+        "coin",
+        "--plugin-dir",
+        plugins,
+        "--no-progress",
+    ]
+    code, stdout, err = cli(*args)
+    assert code == 0, err
+    traces = [json.loads(l) for l in Path(str(out) + ".traces.jsonl").read_text().splitlines()]
+    assert len(traces) == 12 and all("correct" in t and "authors_correct" in t for t in traces)
+    coin = get_verifier("coin")
+    # a problem without an answer (no `answer`, no box in its solution) cannot be verified: never correct
+    assert all(t["correct"] == (t["answer"] is not None and coin(t["trace"], t["answer"]).correct) for t in traces)
+    assert any(t["correct"] for t in traces) and any(t["answer"] is None for t in traces)
+    kept = [json.loads(l) for l in out.read_text().splitlines()]
+    by_problem = {}
+    for t in traces:
+        by_problem.setdefault(t["problem_id"], []).append(t)
+    expected = [
+        min((t for t in ts if t["correct"]), key=lambda t: t["sample_index"])
+        for ts in by_problem.values()
+        if any(t["correct"] for t in ts)
+    ]
+    assert kept == expected and "problems kept" in stdout
+    counts = json.loads(Path(str(out) + ".selection.json").read_text())
+    assert counts["rule"] == "first-correct" and counts["kept_traces"] == len(kept)
+    before = Path(str(out) + ".traces.jsonl").read_bytes()
+    code, _, err = cli(*args, "--select", "all")  # re-selection: no generation, all traces kept
+    assert code == 0, err
+    assert Path(str(out) + ".traces.jsonl").read_bytes() == before
+    assert len(out.read_text().splitlines()) == 12
+    settings = json.loads(Path(str(out) + ".settings.json").read_text())
+    assert settings["max_tokens"] == 6 and settings["n"] == 4 and "select" not in settings
+
+
+def test_generate_defaults_follow_the_model_type():
+    from dail_harness.dsyn.generate import GenerateConfig
+    from dail_harness.options import build
+
+    plain = build(GenerateConfig, {"data": "d", "model": "m", "out": "o"})
+    thinking = build(GenerateConfig, {"data": "d", "model": "m", "out": "o", "thinking": "on"})
+    assert (plain.n, plain.max_tokens, plain.select, plain.tau) == (32, 2048, "first-correct", 0.8)
+    assert (thinking.max_tokens, thinking.select) == (256, "random")

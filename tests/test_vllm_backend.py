@@ -214,6 +214,8 @@ def test_generate_with_vllm_tau_extremes(tmp_path, cli):
             "8",
             "--samples-per-problem",
             "2",
+            "--select",
+            "all",
             "--no-progress",
             "--out",
             out,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import typer
 
-from dail_harness.cli import app
+from dail_harness.cli import app, load_plugins
 from dail_harness.cli.options import config_command
 from dail_harness.dsyn.generate import GenerateConfig
 from dail_harness.errors import HarnessError, did_you_mean
@@ -18,11 +18,20 @@ def generate_cmd(cfg: GenerateConfig) -> None:
     """Build D_syn: in-distribution reasoning traces grounded in expert solutions (DAIL step 1)."""
     from dail_harness.dsyn.generate import run_generate
 
+    load_plugins(cfg.plugin_dir)
     stats = run_generate(cfg)
-    msg = f"{cfg.out}: {stats['rows']} traces ({stats['new_rows']} new, {stats['tokens']} tokens generated)"
+    msg = (
+        f"{cfg.out}.traces.jsonl: {stats['rows']} traces ({stats['new_rows']} new, {stats['tokens']} tokens generated)"
+    )
     if stats.get("acceptance_rate") is not None:
         msg += f"; acceptance rate {stats['acceptance_rate']:.3f} (student tokens kept / all tokens)"
+    s = stats["selection"]
     typer.echo(msg)
+    typer.echo(
+        f"{cfg.out}: {s['kept_traces']} traces kept ({s['rule']}, correct by {s['by']}): {s['kept_problems']} "
+        f"problems kept, {s['dropped_problems']} dropped; {s['correct_traces']} of {s['traces']} traces correct; "
+        f"problems by number of correct traces: {s['correct_per_problem']}"
+    )
 
 
 @dataclass(kw_only=True)

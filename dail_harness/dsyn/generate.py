@@ -1,10 +1,12 @@
 """`dail-harness generate`: build D_syn = {(x, r)} from expert data, by direct sampling or mixed rollouts.
 
-Output: one JSONL row per (problem, sample): problem_id, problem, solution, answer, waypoints, trace,
-mode, tau, draft_tokens, student_tokens, privileged_tokens, acceptance_rate, num_tokens,
-finish_reason and the sampling settings. Rows are appended as they finish (resumable; a partial last
-line is cut on the next run); the settings live beside the file (`OUT.settings.json`) and a rerun
-with different settings is refused. The sampling back-end and the rollout engine are looked up by
+Every trace goes to `OUT.traces.jsonl`, one row per (problem, sample): problem_id, problem, solution,
+answer, waypoints, trace, mode, tau, draft_tokens, student_tokens, privileged_tokens, acceptance_rate,
+num_tokens, finish_reason, the sampling settings, and its grades (`correct`, `extracted`,
+`authors_correct`). Rows are appended as they finish (resumable; a partial last line is cut on the next
+run); the settings live beside the file (`OUT.settings.json`) and a rerun with different settings is
+refused. OUT holds the traces `--select` keeps (`OUT.selection.json`: the counts); a rerun with another
+rule re-selects without generating. The sampling back-end and the rollout engine are looked up by
 the `--backend` name (`dail-harness list backends`, `list rollouts`).
 """
 
@@ -25,11 +27,12 @@ from dail_harness.dsyn.prompts import (
     privileged_prompt,
     student_prompt,
 )
+from dail_harness.dsyn.select import SELECT_RULES, authors_correct, traces_path, write_selection
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
 from dail_harness.options import as_settings, on_off, option, parse_shard
 from dail_harness.settings import SettingsRecord
 
-ROLLOUT, SAMPLING, ENGINE, RUN = "Mixed rollouts", "Sampling", "Back-end", "Run"
+ROLLOUT, SAMPLING, ENGINE, RUN, SELECTION = "Mixed rollouts", "Sampling", "Back-end", "Run", "Selection"
 
 
 @dataclass(kw_only=True)
@@ -63,11 +66,50 @@ class GenerateConfig:
         "pass (8: the vllm default); 0: adaptive K.",
         panel=ROLLOUT,
     )
-    samples_per_problem: int = option(1, ge=1, help="Traces per problem.", panel=SAMPLING)
-    max_tokens: int = option(2048, ge=1, help="Maximum trace tokens.", panel=SAMPLING)
+    n: int = option(
+        32, ge=1, flag="--n --samples-per-problem", help="Traces per problem (the authors: 32).", panel=SAMPLING
+    )
+    max_tokens: int | None = option(
+        None, ge=1, help="Maximum trace tokens (default: the authors' 2048, or 256 with --thinking on).", panel=SAMPLING
+    )
     temperature: float = option(1.0, ge=0, help="Sampling temperature (both distributions); 0: greedy.", panel=SAMPLING)
     top_p: float = option(1.0, gt=0, le=1, help="Nucleus sampling mass.", panel=SAMPLING)
     seed: int = option(0, help="Traces are keyed by (seed, problem, sample index).", panel=SAMPLING)
+    proposal: str = option(
+        "full",
+        choices=("full", "top20x5"),
+        help="full: one student draw over its whole "
+        "distribution (the paper); top20x5: up to five draws from its top-20 (the authors' code).",
+        panel=ROLLOUT,
+    )
+    waypoints: str = option(
+        "auto",
+        choices=("auto", "numbers", "all"),
+        help="Waypoint patterns of the negative "
+        "reference: auto = numbers only when the row has an answer (the paper); all = the five "
+        "patterns always (the authors' code).",
+        panel=ROLLOUT,
+    )
+    select: str | None = option(
+        None,
+        choices=SELECT_RULES,
+        help="Which traces OUT keeps (all are in "
+        "OUT.traces.jsonl): first-correct (default; the authors' non-reasoning rule), random "
+        "(default with --thinking on), all-correct, all.",
+        panel=SELECTION,
+    )
+    select_by: str = option(
+        "ours",
+        choices=("ours", "authors"),
+        help="Correct means our verifier's verdict, or the authors' exact equality of the last boxed answers.",
+        panel=SELECTION,
+    )
+    answer_type: str = option(
+        "math",
+        help="Verifier that grades traces against the row's answer (or the solution's last box).",
+        panel=SELECTION,
+    )
+    grade_workers: int | None = option(None, ge=0, help="Grading processes (0: in-process).", panel=SELECTION)
     backend: str = option("hf", help="Sampling back-end and rollout engine (hf or vllm).", panel=ENGINE)
     thinking: bool = option(
         False,
@@ -99,11 +141,37 @@ class GenerateConfig:
     device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=ENGINE)
     dtype: str | None = option(None, help="float32, bfloat16 ... (default: bf16 on GPU, fp32 on CPU).", panel=ENGINE)
     progress: bool = option(True, help="Show a progress bar.", panel=RUN)
+    plugin_dir: list[str] = option(
+        default_factory=list,
+        repeat=True,
+        help="Directory of extra plugin modules (e.g. a verifier for --answer-type).",
+        panel=RUN,
+    )
+
+    def check(self) -> None:
+        """The authors' defaults per model type: 256-token traces and a random one kept for reasoning models."""
+        if self.max_tokens is None:
+            self.max_tokens = 256 if self.thinking else 2048
+        if self.select is None:
+            self.select = "random" if self.thinking else "first-correct"
 
     def settings(self) -> dict:
-        """What determines the traces (a resume must match)."""
+        """What determines the traces (a resume must match; the selection can change without regenerating)."""
         return as_settings(
-            self, exclude=("out", "progress", "batch_size", "device", "limit", "static_cache", "compile")
+            self,
+            exclude=(
+                "out",
+                "progress",
+                "batch_size",
+                "device",
+                "limit",
+                "static_cache",
+                "compile",
+                "select",
+                "select_by",
+                "grade_workers",
+                "plugin_dir",
+            ),
         )
 
 
@@ -111,44 +179,60 @@ def settings_path(out: str | Path) -> Path:
     return Path(str(out) + ".settings.json")
 
 
-def _done(out: str | Path) -> set[tuple[str, int]]:
-    if not Path(out).exists():
+def _done(path: Path) -> set[tuple[str, int]]:
+    if not path.exists():
         return set()
-    return {(str(r["problem_id"]), int(r["sample_index"])) for _, r in iter_jsonl(out, allow_partial_tail=True)}
+    return {(str(r["problem_id"]), int(r["sample_index"])) for _, r in iter_jsonl(path, allow_partial_tail=True)}
 
 
-def waypoints_for(rec: ExpertRecord) -> tuple[list[str], str | None]:
-    """s~ of a record: numbers only for answer-verifiable problems (the paper), all categories otherwise."""
+def waypoints_for(rec: ExpertRecord, mode: str = "auto") -> tuple[list[str], str | None]:
+    """s~ of a record: with `auto`, numbers only for answer-verifiable problems (the paper) and every pattern
+    otherwise; `numbers` or `all` force one reading (the authors' code always applies all five patterns)."""
     answer = final_answer_of(rec.solution, rec.answer)
-    return extract_waypoints(rec.solution, answer=answer, numbers_only=rec.answer is not None), answer
+    numbers_only = rec.answer is not None if mode == "auto" else mode == "numbers"
+    return extract_waypoints(rec.solution, answer=answer, numbers_only=numbers_only), answer
 
 
 def run_generate(cfg: GenerateConfig) -> dict:
+    """Generate the traces OUT.traces.jsonl lacks (graded as they are stored), then select into OUT."""
     backend_cls = registry.get("backends", cfg.backend)
     engine_cls = registry.get("rollouts", cfg.backend) if cfg.mode == "mixed" else None
     if engine_cls is not None and cfg.draft_tokens is None:
         cfg.draft_tokens = engine_cls.default_draft_tokens
+    registry.get("verifiers", cfg.answer_type)  # an unknown verifier fails before any model loads
     records = load_expert_data(cfg.data)
     if cfg.limit:
         records = records[: cfg.limit]
     if cfg.shard:
         records = records[cfg.shard[0] :: cfg.shard[1]]
     templates = Templates.from_file(cfg.templates) if cfg.templates else Templates()
+    traces = traces_path(cfg.out)
     record = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")
     if record.check(cfg.settings()):
-        repair_partial_tail(cfg.out)
-    done = _done(cfg.out)
-    todo = [(r, i) for r in records for i in range(cfg.samples_per_problem) if (r.problem_id, i) not in done]
+        repair_partial_tail(traces)
+    done = _done(traces)
+    todo = [(r, i) for r in records for i in range(cfg.n) if (r.problem_id, i) not in done]
     stats: dict[str, Any] = {"rows": len(done), "new_rows": 0, "tokens": 0, "student_tokens": 0, "privileged_tokens": 0}
-    if not todo:
-        return stats
+    if todo:
+        _generate(cfg, backend_cls, engine_cls, records, templates, todo, record, stats)
+    stats["rows"] += stats["new_rows"]
+    stats["acceptance_rate"] = (
+        stats["student_tokens"] / stats["tokens"] if stats["tokens"] and cfg.mode == "mixed" else None
+    )
+    stats["selection"] = write_selection(cfg.out, str(cfg.select), cfg.select_by, cfg.seed)
+    return stats
+
+
+def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, todo, record, stats) -> None:
     from tqdm import tqdm
 
     from dail_harness.backends.base import GenerationRequest
     from dail_harness.backends.prompting import render_prompt_ids
+    from dail_harness.eval.grading import GradeJob, GradingPool
     from dail_harness.rollout.base import RolloutConfig, RolloutRequest
     from dail_harness.sampling import SamplingParams
 
+    max_tokens = int(cfg.max_tokens or 0)
     kwargs = {"enable_thinking": cfg.thinking}
     backend = backend_cls(
         cfg.model,
@@ -163,7 +247,7 @@ def run_generate(cfg: GenerateConfig) -> dict:
     def render(text: str) -> list[int]:
         return render_prompt_ids(tokenizer, text, chat_template_kwargs=kwargs)
 
-    limit = cfg.max_prompt_tokens or max(256, backend.context_length - cfg.max_tokens)
+    limit = cfg.max_prompt_tokens or max(256, backend.context_length - max_tokens)
     prompts = {}
     for rec in {r.problem_id: r for r, _ in todo}.values():
         solution = fit_solution(
@@ -177,16 +261,17 @@ def run_generate(cfg: GenerateConfig) -> dict:
     record.write(cfg.settings())
     by_id = {r.problem_id: r for r in records}
     eos_ids = set(backend.eos_ids)
+    traces = traces_path(cfg.out)
     bar = tqdm(
         total=len(todo), desc=f"generate ({cfg.mode})", unit="trace", disable=not cfg.progress, dynamic_ncols=True
     )
     start = time.monotonic()
 
-    def store(results):
+    def store(results, pool):
         rows = []
         for pid, index, ids, n_student, n_priv, reason in results:
             rec = by_id[pid]
-            waypoints, answer = waypoints_for(rec)
+            waypoints, answer = waypoints_for(rec, cfg.waypoints)
             trace = tokenizer.decode([t for t in ids if t not in eos_ids], skip_special_tokens=False)
             rows.append(
                 {
@@ -215,7 +300,17 @@ def run_generate(cfg: GenerateConfig) -> dict:
             stats["tokens"] += len(ids)
             stats["student_tokens"] += n_student
             stats["privileged_tokens"] += n_priv
-        append_jsonl(cfg.out, rows)
+        gradable = [r for r in rows if r["answer"]]
+        verdicts = pool.grade(
+            [GradeJob(r["trace"], str(r["answer"]), cfg.answer_type, r["finish_reason"]) for r in gradable]
+        )
+        for r, v in zip(gradable, verdicts):
+            r.update(correct=v.correct, extracted=v.extracted)
+        for r in rows:
+            r.setdefault("correct", False)
+            r.setdefault("extracted", None)
+            r["authors_correct"] = authors_correct(r["trace"], r["solution"])
+        append_jsonl(traces, rows)
         stats["new_rows"] += len(rows)
         bar.update(len(rows))
         elapsed = max(time.monotonic() - start, 1e-9)
@@ -224,7 +319,7 @@ def run_generate(cfg: GenerateConfig) -> dict:
             post["accept"] = f"{stats['student_tokens'] / stats['tokens']:.2f}"
         bar.set_postfix(**post)
 
-    with backend:
+    with backend, GradingPool(cfg.grade_workers) as pool:
         if engine_cls is not None:
             from dail_harness.eval.thinking import think_end_id
 
@@ -233,11 +328,12 @@ def run_generate(cfg: GenerateConfig) -> dict:
             rcfg = RolloutConfig(
                 tau=cfg.tau,
                 draft_tokens=engine_cls.default_draft_tokens if cfg.draft_tokens is None else cfg.draft_tokens,
-                max_tokens=cfg.max_tokens,
+                max_tokens=max_tokens,
                 temperature=cfg.temperature,
                 top_p=cfg.top_p,
                 seed=cfg.seed,
                 batch_size=cfg.batch_size,
+                proposal=cfg.proposal,
                 static_cache=device.startswith("cuda") if cfg.static_cache is None else cfg.static_cache,
                 compile=cfg.compile,
                 suppress_token_ids=[think_end_id(tokenizer)] if cfg.thinking else [],
@@ -258,7 +354,8 @@ def run_generate(cfg: GenerateConfig) -> dict:
                             res.finish_reason,
                         )
                         for res in batch
-                    ]
+                    ],
+                    pool,
                 )
         else:
             grouped: dict[str, list[int]] = {}
@@ -269,20 +366,19 @@ def run_generate(cfg: GenerateConfig) -> dict:
                 for pid, idx in grouped.items()
             ]
             params = SamplingParams(
-                n=cfg.samples_per_problem,
+                n=cfg.n,
                 temperature=cfg.temperature,
                 top_p=cfg.top_p,
                 presence_penalty=0.0,
-                max_tokens=cfg.max_tokens,
+                max_tokens=max_tokens,
                 seed=cfg.seed,
             )
             for completions in backend.generate(gen_requests, params):
                 store(
-                    [(c.request_id, c.sample_index, c.token_ids, 0, c.num_tokens, c.finish_reason) for c in completions]
+                    [
+                        (c.request_id, c.sample_index, c.token_ids, 0, c.num_tokens, c.finish_reason)
+                        for c in completions
+                    ],
+                    pool,
                 )
     bar.close()
-    stats["rows"] += stats["new_rows"]
-    stats["acceptance_rate"] = (
-        stats["student_tokens"] / stats["tokens"] if stats["tokens"] and cfg.mode == "mixed" else None
-    )
-    return stats
