@@ -217,7 +217,7 @@ TRAIN = [
     "--lr",
     "5e-3",
     "--max-length",
-    "128",
+    "1024",
     "--lora-r",
     "8",
     "--lora-alpha",
@@ -225,6 +225,8 @@ TRAIN = [
     "--no-progress",
     "--device",
     "cpu",
+    "--warmup-steps",
+    "1",
 ]
 
 
@@ -356,7 +358,7 @@ def test_two_process_ddp_reproduces_the_single_process_loss_curve(tmp_path, cli)
         "--lr",
         "5e-3",
         "--max-length",
-        "128",
+        "1024",
         "--lora-r",
         "8",
         "--lora-alpha",
@@ -477,3 +479,56 @@ def test_full_fine_tuning_uses_a_frozen_reference_and_saves_the_model(tmp_path, 
         tmp_path / "ev",
     )
     assert code == 0, err
+
+
+def test_the_authors_training_settings_are_the_defaults(tmp_path, cli):
+    """Weight decay 0.01, 5 warm-up steps, examples reaching --max-length dropped and counted."""
+    data = write_dsyn(tmp_path / "d.jsonl", n=6)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[0]["trace"] = "long " * 2000  # reaches --max-length: dropped (the authors' rule)
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["train", "--method", "nll", "--data", data, "--epochs", "1", *TRAIN[:-2], "--grad-accum", "1"]
+    code, out, err = cli(*args, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "dropped 1 examples whose student or privileged sequence reaches --max-length 1024" in out
+    assert "trained 5 steps on 5 examples" in out  # 5 left, one per step
+    settings = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert settings["weight_decay"] == 0.01 and settings["warmup_steps"] == 5 and settings["overlong"] == "drop"
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([5e-3 * k / 5 for k in range(5)])  # the rate each update used: warm-up from 0
+    code, out, err = cli(*args, "--overlong", "truncate", "--out", tmp_path / "cut")
+    assert code == 0 and "trained 6 steps on 6 examples" in out, err
+    code, _, err = cli(*args, "--optimizer", "paged_adamw_8bit", "--out", tmp_path / "bnb")
+    assert code == 2 and "needs bitsandbytes" in err
+
+
+def test_the_authors_loss_mask_is_available_for_kl_losses(tiny, tmp_path, cli):
+    from dail_harness.training.examples import flat_targets, positions
+
+    _, tok = tiny
+    ex = build_example("e", {"student": "S", "privileged": "P"}, " a b c", tok, max_length=None)
+    ours, theirs = list(positions(ex, "student")), list(positions(ex, "student", "authors"))
+    assert theirs == ours[2:] + [ours[-1] + 1]  # skips two predictions, adds the one after the last token
+    ids, _, index = collate([ex], "student", tok.pad_token_id, "cpu", "authors")
+    assert index[1].tolist() == theirs and int(index[1][-1]) == ids.shape[1] - 1
+    assert flat_targets([ex], "cpu", "authors", tok.pad_token_id).tolist() == [*ex.targets[2:], tok.pad_token_id]
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    code, _, err = cli(
+        "train",
+        "--method",
+        "dail",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "a",
+        "--max-steps",
+        "1",
+        "--loss-mask",
+        "authors",
+        *TRAIN,
+    )
+    assert code == 0, err
+    code, _, err = cli(
+        "train", "--method", "nll", "--data", data, "--out", tmp_path / "b", "--loss-mask", "authors", *TRAIN
+    )
+    assert code == 2 and "works with the KL losses" in err

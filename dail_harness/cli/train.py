@@ -42,6 +42,11 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in it.items() if k not in ("iteration", "steps", "final_loss"))
         typer.echo(f"iteration {it['iteration'] + 1}: {counts}; {it['steps']} steps")
     last = result["last"]
+    if result.get("dropped_overlong"):
+        typer.echo(
+            f"dropped {result['dropped_overlong']} examples whose student or privileged sequence reaches "
+            f"--max-length {cfg.max_length} (the authors' rule; --overlong truncate keeps them, cut)"
+        )
     typer.echo(
         f"trained {result['steps']} steps on {result['examples']} examples ({cfg.method}, loss "
         f"{result['loss']}); final loss {last.get('loss', float('nan')):.4f}; adapter in {cfg.out}"

@@ -48,16 +48,46 @@ class TrainConfig:
         default_factory=lambda: list(LORA_TARGETS), help="Modules that get LoRA adapters.", panel=LORA
     )
     lr: float = option(2e-4, gt=0, help="Peak learning rate.", panel=OPTIM)
-    warmup_ratio: float = option(0.03, ge=0, le=1, help="Share of the steps spent warming up linearly.", panel=OPTIM)
-    weight_decay: float = option(0.0, ge=0, help="AdamW weight decay.", panel=OPTIM)
+    warmup_steps: int = option(5, ge=0, help="Steps of linear warm-up (the authors' code: 5).", panel=OPTIM)
+    warmup_ratio: float | None = option(
+        None, ge=0, le=1, help="Warm up for this share of the steps instead of --warmup-steps.", panel=OPTIM
+    )
+    weight_decay: float = option(0.01, ge=0, help="AdamW weight decay (the authors' code: 0.01).", panel=OPTIM)
+    optimizer: str = option(
+        "adamw",
+        choices=("adamw", "paged_adamw_8bit"),
+        help="adamw (torch), or bitsandbytes' paged 8-bit AdamW (the authors' code; needs bitsandbytes and a GPU).",
+        panel=OPTIM,
+    )
     max_grad_norm: float = option(1.0, gt=0, help="Gradient clipping norm.", panel=OPTIM)
-    epochs: int = option(
-        3, ge=1, help="Passes over the data (the paper: 3 for reasoning traces, 5 for non-reasoning).", panel=OPTIM
+    epochs: int | None = option(
+        None, ge=1, help="Passes over the data (default: the authors' 5, or 3 with --thinking on).", panel=OPTIM
     )
     max_steps: int | None = option(None, ge=1, help="Cap on optimizer steps.", panel=OPTIM)
     batch_size: int = option(1, ge=1, help="Sequences per micro-batch (per device).", panel=OPTIM)
     grad_accum: int = option(4, ge=1, help="Micro-batches per optimizer step (offline methods).", panel=OPTIM)
-    max_length: int = option(2048, ge=2, help="Student sequence length (12288 for non-reasoning data).", panel=DATA)
+    max_length: int | None = option(
+        None,
+        ge=2,
+        help="Longest student or privileged sequence (default: the authors' 12288, or 2048 with --thinking on).",
+        panel=DATA,
+    )
+    overlong: str = option(
+        "drop",
+        choices=("drop", "truncate"),
+        help="drop: leave out examples whose student or "
+        "privileged sequence reaches --max-length (the authors' rule, counted); truncate: cut the "
+        "response to fit.",
+        panel=DATA,
+    )
+    loss_mask: str = option(
+        "ours",
+        choices=("ours", "authors"),
+        help="ours: exactly the positions that predict "
+        "response tokens; authors: their code's mask (skips the first two, adds the one after "
+        "the last; KL losses only).",
+        panel=DATA,
+    )
     chunk_tokens: int = option(DEFAULT_CHUNK, ge=1, help="Positions per loss chunk (memory vs. speed).", panel=OPTIM)
     gradient_checkpointing: bool = option(True, help="Recompute activations in backward (less memory).", panel=OPTIM)
     seed: int = option(0, help="Seed of the data order, LoRA initialisation and sampling.", panel=RUN)
@@ -118,6 +148,13 @@ class TrainConfig:
     plugin_dir: list[str] = option(
         default_factory=list, repeat=True, help="Directory of extra plugin modules.", panel=RUN
     )
+
+    def check(self) -> None:
+        """The authors' settings per model type: 5 epochs and 12288 tokens, or 3 and 2048 for reasoning models."""
+        if self.epochs is None:
+            self.epochs = 3 if self.thinking else 5
+        if self.max_length is None:
+            self.max_length = 2048 if self.thinking else 12288
 
     def settings(self) -> dict:
         """What determines the trained weights (a resume must match)."""

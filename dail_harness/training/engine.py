@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,7 +32,15 @@ from dail_harness.settings import SettingsRecord
 from dail_harness.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from dail_harness.training.chunked import chunked_sums
 from dail_harness.training.config import TrainConfig
-from dail_harness.training.examples import REFERENCE, Example, build_example, collate, flat_extras, flat_targets
+from dail_harness.training.examples import (
+    AUTHORS_MASK,
+    REFERENCE,
+    Example,
+    build_example,
+    collate,
+    flat_extras,
+    flat_targets,
+)
 from dail_harness.training.losses import TokenLoss, make_loss
 from dail_harness.training.plan import StepBatch, micro_batches, offline_batches, plan_steps
 from dail_harness.training.policy import Policy
@@ -61,19 +70,20 @@ def compute_loss(
     pad_id: int,
     device,
     chunk: int,
+    mask: str = "ours",
 ):
-    """The loss of a micro-batch: student hidden states with the adapter, references without."""
-    ids, mask, index = collate(examples, "student", pad_id, device)
-    h_s = student(ids, mask, index)
+    """The loss of a micro-batch: student hidden states with the adapter, references without. `mask` picks
+    the scored positions (`examples.positions`)."""
+    ids, attention, index = collate(examples, "student", pad_id, device, mask)
+    h_s = student(ids, attention, index)
     refs = {}
     if loss_obj.contexts:
         with policy.reference() as (decoder, _):
             for ctx in loss_obj.contexts:
-                ids_c, mask_c, idx_c = (
-                    (ids, mask, index) if ctx == REFERENCE else collate(examples, ctx, pad_id, device)
-                )
-                refs[ctx] = decoder(input_ids=ids_c, attention_mask=mask_c).last_hidden_state[idx_c[0], idx_c[1]]
-    targets = flat_targets(examples, device)
+                same = ctx == REFERENCE  # the student's own context, adapter off
+                ids_c, att_c, idx_c = (ids, attention, index) if same else collate(examples, ctx, pad_id, device, mask)
+                refs[ctx] = decoder(input_ids=ids_c, attention_mask=att_c).last_hidden_state[idx_c[0], idx_c[1]]
+    targets = flat_targets(examples, device, mask, pad_id)
     names = loss_obj.extras + tuple(n for n in loss_obj.optional_extras if all(n in e.extras for e in examples))
     extras = flat_extras(examples, names, device) if names else None
     sums = chunked_sums(
@@ -124,31 +134,62 @@ def resolve(
     m_given, m_where, l_given, l_where = split_plugin_options(cfg, given or {}, wheres or {}, method_cls, loss_cls)
     method = make_method(cfg.method, m_given, m_where)
     loss = make_loss(cfg.loss or method_cls.default_loss, l_given, l_where)
+    if cfg.loss_mask == AUTHORS_MASK and (loss.uses_targets or method.source == "online"):
+        raise HarnessError(
+            f"--loss-mask authors scores a position that predicts no token: it works with the KL "
+            f"losses of file methods (dail, kl), not with loss '{loss.name}' of method '{cfg.method}'"
+        )
     return method, loss
 
 
 def load_examples(
     cfg: TrainConfig, method: FileMethod, loss_obj: TokenLoss, tokenizer, data: str | None = None
-) -> list[Example]:
+) -> tuple[list[Example], int]:
+    """The examples of a file method, and how many were dropped: with `--overlong drop` (the authors' rule) an
+    example whose student or privileged sequence reaches --max-length is left out."""
     data = data or cfg.data
     rows = method.load_rows(data)
     templates = Templates.from_file(cfg.templates) if cfg.templates else Templates()
-    examples = []
+    limit = int(cfg.max_length or 0)
+    examples, dropped = [], 0
     for row in rows:
         try:
-            examples.append(
-                build_example(
-                    f"{row['problem_id']}#{row.get('sample_index', 0)}",
-                    method.prompts(row, loss_obj.contexts, templates),
-                    method.response(row),
-                    tokenizer,
-                    max_length=cfg.max_length,
-                    chat_template_kwargs={"enable_thinking": cfg.thinking},
-                )
+            ex = build_example(
+                f"{row['problem_id']}#{row.get('sample_index', 0)}",
+                method.prompts(row, loss_obj.contexts, templates),
+                method.response(row),
+                tokenizer,
+                max_length=None if cfg.overlong == "drop" else limit,
+                chat_template_kwargs={"enable_thinking": cfg.thinking},
             )
         except ValueError as e:
             raise HarnessError(str(e), path=data, line=row["_line"]) from None
-    return examples
+        too_long = any(len(ex.inputs[c]) >= limit for c in ("student", "privileged") if c in ex.inputs)
+        if cfg.overlong == "drop" and too_long:
+            dropped += 1
+            continue
+        examples.append(ex)
+    if not examples:
+        raise HarnessError(
+            f"every example reaches --max-length {limit} ({dropped} dropped): raise --max-length or "
+            "use --overlong truncate",
+            path=data,
+        )
+    return examples, dropped
+
+
+def make_optimizer(cfg: TrainConfig, params: list) -> torch.optim.Optimizer:
+    """AdamW, or bitsandbytes' paged 8-bit AdamW (the authors' `paged_adamw_8bit`)."""
+    if cfg.optimizer == "paged_adamw_8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise HarnessError(
+                "--optimizer paged_adamw_8bit needs bitsandbytes (pip install bitsandbytes, on a GPU "
+                "machine); --optimizer adamw needs nothing"
+            ) from None
+        return bnb.optim.PagedAdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 class Trainer:
@@ -189,11 +230,15 @@ class Trainer:
         dtype = torch.float32 if self.cpu else torch.bfloat16
         self.policy = Policy(self.path, cfg, dtype, need_reference=bool(self.loss.contexts))
         self.params = self.policy.trainable()
-        optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(cfg, self.params)
         self.scheduler = get_scheduler(
             "linear",
             optimizer,
-            num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+            num_warmup_steps=(
+                math.ceil(cfg.warmup_ratio * total_steps)
+                if cfg.warmup_ratio is not None
+                else min(cfg.warmup_steps, total_steps)
+            ),
             num_training_steps=max(1, total_steps),
         )
         # the scheduler stays unprepared: our step plan is already global, and accelerate's wrapper would
@@ -284,6 +329,7 @@ class Trainer:
                         self.pad_id,
                         accelerator.device,
                         cfg.chunk_tokens,
+                        cfg.loss_mask,
                     )
                     finite = bool(torch.isfinite(result.loss))
                     accelerator.backward(result.loss * (scale * w))
@@ -309,6 +355,7 @@ class Trainer:
                 continue
             bad = 0
             accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            lr = self.scheduler.get_last_lr()[0]  # the rate this update used (logged as such)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad()
@@ -318,7 +365,7 @@ class Trainer:
                 "loss": total,
                 **stats,
                 **batch.stats,
-                "lr": self.scheduler.get_last_lr()[0],
+                "lr": lr,
                 "tokens": tokens,
                 "tokens_per_s": tokens / (now - t0),
             }
@@ -384,6 +431,23 @@ class Trainer:
             self.accelerator.end_training()
 
 
+def offline_run(trainer: Trainer, method: FileMethod, desc: str) -> dict:
+    """Train on a file method's examples: plan, build, loop. Returns steps, the last log row and the counts."""
+    cfg = trainer.cfg
+    examples, dropped = load_examples(cfg, method, trainer.loss, trainer.tokenizer)
+    steps = plan_steps(
+        len(examples),
+        epochs=int(cfg.epochs or 1),
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        per_step=cfg.grad_accum * trainer.world,
+        max_steps=cfg.max_steps,
+    )
+    trainer.build(len(steps))
+    last = trainer.run(len(steps), offline_batches(examples, steps, trainer.rank, trainer.world), desc)
+    return {"steps": len(steps), "last": last, "examples": len(examples), "dropped_overlong": dropped}
+
+
 def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] | None = None) -> dict:
     """Train with the method's examples (a file, a generation phase, or the live policy every step) and save
     the adapter (or, with --lora-r 0, the model)."""
@@ -411,20 +475,9 @@ def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] 
         from dail_harness.training.online import online_run
 
         total, last, n_examples = online_run(trainer, desc)
+        result: dict[str, Any] = {"steps": total, "last": last, "examples": n_examples}
     else:
         assert isinstance(method, FileMethod)
-        examples = load_examples(cfg, method, loss, trainer.tokenizer)
-        steps = plan_steps(
-            len(examples),
-            epochs=cfg.epochs,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            per_step=cfg.grad_accum * trainer.world,
-            max_steps=cfg.max_steps,
-        )
-        total = len(steps)
-        trainer.build(total)
-        last = trainer.run(total, offline_batches(examples, steps, trainer.rank, trainer.world), desc)
-        n_examples = len(examples)
-    trainer.finish(total)
-    return {"steps": total, "examples": n_examples, "last": last, "loss": loss_name}
+        result = offline_run(trainer, method, desc)
+    trainer.finish(result["steps"])
+    return {**result, "loss": loss_name}

@@ -38,21 +38,22 @@ def build_example(
     response: str,
     tokenizer,
     *,
-    max_length: int,
+    max_length: int | None,
     chat_template_kwargs: dict | None = None,
 ) -> Example:
-    """Render each context's prompt, splice the response ids after it; the response (plus EOS) is cut
-    so the student sequence fits `max_length`."""
+    """Render each context's prompt, splice the response ids after it; with `max_length` the response (plus
+    EOS) is cut so the student sequence fits (None: kept whole)."""
     resp = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ex = Example(example_id, [])
     rendered = {
         name: render_prompt_ids(tokenizer, text, chat_template_kwargs=chat_template_kwargs)
         for name, text in prompts.items()
     }
-    room = max_length - len(rendered["student"])
-    if room < 1:
-        raise ValueError(f"the student prompt of '{example_id}' is longer than --max-length {max_length}")
-    resp = resp[:room]
+    if max_length is not None:
+        room = max_length - len(rendered["student"])
+        if room < 1:
+            raise ValueError(f"the student prompt of '{example_id}' is longer than --max-length {max_length}")
+        resp = resp[:room]
     ex.targets = resp
     for name, ids in rendered.items():
         ex.inputs[name] = ids + resp
@@ -73,27 +74,45 @@ def sampled_example(
     )
 
 
+AUTHORS_MASK = "authors"
+"""The authors' released mask (`pos > prompt_len`): it skips the predictions of the first two response
+tokens and scores the position after the last one. Kept as an option for fidelity (KL losses only: the
+extra position predicts no token)."""
+
+
+def positions(example: Example, context: str, mask: str = "ours") -> range:
+    """The positions whose logits are scored: those predicting the response tokens (or the authors' mask)."""
+    start = example.prompt_lengths[context] - 1  # the logits here predict the first response token
+    n = len(example.targets)
+    return range(start + 2, start + n + 1) if mask == AUTHORS_MASK else range(start, start + n)
+
+
 def collate(
-    examples: list[Example], context: str, pad_id: int, device
+    examples: list[Example], context: str, pad_id: int, device, mask: str = "ours"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids [B, T], attention mask, and the flat (row, position) indices predicting targets."""
+    """Right-padded ids [B, T], attention mask, and the flat (row, position) indices that are scored."""
     context = "student" if context == REFERENCE else context
     seqs = [e.inputs[context] for e in examples]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    rows, cols = [], []
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    rows: list[int] = []
+    cols: list[int] = []
     for b, (e, s) in enumerate(zip(examples, seqs)):
         ids[b, : len(s)] = torch.tensor(s)
-        mask[b, : len(s)] = 1
-        start = e.prompt_lengths[context] - 1  # the logits here predict the first response token
-        rows += [b] * len(e.targets)
-        cols += list(range(start, start + len(e.targets)))
+        attention[b, : len(s)] = 1
+        scored = positions(e, context, mask)
+        rows += [b] * len(scored)
+        cols += list(scored)
     index = torch.tensor([rows, cols], dtype=torch.long)
-    return ids.to(device), mask.to(device), index.to(device)
+    return ids.to(device), attention.to(device), index.to(device)
 
 
-def flat_targets(examples: list[Example], device) -> torch.Tensor:
+def flat_targets(examples: list[Example], device, mask: str = "ours", pad_id: int = 0) -> torch.Tensor:
+    """The token each scored position predicts (with the authors' mask: the response from its third token,
+    then `pad_id` for the position after the last, which predicts nothing)."""
+    if mask == AUTHORS_MASK:
+        return torch.tensor([t for e in examples for t in [*e.targets[2:], pad_id]], dtype=torch.long, device=device)
     return torch.tensor([t for e in examples for t in e.targets], dtype=torch.long, device=device)
 
 

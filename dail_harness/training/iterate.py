@@ -38,8 +38,7 @@ FINAL_FILES = (
 def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLoss, settings: dict) -> dict:
     from accelerate import PartialState
 
-    from dail_harness.training.engine import Trainer, load_examples
-    from dail_harness.training.plan import offline_batches, plan_steps
+    from dail_harness.training.engine import Trainer, offline_run
 
     state = PartialState(cpu=cfg.device == "cpu")
     rank, world = state.process_index, state.num_processes
@@ -69,24 +68,11 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
             merge=cfg.merge or (cfg.backend != "hf" and r < iterations - 1),
         )
         trainer = Trainer(it_cfg, method, loss, {**settings, "iteration": r})
-        examples = load_examples(it_cfg, method, loss, trainer.tokenizer)
-        steps = plan_steps(
-            len(examples),
-            epochs=cfg.epochs,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            per_step=cfg.grad_accum * trainer.world,
-            max_steps=cfg.max_steps,
-        )
-        trainer.build(len(steps))
-        last = trainer.run(
-            len(steps),
-            offline_batches(examples, steps, trainer.rank, trainer.world),
-            f"train ({cfg.method} iteration {r + 1}/{iterations})",
-        )
-        trainer.finish(len(steps))
-        total += len(steps)
-        history.append({"iteration": r, **counts, "steps": len(steps), "final_loss": last.get("loss")})
+        result = offline_run(trainer, method, f"train ({cfg.method} iteration {r + 1}/{iterations})")
+        trainer.finish(result["steps"])
+        last = result["last"]
+        total += result["steps"]
+        history.append({"iteration": r, **counts, "steps": result["steps"], "final_loss": last.get("loss")})
     if state.is_main_process:
         record.write({**settings, "processes": world})
         for name in FINAL_FILES:

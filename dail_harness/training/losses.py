@@ -43,6 +43,8 @@ class TokenLoss:
     """Per-token values used when every example carries them (e.g. stored "old_logp")."""
     terms: ClassVar[tuple[str, ...]] = ()
     reduction: ClassVar[str] = "mean"
+    uses_targets: ClassVar[bool] = True
+    """False for losses that compare whole distributions (KL): they can score positions with no target."""
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options=None):

@@ -19,6 +19,7 @@ class DAIL(TokenLoss):
     """KL(student||privileged) - gamma KL(student||negative reference), gamma 0.1 by default."""
 
     name = "dail"
+    uses_targets = False
     contexts = ("privileged", "negative")
     terms = ("kl_ps", "kl_nr")
     Options = DAILOptions

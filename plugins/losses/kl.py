@@ -11,6 +11,7 @@ class KL(TokenLoss):
     """KL to the privileged student: reverse KL(student||PS) (the paper's) or forward."""
 
     name = "kl"
+    uses_targets = False
     contexts = ("privileged",)
     terms = ("kl_ps",)
     Options = KLOptions
