@@ -146,3 +146,45 @@ def test_file_task_errors_name_file_line_and_field(tmp_path):
         make_task("file", data=str(empty)).load()
     with pytest.raises(HarnessError, match="unknown role"):
         make_task("file", data=str(path), fields="question=problem").load()
+
+
+def test_exclude_leaves_out_problems_by_id_and_dedup_writes_them(cli, tmp_path):
+    import json
+
+    from dail_harness.eval.task import make_task
+
+    aime = make_task("aime24").load()
+    expert = tmp_path / "e.jsonl"
+    expert.write_text(
+        json.dumps({"problem_id": "x", "problem": aime[1].problem, "solution": "s", "answer": "1"})
+        + "\n"
+        + json.dumps({"problem_id": "y", "problem": "Unrelated text about apples.", "solution": "t"})
+        + "\n"
+    )
+    code, out, err = cli("data", "dedup", "--data", expert, "--against", "aime24", "--ids-out", tmp_path / "ids.txt")
+    assert code == 0, err
+    assert (tmp_path / "ids.txt").read_text() == f"aime24/{aime[1].id}\n"
+    code, _, err = cli(
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        "tiny-random",
+        "--limit",
+        "3",
+        "--n",
+        "1",
+        "--max-tokens",
+        "2",
+        "--exclude",
+        tmp_path / "ids.txt",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--out",
+        tmp_path / "run",
+    )
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["num_problems"] == 2 and aime[1].id not in {p["problem_id"] for p in summary["per_problem"]}
+    assert summary["settings"]["excluded"] == [f"aime24/{aime[1].id}"]

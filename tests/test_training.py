@@ -45,7 +45,7 @@ def loss_value(name, head, hs, refs, targets, chunk, **opts):
     return loss.combine(sums, len(targets))
 
 
-def reference_value(name, head, hs, refs, targets, gamma=0.1, direction="reverse"):
+def reference_value(name, head, hs, refs, targets, gamma=0.1, direction="reverse", reference="privileged"):
     W = head.weight.detach().numpy()
     zs = hs.detach().numpy() @ W.T
     zp = refs["privileged"].numpy() @ W.T
@@ -56,7 +56,7 @@ def reference_value(name, head, hs, refs, targets, gamma=0.1, direction="reverse
         return sum(-(zs[i, targets[i]] - np.log(np.exp(zs[i]).sum())) for i in range(n)) / n
     kl_ps = sum(kl(zs[i], zp[i]) for i in range(n)) / n
     if name == "kl":
-        return kl_ps
+        return kl_ps if reference == "privileged" else sum(kl(zs[i], zn[i]) for i in range(n)) / n
     return kl_ps - gamma * sum(kl(zs[i], zn[i]) for i in range(n)) / n
 
 
@@ -66,13 +66,23 @@ def reference_value(name, head, hs, refs, targets, gamma=0.1, direction="reverse
         ("nll", {}),
         ("kl", {"direction": "reverse"}),
         ("kl", {"direction": "forward"}),
+        ("kl", {"reference": "negative"}),
         ("dail", {"gamma": 0.1}),
         ("dail", {"gamma": 0.7, "direction": "forward"}),
     ],
 )
 def test_loss_matches_explicit_float64_and_chunking_is_exact(name, opts):
     head, hs, refs, targets = setup_tensors()
-    ref = reference_value(name, head, hs, refs, targets, opts.get("gamma", 0.1), opts.get("direction", "reverse"))
+    ref = reference_value(
+        name,
+        head,
+        hs,
+        refs,
+        targets,
+        opts.get("gamma", 0.1),
+        opts.get("direction", "reverse"),
+        opts.get("reference", "privileged"),
+    )
     values, grads = [], []
     for chunk in (1, 3, 7, 100):
         hs.grad = None

@@ -93,17 +93,16 @@ def _filter_unsolved(records, cfg: HarpConfig, run_dir):
     return [r for r in records if r.problem_id not in solved]
 
 
-def _report_overlaps(records, against: str, drop: bool):
+def _report_overlaps(records, against: str, drop: bool, ids_out: str | None = None):
     from dail_harness.dsyn.expert_data import find_overlaps
     from dail_harness.eval.task import make_task
+    from dail_harness.files import atomic_write_text
 
-    bench = {
-        f"{name}/{p.id}": p.problem
-        for name in against.split(",")
-        if name.strip()
-        for p in make_task(name.strip()).load()
-    }
+    tasks = [make_task(name.strip()) for name in against.split(",") if name.strip()]
+    bench = {f"{task.name}/{p.id}": p.problem for task in tasks for p in task.load()}
     hits = find_overlaps(records, bench)
+    if ids_out:
+        atomic_write_text(ids_out, "".join(f"{i}\n" for i in sorted({h["benchmark_id"] for h in hits})))
     for h in hits:
         typer.echo(f"overlap: {h['problem_id']} ~ {h['benchmark_id']} (similarity {h['similarity']})")
     typer.echo(f"{len(hits)} overlap(s) with {against}" + (" removed" if drop and hits else ""))
@@ -118,6 +117,9 @@ class DedupConfig:
     data: str = option(help="Expert data file.")
     against: str = option(BENCHMARKS, help="Benchmarks to compare with, comma-separated.")
     out: str | None = option(None, help="Write the data without overlapping problems here.")
+    ids_out: str | None = option(
+        None, help="Write the overlapping benchmark problems as `task/id` lines here (for `eval --exclude`)."
+    )
 
 
 @config_command(data_app, "dedup", DedupConfig)
@@ -126,7 +128,9 @@ def data_dedup_cmd(cfg: DedupConfig) -> None:
     from dail_harness.dsyn.expert_data import load_expert_data
     from dail_harness.files import atomic_write_jsonl
 
-    records = _report_overlaps(load_expert_data(cfg.data), cfg.against, drop=cfg.out is not None)
+    records = _report_overlaps(load_expert_data(cfg.data), cfg.against, drop=cfg.out is not None, ids_out=cfg.ids_out)
+    if cfg.ids_out:
+        typer.echo(f"wrote the overlapping benchmark problems to {cfg.ids_out} (use: eval --exclude {cfg.ids_out})")
     if cfg.out is not None:
         atomic_write_jsonl(cfg.out, [r.to_dict() for r in records])
         typer.echo(f"wrote {len(records)} rows to {cfg.out}")

@@ -42,6 +42,12 @@ class TaskSelection:
         panel=TASK,
     )
     limit: int | None = option(None, ge=1, help="Only the first L problems of each task.", panel=TASK)
+    exclude: str | None = option(
+        None,
+        help="File of problem ids to leave out, one per line (`id` or `task/id`, "
+        "e.g. from `data dedup --ids-out`; the paper's Figure 14).",
+        panel=TASK,
+    )
     data: str | None = option(None, help="Data file for the `file` task or gpqa-diamond.", panel=TASK)
     fields: str | None = option(None, help="Field map for --data, e.g. problem=question,answer=final.", panel=TASK)
     answer_type: str | None = option(None, help="Verifier for --data: integer, math, choice or a plugin's.", panel=TASK)
@@ -55,6 +61,15 @@ class TaskSelection:
         help="Directory of extra plugin modules (*.py) to load (repeatable).",
         panel=RUN,
     )
+
+    def excluded(self) -> set[str]:
+        """The ids of --exclude (a line `task/id` excludes that task's problem; `id` excludes it in every task)."""
+        if self.exclude is None:
+            return set()
+        path = Path(self.exclude)
+        if not path.exists():
+            raise HarnessError("exclude file not found", path=str(path))
+        return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
     def task_options(self) -> dict:
         options: dict = dict(self.task_opt)
@@ -220,17 +235,19 @@ class EvalConfig(TaskSelection, Sampling):
 def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
     loaded = []
     options = cfg.task_options()
+    excluded = cfg.excluded()
     for name in cfg.task:
         task = make_task(name, **options)
         problems = task.load()
         if cfg.limit is not None:
             problems = problems[: cfg.limit]
+        problems = [p for p in problems if p.id not in excluded and f"{task.name}/{p.id}" not in excluded]
         if cfg.shard is not None:
             i, n = cfg.shard
             problems = problems[i::n]
         loaded.append((task, problems))
     if not any(ps for _, ps in loaded):
-        raise HarnessError("no problems selected (check --limit and --shard)")
+        raise HarnessError("no problems selected (check --limit, --shard and --exclude)")
     return loaded
 
 
@@ -249,6 +266,7 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]]) -> di
         "shard": list(cfg.shard) if cfg.shard else None,
         "prompt_templates": {t.name: t.options.get("prompt_template") or t.prompt_template for t, _ in tasks},
         "task_options": {k: str(v) for k, v in sorted(cfg.task_options().items()) if k != "prompt_template"},
+        "excluded": sorted(cfg.excluded()),
         "system_prompt": cfg.system_prompt,
         "chat_template_kwargs": {"enable_thinking": cfg.thinking},
     }

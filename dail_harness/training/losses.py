@@ -41,7 +41,7 @@ class TokenLoss:
     """Per-token values the examples must carry (e.g. "weight")."""
     optional_extras: ClassVar[tuple[str, ...]] = ()
     """Per-token values used when every example carries them (e.g. stored "old_logp")."""
-    terms: ClassVar[tuple[str, ...]] = ()
+    terms: tuple[str, ...] = ()
     reduction: ClassVar[str] = "mean"
     uses_targets: ClassVar[bool] = True
     """False for losses that compare whole distributions (KL): they can score positions with no target."""

@@ -1,24 +1,47 @@
-"""`kl`: full-vocabulary KL between the student and the privileged student, per response token."""
+"""`kl`: full-vocabulary KL between the student and one reference, per response token.
+
+Against the privileged student (the default) it is DAIL's loss without its contrastive term; against
+the negative reference it is the third row of the paper's Table 4 (minimising KL to the shortcut-laden
+reference, which degrades the model).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dail_harness import registry
+from dail_harness.options import option
 from dail_harness.training.losses import KLOptions, LossOutput, TokenLoss, kl_direction_terms
+
+
+@dataclass
+class KLReferenceOptions(KLOptions):
+    reference: str = option(
+        "privileged",
+        choices=("privileged", "negative"),
+        flag="--kl-reference",
+        help="privileged: KL to the privileged student (x, s); negative: KL to the negative "
+        "reference (x, s~), the paper's Table 4 ablation.",
+    )
 
 
 @registry.register("losses", "kl")
 class KL(TokenLoss):
-    """KL to the privileged student: reverse KL(student||PS) (the paper's) or forward."""
+    """KL to the privileged student (or, --kl-reference negative, the negative reference); reverse by default."""
 
     name = "kl"
     uses_targets = False
-    contexts = ("privileged",)
-    terms = ("kl_ps",)
-    Options = KLOptions
+    Options = KLReferenceOptions
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.contexts = (self.options.reference,)
+        self.term = "kl_ps" if self.options.reference == "privileged" else "kl_nr"
+        self.terms = (self.term,)
 
     def terms_fn(self, logp_s, refs, targets, extras):
-        return {"kl_ps": kl_direction_terms(logp_s, refs["privileged"], self.options.direction)}
+        return {self.term: kl_direction_terms(logp_s, refs[self.options.reference], self.options.direction)}
 
     def combine(self, sums, n_tokens):
-        loss = sums["kl_ps"] / n_tokens
-        return LossOutput(loss, {"kl_ps": float(loss.detach())})
+        loss = sums[self.term] / n_tokens
+        return LossOutput(loss, {self.term: float(loss.detach())})
