@@ -296,3 +296,20 @@ def test_budget_match_statement():
     lines = budget_matches([a, b])
     assert "dail matches base's best pass@1 (45.0% at budget 4096) from budget 2048: 2x the thinking tokens" in lines
     assert any(l.startswith("base does not reach dail's best pass@1") for l in lines)
+
+
+def test_force_answer_appends_the_authors_prompt_with_100_tokens(tmp_path, cli):
+    import json
+
+    from dail_harness.eval.thinking import FORCE_ANSWER, FORCE_CLOSE
+
+    code, _, err = cli("eval", "--task", "aime24", "--model", "tiny-random", "--limit", "1", "--n", "2", "--budgets",
+                       "4", "--force-answer", "--no-progress", "--grade-workers", "0", "--out", tmp_path / "r")
+    assert code == 0, err
+    settings = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert settings["answer_tokens"] == 100 and settings["force_answer"] is True
+    rows = [json.loads(line) for line in (tmp_path / "r" / "samples.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert FORCE_ANSWER in r["completion"] and r["answer_tokens"] <= 100
+        if r["forced_close"]:
+            assert FORCE_CLOSE + FORCE_ANSWER in r["completion"]

@@ -22,7 +22,14 @@ from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
 from dail_harness.eval.metrics import parse_k, power_of_two_grid, summarize_conditions
 from dail_harness.eval.store import RunStore, sample_id
 from dail_harness.eval.task import Task, make_task
-from dail_harness.eval.thinking import DEFAULT_ANSWER_TOKENS, Sampled, generate_budgeted, plain, think_end_id
+from dail_harness.eval.thinking import (
+    DEFAULT_ANSWER_TOKENS,
+    FORCE_ANSWER_TOKENS,
+    Sampled,
+    generate_budgeted,
+    plain,
+    think_end_id,
+)
 from dail_harness.options import on_off, option, parse_shard
 from dail_harness.records import Problem
 from dail_harness.sampling import SamplingParams
@@ -180,8 +187,17 @@ class EvalConfig(TaskSelection, Sampling):
         help="Thinking budgets for budget forcing, e.g. 512,1024,2048,4096 (implies --thinking on).",
         panel=THINKING,
     )
-    answer_tokens: int = option(
-        DEFAULT_ANSWER_TOKENS, ge=1, help="Answer tokens after the thinking phase.", panel=THINKING
+    answer_tokens: int | None = option(
+        None,
+        ge=1,
+        help="Answer tokens after the thinking phase (default: 2048, the paper's; 100 with --force-answer).",
+        panel=THINKING,
+    )
+    force_answer: bool = option(
+        False,
+        help="The authors' scripts' protocol: after the thinking, append ' \\n The final "
+        "answer (in \\boxed{}):' and allow 100 tokens.",
+        panel=THINKING,
     )
     budget_mode: str = option(
         "shared",
@@ -210,8 +226,10 @@ class EvalConfig(TaskSelection, Sampling):
     def check(self) -> None:
         """Cross-field checks (single values were checked against their ranges already)."""
         super().check()
-        if self.budgets:
+        if self.budgets or self.force_answer:
             self.thinking = True
+        if self.answer_tokens is None:
+            self.answer_tokens = FORCE_ANSWER_TOKENS if self.force_answer else DEFAULT_ANSWER_TOKENS
 
     def conditions(self) -> list[tuple[float, int | None]]:
         temps = self.temperatures or [self.temperature]
@@ -262,6 +280,7 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]]) -> di
         "thinking": cfg.thinking,
         "budgets": cfg.budgets,
         "answer_tokens": cfg.answer_tokens if cfg.thinking else None,
+        "force_answer": cfg.force_answer,
         "budget_mode": cfg.budget_mode if cfg.budgets else None,
         "shard": list(cfg.shard) if cfg.shard else None,
         "prompt_templates": {t.name: t.options.get("prompt_template") or t.prompt_template for t, _ in tasks},
@@ -384,8 +403,9 @@ def _generate_and_grade(
                     requests,
                     params,
                     cfg.budget_list(),
-                    answer_tokens=cfg.answer_tokens,
+                    answer_tokens=int(cfg.answer_tokens or DEFAULT_ANSWER_TOKENS),
                     mode=cfg.budget_mode,
+                    force_answer=cfg.force_answer,
                 )
             else:
                 stream = ([plain(c, end_id) for c in batch] for batch in backend.generate(requests, params))

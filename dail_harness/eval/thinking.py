@@ -1,9 +1,13 @@
 """Thinking models and budget forcing, over any sampling back-end.
 
 Phase 1 samples the thinking, stopping at the `</think>` token or at the budget b. Phase 2 answers:
-a trace that closed its thinking by itself continues from there; one that hit the budget gets
-`\\n</think>\\n\\n` appended (budget forcing, Muennighoff et al. 2025, as in the paper's Figure 4) and
-in both cases up to `answer_tokens` (2048) more tokens are sampled for the answer.
+a trace that closed its thinking by itself continues from there; one that hit the budget gets the
+authors' `\\n</think>` appended (budget forcing, Muennighoff et al. 2025, as in the paper's Figure 4) and
+in both cases up to `answer_tokens` (2048) more tokens are sampled for the answer (the paper's text).
+With `force_answer` (the default of the authors' scripts) every trace then also gets
+` \\n The final answer (in \\boxed{}):` and 100 answer tokens. The authors strip a natural `</think>`
+and append `\\n</think>`; here a trace that closed by itself keeps its own `</think>` (the model's exact
+continuation), which differs from theirs by one newline before it.
 
 Budget forcing leaves everything before the budget unchanged, so in `shared` mode each trace is
 sampled once to the largest budget and its answer phase is branched at every smaller budget from that
@@ -23,7 +27,11 @@ from dail_harness.errors import HarnessError
 from dail_harness.sampling import SamplingParams
 
 THINK_END = "</think>"
-FORCE_CLOSE = "\n</think>\n\n"
+FORCE_CLOSE = "\n</think>"
+"""Appended when the thinking is cut at its budget: the authors' string."""
+FORCE_ANSWER = " \n The final answer (in \\boxed{}):"
+"""The authors' default second pass (`--force-answer`): appended after the thinking closes, with 100 tokens."""
+FORCE_ANSWER_TOKENS = 100
 DEFAULT_ANSWER_TOKENS = 2048
 PROBLEMS_PER_ROUND = 32  # phase 1 + phase 2 per group of prompts, so results are stored as they finish
 
@@ -76,6 +84,7 @@ def generate_budgeted(
     answer_tokens: int = DEFAULT_ANSWER_TOKENS,
     mode: str = "shared",
     stats: dict | None = None,
+    force_answer: bool = False,
 ) -> Iterator[list[Sampled]]:
     """Thinking + answer for every request and budget (None = no budget beyond params.max_tokens).
 
@@ -90,6 +99,7 @@ def generate_budgeted(
     tok = backend.tokenizer
     end_id = think_end_id(tok)
     close_ids = tok(FORCE_CLOSE, add_special_tokens=False)["input_ids"]
+    answer_ids = tok(FORCE_ANSWER, add_special_tokens=False)["input_ids"] if force_answer else []
     limits = {b: (b if b is not None else params.max_tokens) for b in budgets}
     for start in range(0, len(requests), PROBLEMS_PER_ROUND):
         group = requests[start : start + PROBLEMS_PER_ROUND]
@@ -114,10 +124,10 @@ def generate_budgeted(
                     t = traces[(trace_id, i)].token_ids
                     closed = bool(t) and t[-1] == end_id
                     if closed and len(t) <= limits[b]:
-                        cut, prefix, forced = len(t), t, False
+                        cut, prefix, forced = len(t), t + answer_ids, False
                     else:
                         cut = min(limits[b], len(t))
-                        prefix, forced = t[:cut] + close_ids, True
+                        prefix, forced = t[:cut] + close_ids + answer_ids, True
                     aid = f"{trace_id}#answer@{cut}{'f' if forced else ''}"
                     if (aid, i) not in answer_reqs:
                         answer_reqs[(aid, i)] = GenerationRequest(aid, r.prompt, [i], prefix_ids=prefix)
