@@ -508,3 +508,46 @@ def test_generate_defaults_follow_the_model_type():
     thinking = build(GenerateConfig, {"data": "d", "model": "m", "out": "o", "thinking": "on"})
     assert (plain.n, plain.max_tokens, plain.select, plain.tau) == (32, 2048, "first-correct", 0.8)
     assert (thinking.max_tokens, thinking.select) == (256, "random")
+
+
+def test_dsyn_summary_across_tau_with_plots(tmp_path, cli):
+    plugins = Path(__file__).resolve().parent / "plugins"
+    data = write_expert(tmp_path)
+    files = []
+    for tau in ("0.001", "0.01"):
+        out = tmp_path / f"d{tau}.jsonl"
+        code, _, err = cli(
+            "generate",
+            "--data",
+            data,
+            "--model",
+            "tiny-random",
+            "--out",
+            out,
+            "--n",
+            "2",
+            "--max-tokens",
+            "6",
+            "--tau",
+            tau,
+            "--answer-type",
+            "coin",
+            "--plugin-dir",
+            plugins,
+            "--select",
+            "all",
+            "--no-progress",
+        )
+        assert code == 0, err
+        files.append(out)
+    code, out, err = cli("data", "summary", *files, "--plot", tmp_path / "s.png", "--plugin-dir", plugins)
+    assert code == 0, err
+    assert "d0.001.jsonl" in out and "d0.01.jsonl" in out
+    for name in ("s_tau.png", "s_lengths.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    code, out, err = cli("data", "summary", files[0], "--json", "--plot", "")  # no plot
+    summary = json.loads(out)[0]
+    rows = [json.loads(line) for line in files[0].read_text().splitlines()]
+    assert summary["traces"] == 6 and summary["tau"] == 0.001
+    assert summary["correct"] == pytest.approx(sum(r["correct"] for r in rows) / 6)
+    assert summary["acceptance"] == pytest.approx(sum(r["acceptance_rate"] for r in rows) / 6)

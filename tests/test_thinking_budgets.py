@@ -303,8 +303,25 @@ def test_force_answer_appends_the_authors_prompt_with_100_tokens(tmp_path, cli):
 
     from dail_harness.eval.thinking import FORCE_ANSWER, FORCE_CLOSE
 
-    code, _, err = cli("eval", "--task", "aime24", "--model", "tiny-random", "--limit", "1", "--n", "2", "--budgets",
-                       "4", "--force-answer", "--no-progress", "--grade-workers", "0", "--out", tmp_path / "r")
+    code, _, err = cli(
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        "tiny-random",
+        "--limit",
+        "1",
+        "--n",
+        "2",
+        "--budgets",
+        "4",
+        "--force-answer",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--out",
+        tmp_path / "r",
+    )
     assert code == 0, err
     settings = json.loads((tmp_path / "r" / "run.json").read_text())
     assert settings["answer_tokens"] == 100 and settings["force_answer"] is True

@@ -147,3 +147,51 @@ def data_hints_cmd(cfg: HintsConfig) -> None:
         f"{cfg.out}: {stats['problems']} problems, {stats['new']} new rows, {stats['without_hint']} without "
         f"a hint after {cfg.attempts} attempts, {stats['rejected']} draws rejected for revealing the answer"
     )
+
+
+@dataclass(kw_only=True)
+class SummaryConfig:
+    files: list[str] = option(
+        positional=True, repeat=True, help="D_syn files (or their .traces.jsonl), e.g. one per tau."
+    )
+    model: str | None = option(
+        None, help="Tokenizer for token lengths (default: the model that generated the first file)."
+    )
+    answer_type: str = option("math", help="Verifier for rows that carry no grade.")
+    plot: str | None = option("dsyn.png", help="Plots: PLOT_tau.png (Figure 11) and PLOT_lengths.png (Figure 12).")
+    json: bool = option(False, flag="--json", help="Print the summaries as JSON.")
+    plugin_dir: list[str] = option(default_factory=list, repeat=True, help="Directory of extra plugin modules.")
+
+
+@config_command(data_app, "summary", SummaryConfig)
+def data_summary_cmd(cfg: SummaryConfig) -> None:
+    """Summarise D_syn files: acceptance, correctness (ours and the authors'), token lengths; plot correctness
+    against tau (the paper's Figure 11) and the length histograms (Figure 12)."""
+    import json
+    from pathlib import Path
+
+    from dail_harness.cli import load_plugins
+    from dail_harness.dsyn.summary import format_summary, plot_lengths, plot_tau, summarize_dsyn
+    from dail_harness.files import iter_jsonl
+    from dail_harness.models.loading import load_tokenizer, resolve_model
+
+    load_plugins(cfg.plugin_dir)
+    model = cfg.model or next((r.get("model") for _, r in iter_jsonl(cfg.files[0]) if r.get("model")), None)
+    if model is None:
+        from dail_harness.errors import HarnessError
+
+        raise HarnessError("no model recorded in the file to count tokens with: pass --model", path=cfg.files[0])
+    tokenizer = load_tokenizer(resolve_model(model))
+    summaries = [summarize_dsyn(f, tokenizer, cfg.answer_type) for f in cfg.files]
+    if cfg.json:
+        typer.echo(json.dumps(summaries, indent=2))
+    else:
+        typer.echo(format_summary(summaries))
+    if cfg.plot:
+        plot = Path(cfg.plot)
+        for drawn in (
+            plot_tau(summaries, plot.with_name(f"{plot.stem}_tau{plot.suffix}")),
+            plot_lengths(summaries, plot.with_name(f"{plot.stem}_lengths{plot.suffix}")),
+        ):
+            if drawn:
+                typer.echo(f"plot: {drawn}", err=cfg.json)
