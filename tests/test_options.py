@@ -69,11 +69,11 @@ def test_missing_required_and_config_file_positions():
 def test_plugin_options_refuse_unknown_names():
     from dail_harness.training.losses import KLOptions
 
-    assert plugin_options(KLOptions, {"direction": "forward"}, kind="loss", name="kl").direction == "forward"
-    with pytest.raises(HarnessError, match="direktion is not an option of loss 'kl' \\(did you mean 'direction'"):
-        plugin_options(KLOptions, {"direktion": "forward"}, kind="loss", name="kl")
+    assert plugin_options(KLOptions, {"kl_direction": "forward"}, kind="loss", name="kl").kl_direction == "forward"
+    with pytest.raises(HarnessError, match="kl_direktion is not an option of loss 'kl' \\(did you mean 'kl_direction'"):
+        plugin_options(KLOptions, {"kl_direktion": "forward"}, kind="loss", name="kl")
     with pytest.raises(HarnessError, match="must be one of reverse, forward"):
-        plugin_options(KLOptions, {"direction": "sideways"}, kind="loss", name="kl")
+        plugin_options(KLOptions, {"kl_direction": "sideways"}, kind="loss", name="kl")
 
 
 def test_config_file_sets_values_and_flags_override(cli, tmp_path):

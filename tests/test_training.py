@@ -64,11 +64,11 @@ def reference_value(name, head, hs, refs, targets, gamma=0.1, direction="reverse
     "name,opts",
     [
         ("nll", {}),
-        ("kl", {"direction": "reverse"}),
-        ("kl", {"direction": "forward"}),
-        ("kl", {"reference": "negative"}),
+        ("kl", {"kl_direction": "reverse"}),
+        ("kl", {"kl_direction": "forward"}),
+        ("kl", {"kl_reference": "negative"}),
         ("dail", {"gamma": 0.1}),
-        ("dail", {"gamma": 0.7, "direction": "forward"}),
+        ("dail", {"gamma": 0.7, "kl_direction": "forward"}),
     ],
 )
 def test_loss_matches_explicit_float64_and_chunking_is_exact(name, opts):
@@ -80,8 +80,8 @@ def test_loss_matches_explicit_float64_and_chunking_is_exact(name, opts):
         refs,
         targets,
         opts.get("gamma", 0.1),
-        opts.get("direction", "reverse"),
-        opts.get("reference", "privileged"),
+        opts.get("kl_direction", "reverse"),
+        opts.get("kl_reference", "privileged"),
     )
     values, grads = [], []
     for chunk in (1, 3, 7, 100):
@@ -346,7 +346,7 @@ def test_bad_rows_and_settings_are_clear_errors(tmp_path, cli):
     code, _, err = cli(
         "train", "--method", "dail", "--data", data, "--out", tmp_path / "t", "--loss-opt", "gama=0.5", *TRAIN
     )
-    assert code == 2 and "did you mean 'gamma'" in err and "its options: direction, gamma" in err
+    assert code == 2 and "did you mean 'gamma'" in err and "its options: gamma, kl_direction" in err
     assert not (tmp_path / "t").exists()
 
 

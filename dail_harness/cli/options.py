@@ -73,7 +73,9 @@ def _metavar(origin: Any, elem: Any, s: Any) -> str | None:
 
 
 def load_config_file(path: Path, allowed: dict[str, Any]) -> dict[str, Any]:
-    """Keys and values of a YAML config file; an unknown key is one error naming the valid ones."""
+    """Keys and values of a YAML config file; an unknown key is one error naming the valid ones. `allowed` maps
+    each accepted key (a field's name, or its flag's, e.g. `samples_per_problem` for `n`) to the field name
+    (None: the key itself)."""
     import yaml
 
     if not path.exists():
@@ -99,7 +101,7 @@ def load_config_file(path: Path, allowed: dict[str, Any]) -> dict[str, Any]:
                 path=str(path),
                 field=str(key),
             )
-        out[name] = value
+        out[allowed[name] or name] = value
     return out
 
 
@@ -138,7 +140,13 @@ def config_command(
             wheres: dict[str, Where] = {}
             if kwargs.get("config") is not None:
                 path = kwargs["config"]
-                allowed = {f.name: None for f, _ in fields_of(cls)} | {f.name: None for f, _ in extra_fields}
+                every = [f for f, _ in fields_of(cls)] + [f for f, _ in extra_fields]
+                allowed: dict[str, Any] = {f.name: None for f in every}
+                for f in every:  # a flag's own name works as a key too
+                    for decl in (spec_of(f).flag or "").split():  # of a `--on/--off` pair, the first
+                        decl = decl.split("/")[0]
+                        if decl.startswith("--"):
+                            allowed.setdefault(decl[2:].replace("-", "_"), f.name)
                 for key, value in load_config_file(path, allowed).items():
                     f = by_name[key][0] if key in by_name else next(x for x, _ in fields_of(cls) if x.name == key)
                     values[key] = value

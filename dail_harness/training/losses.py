@@ -73,10 +73,9 @@ def make_loss(name: str, given: dict | None = None, wheres: dict | None = None) 
 
 @dataclass
 class KLOptions:
-    direction: str = option(
+    kl_direction: str = option(
         "reverse",
         choices=("reverse", "forward"),
-        flag="--kl-direction",
         help="reverse = KL(student || reference) (the paper's); forward = KL(reference || student).",
     )
 

@@ -25,7 +25,7 @@ class DAIL(TokenLoss):
     Options = DAILOptions
 
     def terms_fn(self, logp_s, refs, targets, extras):
-        d = self.options.direction
+        d = self.options.kl_direction
         return {
             "kl_ps": kl_direction_terms(logp_s, refs["privileged"], d),
             "kl_nr": kl_direction_terms(logp_s, refs["negative"], d),

@@ -16,10 +16,9 @@ from dail_harness.training.losses import KLOptions, LossOutput, TokenLoss, kl_di
 
 @dataclass
 class KLReferenceOptions(KLOptions):
-    reference: str = option(
+    kl_reference: str = option(
         "privileged",
         choices=("privileged", "negative"),
-        flag="--kl-reference",
         help="privileged: KL to the privileged student (x, s); negative: KL to the negative "
         "reference (x, s~), the paper's Table 4 ablation.",
     )
@@ -35,12 +34,12 @@ class KL(TokenLoss):
 
     def __init__(self, options=None):
         super().__init__(options)
-        self.contexts = (self.options.reference,)
-        self.term = "kl_ps" if self.options.reference == "privileged" else "kl_nr"
+        self.contexts = (self.options.kl_reference,)
+        self.term = "kl_ps" if self.options.kl_reference == "privileged" else "kl_nr"
         self.terms = (self.term,)
 
     def terms_fn(self, logp_s, refs, targets, extras):
-        return {self.term: kl_direction_terms(logp_s, refs[self.options.reference], self.options.direction)}
+        return {self.term: kl_direction_terms(logp_s, refs[self.options.kl_reference], self.options.kl_direction)}
 
     def combine(self, sums, n_tokens):
         loss = sums[self.term] / n_tokens
