@@ -113,3 +113,17 @@ def test_find_overlaps_flags_a_near_copy():
     ]
     hits = find_overlaps(records, {f"aime24/{q.id}": q.problem for q in make_task("aime24").load()})
     assert [(h["problem_id"], h["benchmark_id"]) for h in hits] == [("copy", "aime24/2024-I-1")]
+
+
+def test_toy_expert_set_is_deterministic_and_its_answers_are_right(cli, tmp_path):
+    from dail_harness.dsyn.expert_data import toy_arithmetic
+
+    out = tmp_path / "toy.jsonl"
+    code, stdout, _ = cli("data", "toy", "--out", out, "--n", 5, "--seed", 3)
+    assert code == 0 and "wrote 5" in stdout
+    records = load_expert_data(str(out))
+    assert [r.to_dict() for r in records] == [r.to_dict() for r in toy_arithmetic(5, 3)]
+    for r in records:
+        a, b = (int(x) for x in r.problem.removeprefix("What is ").removesuffix("?").split(" + "))
+        assert r.answer == str(a + b) and f"\\boxed{{{a + b}}}" in r.solution
+    assert [r.problem for r in toy_arithmetic(5, 4)] != [r.problem for r in records]

@@ -195,3 +195,22 @@ def data_summary_cmd(cfg: SummaryConfig) -> None:
         ):
             if drawn:
                 typer.echo(f"plot: {drawn}", err=cfg.json)
+
+
+@dataclass(kw_only=True)
+class ToyConfig:
+    out: str = option(help="Expert data JSONL to write.")
+    n: int = option(16, ge=1, help="Problems.")
+    seed: int = option(0, help="Seed of the problems.")
+
+
+@config_command(data_app, "toy", ToyConfig)
+def data_toy_cmd(cfg: ToyConfig) -> None:
+    """A toy expert set (sums of two small numbers with boxed answers), generated offline, for demos and smoke
+    runs of the whole pipeline."""
+    from dail_harness.dsyn.expert_data import toy_arithmetic
+    from dail_harness.files import atomic_write_jsonl
+
+    records = toy_arithmetic(cfg.n, cfg.seed)
+    atomic_write_jsonl(cfg.out, [r.to_dict() for r in records])
+    typer.echo(f"wrote {len(records)} toy problems to {cfg.out}")

@@ -111,3 +111,23 @@ def find_overlaps(records: list[ExpertRecord], benchmark: dict[str, str], thresh
             if ratio >= threshold:
                 hits.append({"problem_id": r.problem_id, "benchmark_id": bid, "similarity": round(ratio, 3)})
     return hits
+
+
+def toy_arithmetic(n: int, seed: int = 0) -> list[ExpertRecord]:
+    """A synthetic expert set for demos and smoke runs (offline, deterministic): sums of two small numbers
+    with a worked solution and a boxed answer. A toy, not a benchmark."""
+    import random
+
+    rng = random.Random(f"toy-arithmetic:{seed}")
+    out = []
+    for i in range(n):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        out.append(
+            ExpertRecord(
+                problem_id=f"toy-{i}",
+                problem=f"What is {a} + {b}?",
+                solution=f"We add {a} and {b}: {a} + {b} = {a + b}. The answer is \\boxed{{{a + b}}}.",
+                answer=str(a + b),
+            )
+        )
+    return out
