@@ -136,3 +136,14 @@ def test_broken_plugin_is_one_clear_error(cli, tmp_path):
     (plugins / "bad.py").write_text("raise ImportError('no such thing')\n")
     code, _, err = cli("list", "--plugin-dir", plugins)
     assert "bad.py: plugin failed to load: ImportError: no such thing" in one_line_error(code, err)
+
+
+def test_a_missing_run_directory_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    from dail_harness.errors import HarnessError
+    from dail_harness.models.loading import resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"  # no local Qwen/: a hub id
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(HarnessError, match="model directory not found: 'runs/dail'"):
+        resolve_model("runs/dail")  # a typo'd run directory, not a hub id to download

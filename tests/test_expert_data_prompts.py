@@ -127,3 +127,17 @@ def test_toy_expert_set_is_deterministic_and_its_answers_are_right(cli, tmp_path
         a, b = (int(x) for x in r.problem.removeprefix("What is ").removesuffix("?").split(" + "))
         assert r.answer == str(a + b) and f"\\boxed{{{a + b}}}" in r.solution
     assert [r.problem for r in toy_arithmetic(5, 4)] != [r.problem for r in records]
+
+
+def test_toy_sets_with_skip_are_disjoint_and_bounded(cli, tmp_path):
+    from dail_harness.dsyn.expert_data import toy_arithmetic
+
+    train, held_out = toy_arithmetic(30, 0, 0, 9), toy_arithmetic(20, 0, 0, 9, skip=30)
+    assert not {r.problem for r in train} & {r.problem for r in held_out}
+    assert len({r.problem for r in train + held_out}) == 50
+    assert [r.problem for r in toy_arithmetic(50, 0, 0, 9)] == [r.problem for r in train + held_out]
+    assert {r.problem_id for r in train}.isdisjoint({r.problem_id for r in held_out})
+    code, _, err = cli("data", "toy", "--out", tmp_path / "t.jsonl", "--n", 90, "--min-operand", 1, "--max-operand", 9)
+    assert code == 2 and "only 81 distinct problems" in err and not (tmp_path / "t.jsonl").exists()
+    code, _, err = cli("data", "toy", "--out", tmp_path / "t.jsonl", "--min-operand", 5, "--max-operand", 2)
+    assert code == 2 and "--min-operand" in err

@@ -542,3 +542,36 @@ def test_the_authors_loss_mask_is_available_for_kl_losses(tiny, tmp_path, cli):
         "train", "--method", "nll", "--data", data, "--out", tmp_path / "b", "--loss-mask", "authors", *TRAIN
     )
     assert code == 2 and "works with the KL losses" in err
+
+
+@pytest.mark.parametrize("context", ["student", "privileged", "both"])
+def test_sft_context_puts_the_solution_under_the_chosen_prompt(context, tmp_path):
+    from dail_harness.dsyn.prompts import Templates, privileged_prompt, student_prompt
+    from dail_harness.training.recipes import make_method
+
+    rows = [{"problem_id": f"p{i}", "problem": f"What is {i} + 1?", "solution": f"It is {i + 1}."} for i in range(3)]
+    data = tmp_path / "e.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    method = make_method("sft", {"context": context})
+    loaded = method.load_rows(data)
+    templates = Templates()
+    got = [(method.response(r), method.prompts(r, ("student",), templates)["student"]) for r in loaded]
+    plain = [(r["solution"], student_prompt(r["problem"], templates)) for r in rows]
+    hinted = [(r["solution"], privileged_prompt(r["problem"], r["solution"], templates)) for r in rows]
+    expected = {"student": plain, "privileged": hinted, "both": plain + hinted}[context]
+    assert got == expected
+    # the engine names each example problem_id#sample_index: the two copies of a row must not collide
+    assert len({f"{r['problem_id']}#{r.get('sample_index', 0)}" for r in loaded}) == len(expected)
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_reports_its_final_loss(tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    args = ("train", "--method", "nll", "--data", data, "--out", tmp_path / "run", "--max-steps", "2", *TRAIN)
+    code, first, err = cli(*args)
+    assert code == 0, err
+    log = (tmp_path / "run" / "train_log.jsonl").read_text()
+    code, again, err = cli(*args)
+    assert code == 0, err
+    final = f"final loss {json.loads(log.splitlines()[-1])['loss']:.4f}"
+    assert final in first and final in again and "nan" not in again
+    assert (tmp_path / "run" / "train_log.jsonl").read_text() == log

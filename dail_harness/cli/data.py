@@ -202,6 +202,11 @@ class ToyConfig:
     out: str = option(help="Expert data JSONL to write.")
     n: int = option(16, ge=1, help="Problems.")
     seed: int = option(0, help="Seed of the problems.")
+    min_operand: int = option(1, ge=0, help="Smallest operand.")
+    max_operand: int = option(9, ge=0, help="Largest operand.")
+    skip: int = option(
+        0, ge=0, help="Leave out the first S problems of the seed's order (a set disjoint from one built with --n S)."
+    )
 
 
 @config_command(data_app, "toy", ToyConfig)
@@ -209,8 +214,11 @@ def data_toy_cmd(cfg: ToyConfig) -> None:
     """A toy expert set (sums of two small numbers with boxed answers), generated offline, for demos and smoke
     runs of the whole pipeline."""
     from dail_harness.dsyn.expert_data import toy_arithmetic
+    from dail_harness.errors import HarnessError
     from dail_harness.files import atomic_write_jsonl
 
-    records = toy_arithmetic(cfg.n, cfg.seed)
+    if cfg.min_operand > cfg.max_operand:
+        raise HarnessError("--min-operand must not exceed --max-operand", field="min_operand")
+    records = toy_arithmetic(cfg.n, cfg.seed, cfg.min_operand, cfg.max_operand, cfg.skip)
     atomic_write_jsonl(cfg.out, [r.to_dict() for r in records])
     typer.echo(f"wrote {len(records)} toy problems to {cfg.out}")

@@ -69,6 +69,7 @@ class ReportConfig:
     k: str | None = option(None, help="k values to report (default 1,2,4,... up to n).")
     plot: str | None = option("pass_at_k.png", help="Where to write the pass@k-vs-k PNG.")
     no_plot: bool = option(False, flag="--no-plot", help="Do not write a plot.")
+    title: str | None = option(None, help="Title of the plots (e.g. what the runs are).")
 
 
 @config_command(app, "report", ReportConfig)
@@ -91,7 +92,7 @@ def report_cmd(cfg: ReportConfig) -> None:
     if training:
         typer.echo(json.dumps(training, indent=2) if cfg.json else format_training_table(training))
         if plot is not None:
-            drawn = plot_training(training, plot.with_name(f"{plot.stem}_training{plot.suffix}"))
+            drawn = plot_training(training, plot.with_name(f"{plot.stem}_training{plot.suffix}"), cfg.title)
             if drawn:
                 typer.echo(f"plot: {drawn}", err=cfg.json)
     if not evals:
@@ -100,8 +101,8 @@ def report_cmd(cfg: ReportConfig) -> None:
     reports = report_runs(evals, ks)
     typer.echo(json.dumps(reports, indent=2) if cfg.json else format_table(reports))
     if plot is not None:
-        typer.echo(f"plot: {plot_pass_at_k(reports, plot)}", err=cfg.json)
-        budget_plot = plot_budgets(reports, plot.with_name(f"{plot.stem}_budgets{plot.suffix}"))
+        typer.echo(f"plot: {plot_pass_at_k(reports, plot, cfg.title)}", err=cfg.json)
+        budget_plot = plot_budgets(reports, plot.with_name(f"{plot.stem}_budgets{plot.suffix}"), cfg.title)
         if budget_plot:
             typer.echo(f"plot: {budget_plot}", err=cfg.json)
 

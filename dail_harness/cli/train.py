@@ -49,6 +49,10 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
         )
     typer.echo(
         f"trained {result['steps']} steps on {result['examples']} examples ({cfg.method}, loss "
-        f"{result['loss']}); final loss {last.get('loss', float('nan')):.4f}; adapter in {cfg.out}"
-        + (f", merged model in {cfg.out}/merged" if cfg.merge else "")
+        f"{result['loss']}); final loss {last.get('loss', float('nan')):.4f}; "
+        + (
+            f"the full model in {cfg.out} (all weights trained: nothing to merge)"
+            if cfg.lora_r == 0
+            else f"adapter in {cfg.out}" + (f", merged model in {cfg.out}/merged" if cfg.merge else "")
+        )
     )

@@ -113,21 +113,26 @@ def find_overlaps(records: list[ExpertRecord], benchmark: dict[str, str], thresh
     return hits
 
 
-def toy_arithmetic(n: int, seed: int = 0) -> list[ExpertRecord]:
-    """A synthetic expert set for demos and smoke runs (offline, deterministic): sums of two small numbers
-    with a worked solution and a boxed answer. A toy, not a benchmark."""
+def toy_arithmetic(n: int, seed: int = 0, low: int = 1, high: int = 9, skip: int = 0) -> list[ExpertRecord]:
+    """A synthetic expert set for demos and smoke runs (offline, deterministic): sums of two numbers in
+    [low, high] with a worked solution and a boxed answer. A toy, not a benchmark.
+
+    The problems are distinct, taken in a fixed seeded order of all pairs: `skip` leaves out the first ones,
+    so sets built with the same seed and non-overlapping ranges of that order share no problem."""
     import random
 
-    rng = random.Random(f"toy-arithmetic:{seed}")
-    out = []
-    for i in range(n):
-        a, b = rng.randint(1, 9), rng.randint(1, 9)
-        out.append(
-            ExpertRecord(
-                problem_id=f"toy-{i}",
-                problem=f"What is {a} + {b}?",
-                solution=f"We add {a} and {b}: {a} + {b} = {a + b}. The answer is \\boxed{{{a + b}}}.",
-                answer=str(a + b),
-            )
+    pairs = [(a, b) for a in range(low, high + 1) for b in range(low, high + 1)]
+    if n + skip > len(pairs):
+        raise HarnessError(
+            f"only {len(pairs)} distinct problems with operands {low}..{high}; asked for {n} after {skip}"
         )
-    return out
+    random.Random(f"toy-arithmetic:{seed}").shuffle(pairs)
+    return [
+        ExpertRecord(
+            problem_id=f"toy-{i}",
+            problem=f"What is {a} + {b}?",
+            solution=f"We add {a} and {b}: {a} + {b} = {a + b}. The answer is \\boxed{{{a + b}}}.",
+            answer=str(a + b),
+        )
+        for i, (a, b) in enumerate(pairs[skip : skip + n], start=skip)
+    ]

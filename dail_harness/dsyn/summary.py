@@ -135,7 +135,6 @@ def plot_tau(summaries: list[dict], path: str | Path) -> Path | None:
     ax.set_ylim(0, 100)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -150,5 +149,4 @@ def plot_lengths(summaries: list[dict], path: str | Path) -> Path:
     ax.set_xlabel("tokens")
     ax.set_ylabel("count")
     ax.legend(fontsize="small")
-    fig.tight_layout()
     return save_figure(fig, path)

@@ -19,9 +19,12 @@ def figure(*args: Any, **kwargs: Any) -> Any:
     return plt.subplots(*args, **kwargs)
 
 
-def save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path, title: str | None = None) -> Path:
     import matplotlib.pyplot as plt
 
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -42,7 +45,7 @@ def log2_axis(ax, ticks) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def plot_pass_at_k(reports: list[dict], path: str | Path) -> Path:
+def plot_pass_at_k(reports: list[dict], path: str | Path, title: str | None = None) -> Path:
     """pass@k against k (log-2 axis), one line per run and temperature, with 95% bootstrap bands."""
     fig, ax = figure(figsize=(6.4, 4.2))
     all_ks, top = set(), 0.0
@@ -71,11 +74,10 @@ def plot_pass_at_k(reports: list[dict], path: str | Path) -> Path:
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (%)")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, title)
 
 
-def plot_budgets(reports: list[dict], path: str | Path) -> Path | None:
+def plot_budgets(reports: list[dict], path: str | Path, title: str | None = None) -> Path | None:
     """pass@1 and pass@n against the thinking budget, one line per run; None if no run has budgets."""
     budgeted = [r for r in reports if budget_curve(r, 1)]
     if not budgeted:
@@ -95,5 +97,4 @@ def plot_budgets(reports: list[dict], path: str | Path) -> Path | None:
         ax.set_xlabel("thinking budget (tokens)")
         ax.set_ylabel(f"pass@{which} (%)")
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, title)

@@ -22,7 +22,8 @@ def resolve_model(name: str) -> str:
         if not ((path / "config.json").exists() or (path / "adapter_config.json").exists()):
             raise HarnessError("not a model directory (no config.json or adapter_config.json)", path=str(path))
         return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or (path.parent != Path(".") and path.parent.is_dir()):
+        # a hub id cannot be told from a relative path by its shape: `runs/x` with a local `runs/` is a path
         raise HarnessError(f"model directory not found: '{name}'")
     return name  # a hub id; loading reports a clear error if it is not cached and we are offline
 

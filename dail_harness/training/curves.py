@@ -62,7 +62,7 @@ def format_training_table(runs: list[dict]) -> str:
     )
 
 
-def plot_training(runs: list[dict], path: str | Path) -> Path | None:
+def plot_training(runs: list[dict], path: str | Path, title: str | None = None) -> Path | None:
     """A panel per kind of curve that any run logged; None when there is nothing to draw."""
     from dail_harness.eval.plots import figure, save_figure
 
@@ -75,7 +75,7 @@ def plot_training(runs: list[dict], path: str | Path) -> Path | None:
     if not panels:
         return None
     fig, axes = figure(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (title, keys) in zip(axes[0], panels):
+    for ax, (panel, keys) in zip(axes[0], panels):
         for run in runs:
             for key in keys:
                 points = [(r["step"], r[key]) for r in run["rows"] if isinstance(r.get(key), int | float)]
@@ -87,9 +87,8 @@ def plot_training(runs: list[dict], path: str | Path) -> Path | None:
                         label=label,
                         marker="o" if key.startswith("eval/") else None,
                     )
-        ax.set_title(title)
+        ax.set_title(panel)
         ax.set_xlabel("optimizer step")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, title)

@@ -256,9 +256,11 @@ class Trainer:
             self.start_step = state["step"]
         elif cfg.init:
             self.policy.load_adapter(cfg.init)
+        self.resumed_log: dict = {}  # the last logged step a resumed (or finished) run starts from
         if self.log_path.exists():  # keep exactly the steps the checkpoint covers
             kept = [r for _, r in iter_jsonl(self.log_path, allow_partial_tail=True) if r["step"] <= self.start_step]
             atomic_write_jsonl(self.log_path, kept)
+            self.resumed_log = kept[-1] if kept else {}
         if cfg.report_to:
             self.accelerator.init_trackers("dail-harness", config={k: str(v) for k, v in self.settings.items()})
 
@@ -298,7 +300,7 @@ class Trainer:
             disable=not cfg.progress or not accelerator.is_main_process,
             dynamic_ncols=True,
         )
-        bad, last = 0, {}
+        bad, last = 0, dict(self.resumed_log)
         self.student.train()
         summed = self.loss.reduction == "sum"
         for step in range(self.start_step, total_steps):
