@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 VLLM_STAMP := $(VENV)/.vllm-installed
 PY_SOURCES := dail_harness plugins tasks tests benchmarks docs
 
-.PHONY: demo test test-fast lint format install install-vllm clean
+.PHONY: demo test test-fast paper-smoke lint format install install-vllm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ format: $(STAMP)
 
 test: $(VLLM_STAMP) lint
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# every command of docs/REPRODUCE.md on tiny-random with tiny sizes (also part of `make test`)
+paper-smoke: $(STAMP)
+	HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests/test_paper_smoke.py
 
 test-fast: $(STAMP)
 	HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"

@@ -232,3 +232,48 @@ def test_grade_command(tmp_path, cli):
         (False, None, True),
     ]
     assert graded[0]["id"] == 1
+
+
+def test_report_of_some_tasks_and_without_excluded_problems_equals_exact_pass_at_k(tmp_path, cli):
+    from fractions import Fraction
+    from math import comb
+
+    run = tmp_path / "m"
+    args = ("--model", "tiny-random", "--n", "4", "--max-tokens", "4", "--limit", "3", "--no-progress")
+    code, _, err = cli("eval", "--task", "aime24,aime25", *args, "--grade-workers", "0", "--out", run)
+    assert code == 0, err
+    # a known pattern of correct samples, so the metrics are not all zero
+    path = run / "samples.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for i, r in enumerate(rows):
+        r["correct"] = (i * 7 + len(r["problem_id"])) % 3 == 0
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    excluded = {"aime25/2025-I-2"}
+    (tmp_path / "ex.txt").write_text("".join(f"{i}\n" for i in excluded))
+
+    def exact(keep):
+        by_problem = {}
+        for r in rows:
+            if keep(r):
+                by_problem.setdefault((r["task"], r["problem_id"]), []).append(r["correct"])
+        return {
+            str(k): float(sum(1 - Fraction(comb(4 - sum(c), k), comb(4, k)) for c in by_problem.values()))
+            / len(by_problem)
+            for k in (1, 2, 4)
+        }
+
+    code, out, err = cli("report", run, "--task", "aime25", "--json", "--no-plot")
+    assert code == 0, err
+    got = json.loads(out)[0]
+    assert got["task"] == "aime25" and got["num_problems"] == 3
+    assert got["pass_at_k"] == pytest.approx(exact(lambda r: r["task"] == "aime25"), abs=1e-12)
+    code, out, err = cli("report", run, "--exclude", tmp_path / "ex.txt", "--json", "--no-plot")
+    assert code == 0, err
+    got = json.loads(out)[0]
+    assert got["num_problems"] == 5
+    assert got["pass_at_k"] == pytest.approx(
+        exact(lambda r: f"{r['task']}/{r['problem_id']}" not in excluded), abs=1e-12
+    )
+    assert got["pass_at_k"] != exact(lambda r: True)  # the exclusion changes the numbers
+    code, _, err = cli("report", run, "--task", "beyondaime", "--no-plot")
+    assert code == 2 and "not a task of this run (its tasks: aime24, aime25)" in err

@@ -70,6 +70,12 @@ class ReportConfig:
     plot: str | None = option("pass_at_k.png", help="Where to write the pass@k-vs-k PNG.")
     no_plot: bool = option(False, flag="--no-plot", help="Do not write a plot.")
     title: str | None = option(None, help="Title of the plots (e.g. what the runs are).")
+    task: list[str] | None = option(
+        None, help="Report only these tasks of each run, as one set (e.g. aime24,aime25 of a run over four)."
+    )
+    exclude: str | None = option(
+        None, help="File of problem ids to leave out (`id` or `task/id` lines, e.g. from `data dedup --ids-out`)."
+    )
 
 
 @config_command(app, "report", ReportConfig)
@@ -98,7 +104,9 @@ def report_cmd(cfg: ReportConfig) -> None:
     if not evals:
         return
     ks = parse_k(cfg.k)[0] if cfg.k else None
-    reports = report_runs(evals, ks)
+    from dail_harness.eval.problem_ids import read_id_file
+
+    reports = report_runs(evals, ks, cfg.task, read_id_file(cfg.exclude) if cfg.exclude else None)
     typer.echo(json.dumps(reports, indent=2) if cfg.json else format_table(reports))
     if plot is not None:
         typer.echo(f"plot: {plot_pass_at_k(reports, plot, cfg.title)}", err=cfg.json)

@@ -20,6 +20,7 @@ from dail_harness.backends.base import GenerationRequest, SamplingBackend
 from dail_harness.errors import HarnessError
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
 from dail_harness.eval.metrics import parse_k, power_of_two_grid, summarize_conditions
+from dail_harness.eval.problem_ids import is_listed, read_id_file
 from dail_harness.eval.store import RunStore, sample_id
 from dail_harness.eval.task import Task, make_task
 from dail_harness.eval.thinking import (
@@ -71,12 +72,7 @@ class TaskSelection:
 
     def excluded(self) -> set[str]:
         """The ids of --exclude (a line `task/id` excludes that task's problem; `id` excludes it in every task)."""
-        if self.exclude is None:
-            return set()
-        path = Path(self.exclude)
-        if not path.exists():
-            raise HarnessError("exclude file not found", path=str(path))
-        return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+        return set() if self.exclude is None else read_id_file(self.exclude)
 
     def task_options(self) -> dict:
         options: dict = dict(self.task_opt)
@@ -259,7 +255,7 @@ def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
         problems = task.load()
         if cfg.limit is not None:
             problems = problems[: cfg.limit]
-        problems = [p for p in problems if p.id not in excluded and f"{task.name}/{p.id}" not in excluded]
+        problems = [p for p in problems if not is_listed(excluded, task.name, p.id)]
         if cfg.shard is not None:
             i, n = cfg.shard
             problems = problems[i::n]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dail_harness.errors import HarnessError
 from dail_harness.eval.metrics import condition_of, group_rows, power_of_two_grid, summarize_conditions
+from dail_harness.eval.problem_ids import is_listed
 from dail_harness.eval.store import RunStore
 
 
@@ -32,15 +33,33 @@ def group_shards(dirs: Sequence[str | Path]) -> list[tuple[list[Path], dict]]:
     return list(groups.values())
 
 
-def report_run(dirs: Sequence[str | Path] | str | Path, ks: Sequence[int] | None = None) -> dict:
-    """Metrics of one run (or of the shards of one run). Problems that lack some of their n samples
-    in a condition (an unfinished run) are left out of that condition and counted."""
+def report_run(
+    dirs: Sequence[str | Path] | str | Path,
+    ks: Sequence[int] | None = None,
+    tasks: Sequence[str] | None = None,
+    exclude: set[str] | None = None,
+) -> dict:
+    """Metrics of one run (or of the shards of one run), optionally of some of its tasks only and without the
+    problems of `exclude`. Problems that lack some of their n samples in a condition (an unfinished run) are
+    left out of that condition and counted."""
     paths = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
     settings = RunStore(paths[0]).read_settings()
     n = int(settings["sampling"]["n"])
     rows = [r for d in paths for r in RunStore(d).load_samples()]
     if not rows:
         raise HarnessError("run has no samples yet", path=str(paths[0]))
+    if tasks:
+        missing = [t for t in tasks if t not in settings["tasks"]]
+        if missing:
+            raise HarnessError(
+                f"--task {','.join(missing)}: not a task of this run (its tasks: {', '.join(settings['tasks'])})",
+                path=str(paths[0]),
+            )
+        rows = [r for r in rows if r["task"] in tasks]
+    if exclude:
+        rows = [r for r in rows if not is_listed(exclude, r["task"], r["problem_id"])]
+        if not rows:
+            raise HarnessError("--exclude leaves no problem of this run", path=str(paths[0]))
     complete, incomplete = [], 0
     by_condition = defaultdict(list)
     for r in rows:
@@ -61,7 +80,7 @@ def report_run(dirs: Sequence[str | Path] | str | Path, ks: Sequence[int] | None
         "run": name,
         "dirs": [str(d) for d in paths],
         "model": settings.get("model"),
-        "task": "+".join(settings["tasks"]),
+        "task": "+".join(tasks or settings["tasks"]),
         "n": n,
         "ks": ks,
         "shards": [list(s) for s in shards if s],
@@ -81,8 +100,13 @@ def report_from_summary(name: str, summary: dict) -> dict:
     }
 
 
-def report_runs(dirs: Sequence[str | Path], ks: Sequence[int] | None = None) -> list[dict]:
-    return [report_run(group, ks) for group, _ in group_shards(dirs)]
+def report_runs(
+    dirs: Sequence[str | Path],
+    ks: Sequence[int] | None = None,
+    tasks: Sequence[str] | None = None,
+    exclude: set[str] | None = None,
+) -> list[dict]:
+    return [report_run(group, ks, tasks, exclude) for group, _ in group_shards(dirs)]
 
 
 def _cols(m: dict) -> dict:
