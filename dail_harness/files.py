@@ -141,14 +141,56 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
         raise HarnessError(f"unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED)})", path=str(path))
 
 
-def require_field(row: dict, name: str, path: str | Path, line: int, *, allow_empty: bool = False) -> str:
-    """Return row[name] as a stripped string, or raise a HarnessError naming file, line and field."""
+FIELD_KINDS = {
+    "text": (str,),
+    "id": (str, int),
+    "answer": (str, int, float),
+}
+"""What a row field may hold: text (problems, solutions, traces), an id (a string or an integer), an answer
+(a string or a number). Anything else (a list, an object, a boolean) is refused, naming the type found."""
+
+
+def type_name(value: object) -> str:
+    return {list: "a list", dict: "an object", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def require_field(
+    row: dict, name: str, path: str | Path, line: int, *, kind: str = "text", allow_empty: bool = False
+) -> str:
+    """Return row[name] as a stripped string, or raise a HarnessError naming file, line and field (missing,
+    empty, or of the wrong type for `kind`: see FIELD_KINDS)."""
     if name not in row or row[name] is None:
         raise HarnessError("missing field", path=str(path), line=line, field=name)
-    value = row[name]
+    return check_field(row[name], name, path, line, kind=kind, allow_empty=allow_empty)
+
+
+def check_field(
+    value: object, name: str, path: str | Path, line: int, *, kind: str = "text", allow_empty: bool = False
+) -> str:
+    """A present field's value as a stripped string, checked against `kind` (see FIELD_KINDS)."""
+    allowed = FIELD_KINDS[kind]
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        expected = {"text": "a string", "id": "a string or an integer", "answer": "a string or a number"}[kind]
+        raise HarnessError(f"must be {expected}, found {type_name(value)}", path=str(path), line=line, field=name)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     value = str(value).strip()
     if not value and not allow_empty:
         raise HarnessError("empty field", path=str(path), line=line, field=name)
+    return value
+
+
+def check_string_list(value: object, name: str, path: str | Path, line: int) -> list[str]:
+    """A field that must be a list of strings (waypoints)."""
+    if not isinstance(value, list):
+        raise HarnessError(
+            f"must be a list of strings, found {type_name(value)}", path=str(path), line=line, field=name
+        )
+    bad = next((v for v in value if not isinstance(v, str)), None)
+    if bad is not None:
+        raise HarnessError(
+            f"must be a list of strings, found an item that is {type_name(bad)}", path=str(path), line=line, field=name
+        )
     return value

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dail_harness.dsyn.prompts import join_solutions
 from dail_harness.errors import HarnessError
-from dail_harness.files import iter_rows, require_field
+from dail_harness.files import check_field, iter_rows, require_field
 
 HARP_MEMBER = "HARD-Math.jsonl"
 
@@ -38,7 +38,7 @@ def load_expert_data(path: str | Path) -> list[ExpertRecord]:
     records: list[ExpertRecord] = []
     seen: dict[str, int] = {}
     for line, row in iter_rows(path):
-        pid = require_field(row, "problem_id", path, line)
+        pid = require_field(row, "problem_id", path, line, kind="id")
         if pid in seen:
             raise HarnessError(
                 f"duplicate problem_id '{pid}' (first on line {seen[pid]})",
@@ -53,7 +53,7 @@ def load_expert_data(path: str | Path) -> list[ExpertRecord]:
                 pid,
                 require_field(row, "problem", path, line),
                 require_field(row, "solution", path, line),
-                None if answer in (None, "") else str(answer).strip(),
+                None if answer in (None, "") else check_field(answer, "answer", path, line, kind="answer"),
             )
         )
     if not records:

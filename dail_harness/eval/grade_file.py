@@ -7,7 +7,7 @@ from pathlib import Path
 from dail_harness import registry
 from dail_harness.errors import HarnessError
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, grade_jobs
-from dail_harness.files import atomic_write_jsonl, iter_jsonl
+from dail_harness.files import atomic_write_jsonl, check_field, iter_jsonl
 from dail_harness.verifiers.simple import simple_correct
 
 
@@ -18,8 +18,11 @@ def read_grade_jobs(path: str | Path) -> tuple[list[dict], list[GradeJob]]:
         for f in ("completion", "gold", "answer_type"):
             if f not in row:
                 raise HarnessError("missing field", path=str(path), line=line, field=f)
-        if not isinstance(row["completion"], str):
-            raise HarnessError("must be a string", path=str(path), line=line, field="completion")
+        check_field(row["completion"], "completion", path, line, allow_empty=True)
+        gold = check_field(row["gold"], "gold", path, line, kind="answer")
+        check_field(row["answer_type"], "answer_type", path, line)
+        if row.get("finish_reason") is not None:
+            check_field(row["finish_reason"], "finish_reason", path, line)
         if row["answer_type"] not in known:
             raise HarnessError(
                 f"must be one of {', '.join(known)}, got {row['answer_type']!r}",
@@ -28,7 +31,7 @@ def read_grade_jobs(path: str | Path) -> tuple[list[dict], list[GradeJob]]:
                 field="answer_type",
             )
         rows.append(row)
-        jobs.append(GradeJob(row["completion"], str(row["gold"]), row["answer_type"], row.get("finish_reason")))
+        jobs.append(GradeJob(row["completion"], gold, row["answer_type"], row.get("finish_reason")))
     if not rows:
         raise HarnessError("no rows to grade (empty file)", path=str(path))
     return rows, jobs
@@ -49,7 +52,7 @@ def grade_file(
     with tqdm(total=len(jobs), desc="grade", unit="row", disable=not progress) as bar:
         verdicts = grade_jobs(jobs, workers=workers, timeout_s=timeout_s, on_done=bar.update)
     out = []
-    for row, v in zip(rows, verdicts):
+    for row, job, v in zip(rows, jobs, verdicts):
         out.append(
             {
                 **row,
@@ -57,7 +60,7 @@ def grade_file(
                 "extracted": v.extracted,
                 "no_answer": v.no_answer,
                 "grading_timed_out": v.timed_out,
-                "simple_correct": simple_correct(row["completion"], str(row["gold"])),
+                "simple_correct": simple_correct(row["completion"], job.gold),
             }
         )
     atomic_write_jsonl(output_path, out)

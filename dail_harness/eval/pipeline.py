@@ -118,6 +118,8 @@ class Sampling:
 
     def check(self) -> None:
         self.ks  # noqa: B018 (parses --k and compares it with --n)
+        if any(not s for s in self.stop):
+            raise HarnessError("--stop: an empty stop string would end every completion at once")
 
     @property
     def ks(self) -> list[int]:

@@ -92,9 +92,9 @@ class VendoredTask(Task):
         solution_col, id_col = columns.get("solution"), columns.get("id")
         metadata = {"source": self.name, **{c: row.get(c, "") for c in self.metadata_columns}}
         return Problem(
-            id=require_field(row, id_col, path, line) if id_col else f"row-{line}",
+            id=require_field(row, id_col, path, line, kind="id") if id_col else f"row-{line}",
             problem=require_field(row, columns["problem"] or "problem", path, line),
-            answer=require_field(row, columns["answer"] or "answer", path, line),
+            answer=require_field(row, columns["answer"] or "answer", path, line, kind="answer"),
             answer_type=self.answer_type,
             solution=str(row[solution_col]) if solution_col and row.get(solution_col) else None,
             metadata=metadata,

@@ -20,12 +20,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dail_harness.dsyn.prompts import Templates, negative_prompt, privileged_prompt, student_prompt
 from dail_harness.errors import HarnessError
-from dail_harness.files import iter_rows, require_field
+from dail_harness.files import check_field, check_string_list, iter_rows, require_field
 from dail_harness.options import NoOptions, option, plugin_options
 
 if TYPE_CHECKING:
     from dail_harness.training.examples import Example
     from dail_harness.training.online import OnlineContext
+
+
+FIELD_KIND = {"problem_id": "id", "answer": "answer"}
+"""The kind of each known row field (see `files.FIELD_KINDS`); every other field is text."""
+OPTIONAL_TEXT = ("problem", "solution", "privileged_solution", "trace", "answer", "answer_type")
+"""Fields a row may lack, but which must have the right type when present."""
 
 
 class Method:
@@ -46,9 +52,16 @@ class Method:
         rows = []
         for line, row in iter_rows(path):
             for f in self.required_fields:
-                require_field(row, f, path, line)
-            if "waypoints" in row and not isinstance(row["waypoints"], list):
-                raise HarnessError("must be a list", path=str(path), line=line, field="waypoints")
+                if f == "waypoints":
+                    if row.get(f) is None:
+                        raise HarnessError("missing field", path=str(path), line=line, field=f)
+                else:
+                    require_field(row, f, path, line, kind=FIELD_KIND.get(f, "text"))
+            for f in OPTIONAL_TEXT:
+                if row.get(f) is not None:
+                    check_field(row[f], f, path, line, kind=FIELD_KIND.get(f, "text"), allow_empty=True)
+            if "waypoints" in row:
+                check_string_list(row["waypoints"], "waypoints", path, line)
             rows.append({**row, "_line": line})
         if not rows:
             raise HarnessError("no training rows (empty data set)", path=str(path))

@@ -11,7 +11,7 @@ from dail_harness.training.losses import KLOptions, LossOutput, TokenLoss, kl_di
 
 @dataclass
 class DAILOptions(KLOptions):
-    gamma: float = option(0.1, help="Weight of KL(student || negative reference) (the paper: 0.1).")
+    gamma: float = option(0.1, ge=0, help="Weight of KL(student || negative reference) (the paper: 0.1).")
 
 
 @registry.register("losses", "dail")

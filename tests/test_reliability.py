@@ -1,0 +1,167 @@
+"""Bad input, across every command: exit code 2, one error line that names the problem, no traceback, and
+nothing written. One row per case; each row changes one thing of an otherwise valid command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+EXPERT = [
+    {"problem_id": "p1", "problem": "What is 1 + 2?", "solution": "1 + 2 = 3, so \\boxed{3}.", "answer": "3"},
+    {"problem_id": "p2", "problem": "What is 2 + 2?", "solution": "2 + 2 = 4, so \\boxed{4}.", "answer": "4"},
+]
+DSYN = [{**r, "trace": r["solution"], "waypoints": ["1", "2"]} for r in EXPERT]
+EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--limit", "1", "--n", "1", "--max-tokens", "2"]
+EVAL += ["--no-progress", "--grade-workers", "0", "--out", "{tmp}/out"]
+GENERATE = ["generate", "--data", "{tmp}/expert.jsonl", "--model", "tiny-random", "--n", "1", "--max-tokens", "2"]
+GENERATE += ["--no-progress", "--grade-workers", "0", "--out", "{tmp}/out"]
+TRAIN = ["train", "--method", "dail", "--data", "{tmp}/dsyn.jsonl", "--model", "tiny-random", "--max-steps", "1"]
+TRAIN += ["--no-progress", "--device", "cpu", "--out", "{tmp}/out"]
+GRADE = ["grade", "{tmp}/rows.jsonl", "--output", "{tmp}/out", "--workers", "0", "--no-progress"]
+
+
+def rows(*items: dict) -> str:
+    return "".join(json.dumps(r) + "\n" for r in items)
+
+
+def edited(base: list[str], **flags: str) -> list[str]:
+    """`base` with flags set (replaced where present, appended otherwise)."""
+    out = list(base)
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        if flag in out:
+            out[out.index(flag) + 1] = value
+        else:
+            out += [flag, value]
+    return out
+
+
+# (case, command, files to write (name -> text), what the error line must say)
+CASES = [
+    ("eval: negative temperature", edited(EVAL, temperature="-1"), {}, "--temperature: must be >= 0"),
+    ("eval: top-p 0", edited(EVAL, top_p="0"), {}, "--top-p: must be > 0 and <= 1"),
+    ("eval: top-p above 1", edited(EVAL, top_p="1.5"), {}, "--top-p: must be > 0 and <= 1"),
+    ("eval: no new tokens", edited(EVAL, max_tokens="0"), {}, "--max-tokens: must be >= 1"),
+    ("eval: k of 0", edited(EVAL, k="0"), {}, "--k"),
+    ("eval: fewer samples than k", edited(EVAL, k="4", n="2"), {}, "--n"),
+    ("eval: zero budget", edited(EVAL, budgets="0,64"), {}, "--budgets: must be >= 1"),
+    ("eval: negative temperature in a sweep", edited(EVAL, temperatures="0.6,-1"), {}, "--temperatures"),
+    ("eval: unknown task", edited(EVAL, task="aime2"), {}, "did you mean"),
+    ("eval: missing model", edited(EVAL, model="./no/such/model"), {}, "model directory not found"),
+    ("eval: unknown back-end", edited(EVAL, backend="hff"), {}, "unknown backend 'hff'"),
+    ("eval: shard out of range", edited(EVAL, shard="3/2"), {}, "--shard"),
+    ("eval: empty stop string", EVAL + ["--stop", ""], {}, "--stop"),
+    ("eval: exclude file missing", edited(EVAL, exclude="{tmp}/none.txt"), {}, "problem id file not found"),
+    ("eval: file task without data", edited(EVAL, task="file"), {}, "needs --data"),
+    (
+        "eval: file task, answer of the wrong type",
+        edited(EVAL, task="file", data="{tmp}/probs.jsonl"),
+        {"probs.jsonl": rows({"id": "a", "problem": "x", "answer": ["1"]})},
+        "probs.jsonl:1, field 'answer': must be a string or a number, found a list",
+    ),
+    (
+        "eval: template without {problem}",
+        edited(EVAL, prompt_template="{tmp}/t.txt"),
+        {"t.txt": "Solve it."},
+        "no {problem} placeholder",
+    ),
+    ("eval: misspelt flag", EVAL + ["--modle", "x"], {}, "No such option: --modle"),
+    ("eval: unknown config key", EVAL + ["--config", "{tmp}/c.yaml"], {"c.yaml": "temprature: 0.6\n"}, "temprature"),
+    (
+        "eval: config value of the wrong type",
+        EVAL + ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": "temperature: hot\n"},
+        "temperature",
+    ),
+    ("generate: negative tau", edited(GENERATE, tau="-1"), {}, "--tau: must be >= 0"),
+    ("generate: zero samples", edited(GENERATE, n="0"), {}, "must be >= 1"),
+    (
+        "generate: problem is a list",
+        GENERATE,
+        {"expert.jsonl": rows({"problem_id": 1, "problem": ["a"], "solution": 5})},
+        "expert.jsonl:1, field 'problem': must be a string, found a list",
+    ),
+    (
+        "generate: solution is a number",
+        GENERATE,
+        {"expert.jsonl": rows({"problem_id": 1, "problem": "a", "solution": 5})},
+        "expert.jsonl:1, field 'solution': must be a string, found a number",
+    ),
+    (
+        "generate: id is an object",
+        GENERATE,
+        {"expert.jsonl": rows({"problem_id": {"a": 1}, "problem": "a", "solution": "b"})},
+        "field 'problem_id': must be a string or an integer, found an object",
+    ),
+    (
+        "generate: missing solution",
+        GENERATE,
+        {"expert.jsonl": rows({"problem_id": "a", "problem": "x"})},
+        "expert.jsonl:1, field 'solution': missing field",
+    ),
+    ("generate: duplicate id", GENERATE, {"expert.jsonl": rows(EXPERT[0], EXPERT[0])}, "duplicate problem_id 'p1'"),
+    ("generate: empty data", GENERATE, {"expert.jsonl": ""}, "empty"),
+    ("generate: bad JSON", GENERATE, {"expert.jsonl": '{"problem_id": "a",\n'}, "expert.jsonl:1"),
+    ("train: negative learning rate", edited(TRAIN, lr="-1"), {}, "--lr: must be > 0"),
+    ("train: no accumulation", edited(TRAIN, grad_accum="0"), {}, "--grad-accum: must be >= 1"),
+    ("train: negative gamma", edited(TRAIN, gamma="-1"), {}, "--gamma: must be >= 0"),
+    ("train: unknown method", edited(TRAIN, method="dial"), {}, "did you mean 'dail'"),
+    ("train: unknown loss option", TRAIN + ["--loss-opt", "gama=1"], {}, "gama"),
+    ("train: group size 0", edited(TRAIN, method="grpo", group_size="0"), {}, "--group-size: must be >= "),
+    (
+        "train: waypoints of numbers",
+        TRAIN,
+        {"dsyn.jsonl": rows({**DSYN[0], "waypoints": [1, 2]})},
+        "dsyn.jsonl:1, field 'waypoints': must be a list of strings",
+    ),
+    (
+        "train: trace is a list",
+        TRAIN,
+        {"dsyn.jsonl": rows({**DSYN[0], "trace": ["t"]})},
+        "dsyn.jsonl:1, field 'trace': must be a string, found a list",
+    ),
+    ("grade: missing completion", GRADE, {"rows.jsonl": rows({"gold": "1", "answer_type": "math"})}, "completion"),
+    (
+        "grade: gold is a list",
+        GRADE,
+        {"rows.jsonl": rows({"completion": "x", "gold": [1], "answer_type": "math"})},
+        "rows.jsonl:1, field 'gold': must be a string or a number, found a list",
+    ),
+    (
+        "grade: unknown answer type",
+        GRADE,
+        {"rows.jsonl": rows({"completion": "x", "gold": "1", "answer_type": "maths"})},
+        "field 'answer_type'",
+    ),
+    ("report: not a run", ["report", "{tmp}/nowhere", "--plot", "{tmp}/out"], {}, "nowhere"),
+    ("prompts: unknown problem", ["prompts", "--data", "{tmp}/expert.jsonl", "--problem-id", "p9"], {}, "p9"),
+    ("data toy: zero problems", ["data", "toy", "--out", "{tmp}/out", "--n", "0"], {}, "--n: must be >= 1"),
+    ("data dedup: unknown benchmark", ["data", "dedup", "--data", "{tmp}/expert.jsonl", "--against", "aime2"], {}, "aime2"),
+    ("unknown command", ["evl"], {}, "No such command 'evl'"),
+]
+
+
+@pytest.mark.parametrize(("case", "argv", "files", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_error_line_and_leaves_nothing(case, argv, files, message, tmp_path, cli):
+    (tmp_path / "expert.jsonl").write_text(rows(*EXPERT))
+    (tmp_path / "dsyn.jsonl").write_text(rows(*DSYN))
+    (tmp_path / "rows.jsonl").write_text(rows({"completion": "\\boxed{1}", "gold": "1", "answer_type": "math"}))
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = cli(*[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert code == 2, (case, out, err)
+    assert "Traceback" not in out + err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert message in errors[0], errors[0]
+    usage = [line for line in err.splitlines() if line and not line.startswith("error:")]
+    assert all(line.startswith(("Usage:", "Try ")) for line in usage), err  # only a usage error adds lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "a failed command left files behind"
+
+
+def test_the_table_covers_every_command():
+    assert len(CASES) >= 30
+    commands = {c[1][0] if c[1][0] != "data" else " ".join(c[1][:2]) for c in CASES}
+    assert {"eval", "generate", "train", "grade", "report", "prompts", "data toy", "data dedup"} <= commands
