@@ -137,7 +137,7 @@ CASES = [
     ("report: not a run", ["report", "{tmp}/nowhere", "--plot", "{tmp}/out"], {}, "nowhere"),
     ("prompts: unknown problem", ["prompts", "--data", "{tmp}/expert.jsonl", "--problem-id", "p9"], {}, "p9"),
     ("data toy: zero problems", ["data", "toy", "--out", "{tmp}/out", "--n", "0"], {}, "--n: must be >= 1"),
-    ("data dedup: unknown benchmark", ["data", "dedup", "--data", "{tmp}/expert.jsonl", "--against", "aime2"], {}, "aime2"),
+    ("data dedup: unknown benchmark", ["data", "dedup", "--data", "{tmp}/expert.jsonl", "--against", "x"], {}, "'x'"),
     ("unknown command", ["evl"], {}, "No such command 'evl'"),
 ]
 
