@@ -575,3 +575,26 @@ def test_rerunning_a_finished_run_trains_nothing_and_reports_its_final_loss(tmp_
     final = f"final loss {json.loads(log.splitlines()[-1])['loss']:.4f}"
     assert final in first and final in again and "nan" not in again
     assert (tmp_path / "run" / "train_log.jsonl").read_text() == log
+
+
+def test_tensorboard_tracker_writes_the_logged_scalars(tmp_path, cli):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    run = tmp_path / "run"
+    code, _, err = cli(
+        "train", "--method", "dail", "--data", data, "--out", run, "--max-steps", "3", "--report-to", "tensorboard", *TRAIN
+    )
+    assert code == 0, err
+    log = [json.loads(l) for l in (run / "train_log.jsonl").read_text().splitlines()]
+    runs = []
+    for folder in sorted({p.parent for p in run.rglob("events.out.tfevents.*")}):
+        runs.append(EventAccumulator(str(folder)))
+        runs[-1].Reload()
+    with_scalars = [a for a in runs if a.Tags()["scalars"]]
+    assert len(with_scalars) == 1, "one TensorBoard run with the scalars (`tensorboard --logdir OUT`)"
+    acc = with_scalars[0]
+    for key in ("loss", "kl_ps", "kl_nr", "lr"):
+        scalars = acc.Scalars(key)
+        assert [s.step for s in scalars] == [r["step"] for r in log]
+        assert [s.value for s in scalars] == pytest.approx([r[key] for r in log], rel=1e-6, abs=1e-9)
