@@ -582,9 +582,8 @@ def test_tensorboard_tracker_writes_the_logged_scalars(tmp_path, cli):
 
     data = write_dsyn(tmp_path / "d.jsonl", n=2)
     run = tmp_path / "run"
-    code, _, err = cli(
-        "train", "--method", "dail", "--data", data, "--out", run, "--max-steps", "3", "--report-to", "tensorboard", *TRAIN
-    )
+    args = ("--method", "dail", "--data", data, "--out", run, "--max-steps", "3", "--report-to", "tensorboard")
+    code, _, err = cli("train", *args, *TRAIN)
     assert code == 0, err
     log = [json.loads(l) for l in (run / "train_log.jsonl").read_text().splitlines()]
     runs = []
