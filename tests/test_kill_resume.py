@@ -114,7 +114,8 @@ def test_train_killed_at_random_points_resumes_to_the_same_curve_and_adapter(tmp
     from safetensors.torch import load_file
 
     data = tmp_path / "dsyn.jsonl"
-    data.write_text("".join(json.dumps({**r, "trace": r["solution"], "waypoints": [str(r["answer"])]}) + "\n" for r in EXPERT))
+    dsyn = [{**r, "trace": r["solution"], "waypoints": [str(r["answer"])]} for r in EXPERT]
+    data.write_text("".join(json.dumps(r) + "\n" for r in dsyn))
 
     def compare(ref, run):
         timing = ("tokens_per_s", "sampling_tokens_per_s", "update_tokens_per_s", "seconds")
