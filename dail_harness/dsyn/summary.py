@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from dail_harness.backends.prompting import text_ids
 from dail_harness.errors import HarnessError
 from dail_harness.files import iter_jsonl
 
@@ -44,10 +45,8 @@ def summarize_dsyn(path: str | Path, tokenizer: Any, answer_type: str = "math", 
         "authors_correct": sum(bool(r.get("authors_correct")) for r in rows) / len(rows),
         "problems_with_a_correct_trace": sum(any(r.get("correct") for r in rs) for rs in by_problem.values())
         / len(by_problem),
-        "trace_tokens": [
-            int(r.get("num_tokens") or len(tokenizer(r["trace"], add_special_tokens=False)["input_ids"])) for r in rows
-        ],
-        "solution_tokens": [len(tokenizer(s or "", add_special_tokens=False)["input_ids"]) for s in solutions.values()],
+        "trace_tokens": [int(r.get("num_tokens") or len(text_ids(tokenizer, r["trace"]))) for r in rows],
+        "solution_tokens": [len(text_ids(tokenizer, s or "")) for s in solutions.values()],
     }
 
 

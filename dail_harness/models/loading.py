@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from dail_harness.errors import HarnessError
-from dail_harness.models import tiny_random
+from dail_harness.models import tiny_random, tiny_random_qwen
 from dail_harness.models.quiet import quiet_transformers
 
 
@@ -15,6 +15,8 @@ def resolve_model(name: str) -> str:
     """The path (or hub id) to load for `name`; builds `tiny-random` on first use."""
     if name == tiny_random.ALIAS:
         return str(tiny_random.ensure_tiny_random())
+    if name == tiny_random_qwen.ALIAS:
+        return str(tiny_random_qwen.ensure_tiny_random_qwen())
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():

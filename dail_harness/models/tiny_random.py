@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ALIAS = "tiny-random"
@@ -113,9 +114,9 @@ def build_model(vocab_size: int, pad_id: int, eos_id: int):
     return model
 
 
-def ensure_tiny_random() -> Path:
-    """Return the cached tiny-random directory, building it on first use."""
-    target = model_dir()
+def build_cached(target: Path, build: Callable[[Path], None]) -> Path:
+    """`target`, built by `build(tmp)` into a temporary directory and renamed into place on first use, so a
+    killed build never leaves a broken cache (and two processes building at once both end with one)."""
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -124,10 +125,7 @@ def ensure_tiny_random() -> Path:
 
     quiet_transformers()
     try:
-        tokenizer = build_tokenizer()
-        model = build_model(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
-        tokenizer.save_pretrained(tmp)
-        model.save_pretrained(tmp)
+        build(tmp)
         try:
             os.rename(tmp, target)
         except OSError:  # another process built it first
@@ -137,3 +135,15 @@ def ensure_tiny_random() -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def ensure_tiny_random() -> Path:
+    """Return the cached tiny-random directory, building it on first use."""
+
+    def build(tmp: Path) -> None:
+        tokenizer = build_tokenizer()
+        model = build_model(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp)
+
+    return build_cached(model_dir(), build)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dail_harness.backends.prompting import render_prompt_ids
+from dail_harness.backends.prompting import render_prompt_ids, text_ids
 
 REFERENCE = "reference"
 """The student's own context with the adapter disabled (the frozen reference policy)."""
@@ -43,7 +43,7 @@ def build_example(
 ) -> Example:
     """Render each context's prompt, splice the response ids after it; with `max_length` the response (plus
     EOS) is cut so the student sequence fits (None: kept whole)."""
-    resp = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    resp = text_ids(tokenizer, response) + [tokenizer.eos_token_id]
     ex = Example(example_id, [])
     rendered = {
         name: render_prompt_ids(tokenizer, text, chat_template_kwargs=chat_template_kwargs)
