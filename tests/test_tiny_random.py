@@ -38,3 +38,14 @@ def test_tokenizer_and_chat_template():
         assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1
     assert tok.decode(tok("x = \\boxed{204}", add_special_tokens=False)["input_ids"]) == "x = \\boxed{204}"
     assert AutoConfig.from_pretrained(path).model_type == "qwen2"
+
+
+def test_cpu_dtype_follows_native_bf16():
+    from dail_harness.models import cpu
+
+    intel = "processor : 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    amd = "processor : 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"
+    assert cpu.bf16_flag_in(intel) == "amx_bf16" and cpu.bf16_flag_in(amd) is None
+    assert cpu.bf16_flag_in("flags : avx512_bf16\n") == "avx512_bf16" and cpu.bf16_flag_in("") is None
+    dtype, why = cpu.cpu_dtype()
+    assert (dtype == "bfloat16") == (cpu.native_bf16_flag() is not None) and why

@@ -597,3 +597,28 @@ def test_tensorboard_tracker_writes_the_logged_scalars(tmp_path, cli):
         scalars = acc.Scalars(key)
         assert [s.step for s in scalars] == [r["step"] for r in log]
         assert [s.value for s in scalars] == pytest.approx([r[key] for r in log], rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_fsdp_on_cpu_processes_is_refused_not_silently_run_as_ddp(tmp_path):
+    """accelerate turns FSDP on only for accelerators: 2 CPU processes asked for FSDP would replicate the
+    model (DDP). The run stops with one line saying so, before any output is written."""
+    from accelerate.utils import DistributedType
+
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+    args = ["train", "--method", "dail", "--data", str(data), "--max-steps", "1", *TRAIN, "--out", str(tmp_path / "r")]
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "-m", "dail_harness", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    errors = {line for line in proc.stderr.splitlines() if line.startswith("error: FSDP was asked for")}
+    assert len(errors) == 1, proc.stderr[-2000:]  # the same line from both processes
+    assert f"would silently train with {DistributedType.MULTI_CPU.value} instead" in errors.pop()
+    assert "Traceback" not in proc.stderr.split("error: FSDP")[0][-500:]
+    assert not (tmp_path / "r" / "train_log.jsonl").exists()

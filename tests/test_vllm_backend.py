@@ -32,7 +32,9 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def backends():
-    yield registry.get("backends", "vllm")("tiny-random"), registry.get("backends", "hf")("tiny-random", device="cpu")
+    # the same dtype on both (vllm on a CPU with native bf16 would default to bf16): exact equality is the test
+    vllm_b = registry.get("backends", "vllm")("tiny-random", dtype="float32")
+    yield vllm_b, registry.get("backends", "hf")("tiny-random", device="cpu")
     from dail_harness.backends.vllm import release_engines
 
     release_engines()  # the next module's engines need the memory
@@ -124,6 +126,8 @@ def test_eval_with_vllm_matches_hf_greedy_end_to_end(tmp_path, cli):
         "--no-progress",
         "--grade-workers",
         "0",
+        "--dtype",
+        "float32",
     ]
     assert cli(*common, "--backend", "vllm", "--out", tmp_path / "v")[0] == 0
     assert cli(*common, "--backend", "hf", "--out", tmp_path / "h")[0] == 0
@@ -158,6 +162,8 @@ def test_budget_forcing_with_vllm_matches_hf_greedy(tmp_path, cli):
         "--no-progress",
         "--grade-workers",
         "0",
+        "--dtype",
+        "float32",
     ]
     assert cli(*common, "--backend", "vllm", "--out", tmp_path / "v")[0] == 0
     assert cli(*common, "--backend", "hf", "--out", tmp_path / "h")[0] == 0
@@ -223,3 +229,21 @@ def test_generate_with_vllm_tau_extremes(tmp_path, cli):
         assert code == 0, err
         rows = [json.loads(l) for l in out.read_text().splitlines()]
         assert len(rows) == 2 and all(r["acceptance_rate"] == expected for r in rows)
+
+
+def test_default_dtype_follows_the_cpu_and_eager_skips_compilation(capsys):
+    import torch
+
+    from dail_harness.backends.vllm import release_engines
+    from dail_harness.models.cpu import cpu_dtype
+
+    release_engines()
+    backend = registry.get("backends", "vllm")("tiny-random", enforce_eager=True)
+    expected, _ = cpu_dtype()
+    assert backend.llm.model_config.dtype == getattr(torch, expected)
+    assert f"vllm on CPU: {expected}" in capsys.readouterr().err
+    assert backend.llm.llm_engine.vllm_config.model_config.enforce_eager
+    params = SamplingParams(temperature=0, top_p=1.0, max_tokens=4, presence_penalty=0.0, seed=0)
+    assert len(_run(backend, PROMPTS, params)) == len(PROMPTS)
+    del backend
+    release_engines()

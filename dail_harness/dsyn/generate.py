@@ -127,6 +127,9 @@ class GenerateConfig:
         panel=RUN,
     )
     batch_size: int = option(16, ge=1, help="Rollouts per batch.", panel=ENGINE)
+    enforce_eager: bool = option(
+        False, help="vLLM: skip torch.compile and CUDA-graph capture (starts in seconds; decodes slower).", panel=ENGINE
+    )
     static_cache: bool | None = option(
         None,
         flag="--static-cache/--dynamic-cache",
@@ -241,6 +244,7 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
         batch_size=cfg.batch_size,
         chat_template_kwargs=kwargs,
         seed=cfg.seed,
+        **({"enforce_eager": True} if cfg.enforce_eager else {}),
     )
     tokenizer = backend.tokenizer
 

@@ -208,11 +208,26 @@ class EvalConfig(TaskSelection, Sampling):
     )
     tensor_parallel_size: int = option(1, ge=1, help="GPUs per vLLM engine (vllm).", panel=ENGINE)
     gpu_memory_utilization: float | None = option(
-        None, gt=0, le=1, help="vLLM KV-cache memory share (default 0.9 GPU, 0.3 CPU).", panel=ENGINE
+        None,
+        gt=0,
+        le=1,
+        help="vLLM memory share (default 0.9 on GPU; on CPU the KV cache is sized from the model and context).",
+        panel=ENGINE,
+    )
+    enforce_eager: bool = option(
+        False,
+        help="vLLM: skip torch.compile and CUDA-graph capture: the engine starts in seconds instead of minutes "
+        "and decodes slower (for short runs).",
+        panel=ENGINE,
     )
     max_model_len: int | None = option(None, ge=1, help="vLLM context length (default: the model's).", panel=ENGINE)
     device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=ENGINE)
-    dtype: str | None = option(None, help="float32, bfloat16 ... (default: bf16 on GPU, fp32 on CPU).", panel=ENGINE)
+    dtype: str | None = option(
+        None,
+        help="float32, bfloat16 ... (default: bf16 on GPU; on CPU fp32 for hf, and for vllm bf16 where the CPU has "
+        "native bf16, else fp32).",
+        panel=ENGINE,
+    )
     grade_workers: int | None = option(
         None, ge=0, help="Grading processes (0: in-process; default min(4, cores)).", panel="Grading"
     )
@@ -245,6 +260,8 @@ class EvalConfig(TaskSelection, Sampling):
         }
         if self.tensor_parallel_size != 1:
             options["tensor_parallel_size"] = self.tensor_parallel_size
+        if self.enforce_eager:
+            options["enforce_eager"] = True
         return options
 
 

@@ -192,6 +192,23 @@ def make_optimizer(cfg: TrainConfig, params: list) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def check_fsdp(accelerator) -> None:
+    """Refuse an FSDP launch that accelerate would silently run as DDP. accelerate (1.x) turns FSDP on only
+    for accelerator devices (its MULTI_GPU/NPU/XPU/... types); on CPU processes ACCELERATE_USE_FSDP and an
+    `accelerate config` FSDP section are ignored and the model is replicated, not sharded."""
+    import os
+
+    from accelerate.utils import DistributedType
+
+    asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if asked and accelerator.distributed_type != DistributedType.FSDP:
+        raise HarnessError(
+            "FSDP was asked for (ACCELERATE_USE_FSDP), but accelerate runs FSDP only on GPUs and other "
+            f"accelerators: these {accelerator.num_processes} CPU process(es) would silently train with "
+            f"{accelerator.distributed_type.value} instead. Launch without FSDP on CPU (DDP is what runs), or on GPUs."
+        )
+
+
 class Trainer:
     """One training run: model, LoRA, optimizer, scheduler, accelerator, checkpoints and the log."""
 
@@ -212,6 +229,7 @@ class Trainer:
             log_with=cfg.report_to,
             project_dir=str(self.out),
         )
+        check_fsdp(self.accelerator)
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.settings = {**settings, "processes": self.world}  # a step's data order depends on it
         self.record = SettingsRecord(self.out / "train_config.json", self.out, "training run")
