@@ -58,7 +58,7 @@ def problems(n: int) -> list[dict]:
 def run_ours(args) -> dict:
     from dail_harness import registry
     from dail_harness.training.config import TrainConfig
-    from dail_harness.training.engine import train
+    from dail_harness.training.run import train
 
     registry.load_plugin_dir(Path(__file__).resolve().parent.parent / "docs" / "examples")  # digit-share
     data = Path(args.workdir) / "problems.jsonl"

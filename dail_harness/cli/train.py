@@ -34,7 +34,7 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
     Method and loss options (e.g. --gamma) apply to the method or loss that has them; others are refused.
     Multi-GPU (DDP): `torchrun --nproc_per_node N -m dail_harness train ...` or `accelerate launch -m dail_harness
     train ...`."""
-    from dail_harness.training.engine import train
+    from dail_harness.training.run import train
 
     load_plugins(cfg.plugin_dir)
     result = train(cfg, extras.values, extras.wheres)

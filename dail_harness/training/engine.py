@@ -19,7 +19,6 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -27,7 +26,7 @@ from dail_harness import registry
 from dail_harness.dsyn.prompts import Templates
 from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, atomic_write_jsonl, iter_jsonl
-from dail_harness.options import Where, as_settings
+from dail_harness.options import Where
 from dail_harness.settings import SettingsRecord
 from dail_harness.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from dail_harness.training.chunked import chunked_sums
@@ -44,7 +43,7 @@ from dail_harness.training.examples import (
 from dail_harness.training.losses import TokenLoss, make_loss
 from dail_harness.training.plan import StepBatch, micro_batches, offline_batches, plan_steps
 from dail_harness.training.policy import Policy
-from dail_harness.training.recipes import FileMethod, GenerateMethod, Method, make_method
+from dail_harness.training.recipes import FileMethod, Method, make_method
 
 MAX_BAD_STEPS = 10
 
@@ -466,38 +465,3 @@ def offline_run(trainer: Trainer, method: FileMethod, desc: str) -> dict:
     trainer.build(len(steps))
     last = trainer.run(len(steps), offline_batches(examples, steps, trainer.rank, trainer.world), desc)
     return {"steps": len(steps), "last": last, "examples": len(examples), "dropped_overlong": dropped}
-
-
-def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] | None = None) -> dict:
-    """Train with the method's examples (a file, a generation phase, or the live policy every step) and save
-    the adapter (or, with --lora-r 0, the model)."""
-    method, loss = resolve(cfg, given, wheres)
-    loss_name = cfg.loss or method.default_loss
-    settings = {
-        **cfg.settings(),
-        "loss": loss_name,
-        "method_options": as_settings(method.options),
-        "loss_options": as_settings(loss.options),
-    }
-    desc = f"train ({cfg.method}, {loss_name})"
-    if method.source == "generate":
-        from dail_harness.training.iterate import generate_then_train
-
-        assert isinstance(method, GenerateMethod)
-        return {**generate_then_train(cfg, method, loss, settings), "loss": loss_name}
-    if method.source not in ("file", "online"):
-        raise HarnessError(
-            f"method '{cfg.method}' makes its examples by '{method.source}', which the engine does "
-            "not run (file, generate, online)"
-        )
-    trainer = Trainer(cfg, method, loss, settings)
-    if method.source == "online":
-        from dail_harness.training.online import online_run
-
-        total, last, n_examples = online_run(trainer, desc)
-        result: dict[str, Any] = {"steps": total, "last": last, "examples": n_examples}
-    else:
-        assert isinstance(method, FileMethod)
-        result = offline_run(trainer, method, desc)
-    trainer.finish(result["steps"])
-    return {**result, "loss": loss_name}

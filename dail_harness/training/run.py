@@ -1,0 +1,49 @@
+"""`train()`: one run of any method, dispatched by where its examples come from (recipes.py): a fixed
+file (the offline loop), a generation phase before training (STaR's iterations) or the live policy at every
+step (online methods). Kept apart from the engine so the generate-then-train loop can build on the engine
+without the engine importing it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dail_harness.errors import HarnessError
+from dail_harness.options import Where, as_settings
+from dail_harness.training.config import TrainConfig
+from dail_harness.training.engine import Trainer, offline_run, resolve
+from dail_harness.training.recipes import FileMethod, GenerateMethod
+
+
+def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] | None = None) -> dict:
+    """Train with the method's examples (a file, a generation phase, or the live policy every step) and save
+    the adapter (or, with --lora-r 0, the model)."""
+    method, loss = resolve(cfg, given, wheres)
+    loss_name = cfg.loss or method.default_loss
+    settings = {
+        **cfg.settings(),
+        "loss": loss_name,
+        "method_options": as_settings(method.options),
+        "loss_options": as_settings(loss.options),
+    }
+    desc = f"train ({cfg.method}, {loss_name})"
+    if method.source == "generate":
+        from dail_harness.training.iterate import generate_then_train
+
+        assert isinstance(method, GenerateMethod)
+        return {**generate_then_train(cfg, method, loss, settings), "loss": loss_name}
+    if method.source not in ("file", "online"):
+        raise HarnessError(
+            f"method '{cfg.method}' makes its examples by '{method.source}', which the engine does "
+            "not run (file, generate, online)"
+        )
+    trainer = Trainer(cfg, method, loss, settings)
+    if method.source == "online":
+        from dail_harness.training.online import online_run
+
+        total, last, n_examples = online_run(trainer, desc)
+        result: dict[str, Any] = {"steps": total, "last": last, "examples": n_examples}
+    else:
+        assert isinstance(method, FileMethod)
+        result = offline_run(trainer, method, desc)
+    trainer.finish(result["steps"])
+    return {**result, "loss": loss_name}
