@@ -128,7 +128,9 @@ class TrainConfig:
     )
     grade_workers: int | None = option(None, ge=0, help="Grading processes for rewards (0: in-process).", panel=SAMPLE)
     init: str | None = option(
-        None, help="Start from this LoRA run's adapter (e.g. NuRL from a LoRA GRPO run: --init runs/grpo-lora).", panel=RUN
+        None,
+        help="Start from this LoRA run's adapter (e.g. NuRL from a LoRA GRPO run: --init runs/grpo-lora).",
+        panel=RUN,
     )
     eval_task: list[str] | None = option(
         None,
