@@ -59,7 +59,7 @@ def cpu_kv_cache_bytes(path: str, max_model_len: int | None, dtype: str) -> int:
     heads = int(config.num_attention_heads)
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
     kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-    width = 4 if dtype in ("float32", "auto", "float") else 2
+    width = 4 if dtype in ("float32", "auto") else 2
     per_token = 2 * int(config.num_hidden_layers) * kv_heads * head_dim * width
     context = max_model_len if max_model_len else int(getattr(config, "max_position_embeddings", 4096))
     free = psutil.virtual_memory().available

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ALIAS = "tiny-random"
 VERSION = "v3"  # bump when the recipe changes, so stale caches are not reused
@@ -88,35 +89,37 @@ def build_tokenizer():
     return fast
 
 
-def build_model(vocab_size: int, pad_id: int, eos_id: int):
+SHAPES = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+
+def random_qwen2(tokenizer, shapes: dict, stop_ids: list[int] | None = None):
+    """A Qwen2-architecture model of `shapes` over the tokenizer's vocabulary, random with the fixed seed;
+    generation stops at `stop_ids` (default: the tokenizer's EOS)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        **shapes,
         max_position_embeddings=4096,
         tie_word_embeddings=False,
-        pad_token_id=pad_id,
-        eos_token_id=eos_id,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
         torch_dtype="float32",  # type: ignore[call-arg]  # kept: the cached config.json records it
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = Qwen2ForCausalLM(config)
-    model.generation_config.pad_token_id = pad_id
-    model.generation_config.eos_token_id = eos_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = stop_ids or tokenizer.eos_token_id
     return model
 
 
-def build_cached(target: Path, build: Callable[[Path], None]) -> Path:
-    """`target`, built by `build(tmp)` into a temporary directory and renamed into place on first use, so a
-    killed build never leaves a broken cache (and two processes building at once both end with one)."""
+def build_cached(target: Path, build_tokenizer: Callable[[], Any], build_model: Callable[[Any], Any]) -> Path:
+    """`target`: the tokenizer and the model built from it, saved into a temporary directory and renamed into
+    place on first use, so a killed build never leaves a broken cache (and two processes building at once
+    both end with one)."""
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +128,9 @@ def build_cached(target: Path, build: Callable[[Path], None]) -> Path:
 
     quiet_transformers()
     try:
-        build(tmp)
+        tokenizer = build_tokenizer()
+        build_model(tokenizer).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
         try:
             os.rename(tmp, target)
         except OSError:  # another process built it first
@@ -139,11 +144,4 @@ def build_cached(target: Path, build: Callable[[Path], None]) -> Path:
 
 def ensure_tiny_random() -> Path:
     """Return the cached tiny-random directory, building it on first use."""
-
-    def build(tmp: Path) -> None:
-        tokenizer = build_tokenizer()
-        model = build_model(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
-        tokenizer.save_pretrained(tmp)
-        model.save_pretrained(tmp)
-
-    return build_cached(model_dir(), build)
+    return build_cached(model_dir(), build_tokenizer, lambda tok: random_qwen2(tok, SHAPES))

@@ -17,11 +17,10 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from dail_harness.models.tiny_random import build_cached, cache_root
+from dail_harness.models.tiny_random import build_cached, cache_root, random_qwen2
 
 ALIAS = "tiny-random-qwen"
 VERSION = "v1"
-SEED = 0
 
 PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -175,40 +174,13 @@ def build_tokenizer():
     return fast
 
 
-def build_model(vocab_size: int, pad_id: int, eos_id: int):
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        pad_token_id=pad_id,
-        eos_token_id=eos_id,
-        bos_token_id=None,
-        torch_dtype="float32",  # type: ignore[call-arg]  # kept: the cached config.json records it
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = Qwen2ForCausalLM(config)
-    # Qwen2.5-Instruct stops at <|im_end|> and <|endoftext|>
-    model.generation_config.pad_token_id = pad_id
-    model.generation_config.eos_token_id = [eos_id, pad_id]
-    return model
+SHAPES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
 
 
 def ensure_tiny_random_qwen() -> Path:
     """Return the cached tiny-random-qwen directory, building it on first use."""
 
-    def build(tmp: Path) -> None:
-        tokenizer = build_tokenizer()
-        model = build_model(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
-        tokenizer.save_pretrained(tmp)
-        model.save_pretrained(tmp)
+    def build_model(tok):  # Qwen2.5-Instruct stops at <|im_end|> and <|endoftext|>
+        return random_qwen2(tok, SHAPES, stop_ids=[tok.eos_token_id, tok.pad_token_id])
 
-    return build_cached(model_dir(), build)
+    return build_cached(model_dir(), build_tokenizer, build_model)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dail_harness.dsyn.prompts import Templates, negative_prompt, privileged_prompt, student_prompt
 from dail_harness.errors import HarnessError
-from dail_harness.files import check_field, check_string_list, iter_rows, require_field
+from dail_harness.files import check_field, check_string_list, iter_rows
 from dail_harness.options import NoOptions, option, plugin_options
 
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 FIELD_KIND = {"problem_id": "id", "answer": "answer"}
 """The kind of each known row field (see `files.FIELD_KINDS`); every other field is text."""
-OPTIONAL_TEXT = ("problem", "solution", "privileged_solution", "trace", "answer", "answer_type")
-"""Fields a row may lack, but which must have the right type when present."""
+TYPED_FIELDS = ("problem_id", "problem", "solution", "privileged_solution", "trace", "answer", "answer_type")
+"""Fields whose type is checked wherever they are present (required ones must also be non-empty)."""
 
 
 class Method:
@@ -52,14 +52,12 @@ class Method:
         rows = []
         for line, row in iter_rows(path):
             for f in self.required_fields:
-                if f == "waypoints":
-                    if row.get(f) is None:
-                        raise HarnessError("missing field", path=str(path), line=line, field=f)
-                else:
-                    require_field(row, f, path, line, kind=FIELD_KIND.get(f, "text"))
-            for f in OPTIONAL_TEXT:
-                if row.get(f) is not None:
-                    check_field(row[f], f, path, line, kind=FIELD_KIND.get(f, "text"), allow_empty=True)
+                if row.get(f) is None:
+                    raise HarnessError("missing field", path=str(path), line=line, field=f)
+            for f in dict.fromkeys([*self.required_fields, *TYPED_FIELDS]):
+                if f != "waypoints" and row.get(f) is not None:
+                    kind = FIELD_KIND.get(f, "text")
+                    check_field(row[f], f, path, line, kind=kind, allow_empty=f not in self.required_fields)
             if "waypoints" in row:
                 check_string_list(row["waypoints"], "waypoints", path, line)
             rows.append({**row, "_line": line})
