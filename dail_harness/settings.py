@@ -2,16 +2,23 @@
 
 Each output keeps the settings that determine its contents in a JSON file beside it. A rerun with the
 same settings resumes; different settings are refused with one line naming every setting that differs,
-so finished work is never mixed with work done under other settings.
+so finished work is never mixed with work done under other settings. Settings that only say how much
+work there is (an eval's n or problem limit) may change: the finished work stays valid, so the run is
+extended (or reported on a subset). The record also carries the provenance of each invocation
+(`provenance.py`), which never takes part in the check.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
+from dail_harness import provenance
 from dail_harness.errors import HarnessError
 from dail_harness.files import atomic_write_json
+
+PROVENANCE = "provenance"
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -25,10 +32,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def settings_changes(old: dict, new: dict) -> str | None:
-    """'key: old -> new; ...' for every (nested) setting that differs, or None when they match."""
+def settings_changes(old: dict, new: dict, may_change: Iterable[str] = ()) -> str | None:
+    """'key: old -> new; ...' for every (nested) setting that differs, or None when they match. Keys in
+    `may_change` (dotted, as `sampling.n`) are not compared; provenance never is."""
+    skip = {PROVENANCE, *may_change}
     old_flat, new_flat = _flatten(old), _flatten(json.loads(json.dumps(new)))
-    diff = sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k))
+    keys = {k for k in set(old_flat) | set(new_flat) if k.split(".")[0] != PROVENANCE and k not in skip}
+    diff = sorted(k for k in keys if old_flat.get(k) != new_flat.get(k))
     return "; ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in diff) or None
 
 
@@ -42,6 +52,15 @@ class SettingsRecord:
         return self.path.exists()
 
     def read(self) -> dict:
+        """The settings (without the provenance)."""
+        data = self._load()
+        data.pop(PROVENANCE, None)
+        return data
+
+    def read_provenance(self) -> dict | None:
+        return self._load().get(PROVENANCE) if self.exists() else None
+
+    def _load(self) -> dict:
         try:
             return json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -51,11 +70,12 @@ class SettingsRecord:
         except json.JSONDecodeError as e:
             raise HarnessError(f"malformed JSON: {e}", path=str(self.path)) from None
 
-    def check(self, settings: dict) -> bool:
-        """True if an earlier run exists (and matches `settings`); refuse a run with other settings."""
+    def check(self, settings: dict, may_change: Iterable[str] = ()) -> bool:
+        """True if an earlier run exists (and matches `settings` but for the keys of `may_change`); refuse a
+        run with other settings, naming each."""
         if not self.exists():
             return False
-        details = settings_changes(self.read(), settings)
+        details = settings_changes(self.read(), settings, may_change)
         if details:
             raise HarnessError(
                 f"{self.target} holds a {self.what} with different settings ({details}); use "
@@ -64,4 +84,20 @@ class SettingsRecord:
         return True
 
     def write(self, settings: dict) -> None:
-        atomic_write_json(self.path, settings)
+        """Record `settings` and this invocation's provenance (earlier invocations' go to its history)."""
+        current = provenance.started()
+        earlier = self.read_provenance() if self.exists() else None
+        if earlier:
+            current["history"] = [*earlier.pop("history", []), earlier]
+        atomic_write_json(self.path, {**settings, PROVENANCE: current})
+
+    def finish(self) -> dict | None:
+        """Stamp the end and wall time of this invocation's provenance; returns it."""
+        if not self.exists():
+            return None
+        data = self._load()
+        if PROVENANCE not in data:
+            return None
+        data[PROVENANCE] = provenance.finished(data[PROVENANCE])
+        atomic_write_json(self.path, data)
+        return data[PROVENANCE]

@@ -27,6 +27,24 @@ app = typer.Typer(
     help="Evaluate and train language models from expert solutions (DAIL and baselines).",
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        import dail_harness
+        from dail_harness import provenance
+
+        commit = provenance.git_commit()
+        typer.echo(f"dail-harness {dail_harness.__version__}" + (f" (git {commit})" if commit else ""))
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="Print the version."),
+) -> None:
+    """Evaluate and train language models from expert solutions (DAIL and baselines)."""
+
+
 BUG_REPORT = (
     "this is a bug in dail-harness, not a problem with your input: please report it with the "
     "command line and the traceback above"

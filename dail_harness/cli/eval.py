@@ -53,6 +53,12 @@ def eval_cmd(cfg: EvalConfig) -> None:
 
     load_plugins(cfg.plugin_dir)
     registry.get("backends", cfg.backend)  # fail fast on an unknown back-end, before loading anything
+    if cfg.num_samples > 1 and 0 in (cfg.temperatures or [cfg.temperature]):
+        typer.echo(
+            f"warning: temperature 0 is greedy decoding: the n={cfg.num_samples} samples of a problem are "
+            "identical, so pass@k for every k equals pass@1",
+            err=True,
+        )
     summary = run_eval(cfg)
     typer.echo(format_table([report_from_summary(Path(cfg.out).name, summary)]))
     typer.echo(f"wrote {Path(cfg.out) / 'samples.jsonl'} and {Path(cfg.out) / 'summary.json'}")
@@ -67,7 +73,9 @@ class ReportConfig:
     )
     json: bool = option(False, flag="--json", help="Print metrics as JSON instead of a table.")
     k: str | None = option(None, help="k values to report (default 1,2,4,... up to n).")
-    plot: str | None = option("pass_at_k.png", help="Where to write the pass@k-vs-k PNG.")
+    plot: str | None = option(
+        None, help="Where to write the pass@k-vs-k PNG (default: pass_at_k.png; with --json, none unless given)."
+    )
     no_plot: bool = option(False, flag="--no-plot", help="Do not write a plot.")
     title: str | None = option(None, help="Title of the plots (e.g. what the runs are).")
     task: list[str] | None = option(
@@ -94,7 +102,7 @@ def report_cmd(cfg: ReportConfig) -> None:
 
     training = [read_training_run(r) for r in cfg.runs if is_training_run(r) and not (Path(r) / "run.json").exists()]
     evals = [r for r in cfg.runs if not (is_training_run(r) and not (Path(r) / "run.json").exists())]
-    plot = Path(cfg.plot) if cfg.plot and not cfg.no_plot else None
+    plot = None if cfg.no_plot else Path(cfg.plot) if cfg.plot else None if cfg.json else Path("pass_at_k.png")
     if training:
         typer.echo(json.dumps(training, indent=2) if cfg.json else format_training_table(training))
         if plot is not None:

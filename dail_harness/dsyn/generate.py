@@ -218,6 +218,7 @@ def run_generate(cfg: GenerateConfig) -> dict:
     stats: dict[str, Any] = {"rows": len(done), "new_rows": 0, "tokens": 0, "student_tokens": 0, "privileged_tokens": 0}
     if todo:
         _generate(cfg, backend_cls, engine_cls, records, templates, todo, record, stats)
+        record.finish()
     stats["rows"] += stats["new_rows"]
     stats["acceptance_rate"] = (
         stats["student_tokens"] / stats["tokens"] if stats["tokens"] and cfg.mode == "mixed" else None

@@ -220,6 +220,7 @@ def generate_hints(cfg: HintsConfig, backend: Any = None) -> dict:
     )
     bar.update(len(pending))
     bar.close()
+    record.finish()
     stats["new"] += len(pending)
     stats["without_hint"] = len(pending)
     stats["rejected"] = sum(rejected.values())

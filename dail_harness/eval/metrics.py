@@ -193,18 +193,29 @@ def summarize(rows: Sequence[dict], ks: Sequence[int], n: int | None = None, *, 
         for t in tasks:
             m = aggregate([p for p in problems if p.task == t], ks, ci=ci)
             m.pop("per_problem")
+            simple_t = simple_grader([r for r in rows if r["task"] == t])
+            if simple_t:
+                m["simple_grader"] = simple_t
             summary["per_task"][t] = m
     summary["grading_timeouts"] = sum(1 for r in rows if r.get("grading_timed_out"))
-    simple = [r for r in rows if "simple_correct" in r]
-    if simple:  # the authors' string-equality grader, for comparison with their numbers
-        summary["simple_grader"] = {
-            "mean_accuracy": sum(bool(r["simple_correct"]) for r in simple) / len(simple),
-            "agreement": sum(bool(r["simple_correct"]) == bool(r["correct"]) for r in simple) / len(simple),
-        }
+    simple = simple_grader(rows)
+    if simple:
+        summary["simple_grader"] = simple
     tokens = [int(r["num_tokens"]) for r in rows if "num_tokens" in r]
     summary["mean_tokens"] = (sum(tokens) / len(tokens)) if tokens else None
     summary["finish_reasons"] = dict(Counter(r.get("finish_reason", "unknown") for r in rows))
     return summary
+
+
+def simple_grader(rows: Sequence[dict]) -> dict | None:
+    """Accuracy of the authors' string-equality grader and its agreement with ours (None if not recorded)."""
+    simple = [r for r in rows if "simple_correct" in r]
+    if not simple:
+        return None
+    return {
+        "mean_accuracy": sum(bool(r["simple_correct"]) for r in simple) / len(simple),
+        "agreement": sum(bool(r["simple_correct"]) == bool(r["correct"]) for r in simple) / len(simple),
+    }
 
 
 def condition_of(row: dict) -> tuple[float | None, int | None]:

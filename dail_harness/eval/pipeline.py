@@ -284,11 +284,13 @@ def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
     return loaded
 
 
-def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]]) -> dict:
-    """The settings that determine the samples; a resume must match them exactly."""
+def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]], fingerprint: str | None) -> dict:
+    """The settings that determine the samples and select the problems; a resume must match them, except the
+    amounts of `store.GROWABLE` (more samples or problems extend the run)."""
     return {
         "tasks": [t.name for t, _ in tasks],
         "model": cfg.model,
+        "model_fingerprint": fingerprint,
         "backend": cfg.backend,
         "sampling": cfg.params().to_dict(),
         "temperatures": cfg.temperatures,
@@ -298,6 +300,8 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]]) -> di
         "force_answer": cfg.force_answer,
         "budget_mode": cfg.budget_mode if cfg.budgets else None,
         "shard": list(cfg.shard) if cfg.shard else None,
+        "limit": cfg.limit,
+        "ks": cfg.ks,
         "prompt_templates": {t.name: t.options.get("prompt_template") or t.prompt_template for t, _ in tasks},
         "task_options": {k: str(v) for k, v in sorted(cfg.task_options().items()) if k != "prompt_template"},
         "excluded": sorted(cfg.excluded()),
@@ -336,13 +340,18 @@ def _sample_row(task: Task, problem: Problem, s: Sampled, verdict: Verdict, para
     }
 
 
-def run_eval(cfg: EvalConfig, backend: SamplingBackend | None = None) -> dict:
+def run_eval(cfg: EvalConfig, backend: SamplingBackend | None = None, fingerprint: str | None = None) -> dict:
     """Sample, grade and store what the run directory lacks; return the summary (also summary.json). A
-    `backend` already loaded (e.g. the model being trained) is used instead of loading `cfg.model`."""
+    `backend` already loaded (e.g. the model being trained) is used instead of loading `cfg.model`; its
+    `fingerprint` then names the weights (the run's identity in run.json)."""
+    from dail_harness.models.fingerprint import model_fingerprint
+
     tasks = load_tasks(cfg)
     store = RunStore(cfg.out)
-    settings = run_settings(cfg, tasks)
+    settings = run_settings(cfg, tasks, model_fingerprint(cfg.model) if backend is None else fingerprint)
     store.check(settings)
+    if store.exists():  # a resumed or extended run: record its (possibly grown) settings and this invocation
+        store.create(settings)
     rows = store.load_samples()
     done = {sample_id(r) for r in rows}
     n = cfg.num_samples
@@ -378,8 +387,9 @@ def run_eval(cfg: EvalConfig, backend: SamplingBackend | None = None) -> dict:
         "n": n,
         "ks": cfg.ks,
         **{k: v for k, v in metrics.items() if k != "per_problem"},
-        "settings": {**settings, "limit": cfg.limit, "ks": cfg.ks},
+        "settings": settings,
         "per_problem": metrics["per_problem"],
+        "provenance": store.finish(),
     }
     store.write_summary(summary)
     return summary
@@ -399,7 +409,8 @@ def _generate_and_grade(
         opened = registry.get("backends", cfg.backend)(cfg.model, **options)
     # Load the model before creating the run directory: a bad model leaves nothing behind.
     with opened as backend, GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
-        store.create(settings)
+        if not store.exists():
+            store.create(settings)
         try:  # thinking mode needs a </think> token; plain runs use it only to count thinking tokens
             end_id = think_end_id(backend.tokenizer)
         except HarnessError:

@@ -74,7 +74,16 @@ def plot_pass_at_k(reports: list[dict], path: str | Path, title: str | None = No
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (%)")
     ax.legend(fontsize="small")
-    return save_figure(fig, path, title)
+    return save_figure(fig, path, title or pass_at_k_title(reports))
+
+
+def pass_at_k_title(reports: list[dict]) -> str:
+    """The default title: the task(s) the runs were evaluated on and, for budget-forced runs, the budget
+    the curves are drawn at."""
+    tasks = ", ".join(dict.fromkeys(rep["task"] for rep in reports))
+    budgets = sorted({b for rep in reports if (b := rep.get("primary_condition", {}).get("budget")) is not None})
+    at = f" at thinking budget {', '.join(map(str, budgets))}" if budgets else ""
+    return f"pass@k on {tasks}{at}"
 
 
 def plot_budgets(reports: list[dict], path: str | Path, title: str | None = None) -> Path | None:

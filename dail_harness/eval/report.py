@@ -1,6 +1,8 @@
 """`dail-harness report`: recompute metrics from stored samples (no generation), tables and plots.
 
-Run directories that are shards of one run (same settings but `--shard`) are merged into one entry.
+Run directories that declare themselves shards of one run (`--shard i/N`, same settings) are merged into
+one entry, and a missing shard is named; any other directories are separate runs, labelled by their
+shortest distinguishing path.
 Runs with thinking budgets also get a budget curve (pass@1 and pass@n against the budget) and, for
 each pair of runs, the smallest budget at which one matches the other's best score.
 """
@@ -16,6 +18,7 @@ from dail_harness.errors import HarnessError
 from dail_harness.eval.metrics import condition_of, group_rows, power_of_two_grid, summarize_conditions
 from dail_harness.eval.problem_ids import is_listed
 from dail_harness.eval.store import RunStore
+from dail_harness.settings import settings_changes
 
 
 def run_conditions(settings: dict) -> list[tuple[float, int | None]]:
@@ -23,14 +26,64 @@ def run_conditions(settings: dict) -> list[tuple[float, int | None]]:
     return [(float(t), b) for t in temps for b in (settings.get("budgets") or [None])]
 
 
-def group_shards(dirs: Sequence[str | Path]) -> list[tuple[list[Path], dict]]:
-    """Group run directories by settings, ignoring `shard`: each group is one logical run."""
-    groups: dict[str, tuple[list[Path], dict]] = {}
-    for d in dirs:
+def short_labels(paths: Sequence[Path]) -> list[str]:
+    """Each path's shortest trailing part that no other path shares (`a/run` and `b/run` for two runs named
+    `run` in different folders), so a table row or a legend entry names one run."""
+    parts = [p.resolve().parts for p in paths]
+
+    def tail(i: int, d: int) -> tuple:
+        return parts[i][-d:]
+
+    labels = []
+    for i, own in enumerate(parts):
+        d = 1
+        while d < len(own) and any(tail(j, d) == tail(i, d) for j in range(len(parts)) if j != i):
+            d += 1
+        labels.append("/".join(tail(i, d)))
+    return labels
+
+
+def _identity(settings: dict) -> str:
+    return json.dumps({k: v for k, v in settings.items() if k != "shard"}, sort_keys=True)
+
+
+def group_runs(dirs: Sequence[str | Path]) -> list[list[Path]]:
+    """The logical runs among `dirs`, in the order given: a directory evaluated without --shard is a run of
+    its own (two such runs are never merged, whatever their settings); directories that declare shards
+    i/N of the same run (same settings and N) are merged. Two directories that claim the same shard, or
+    shards of one N whose settings differ, are refused with the difference named."""
+    groups: dict[str, list[tuple[int, Path, dict]]] = {}
+    order: list[str] = []
+    for d in dict.fromkeys(Path(x) for x in dirs):
         settings = RunStore(d).read_settings()
-        key = json.dumps({k: v for k, v in settings.items() if k != "shard"}, sort_keys=True)
-        groups.setdefault(key, ([], settings))[0].append(Path(d))
-    return list(groups.values())
+        shard = settings.get("shard")
+        key = f"{_identity(settings)}|{shard[1]}" if shard else f"dir|{d.resolve()}"
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        claimed = next((p for i, p, _ in groups[key] if shard and i == shard[0]), None)
+        if shard and claimed is not None:
+            raise HarnessError(
+                f"{claimed} and {d} both hold shard {shard[0]}/{shard[1]} of one run; report one of them"
+            )
+        groups[key].append((shard[0] if shard else 0, d, settings))
+    _refuse_mismatched_shards([groups[k] for k in order if not k.startswith("dir|")])
+    return [[p for _, p, _ in sorted(groups[k], key=lambda x: x[0])] for k in order]
+
+
+def _refuse_mismatched_shards(sharded: list[list[tuple[int, Path, dict]]]) -> None:
+    """Incomplete shard sets of the same N that would complete each other are one run evaluated with
+    different settings: say which."""
+    for a_i, a in enumerate(sharded):
+        for b in sharded[a_i + 1 :]:
+            n_a, n_b = a[0][2]["shard"][1], b[0][2]["shard"][1]
+            if n_a != n_b or {i for i, _, _ in a} & {i for i, _, _ in b}:
+                continue
+            diff = settings_changes(a[0][2], b[0][2])
+            raise HarnessError(
+                f"{a[0][1]} and {b[0][1]} are shards of {n_a} with different settings ({diff}): "
+                "they are not one run; rerun the odd shard with the others' settings"
+            )
 
 
 def report_run(
@@ -38,6 +91,7 @@ def report_run(
     ks: Sequence[int] | None = None,
     tasks: Sequence[str] | None = None,
     exclude: set[str] | None = None,
+    label: str | None = None,
 ) -> dict:
     """Metrics of one run (or of the shards of one run), optionally of some of its tasks only and without the
     problems of `exclude`. Problems that lack some of their n samples in a condition (an unfinished run) are
@@ -70,12 +124,19 @@ def report_run(
         complete += [r for r in cond_rows if (r["task"], str(r["problem_id"])) in full and int(r["sample_index"]) < n]
     if not complete:
         raise HarnessError(f"no problem has all n={n} samples yet; finish the run first", path=str(paths[0]))
-    ks = sorted(k for k in (ks or power_of_two_grid(n)) if k <= n)
+    too_large = [k for k in ks or () if k > n]
+    if too_large:
+        raise HarnessError(
+            f"--k {max(too_large)} is larger than this run's n={n}; pass@k needs k <= n", path=str(paths[0])
+        )
+    ks = sorted(ks or [int(k) for k in settings.get("ks") or ()] or power_of_two_grid(n))
     conditions = [c for c in run_conditions(settings) if c in {condition_of(r) for r in complete}]
     summary = summarize_conditions(complete, ks, n, conditions)
     summary.pop("per_problem")
     shards = sorted(tuple(RunStore(d).read_settings().get("shard") or ()) for d in paths)
-    name = paths[0].name if len(paths) == 1 else f"{paths[0].name}+{len(paths) - 1} shard(s)"
+    first = label or paths[0].name
+    name = first if len(paths) == 1 else f"{first}+{len(paths) - 1} shard(s)"
+    missing_shards = [i for i in range(shards[0][1]) if (i, shards[0][1]) not in shards] if shards[0] else []
     return {
         "run": name,
         "dirs": [str(d) for d in paths],
@@ -84,6 +145,7 @@ def report_run(
         "n": n,
         "ks": ks,
         "shards": [list(s) for s in shards if s],
+        "missing_shards": missing_shards,
         "incomplete_problems": incomplete,
         **summary,
     }
@@ -106,7 +168,9 @@ def report_runs(
     tasks: Sequence[str] | None = None,
     exclude: set[str] | None = None,
 ) -> list[dict]:
-    return [report_run(group, ks, tasks, exclude) for group, _ in group_shards(dirs)]
+    groups = group_runs(dirs)
+    labels = short_labels([g[0] for g in groups])
+    return [report_run(g, ks, tasks, exclude, label) for g, label in zip(groups, labels)]
 
 
 def _cols(m: dict) -> dict:
@@ -140,12 +204,14 @@ def format_table(reports: list[dict]) -> str:
     show_cond = any(
         len(rep.get("conditions") or []) > 1 or rep.get("primary_condition", {}).get("budget") for rep in reports
     )
+    thinking = any(r.get("think") for r in rows)  # the column only for runs that think
     header = (
         ["run", "task"]
         + (["T", "budget"] if show_cond else [])
         + ["n", "problems"]
         + [f"pass@{k}" for k in ks]
-        + ["mean acc", "str-eq acc", "no-ans", "think tok"]
+        + ["mean acc", "str-eq acc", "no-ans"]
+        + (["think tok"] if thinking else [])
     )
     lines = [header]
     for r in rows:
@@ -158,8 +224,9 @@ def format_table(reports: list[dict]) -> str:
             f"{100 * r['mean_acc']:.1f}",
             f"{100 * r['str_eq']:.1f}" if r.get("str_eq") is not None else "-",
             f"{100 * r['no_answer']:.1f}",
-            f"{r['think']:.0f}" if r.get("think") else "-",
         ]
+        if thinking:
+            cells.append(f"{r['think']:.0f}" if r.get("think") else "-")
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = "\n".join(
@@ -177,6 +244,11 @@ def format_table(reports: list[dict]) -> str:
         for rep in reports
         if len(rep.get("shards") or []) > 1
     ]
+    for rep in reports:
+        if rep.get("missing_shards"):
+            total = rep["shards"][0][1]
+            missing = ", ".join(f"{i}/{total}" for i in rep["missing_shards"])
+            notes.append(f"note: {rep['run']}: shard(s) {missing} missing: their problems are not in these numbers")
     notes += budget_matches(reports)
     return (
         text

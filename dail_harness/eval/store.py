@@ -14,6 +14,10 @@ from dail_harness.files import append_jsonl, atomic_write_json, iter_jsonl, repa
 from dail_harness.settings import SettingsRecord
 
 SETTINGS_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.jsonl", "summary.json"
+GROWABLE = ("sampling.n", "ks", "limit", "excluded")
+"""Settings that only say how many samples and problems to take: keyed sampling makes sample i of a problem
+the same whatever n is, so changing them extends the run (or reports a subset) and keeps every stored
+sample valid."""
 
 
 def sample_id(row: dict) -> tuple:
@@ -46,14 +50,18 @@ class RunStore:
 
     def check(self, settings: dict) -> None:
         """If the run exists, check that `settings` match the ones it was started with."""
-        if self.record.check(settings):
+        if self.record.check(settings, GROWABLE):
             repair_partial_tail(self.samples_path)
 
     def create(self, settings: dict) -> None:
-        """Write the settings of a new run (called once there is work to store)."""
-        if not self.exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.record.write(settings)
+        """Write the settings of a new run (called once there is work to store), or the grown settings and
+        this invocation's provenance of an existing one."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.record.write(settings)
+
+    def finish(self) -> dict | None:
+        """Stamp this invocation's end in run.json; returns its provenance."""
+        return self.record.finish()
 
     def load_samples(self) -> list[dict]:
         """All stored sample rows (a trailing partial line is ignored; duplicates keep the first)."""

@@ -432,7 +432,7 @@ class Trainer:
             )
             self.policy.model.eval()
             try:
-                summary = run_eval(eval_cfg, backend=backend)
+                summary = run_eval(eval_cfg, backend=backend, fingerprint=f"live policy of {self.out} at step {step}")
             finally:
                 self.student.train()
             for task in eval_cfg.task:
@@ -446,6 +446,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             save_checkpoint(self.out, total_steps, self.policy.state_dict(), self.optimizer, self.scheduler)
             self.policy.save(self.out, self.tokenizer, self.cfg.model, self.cfg.merge)
+            self.record.finish()
         if self.cfg.report_to:
             self.accelerator.end_training()
 
