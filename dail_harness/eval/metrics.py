@@ -198,6 +198,7 @@ def summarize(rows: Sequence[dict], ks: Sequence[int], n: int | None = None, *, 
                 m["simple_grader"] = simple_t
             summary["per_task"][t] = m
     summary["grading_timeouts"] = sum(1 for r in rows if r.get("grading_timed_out"))
+    summary["forced_answers"] = sum(1 for r in rows if r.get("forced_answer"))
     simple = simple_grader(rows)
     if simple:
         summary["simple_grader"] = simple

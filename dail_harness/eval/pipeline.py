@@ -26,6 +26,7 @@ from dail_harness.eval.task import Task, make_task
 from dail_harness.eval.thinking import (
     DEFAULT_ANSWER_TOKENS,
     FORCE_ANSWER_TOKENS,
+    THINK_END,
     Sampled,
     generate_budgeted,
     plain,
@@ -193,8 +194,9 @@ class EvalConfig(TaskSelection, Sampling):
     )
     force_answer: bool = option(
         False,
-        help="The authors' scripts' protocol: after the thinking, append ' \\n The final "
-        "answer (in \\boxed{}):' and allow 100 tokens.",
+        help="The authors' eval.py protocol (their default). Thinking: after the thinking, append ' \\n The final "
+        "answer (in \\boxed{}):' and allow 100 tokens. Not thinking: stop at </think>, and give every sample "
+        "without a \\boxed{ a second pass of 100 tokens after '\\n The final answer (in \\boxed{}):'.",
         panel=THINKING,
     )
     budget_mode: str = option(
@@ -239,10 +241,16 @@ class EvalConfig(TaskSelection, Sampling):
     def check(self) -> None:
         """Cross-field checks (single values were checked against their ranges already)."""
         super().check()
-        if self.budgets or self.force_answer:
+        if self.budgets:
             self.thinking = True
         if self.answer_tokens is None:
             self.answer_tokens = FORCE_ANSWER_TOKENS if self.force_answer else DEFAULT_ANSWER_TOKENS
+
+    def params(self, temperature: float | None = None) -> SamplingParams:
+        params = super().params(temperature)
+        if self.force_answer and not self.thinking and THINK_END not in params.stop:
+            params.stop.append(THINK_END)  # the authors' first pass stops there
+        return params
 
     def conditions(self) -> list[tuple[float, int | None]]:
         temps = self.temperatures or [self.temperature]
@@ -296,7 +304,7 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]], finge
         "temperatures": cfg.temperatures,
         "thinking": cfg.thinking,
         "budgets": cfg.budgets,
-        "answer_tokens": cfg.answer_tokens if cfg.thinking else None,
+        "answer_tokens": cfg.answer_tokens if cfg.thinking or cfg.force_answer else None,
         "force_answer": cfg.force_answer,
         "budget_mode": cfg.budget_mode if cfg.budgets else None,
         "shard": list(cfg.shard) if cfg.shard else None,
@@ -328,6 +336,7 @@ def _sample_row(task: Task, problem: Problem, s: Sampled, verdict: Verdict, para
         "thinking_tokens": s.thinking_tokens,
         "answer_tokens": s.answer_tokens,
         "forced_close": s.forced_close,
+        "forced_answer": s.forced_answer,
         "prompt_tokens": s.prompt_tokens,
         "finish_reason": s.finish_reason,
         "simple_correct": simple_correct(s.text, problem.answer),
@@ -395,6 +404,14 @@ def run_eval(cfg: EvalConfig, backend: SamplingBackend | None = None, fingerprin
     return summary
 
 
+def _with_final_answers(stream, backend, requests, params, answer_tokens: int):
+    from dail_harness.eval.force_answer import force_final_answers
+
+    by_id = {r.request_id: r for r in requests}
+    for batch in stream:
+        yield force_final_answers(backend, by_id, batch, params, answer_tokens)
+
+
 def _generate_and_grade(
     cfg: EvalConfig, work, by_request, store: RunStore, settings: dict, done: set, loaded: SamplingBackend | None = None
 ) -> list[dict]:
@@ -435,6 +452,8 @@ def _generate_and_grade(
                 )
             else:
                 stream = ([plain(c, end_id) for c in batch] for batch in backend.generate(requests, params))
+                if cfg.force_answer:
+                    stream = _with_final_answers(stream, backend, requests, params, int(cfg.answer_tokens or 0))
             for results in stream:
                 results = [
                     s

@@ -244,6 +244,12 @@ def format_table(reports: list[dict]) -> str:
         for rep in reports
         if len(rep.get("shards") or []) > 1
     ]
+    notes += [
+        f"note: {rep['run']}: {rep['forced_answers']} of {rep['n'] * rep['num_problems']} samples got the "
+        "final-answer pass (--force-answer)"
+        for rep in reports
+        if rep.get("forced_answers")
+    ]
     for rep in reports:
         if rep.get("missing_shards"):
             total = rep["shards"][0][1]

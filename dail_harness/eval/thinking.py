@@ -49,6 +49,8 @@ class Sampled(Completion):
     """Generated tokens after the thinking (the forced `</think>` not counted)."""
     forced_close: bool = False
     """The thinking was cut and `</think>` appended."""
+    forced_answer: bool = False
+    """The authors' final-answer pass was appended (`--force-answer`)."""
 
 
 def think_end_id(tokenizer) -> int:
@@ -154,6 +156,7 @@ def generate_budgeted(
                     thinking_tokens=cut,
                     answer_tokens=a.num_tokens,
                     forced_close=forced,
+                    forced_answer=force_answer,
                     token_ids=list(prefix) + list(a.token_ids),
                 )
             )
