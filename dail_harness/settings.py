@@ -2,12 +2,15 @@
 
 Each output keeps the settings that determine its contents in a JSON file beside it. A rerun with the
 same settings resumes; different settings are refused with one line naming every setting that differs,
-so finished work is never mixed with work done under other settings.
+so finished work is never mixed with work done under other settings. Settings that only say how much
+work there is (a training run's max_steps or epochs) may be allowed to change by the caller (`may_change`):
+the finished work stays valid, and the caller extends it (and refuses what would leave less than is done).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from dail_harness.errors import HarnessError
@@ -25,10 +28,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def settings_changes(old: dict, new: dict) -> str | None:
-    """'key: old -> new; ...' for every (nested) setting that differs, or None when they match."""
+def settings_changes(old: dict, new: dict, may_change: Iterable[str] = ()) -> str | None:
+    """'key: old -> new; ...' for every (nested) setting that differs, or None when they match. Keys in
+    `may_change` (dotted, as `sampling.n`) are not compared."""
+    skip = set(may_change)
     old_flat, new_flat = _flatten(old), _flatten(json.loads(json.dumps(new)))
-    diff = sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k))
+    keys = {k for k in set(old_flat) | set(new_flat) if k not in skip}
+    diff = sorted(k for k in keys if old_flat.get(k) != new_flat.get(k))
     return "; ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in diff) or None
 
 
@@ -51,11 +57,12 @@ class SettingsRecord:
         except json.JSONDecodeError as e:
             raise HarnessError(f"malformed JSON: {e}", path=str(self.path)) from None
 
-    def check(self, settings: dict) -> bool:
-        """True if an earlier run exists (and matches `settings`); refuse a run with other settings."""
+    def check(self, settings: dict, may_change: Iterable[str] = ()) -> bool:
+        """True if an earlier run exists (and matches `settings` but for the keys of `may_change`); refuse a
+        run with other settings, naming each."""
         if not self.exists():
             return False
-        details = settings_changes(self.read(), settings)
+        details = settings_changes(self.read(), settings, may_change)
         if details:
             raise HarnessError(
                 f"{self.target} holds a {self.what} with different settings ({details}); use "

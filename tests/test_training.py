@@ -622,3 +622,79 @@ def test_fsdp_on_cpu_processes_is_refused_not_silently_run_as_ddp(tmp_path):
     assert f"would silently train with {DistributedType.MULTI_CPU.value} instead" in errors.pop()
     assert "Traceback" not in proc.stderr.split("error: FSDP")[0][-500:]
     assert not (tmp_path / "r" / "train_log.jsonl").exists()
+
+
+def test_max_steps_overrides_epochs_cycling_through_the_data_in_keyed_order():
+    from dail_harness.training.plan import epoch_order, plan_steps
+
+    # 3 items, 2 per step: an epoch is 2 steps ([2 items], [1 item]); 5 steps take 3 passes
+    steps = plan_steps(3, epochs=1, seed=7, batch_size=1, per_step=2, max_steps=5)
+    assert [e for e, _ in steps] == [0, 0, 1, 1, 2]
+    for epoch in (0, 1):
+        assert [i for _, g in steps[2 * epoch : 2 * epoch + 2] for (i,) in g] == epoch_order(3, 7, epoch)
+    assert steps[4][1] == [[epoch_order(3, 7, 2)[0]], [epoch_order(3, 7, 2)[1]]]
+    # a longer plan starts with every step of a shorter one, whichever of epochs / max_steps sets its length
+    long = plan_steps(3, epochs=1, seed=7, batch_size=1, per_step=2, max_steps=40)
+    assert len(long) == 40 and long[:5] == steps
+    assert plan_steps(3, epochs=2, seed=7, batch_size=1, per_step=2) == steps[:4]
+    assert plan_steps(3, epochs=1, seed=7, batch_size=1, per_step=2, max_steps=1) == steps[:1]
+    assert plan_steps(0, epochs=1, seed=7, batch_size=1, per_step=2, max_steps=5) == []
+
+
+def test_a_resumed_schedule_takes_the_rate_of_the_new_total(tmp_path):
+    """An extended run (a larger total than its checkpoint's) continues on the new total's schedule."""
+    from dail_harness.training.checkpoints import load_checkpoint, save_checkpoint
+    from dail_harness.training.config import TrainConfig
+    from dail_harness.training.engine import make_scheduler
+
+    cfg = TrainConfig(method="nll", model="m", data="d", out="o", lr=1.0, warmup_steps=1)
+    param = torch.nn.Parameter(torch.zeros(1))
+
+    def schedule(total):
+        opt = torch.optim.SGD([param], lr=cfg.lr)
+        return opt, make_scheduler(cfg, opt, total)
+
+    opt, sched = schedule(3)
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(0.5)  # linear to 0 at step 3: 1 - (2 - 1) / 2
+    save_checkpoint(tmp_path, 2, {}, opt, sched)
+    opt, sched = schedule(5)
+    load_checkpoint(tmp_path / "checkpoints" / "step-2", opt, sched)
+    assert sched.get_last_lr()[0] == opt.param_groups[0]["lr"] == pytest.approx(0.75)  # 1 - (2 - 1) / 4
+    cfg.lr_schedule = "constant"
+    assert [make_scheduler(cfg, schedule(1)[0], t).lr_lambdas[0](4) for t in (3, 9)] == [1.0, 1.0]
+
+
+def test_a_finished_run_extends_with_more_steps_and_refuses_other_changes(tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl", n=3)
+    args = ["train", "--method", "nll", "--data", data, "--lr-schedule", "constant", *TRAIN]
+    assert cli(*args, "--out", tmp_path / "run", "--max-steps", "3")[0] == 0
+    first = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    code, out, err = cli(*args, "--out", tmp_path / "run", "--max-steps", "5")
+    assert code == 0, err
+    assert "trained 5 steps (3 epochs, resumed after step 3)" in out
+    log = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    assert len(log) == 5 and log[:3] == first
+    code, out, err = cli(*args, "--out", tmp_path / "run", "--max-steps", "5")
+    assert code == 0, err
+    assert f"already finished: 5 steps in {tmp_path / 'run'}" in out and "pass a larger --max-steps" in out
+    code, _, err = cli(*args, "--out", tmp_path / "run", "--max-steps", "4")
+    assert code == 2 and "already holds 5 trained steps, more than the 4 this run plans" in err
+    code, _, err = cli(*args, "--out", tmp_path / "run", "--max-steps", "6", "--lr", "1e-3")
+    assert code == 2 and "lr: 0.005 -> 0.001" in err and "max_steps" not in err
+    assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 5
+
+
+def test_with_a_constant_rate_an_extended_run_is_the_fresh_longer_run(tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl", n=3)
+    args = ["train", "--method", "nll", "--data", data, "--lr-schedule", "constant", *TRAIN]
+    for out, steps in (("run", 3), ("run", 5), ("fresh", 5)):
+        assert cli(*args, "--out", tmp_path / out, "--max-steps", steps)[0] == 0
+    extended, fresh = (
+        [json.loads(l) for l in (tmp_path / d / "train_log.jsonl").read_text().splitlines()] for d in ("run", "fresh")
+    )
+    assert [r["step"] for r in extended] == [r["step"] for r in fresh] == [1, 2, 3, 4, 5]
+    for a, b in zip(fresh, extended):
+        assert b["lr"] == a["lr"] and b["loss"] == pytest.approx(a["loss"], rel=1e-6, abs=1e-8)
