@@ -361,7 +361,7 @@ def test_star_keeps_only_verified_rationales_without_the_hint(cli, tmp_path):
         *TINY,
     )
     assert code == 0, err
-    assert "iteration 1:" in out and "iteration 2:" in out
+    assert "iter-0:" in out and "iter-1:" in out  # numbered as their directories
     coin = get_verifier("coin")
     for it in (0, 1):
         it_dir = tmp_path / "run" / f"iter-{it}"
@@ -541,3 +541,12 @@ def test_online_max_steps_counts_optimizer_steps_past_the_epochs(cli, tmp_path, 
         :steps
     ]
     assert f"trained {steps} steps ({log[-1]['epoch'] + 1} epochs)" in out
+
+
+def test_star_names_an_iteration_as_its_directory(cli, tmp_path):
+    data = problems(tmp_path / "p.jsonl", n=2, answer_type="math")  # 2 tokens never hold a boxed answer
+    code, _, err = cli(
+        "train", "--method", "star", "--data", data, "--out", tmp_path / "run", "--max-tokens", "2", *TINY
+    )
+    assert code == 2 and "iter-0: the method kept nothing to train on" in err and "iteration 1" not in err
+    assert (tmp_path / "run" / "iter-0" / "generated.jsonl").exists()
