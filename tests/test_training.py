@@ -698,3 +698,32 @@ def test_with_a_constant_rate_an_extended_run_is_the_fresh_longer_run(tmp_path, 
     assert [r["step"] for r in extended] == [r["step"] for r in fresh] == [1, 2, 3, 4, 5]
     for a, b in zip(fresh, extended):
         assert b["lr"] == a["lr"] and b["loss"] == pytest.approx(a["loss"], rel=1e-6, abs=1e-8)
+
+
+def test_an_adapter_records_its_base_as_an_absolute_path_and_a_moved_base_fails_at_once(
+    tmp_path, cli, monkeypatch, tiny
+):
+    import shutil
+
+    (tmp_path / "runs").mkdir()
+    shutil.copytree(tiny[0], tmp_path / "runs" / "base")
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--method", "nll", "--data", data, "--max-steps", "1", *TRAIN]
+    args[args.index("tiny-random")] = "runs/base"  # relative, as users type it
+    assert cli(*args, "--out", "runs/ad")[0] == 0
+    base = json.loads((tmp_path / "runs" / "ad" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == str(tmp_path / "runs" / "base")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ev = ["eval", "--task", "aime24", "--model", "../runs/ad", "--limit", "1", "--n", "1", "--max-tokens", "2"]
+    ev += ["--no-progress", "--grade-workers", "0"]
+    code, _, err = cli(*ev, "--out", "ev1")
+    assert code == 0, err
+    (tmp_path / "runs" / "base").rename(tmp_path / "runs" / "moved")
+    start = time.monotonic()
+    code, _, err = cli(*ev, "--out", "ev2")
+    assert time.monotonic() - start < 5
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"base model directory '{tmp_path / 'runs' / 'base'}' does not exist" in err
+    assert not (tmp_path / "elsewhere" / "ev2" / "samples.jsonl").exists()
