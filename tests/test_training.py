@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -703,8 +704,6 @@ def test_with_a_constant_rate_an_extended_run_is_the_fresh_longer_run(tmp_path, 
 def test_an_adapter_records_its_base_as_an_absolute_path_and_a_moved_base_fails_at_once(
     tmp_path, cli, monkeypatch, tiny
 ):
-    import shutil
-
     (tmp_path / "runs").mkdir()
     shutil.copytree(tiny[0], tmp_path / "runs" / "base")
     data = write_dsyn(tmp_path / "d.jsonl", n=2)
@@ -727,3 +726,21 @@ def test_an_adapter_records_its_base_as_an_absolute_path_and_a_moved_base_fails_
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"base model directory '{tmp_path / 'runs' / 'base'}' does not exist" in err
     assert not (tmp_path / "elsewhere" / "ev2" / "samples.jsonl").exists()
+
+
+def test_empty_rows_are_one_error_naming_every_line_and_how_to_drop_them(tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl", n=5)
+    rows = [json.loads(l) for l in data.read_text().splitlines()]
+    rows[1]["trace"], rows[3]["trace"] = "", " \n"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = cli("train", "--method", "nll", "--data", data, "--out", tmp_path / "run", *TRAIN)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{data}: 2 rows with an empty 'trace' (lines 2, 4): nothing to train on" in err
+    assert "rerun the `dail-harness generate` command" in err
+    assert not (tmp_path / "run").exists()
+    command = err.split("drop them: ")[1].split("; or rerun")[0]
+    assert command.startswith("jq -c ") and command.endswith(f"{data} > kept.jsonl")
+    if shutil.which("jq"):  # the hint works as printed
+        subprocess.run(command, shell=True, cwd=tmp_path, check=True)
+        kept = [json.loads(l)["problem_id"] for l in (tmp_path / "kept.jsonl").read_text().splitlines()]
+        assert kept == ["p0", "p2", "p4"]
