@@ -744,3 +744,35 @@ def test_empty_rows_are_one_error_naming_every_line_and_how_to_drop_them(tmp_pat
         subprocess.run(command, shell=True, cwd=tmp_path, check=True)
         kept = [json.loads(l)["problem_id"] for l in (tmp_path / "kept.jsonl").read_text().splitlines()]
         assert kept == ["p0", "p2", "p4"]
+
+
+def test_training_plot_axes_integer_steps_units_log_scale_colours_and_legend_off_the_data(tmp_path):
+    from dail_harness.training.curves import draw_training, line_colors, plot_training, y_scale
+
+    assert y_scale([[1.0, 2.0], [3.0, 5.0]]) == ("linear", {})
+    assert y_scale([[0.01, 0.02], [3.0, 5.0]]) == ("log", {})  # medians 0.015 and 4: over 100x apart
+    assert y_scale([[-0.02, 0.01], [3.0, 5.0]]) == ("symlog", {"linthresh": 0.015})
+    for n in (3, 12, 25):
+        assert len(set(map(tuple, line_colors(n)))) == n
+    rows = [
+        {"step": s, "loss": 2.0 / s, "kl_ps": 1.5 / s, "kl_nr": 300.0 + s, "eval/t/pass@1": 0.25} for s in (1, 2, 3)
+    ]
+    runs = [{"run": f"r{i}", "method": "dail", "loss": "dail", "rows": rows} for i in range(6)]
+    fig = draw_training(runs)
+    fig.canvas.draw()
+    loss, kl, evals = fig.axes
+    assert [a.get_ylabel() for a in (loss, kl, evals)] == [
+        "loss (nats/token)",
+        "KL (nats/token)",
+        "pass@k (%)",
+    ]
+    assert (loss.get_yscale(), kl.get_yscale()) == ("linear", "log")
+    assert evals.get_lines()[0].get_ydata()[0] == 25.0
+    lo, hi = kl.get_xlim()
+    assert all(float(t).is_integer() for t in kl.get_xticks() if lo <= t <= hi)
+    assert len({l.get_color() for l in kl.get_lines()}) == 12  # 6 runs x 2 terms, all distinct
+    for ax in fig.axes:
+        legend, label = ax.get_legend().get_window_extent(), ax.xaxis.label.get_window_extent()
+        assert legend.y1 <= label.y0  # below the axes and its step label: it covers no data
+    path = plot_training(runs, tmp_path / "t.png")
+    assert path is not None and path.stat().st_size > 10_000
