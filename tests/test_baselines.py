@@ -540,7 +540,8 @@ def test_online_max_steps_counts_optimizer_steps_past_the_epochs(cli, tmp_path, 
     assert [(r["epoch"], r["generation"]) for r in log] == [(g // 2, g) for g in range(steps) for _ in range(mu)][
         :steps
     ]
-    assert f"trained {steps} steps ({log[-1]['epoch'] + 1} epochs)" in out
+    epochs = log[-1]["epoch"] + 1
+    assert f"trained {steps} steps ({epochs} epoch{'s' * (epochs > 1)})" in out
 
 
 def test_star_names_an_iteration_as_its_directory(cli, tmp_path):

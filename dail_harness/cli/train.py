@@ -63,7 +63,8 @@ def summary_line(cfg: TrainConfig, result: dict) -> str:
         if cfg.lora_r == 0
         else f"adapter in {cfg.out}" + (f", merged model in {cfg.out}/merged" if cfg.merge else "")
     )
-    notes = [f"{result['epochs']} epochs"] if "epochs" in result else []
+    epochs = result.get("epochs")
+    notes = [f"{epochs} epoch{'s' * (epochs != 1)}"] if epochs and cfg.max_steps else []  # --max-steps sets them
     notes += [f"resumed after step {done}"] if done else []
     paren = f" ({', '.join(notes)})" if notes else ""
     return (
