@@ -3,9 +3,10 @@
 Each output keeps the settings that determine its contents in a JSON file beside it. A rerun with the
 same settings resumes; different settings are refused with one line naming every setting that differs,
 so finished work is never mixed with work done under other settings. Settings that only say how much
-work there is (an eval's n or problem limit) may change: the finished work stays valid, so the run is
-extended (or reported on a subset). The record also carries the provenance of each invocation
-(`provenance.py`), which never takes part in the check.
+work there is (an eval's n or problem limit, a training run's max_steps or epochs) may change when the
+caller allows it (`may_change`): the finished work stays valid, so the run is extended (or an eval reported
+on a subset; a training run refuses a plan shorter than what is done). The record also carries the
+provenance of each invocation (`provenance.py`), which never takes part in the check.
 """
 
 from __future__ import annotations

@@ -361,7 +361,7 @@ def test_star_keeps_only_verified_rationales_without_the_hint(cli, tmp_path):
         *TINY,
     )
     assert code == 0, err
-    assert "iteration 1:" in out and "iteration 2:" in out
+    assert "iter-0:" in out and "iter-1:" in out  # numbered as their directories
     coin = get_verifier("coin")
     for it in (0, 1):
         it_dir = tmp_path / "run" / f"iter-{it}"
@@ -503,3 +503,51 @@ def test_grpo_with_every_weight_trained(cli, tmp_path):
     )
     assert code == 0, err
     assert (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize("mu, steps", [(1, 5), (2, 3)])
+def test_online_max_steps_counts_optimizer_steps_past_the_epochs(cli, tmp_path, mu, steps):
+    """--max-steps overrides --epochs (3 prompts, 2 per step: an epoch is 2 generation batches) and counts
+    optimizer steps, each generation batch serving mu of them."""
+    data = problems(tmp_path / "p.jsonl", n=3)
+    code, out, err = cli(
+        "train",
+        "--method",
+        "grpo",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        "1",
+        "--max-steps",
+        steps,
+        "--num-iterations",
+        mu,
+        "--prompts-per-step",
+        "2",
+        "--group-size",
+        "2",
+        "--max-tokens",
+        "2",
+        "--plugin-dir",
+        EXAMPLES,
+        *TINY,
+    )
+    assert code == 0, err
+    log = log_of(tmp_path / "run")
+    assert [r["step"] for r in log] == list(range(1, steps + 1))
+    assert [(r["epoch"], r["generation"]) for r in log] == [(g // 2, g) for g in range(steps) for _ in range(mu)][
+        :steps
+    ]
+    epochs = log[-1]["epoch"] + 1
+    assert f"trained {steps} steps ({epochs} epoch{'s' * (epochs > 1)})" in out
+
+
+def test_star_names_an_iteration_as_its_directory(cli, tmp_path):
+    data = problems(tmp_path / "p.jsonl", n=2, answer_type="math")  # 2 tokens never hold a boxed answer
+    code, _, err = cli(
+        "train", "--method", "star", "--data", data, "--out", tmp_path / "run", "--max-tokens", "2", *TINY
+    )
+    assert code == 2 and "iter-0: the method kept nothing to train on" in err and "iteration 1" not in err
+    assert (tmp_path / "run" / "iter-0" / "generated.jsonl").exists()

@@ -419,7 +419,7 @@ def test_selection_rules_and_counts():
     from dail_harness.dsyn.select import select_traces
 
     def row(pid, i, ours, authors):
-        return {"problem_id": pid, "sample_index": i, "correct": ours, "authors_correct": authors}
+        return {"problem_id": pid, "sample_index": i, "correct": ours, "authors_correct": authors, "trace": "t"}
 
     rows = [
         row("a", 2, True, True),
@@ -445,6 +445,21 @@ def test_selection_rules_and_counts():
     # one per problem, whatever the row order, with or without a correct one
     assert sorted(first, key=key) == sorted(again, key=key) and len(first) == 3
     assert len(select_traces(rows, "all", "ours", 0)[0]) == 6
+
+
+@pytest.mark.parametrize("rule", ["all", "random", "first-correct", "all-correct"])
+def test_no_selection_keeps_an_empty_trace(rule):
+    from dail_harness.dsyn.select import select_traces
+
+    rows = [
+        {"problem_id": "a", "sample_index": 0, "trace": "", "correct": True, "authors_correct": True},
+        {"problem_id": "a", "sample_index": 1, "trace": " \n", "correct": False, "authors_correct": False},
+        {"problem_id": "b", "sample_index": 0, "trace": "\\boxed{1}", "correct": True, "authors_correct": True},
+        {"problem_id": "b", "sample_index": 1, "trace": None, "correct": True, "authors_correct": True},
+    ]
+    kept, counts = select_traces(rows, rule, "ours", 0)
+    assert [(r["problem_id"], r["sample_index"]) for r in kept] == [("b", 0)]
+    assert (counts["empty_traces"], counts["dropped_problems"], counts["kept_problems"]) == (3, 1, 1)
 
 
 def test_generate_grades_every_trace_and_selects(tmp_path, cli):
@@ -551,3 +566,44 @@ def test_dsyn_summary_across_tau_with_plots(tmp_path, cli):
     assert summary["traces"] == 6 and summary["tau"] == 0.001
     assert summary["correct"] == pytest.approx(sum(r["correct"] for r in rows) / 6)
     assert summary["acceptance"] == pytest.approx(sum(r["acceptance_rate"] for r in rows) / 6)
+
+
+def test_generate_drops_empty_traces_so_train_accepts_what_it_selects(tmp_path, cli):
+    """A trace that ended at once is never selected: counted and reported as dropped, and `train` takes the file."""
+    data, out = write_expert(tmp_path), tmp_path / "d.jsonl"
+    args = ["generate", "--data", data, "--model", "tiny-random", "--out", out, "--mode", "direct", "--n", "2"]
+    args += ["--max-tokens", "3", "--no-progress", "--grade-workers", "0"]
+    assert cli(*args, "--select", "all")[0] == 0
+    traces_file = Path(str(out) + ".traces.jsonl")
+    traces = [json.loads(l) for l in traces_file.read_text().splitlines()]
+    for t in traces:
+        if t["problem_id"] == "p0" or t["sample_index"] == 0:  # as if the model had ended at once
+            t["trace"] = ""
+    traces_file.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    empty = sum(1 for t in traces if not t["trace"].strip())
+    code, stdout, err = cli(*args, "--select", "all")  # re-selects, generates nothing
+    assert code == 0, err
+    kept = [json.loads(l) for l in out.read_text().splitlines()]
+    assert len(kept) == len(traces) - empty and all(k["trace"].strip() for k in kept)
+    counts = json.loads(Path(str(out) + ".selection.json").read_text())
+    assert counts["empty_traces"] == empty and counts["dropped_problems"] == 1  # p0 had only empty traces
+    assert f"{empty} empty traces dropped" in stdout
+    code, _, err = cli(
+        "train",
+        "--method",
+        "nll",
+        "--data",
+        out,
+        "--model",
+        "tiny-random",
+        "--out",
+        tmp_path / "run",
+        "--max-steps",
+        "1",
+        "--lora-r",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
+    assert code == 0, err

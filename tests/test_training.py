@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -622,3 +623,156 @@ def test_fsdp_on_cpu_processes_is_refused_not_silently_run_as_ddp(tmp_path):
     assert f"would silently train with {DistributedType.MULTI_CPU.value} instead" in errors.pop()
     assert "Traceback" not in proc.stderr.split("error: FSDP")[0][-500:]
     assert not (tmp_path / "r" / "train_log.jsonl").exists()
+
+
+def test_max_steps_overrides_epochs_cycling_through_the_data_in_keyed_order():
+    from dail_harness.training.plan import epoch_order, plan_steps
+
+    # 3 items, 2 per step: an epoch is 2 steps ([2 items], [1 item]); 5 steps take 3 passes
+    steps = plan_steps(3, epochs=1, seed=7, batch_size=1, per_step=2, max_steps=5)
+    assert [e for e, _ in steps] == [0, 0, 1, 1, 2]
+    for epoch in (0, 1):
+        assert [i for _, g in steps[2 * epoch : 2 * epoch + 2] for (i,) in g] == epoch_order(3, 7, epoch)
+    assert steps[4][1] == [[epoch_order(3, 7, 2)[0]], [epoch_order(3, 7, 2)[1]]]
+    # a longer plan starts with every step of a shorter one, whichever of epochs / max_steps sets its length
+    long = plan_steps(3, epochs=1, seed=7, batch_size=1, per_step=2, max_steps=40)
+    assert len(long) == 40 and long[:5] == steps
+    assert plan_steps(3, epochs=2, seed=7, batch_size=1, per_step=2) == steps[:4]
+    assert plan_steps(3, epochs=1, seed=7, batch_size=1, per_step=2, max_steps=1) == steps[:1]
+    assert plan_steps(0, epochs=1, seed=7, batch_size=1, per_step=2, max_steps=5) == []
+
+
+def test_a_resumed_schedule_takes_the_rate_of_the_new_total(tmp_path):
+    """An extended run (a larger total than its checkpoint's) continues on the new total's schedule."""
+    from dail_harness.training.checkpoints import load_checkpoint, save_checkpoint
+    from dail_harness.training.config import TrainConfig
+    from dail_harness.training.engine import make_scheduler
+
+    cfg = TrainConfig(method="nll", model="m", data="d", out="o", lr=1.0, warmup_steps=1)
+    param = torch.nn.Parameter(torch.zeros(1))
+
+    def schedule(total):
+        opt = torch.optim.SGD([param], lr=cfg.lr)
+        return opt, make_scheduler(cfg, opt, total)
+
+    opt, sched = schedule(3)
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(0.5)  # linear to 0 at step 3: 1 - (2 - 1) / 2
+    save_checkpoint(tmp_path, 2, {}, opt, sched)
+    opt, sched = schedule(5)
+    load_checkpoint(tmp_path / "checkpoints" / "step-2", opt, sched)
+    assert sched.get_last_lr()[0] == opt.param_groups[0]["lr"] == pytest.approx(0.75)  # 1 - (2 - 1) / 4
+    cfg.lr_schedule = "constant"
+    assert [make_scheduler(cfg, schedule(1)[0], t).lr_lambdas[0](4) for t in (3, 9)] == [1.0, 1.0]
+
+
+def test_a_finished_run_extends_with_more_steps_and_refuses_other_changes(tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl", n=3)
+    args = ["train", "--method", "nll", "--data", data, "--lr-schedule", "constant", *TRAIN]
+    assert cli(*args, "--out", tmp_path / "run", "--max-steps", "3")[0] == 0
+    first = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    code, out, err = cli(*args, "--out", tmp_path / "run", "--max-steps", "5")
+    assert code == 0, err
+    assert "trained 5 steps (3 epochs, resumed after step 3)" in out
+    log = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    assert len(log) == 5 and log[:3] == first
+    code, out, err = cli(*args, "--out", tmp_path / "run", "--max-steps", "5")
+    assert code == 0, err
+    assert f"already finished: 5 steps in {tmp_path / 'run'}" in out and "pass a larger --max-steps" in out
+    code, _, err = cli(*args, "--out", tmp_path / "run", "--max-steps", "4")
+    assert code == 2 and "already holds 5 trained steps, more than the 4 this run plans" in err
+    code, _, err = cli(*args, "--out", tmp_path / "run", "--max-steps", "6", "--lr", "1e-3")
+    assert code == 2 and "lr: 0.005 -> 0.001" in err and "max_steps" not in err
+    assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 5
+
+
+def test_with_a_constant_rate_an_extended_run_is_the_fresh_longer_run(tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl", n=3)
+    args = ["train", "--method", "nll", "--data", data, "--lr-schedule", "constant", *TRAIN]
+    for out, steps in (("run", 3), ("run", 5), ("fresh", 5)):
+        assert cli(*args, "--out", tmp_path / out, "--max-steps", steps)[0] == 0
+    extended, fresh = (
+        [json.loads(l) for l in (tmp_path / d / "train_log.jsonl").read_text().splitlines()] for d in ("run", "fresh")
+    )
+    assert [r["step"] for r in extended] == [r["step"] for r in fresh] == [1, 2, 3, 4, 5]
+    for a, b in zip(fresh, extended):
+        assert b["lr"] == a["lr"] and b["loss"] == pytest.approx(a["loss"], rel=1e-6, abs=1e-8)
+
+
+def test_an_adapter_records_its_base_as_an_absolute_path_and_a_moved_base_fails_at_once(
+    tmp_path, cli, monkeypatch, tiny
+):
+    (tmp_path / "runs").mkdir()
+    shutil.copytree(tiny[0], tmp_path / "runs" / "base")
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--method", "nll", "--data", data, "--max-steps", "1", *TRAIN]
+    args[args.index("tiny-random")] = "runs/base"  # relative, as users type it
+    assert cli(*args, "--out", "runs/ad")[0] == 0
+    base = json.loads((tmp_path / "runs" / "ad" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == str(tmp_path / "runs" / "base")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ev = ["eval", "--task", "aime24", "--model", "../runs/ad", "--limit", "1", "--n", "1", "--max-tokens", "2"]
+    ev += ["--no-progress", "--grade-workers", "0"]
+    code, _, err = cli(*ev, "--out", "ev1")
+    assert code == 0, err
+    (tmp_path / "runs" / "base").rename(tmp_path / "runs" / "moved")
+    start = time.monotonic()
+    code, _, err = cli(*ev, "--out", "ev2")
+    assert time.monotonic() - start < 5
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"base model directory '{tmp_path / 'runs' / 'base'}' does not exist" in err
+    assert not (tmp_path / "elsewhere" / "ev2" / "samples.jsonl").exists()
+
+
+def test_empty_rows_are_one_error_naming_every_line_and_how_to_drop_them(tmp_path, cli):
+    data = write_dsyn(tmp_path / "d.jsonl", n=5)
+    rows = [json.loads(l) for l in data.read_text().splitlines()]
+    rows[1]["trace"], rows[3]["trace"] = "", " \n"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = cli("train", "--method", "nll", "--data", data, "--out", tmp_path / "run", *TRAIN)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{data}: 2 rows with an empty 'trace' (lines 2, 4): nothing to train on" in err
+    assert "rerun the `dail-harness generate` command" in err
+    assert not (tmp_path / "run").exists()
+    command = err.split("drop them: ")[1].split("; or rerun")[0]
+    assert command.startswith("jq -c ") and command.endswith(f"{data} > kept.jsonl")
+    if shutil.which("jq"):  # the hint works as printed
+        subprocess.run(command, shell=True, cwd=tmp_path, check=True)
+        kept = [json.loads(l)["problem_id"] for l in (tmp_path / "kept.jsonl").read_text().splitlines()]
+        assert kept == ["p0", "p2", "p4"]
+
+
+def test_training_plot_axes_integer_steps_units_log_scale_colours_and_legend_off_the_data(tmp_path):
+    from dail_harness.training.curves import draw_training, line_colors, plot_training, y_scale
+
+    assert y_scale([[1.0, 2.0], [3.0, 5.0]]) == ("linear", {})
+    assert y_scale([[0.01, 0.02], [3.0, 5.0]]) == ("log", {})  # medians 0.015 and 4: over 100x apart
+    assert y_scale([[-0.02, 0.01], [3.0, 5.0]]) == ("symlog", {"linthresh": 0.015})
+    for n in (3, 12, 25):
+        assert len(set(map(tuple, line_colors(n)))) == n
+    rows = [
+        {"step": s, "loss": 2.0 / s, "kl_ps": 1.5 / s, "kl_nr": 300.0 + s, "eval/t/pass@1": 0.25} for s in (1, 2, 3)
+    ]
+    runs = [{"run": f"r{i}", "method": "dail", "loss": "dail", "rows": rows} for i in range(6)]
+    fig = draw_training(runs)
+    fig.canvas.draw()
+    loss, kl, evals = fig.axes
+    assert [a.get_ylabel() for a in (loss, kl, evals)] == [
+        "loss (nats/token)",
+        "KL (nats/token)",
+        "pass@k (%)",
+    ]
+    assert (loss.get_yscale(), kl.get_yscale()) == ("linear", "log")
+    assert evals.get_lines()[0].get_ydata()[0] == 25.0
+    lo, hi = kl.get_xlim()
+    assert all(float(t).is_integer() for t in kl.get_xticks() if lo <= t <= hi)
+    assert len({l.get_color() for l in kl.get_lines()}) == 12  # 6 runs x 2 terms, all distinct
+    for ax in fig.axes:
+        legend, label = ax.get_legend().get_window_extent(), ax.xaxis.label.get_window_extent()
+        assert legend.y1 <= label.y0  # below the axes and its step label: it covers no data
+    path = plot_training(runs, tmp_path / "t.png")
+    assert path is not None and path.stat().st_size > 10_000

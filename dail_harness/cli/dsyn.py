@@ -29,8 +29,9 @@ def generate_cmd(cfg: GenerateConfig) -> None:
     typer.echo(msg)
     typer.echo(
         f"{cfg.out}: {s['kept_traces']} traces kept ({s['rule']}, correct by {s['by']}): {s['kept_problems']} "
-        f"problems kept, {s['dropped_problems']} dropped; {s['correct_traces']} of {s['traces']} traces correct; "
-        f"problems by number of correct traces: {s['correct_per_problem']}"
+        f"problems kept, {s['dropped_problems']} dropped; {s['correct_traces']} of {s['traces']} traces correct"
+        + (f"; {s['empty_traces']} empty traces dropped (nothing to train on)" if s.get("empty_traces") else "")
+        + f"; problems by number of correct traces: {s['correct_per_problem']}"
     )
 
 

@@ -40,19 +40,34 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
     result = train(cfg, extras.values, extras.wheres)
     for it in result.get("iterations", []):
         counts = ", ".join(f"{k} {v}" for k, v in it.items() if k not in ("iteration", "steps", "final_loss"))
-        typer.echo(f"iteration {it['iteration'] + 1}: {counts}; {it['steps']} steps")
-    last = result["last"]
+        typer.echo(f"iter-{it['iteration']}: {counts}; {it['steps']} steps")
     if result.get("dropped_overlong"):
         typer.echo(
             f"dropped {result['dropped_overlong']} examples whose student or privileged sequence reaches "
             f"--max-length {cfg.max_length} (the authors' rule; --overlong truncate keeps them, cut)"
         )
-    typer.echo(
-        f"trained {result['steps']} steps on {result['examples']} examples ({cfg.method}, loss "
-        f"{result['loss']}); final loss {last.get('loss', float('nan')):.4f}; "
-        + (
-            f"the full model in {cfg.out} (all weights trained: nothing to merge)"
-            if cfg.lora_r == 0
-            else f"adapter in {cfg.out}" + (f", merged model in {cfg.out}/merged" if cfg.merge else "")
+    typer.echo(summary_line(cfg, result))
+
+
+def summary_line(cfg: TrainConfig, result: dict) -> str:
+    """What the run did: trained (or resumed, or found it already finished), and where the result is."""
+    steps, done, last = result["steps"], result.get("resumed_from", 0), result["last"]
+    final = f"final loss {last.get('loss', float('nan')):.4f}"
+    if done >= steps:
+        return (
+            f"already finished: {steps} steps in {cfg.out} ({final}); pass a larger --max-steps (or --epochs) "
+            "to extend it"
         )
+    where = (
+        f"the full model in {cfg.out} (all weights trained: nothing to merge)"
+        if cfg.lora_r == 0
+        else f"adapter in {cfg.out}" + (f", merged model in {cfg.out}/merged" if cfg.merge else "")
+    )
+    epochs = result.get("epochs")
+    notes = [f"{epochs} epoch{'s' * (epochs != 1)}"] if epochs and cfg.max_steps else []  # --max-steps sets them
+    notes += [f"resumed after step {done}"] if done else []
+    paren = f" ({', '.join(notes)})" if notes else ""
+    return (
+        f"trained {steps} steps{paren} on {result['examples']} examples ({cfg.method}, loss {result['loss']}); "
+        f"{final}; {where}"
     )

@@ -36,11 +36,22 @@ def authors_correct(trace: str, solution: str) -> bool:
     return mine is not None and theirs is not None and mine == theirs
 
 
+def is_empty(row: dict) -> bool:
+    """A trace with no text (the model ended at once): nothing to train on, and `train` refuses it."""
+    return not str(row.get("trace") or "").strip()
+
+
 def select_traces(rows: list[dict], rule: str, by: str, seed: int) -> tuple[list[dict], dict]:
-    """The selected rows (problems in first-seen order) and the counts."""
+    """The selected rows (problems in first-seen order) and the counts. No rule keeps an empty trace: empty
+    ones are counted (`empty_traces`) and left out, and a problem with nothing else is dropped."""
     by_problem: dict[str, list[dict]] = defaultdict(list)
+    empty = 0
     for r in rows:
-        by_problem[str(r["problem_id"])].append(r)
+        by_problem.setdefault(str(r["problem_id"]), [])
+        if is_empty(r):
+            empty += 1
+        else:
+            by_problem[str(r["problem_id"])].append(r)
     key = "correct" if by == "ours" else "authors_correct"
     kept: list[dict] = []
     correct_per_problem: Counter = Counter()
@@ -52,7 +63,7 @@ def select_traces(rows: list[dict], rule: str, by: str, seed: int) -> tuple[list
         if rule == "all":
             chosen = samples
         elif rule == "random":
-            chosen = [random.Random(f"{seed}:{pid}").choice(samples)]
+            chosen = [random.Random(f"{seed}:{pid}").choice(samples)] if samples else []
         elif rule == "all-correct":
             chosen = good
         else:  # first-correct
@@ -66,6 +77,7 @@ def select_traces(rows: list[dict], rule: str, by: str, seed: int) -> tuple[list
         "kept_problems": len(by_problem) - dropped,
         "dropped_problems": dropped,
         "traces": len(rows),
+        "empty_traces": empty,
         "kept_traces": len(kept),
         "correct_traces": sum(1 for r in rows if r.get(key)),
         "correct_per_problem": {str(c): n for c, n in sorted(correct_per_problem.items())},

@@ -28,7 +28,7 @@ def save_figure(fig, path: str | Path, title: str | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")  # legends placed outside the axes stay in the picture
     plt.close(fig)
     tmp.replace(path)
     return path

@@ -10,6 +10,27 @@ from dail_harness.errors import HarnessError
 from dail_harness.models import tiny_random, tiny_random_qwen
 from dail_harness.models.quiet import quiet_transformers
 
+ALIASES = (tiny_random.ALIAS, tiny_random_qwen.ALIAS)
+
+
+def looks_like_path(name: str) -> bool:
+    """True for a name that can only be a filesystem path, never a hub id ('org/name'): it starts with '.', '/'
+    or '~', has a backslash or two slashes, or its parent is a local directory (`runs/x` beside a `runs/`)."""
+    path = Path(name).expanduser()
+    return (
+        name.startswith((".", "/", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+        or (path.parent != Path(".") and path.parent.is_dir())
+    )
+
+
+def recorded_model(name: str) -> str:
+    """How an output records the model it came from: a local directory as an absolute path (so an adapter loads
+    from any working directory), an alias or hub id as given."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name not in ALIASES and path.exists() else name
+
 
 def resolve_model(name: str) -> str:
     """The path (or hub id) to load for `name`; builds `tiny-random` on first use."""
@@ -24,8 +45,7 @@ def resolve_model(name: str) -> str:
         if not ((path / "config.json").exists() or (path / "adapter_config.json").exists()):
             raise HarnessError("not a model directory (no config.json or adapter_config.json)", path=str(path))
         return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or (path.parent != Path(".") and path.parent.is_dir()):
-        # a hub id cannot be told from a relative path by its shape: `runs/x` with a local `runs/` is a path
+    if looks_like_path(name):  # a path that is not there: say so now, rather than after hub retries
         raise HarnessError(f"model directory not found: '{name}'")
     return name  # a hub id; loading reports a clear error if it is not cached and we are offline
 
@@ -38,6 +58,12 @@ def adapter_base(path: str) -> str | None:
     base = json.loads(cfg.read_text()).get("base_model_name_or_path")
     if not base:
         raise HarnessError("adapter_config.json has no base_model_name_or_path", path=str(cfg))
+    if base not in ALIASES and looks_like_path(base) and not Path(base).expanduser().exists():
+        raise HarnessError(
+            f"base_model_name_or_path: the adapter's base model directory '{base}' does not exist (moved or "
+            "deleted?); put it back there or edit this field to where it is now",
+            path=str(cfg),
+        )
     return base
 
 
@@ -72,8 +98,9 @@ def load_causal_lm(path: str, *, device: str | None = None, dtype: str | None = 
     device = device or default_device()
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     base = adapter_base(path)
+    source = resolve_model(base) if base else path
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(base) if base else path, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
         if base:
             from peft import PeftModel
 
@@ -84,6 +111,8 @@ def load_causal_lm(path: str, *, device: str | None = None, dtype: str | None = 
             if os.environ.get("HF_HUB_OFFLINE")
             else ""
         )
+        if not Path(source).exists():  # e.g. an old adapter's relative base, read from another directory
+            hint += f"; '{source}' is no directory under {os.getcwd()}, so it was looked up as a hub id"
         raise HarnessError(f"cannot load model '{path}': {str(e).splitlines()[0]}{hint}") from None
     return model.to(device).eval()  # type: ignore[arg-type]  # transformers' stubs reject a str device
 

@@ -52,6 +52,13 @@ class TrainConfig:
     warmup_ratio: float | None = option(
         None, ge=0, le=1, help="Warm up for this share of the steps instead of --warmup-steps.", panel=OPTIM
     )
+    lr_schedule: str = option(
+        "linear",
+        choices=("linear", "constant"),
+        help="After warm-up: linear decay to 0 at the last step (the authors' code), or constant (an extended "
+        "run then equals a fresh longer one).",
+        panel=OPTIM,
+    )
     weight_decay: float = option(0.01, ge=0, help="AdamW weight decay (the authors' code: 0.01).", panel=OPTIM)
     optimizer: str = option(
         "adamw",
@@ -63,7 +70,14 @@ class TrainConfig:
     epochs: int | None = option(
         None, ge=1, help="Passes over the data (default: the authors' 5, or 3 with --thinking on).", panel=OPTIM
     )
-    max_steps: int | None = option(None, ge=1, help="Cap on optimizer steps.", panel=OPTIM)
+    max_steps: int | None = option(
+        None,
+        ge=1,
+        help="Optimizer steps to run; overrides --epochs (passes over the data as often as it takes, as Hugging "
+        "Face Trainer does). Rerun into the same --out with a larger --max-steps (or --epochs) to extend a run: "
+        "it equals a fresh longer run only with --lr-schedule constant (linear decay depends on the total).",
+        panel=OPTIM,
+    )
     batch_size: int = option(1, ge=1, help="Sequences per micro-batch (per device).", panel=OPTIM)
     grad_accum: int = option(4, ge=1, help="Micro-batches per optimizer step (offline methods).", panel=OPTIM)
     max_length: int | None = option(

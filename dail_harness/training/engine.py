@@ -28,7 +28,7 @@ from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, atomic_write_jsonl, iter_jsonl
 from dail_harness.options import Where
 from dail_harness.settings import SettingsRecord
-from dail_harness.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from dail_harness.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, step_of
 from dail_harness.training.chunked import chunked_sums
 from dail_harness.training.config import TrainConfig
 from dail_harness.training.examples import (
@@ -41,7 +41,7 @@ from dail_harness.training.examples import (
     flat_targets,
 )
 from dail_harness.training.losses import TokenLoss, make_loss
-from dail_harness.training.plan import StepBatch, micro_batches, offline_batches, plan_steps
+from dail_harness.training.plan import LENGTH_SETTINGS, StepBatch, micro_batches, offline_batches, plan_steps
 from dail_harness.training.policy import Policy
 from dail_harness.training.recipes import FileMethod, Method, make_method
 
@@ -191,6 +191,30 @@ def make_optimizer(cfg: TrainConfig, params: list) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """Warm-up, then linear decay to 0 at `total_steps` (the authors'), or a constant rate (which does not
+    depend on the total, so an extended run equals a fresh longer one)."""
+    from transformers import get_scheduler
+
+    if cfg.warmup_ratio is not None:
+        warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    else:
+        warmup = cfg.warmup_steps if cfg.lr_schedule == "constant" else min(cfg.warmup_steps, total_steps)
+    name = "constant_with_warmup" if cfg.lr_schedule == "constant" else "linear"
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=max(1, total_steps))
+
+
+def check_length(out: Path, ckpt: Path | None, total_steps: int, cfg: TrainConfig) -> None:
+    """Refuse a plan shorter than the steps a run already holds (a longer one extends it)."""
+    done = step_of(ckpt) if ckpt is not None else 0
+    if done > total_steps:
+        raise HarnessError(
+            f"{out} already holds {done} trained steps, more than the {total_steps} this run plans "
+            f"(max_steps {cfg.max_steps}, epochs {cfg.epochs}): pass --max-steps {done} or more to resume or "
+            "extend it, or use another --out"
+        )
+
+
 def check_fsdp(accelerator) -> None:
     """Refuse an FSDP launch that accelerate would silently run as DDP. accelerate (1.x) turns FSDP on only
     for accelerator devices (its MULTI_GPU/NPU/XPU/... types); on CPU processes ACCELERATE_USE_FSDP and an
@@ -232,7 +256,7 @@ class Trainer:
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.settings = {**settings, "processes": self.world}  # a step's data order depends on it
         self.record = SettingsRecord(self.out / "train_config.json", self.out, "training run")
-        self.record.check(self.settings)
+        self.record.check(self.settings, may_change=LENGTH_SETTINGS)  # a longer run extends a finished one
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         )
@@ -240,24 +264,15 @@ class Trainer:
     def build(self, total_steps: int) -> None:
         """Load the model (LoRA, or all weights with --lora-r 0), set up the optimizer and schedule, and restore
         the last checkpoint (or start from --init)."""
-        from transformers import get_scheduler
-
         cfg = self.cfg
+        ckpt = latest_checkpoint(self.out)
+        check_length(self.out, ckpt, total_steps, cfg)
         torch.manual_seed(cfg.seed)
         dtype = torch.float32 if self.cpu else torch.bfloat16
         self.policy = Policy(self.path, cfg, dtype, need_reference=bool(self.loss.contexts))
         self.params = self.policy.trainable()
         optimizer = make_optimizer(cfg, self.params)
-        self.scheduler = get_scheduler(
-            "linear",
-            optimizer,
-            num_warmup_steps=(
-                math.ceil(cfg.warmup_ratio * total_steps)
-                if cfg.warmup_ratio is not None
-                else min(cfg.warmup_steps, total_steps)
-            ),
-            num_training_steps=max(1, total_steps),
-        )
+        self.scheduler = make_scheduler(cfg, optimizer, total_steps)
         # the scheduler stays unprepared: our step plan is already global, and accelerate's wrapper would
         # advance it once per process per optimizer step
         self.student, self.optimizer = self.accelerator.prepare(StudentHidden(self.policy.model), optimizer)
@@ -266,7 +281,6 @@ class Trainer:
         self.record.write(self.settings)
         self.log_path = self.out / "train_log.jsonl"
         self.start_step = 0
-        ckpt = latest_checkpoint(self.out)
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.optimizer, self.scheduler)
             self.policy.load_state_dict(state["weights"])
@@ -465,4 +479,10 @@ def offline_run(trainer: Trainer, method: FileMethod, desc: str) -> dict:
     )
     trainer.build(len(steps))
     last = trainer.run(len(steps), offline_batches(examples, steps, trainer.rank, trainer.world), desc)
-    return {"steps": len(steps), "last": last, "examples": len(examples), "dropped_overlong": dropped}
+    return {
+        "steps": len(steps),
+        "epochs": steps[-1][0] + 1,  # passes over the data (--max-steps may take more or fewer than --epochs)
+        "last": last,
+        "examples": len(examples),
+        "dropped_overlong": dropped,
+    }

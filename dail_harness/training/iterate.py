@@ -47,7 +47,7 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
     record.check({**settings, "processes": world})
     rows = method.load_rows(cfg.data)
     iterations = int(getattr(method.options, "iterations", 1))
-    history, last, total = [], {}, 0
+    history, last, total, resumed = [], {}, 0, 0
     for r in range(iterations):
         it_dir = out / f"iter-{r}"
         generator = cfg.model if r == 0 else _generation_model(out / f"iter-{r - 1}", cfg)
@@ -59,7 +59,7 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
         counts = counts or json.loads((it_dir / "generated.json").read_text())
         if not counts["kept"]:
             raise HarnessError(
-                f"iteration {r + 1}: the method kept nothing to train on ({counts}); see {it_dir / 'generated.jsonl'}"
+                f"iter-{r}: the method kept nothing to train on ({counts}); see {it_dir / 'generated.jsonl'}"
             )
         it_cfg = dataclasses.replace(
             cfg,
@@ -68,10 +68,11 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
             merge=cfg.merge or (cfg.backend != "hf" and r < iterations - 1),
         )
         trainer = Trainer(it_cfg, method, loss, {**settings, "iteration": r})
-        result = offline_run(trainer, method, f"train ({cfg.method} iteration {r + 1}/{iterations})")
+        result = offline_run(trainer, method, f"train ({cfg.method} iter-{r} of {iterations})")
         trainer.finish(result["steps"])
         last = result["last"]
         total += result["steps"]
+        resumed += trainer.start_step
         history.append({"iteration": r, **counts, "steps": result["steps"], "final_loss": last.get("loss")})
     if state.is_main_process:
         record.write({**settings, "processes": world})
@@ -82,7 +83,13 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
             shutil.rmtree(out / "merged", ignore_errors=True)
             shutil.copytree(out / f"iter-{iterations - 1}" / "merged", out / "merged")
         atomic_write_jsonl(out / "iterations.jsonl", history)
-    return {"steps": total, "examples": sum(h["kept"] for h in history), "last": last, "iterations": history}
+    return {
+        "steps": total,
+        "examples": sum(h["kept"] for h in history),
+        "last": last,
+        "iterations": history,
+        "resumed_from": resumed,
+    }
 
 
 def _generation_model(previous: Path, cfg: TrainConfig) -> str:

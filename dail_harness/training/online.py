@@ -96,11 +96,11 @@ class OnlineContext:
         )
 
 
-def online_run(trainer, desc: str) -> tuple[int, dict, int]:
+def online_run(trainer, desc: str) -> dict:
     """The online loop: every generation batch, this process's share of the prompts is sampled from the live
     policy and the method turns the scored samples into examples; the batch serves `num_iterations` (mu)
     optimizer steps, with the policy's log-probabilities at sampling time stored for the ratio when mu > 1.
-    Returns (optimizer steps, last log row, examples made)."""
+    Returns the optimizer steps, passes over the prompts, last log row and examples made."""
     from dail_harness import registry
     from dail_harness.errors import HarnessError
     from dail_harness.eval.grading import GradingPool
@@ -112,10 +112,16 @@ def online_run(trainer, desc: str) -> tuple[int, dict, int]:
     mu = int(getattr(method.options, "num_iterations", 1))
     if per_step < trainer.world:
         raise HarnessError(f"--prompts-per-step {per_step} is smaller than the {trainer.world} processes")
+    # --max-steps counts optimizer steps: enough generation batches for them, each serving mu steps
     generations = plan_steps(
-        len(rows), epochs=cfg.epochs, seed=cfg.seed, batch_size=per_step, per_step=1, max_steps=cfg.max_steps
+        len(rows),
+        epochs=int(cfg.epochs or 1),
+        seed=cfg.seed,
+        batch_size=per_step,
+        per_step=1,
+        max_steps=-(-cfg.max_steps // mu) if cfg.max_steps else None,
     )
-    total = len(generations) * mu
+    total = cfg.max_steps or len(generations) * mu
     trainer.build(total)
     backend = registry.get("backends", cfg.backend).for_policy(trainer.policy.model, trainer.tokenizer, cfg)
     made = 0
@@ -155,4 +161,4 @@ def online_run(trainer, desc: str) -> tuple[int, dict, int]:
             )
 
         last = trainer.run(total, step_batch, desc, align=mu)
-    return total, last, made
+    return {"steps": total, "epochs": generations[-1][0] + 1, "last": last, "examples": made}

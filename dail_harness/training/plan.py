@@ -1,6 +1,7 @@
 """The step plan of a run: which examples (or prompts) each optimizer step takes, and each process's share.
 
-Data order is a function of (seed, epoch) alone, so a resumed run takes the same steps. Offline, a step
+Data order is a function of (seed, epoch) alone, so a resumed run takes the same steps, and a longer run
+(more epochs, a larger --max-steps) the same first steps as a shorter one. Offline, a step
 takes `grad_accum` micro-batches per process (with N processes under DDP it spans grad_accum x N);
 online, a step takes `prompts_per_step` prompts, shared among the processes.
 """
@@ -20,16 +21,25 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
+LENGTH_SETTINGS = ("max_steps", "epochs")
+"""Settings that only say how long the plan is: a longer plan starts with every step of a shorter one, so a
+finished run can be extended by changing them (the engine refuses a plan shorter than the finished steps)."""
+
+
 def plan_steps(
     n_items: int, *, epochs: int, seed: int, batch_size: int, per_step: int, max_steps: int | None = None
 ) -> list[tuple[int, list[list[int]]]]:
-    """Every optimizer step as (epoch, batches of item indices), in order."""
-    steps = []
-    for epoch in range(epochs):
+    """Every optimizer step as (epoch, batches of item indices), in order. `max_steps` overrides `epochs` (as in
+    Hugging Face Trainer): exactly that many steps, passing over the data as often as it takes, each pass
+    in its own keyed order, so a plan of any length is a prefix of every longer one."""
+    steps: list[tuple[int, list[list[int]]]] = []
+    epoch = 0
+    while n_items and ((len(steps) < max_steps) if max_steps else (epoch < epochs)):
         order = epoch_order(n_items, seed, epoch)
         batches = [order[i : i + batch_size] for i in range(0, n_items, batch_size)]
         for g in range(0, len(batches), per_step):
             steps.append((epoch, batches[g : g + per_step]))
+        epoch += 1
     return steps[:max_steps] if max_steps else steps
 
 

@@ -145,15 +145,17 @@ class Policy:
         set_peft_model_state_dict(self.model, load_file(str(directory / "adapter_model.safetensors")))
 
     def save(self, out: Path, tokenizer: Any, base_model: str, merge: bool) -> None:
-        """The adapter in `out` (its base model is the `--model` the user gave) and optionally `out/merged`;
-        with all weights trained, the full model in `out`."""
+        """The adapter in `out` (its base model is the `--model` the user gave, a local directory as an absolute
+        path) and optionally `out/merged`; with all weights trained, the full model in `out`."""
+        from dail_harness.models.loading import recorded_model
+
         out.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out, prefix=".final-"))
         self.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if self.is_lora:
             adapter_cfg = json.loads((tmp / "adapter_config.json").read_text())
-            adapter_cfg["base_model_name_or_path"] = base_model  # the alias, hub id or path the user gave
+            adapter_cfg["base_model_name_or_path"] = recorded_model(base_model)  # loads from any directory
             (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
         for f in tmp.iterdir():
             os.replace(f, out / f.name)

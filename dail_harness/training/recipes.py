@@ -49,21 +49,39 @@ class Method:
 
     def load_rows(self, path: str | Path) -> list[dict]:
         """The data rows (each with `_line`, its line in the file); missing fields are one clear error."""
-        rows = []
+        rows: list[dict] = []
+        empty: dict[str, list[int]] = {}  # the lines of each required field found empty, reported together
         for line, row in iter_rows(path):
             for f in self.required_fields:
                 if row.get(f) is None:
                     raise HarnessError("missing field", path=str(path), line=line, field=f)
             for f in dict.fromkeys([*self.required_fields, *TYPED_FIELDS]):
                 if f != "waypoints" and row.get(f) is not None:
-                    kind = FIELD_KIND.get(f, "text")
-                    check_field(row[f], f, path, line, kind=kind, allow_empty=f not in self.required_fields)
+                    value = check_field(row[f], f, path, line, kind=FIELD_KIND.get(f, "text"), allow_empty=True)
+                    if not value and f in self.required_fields:
+                        empty.setdefault(f, []).append(line)
             if "waypoints" in row:
                 check_string_list(row["waypoints"], "waypoints", path, line)
             rows.append({**row, "_line": line})
+        if empty:
+            raise empty_rows_error(path, empty)
         if not rows:
             raise HarnessError("no training rows (empty data set)", path=str(path))
         return rows
+
+
+def empty_rows_error(path: str | Path, empty: dict[str, list[int]]) -> HarnessError:
+    """One line for every row whose required field is empty: which lines, how many, and how to drop them."""
+    found = "; ".join(
+        f"{len(lines)} row{'s' * (len(lines) > 1)} with an empty '{f}' (line{'s' * (len(lines) > 1)} "
+        f"{', '.join(map(str, lines[:10]))}{', ...' if len(lines) > 10 else ''})"
+        for f, lines in empty.items()
+    )
+    keep = " and ".join(f'(.{f} | tostring | test("\\\\S"))' for f in empty)
+    hint = f"drop them: jq -c 'select({keep})' {path} > kept.jsonl"
+    if "trace" in empty:  # a D_syn file: a rerun of `generate` re-selects without regenerating, leaving them out
+        hint += "; or rerun the `dail-harness generate` command that wrote it (it re-selects without empty traces)"
+    return HarnessError(f"{found}: nothing to train on; {hint}", path=str(path))
 
 
 class FileMethod(Method):

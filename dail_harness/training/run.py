@@ -5,8 +5,6 @@ without the engine importing it back."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from dail_harness.errors import HarnessError
 from dail_harness.options import Where, as_settings
 from dail_harness.training.config import TrainConfig
@@ -40,10 +38,9 @@ def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] 
     if method.source == "online":
         from dail_harness.training.online import online_run
 
-        total, last, n_examples = online_run(trainer, desc)
-        result: dict[str, Any] = {"steps": total, "last": last, "examples": n_examples}
+        result = online_run(trainer, desc)
     else:
         assert isinstance(method, FileMethod)
         result = offline_run(trainer, method, desc)
     trainer.finish(result["steps"])
-    return {**result, "loss": loss_name}
+    return {**result, "loss": loss_name, "resumed_from": trainer.start_step}
