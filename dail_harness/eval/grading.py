@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -48,6 +49,9 @@ def grade_one(job: GradeJob) -> Verdict:
 
 
 def _worker_main(conn, plugin_dirs: list[str]) -> None:
+    # A terminal's ctrl-C reaches the whole process group; the parent owns shutdown (it sends None or
+    # kills us), so a worker neither dies mid-job nor prints a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     registry.load_builtins(registry.KIND_PACKAGES["verifiers"])  # not tasks/back-ends: no torch here
     for d in plugin_dirs:  # user verifiers loaded with --plugin-dir must exist in the workers too
         registry.load_plugin_dir(d)
