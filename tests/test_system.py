@@ -41,3 +41,75 @@ def test_eval_and_train_outputs_get_the_umask_modes(umask, tmp_path, cli):
     dirs = [train / "checkpoints", train / "checkpoints" / "step-1", train / "merged"]
     assert {str(p): oct(mode(p)) for p in files} == {str(p): oct(0o666 & ~umask) for p in files}
     assert {str(p): oct(mode(p)) for p in dirs} == {str(p): oct(0o777 & ~umask) for p in dirs}
+
+
+def cgroup_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("files", "cgroup", "cpus"),
+    [
+        ({"cpu.max": "max 100000\n"}, "0::/\n", None),  # v2, no quota
+        ({"cpu.max": "150000 100000\n"}, "0::/\n", 1.5),  # v2 at the root (a container's view)
+        ({"user.slice/job/cpu.max": "300000 100000\n", "cpu.max": "max 100000\n"}, "0::/user.slice/job\n", 3.0),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, "1:cpu:/\n", None),  # v1, none
+        ({"cpu,cpuacct/cpu.cfs_quota_us": "200000", "cpu,cpuacct/cpu.cfs_period_us": "50000"}, "3:cpu,cpuacct:/", 4.0),
+        ({}, "", None),  # no cgroup files at all (not Linux, or not mounted)
+    ],
+    ids=["v2-max", "v2-root", "v2-own-group", "v1-unlimited", "v1-quota", "none"],
+)
+def test_cgroup_cpu_limit_reads_v1_and_v2_quotas(files, cgroup, cpus, tmp_path):
+    from dail_harness.models.cpu import cgroup_cpu_limit
+
+    assert cgroup_cpu_limit(cgroup_tree(tmp_path, files), cgroup) == cpus
+
+
+@pytest.mark.parametrize(
+    ("affinity", "quota", "workers", "requested", "env", "threads"),
+    [
+        (2, None, 2, None, {}, 1),  # the shared 2-core machine: grading workers leave one core
+        (2, None, 0, None, {}, 2),
+        (64, 1.5, 0, None, {}, 1),  # a 1.5-CPU quota on a big machine: 1, not 64
+        (64, None, 4, None, {}, 60),
+        (8, 4.0, 4, None, {}, 1),  # never below 1
+        (8, None, 4, 3, {}, 3),  # --threads wins over everything
+        (8, None, 4, 3, {"OMP_NUM_THREADS": "6"}, 3),
+        (8, None, 0, None, {"OMP_NUM_THREADS": "6"}, None),  # the user's setting is left alone
+        (8, None, 0, None, {"MKL_NUM_THREADS": "2"}, None),
+        (8, None, 0, None, {"OMP_NUM_THREADS": ""}, 8),  # set but empty: not a choice
+    ],
+)
+def test_threads_come_from_the_cores_the_process_may_use(affinity, quota, workers, requested, env, threads):
+    from dail_harness.models.cpu import available_cores, choose_threads
+
+    assert choose_threads(available_cores(affinity, quota), workers, requested, env)[0] == threads
+
+
+def test_threads_flag_sets_torch_threads_and_the_environment_is_respected(tmp_path, cli, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+        torch.set_num_threads(2)
+        code, _, err = cli(*EVAL, "--threads", "1", "--out", tmp_path / "a")
+        assert (code, torch.get_num_threads()) == (0, 1), err
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(2)
+        code, _, err = cli(*EVAL, "--out", tmp_path / "b")
+        assert (code, torch.get_num_threads()) == (0, 2), err
+        code, _, err = cli(*EVAL, "--threads", "0", "--out", tmp_path / "c")
+        assert code == 2 and err.strip().splitlines()[-1] == "error: --threads: must be >= 1, got 0"
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command", [["eval"], ["generate"], ["train"], ["data", "hints"]])
+def test_commands_that_compute_take_threads(command, cli):
+    code, out, _ = cli(*command, "--help")
+    assert code == 0 and "--threads INT " in out

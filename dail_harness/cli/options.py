@@ -105,6 +105,15 @@ def load_config_file(path: Path, allowed: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _use_threads(cfg: Any) -> None:
+    """A command that computes sets torch's threads before it loads anything (see `models/cpu.py`)."""
+    from dail_harness.eval.grading import default_workers
+    from dail_harness.models.cpu import use_threads
+
+    workers = getattr(cfg, "grade_workers", 0)
+    use_threads(cfg.threads, default_workers() if workers is None else workers)
+
+
 def config_command(
     app: typer.Typer, name: str, cls: type, *, extra: Callable[[], list] | None = None, hidden: tuple[str, ...] = ()
 ) -> Callable:
@@ -164,6 +173,8 @@ def config_command(
                 {k: v for k, v in values.items() if k not in extra_names},
                 {k: w for k, w in wheres.items() if k not in extra_names},
             )
+            if "threads" in names:
+                _use_threads(cfg)
             if extra is None:
                 return fn(cfg)
             given = {k: v for k, v in values.items() if k in extra_names}

@@ -29,6 +29,7 @@ from dail_harness.dsyn.prompts import (
 )
 from dail_harness.dsyn.select import SELECT_RULES, authors_correct, traces_path, write_selection
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
+from dail_harness.models.cpu import threads_option
 from dail_harness.options import as_settings, on_off, option, parse_shard
 from dail_harness.settings import SettingsRecord
 
@@ -142,6 +143,7 @@ class GenerateConfig:
         None, parse=parse_shard, metavar="i/N", help="Only problems with index % N == i.", panel=RUN
     )
     device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=ENGINE)
+    threads: int | None = threads_option(ENGINE)
     dtype: str | None = option(None, help="float32, bfloat16 ... (default: bf16 on GPU, fp32 on CPU).", panel=ENGINE)
     progress: bool = option(True, help="Show a progress bar.", panel=RUN)
     plugin_dir: list[str] = option(
@@ -174,6 +176,7 @@ class GenerateConfig:
                 "select_by",
                 "grade_workers",
                 "plugin_dir",
+                "threads",
             ),
         )
 

@@ -18,6 +18,7 @@ from dail_harness.dsyn.expert_data import load_expert_data
 from dail_harness.dsyn.prompts import final_answer_of
 from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
+from dail_harness.models.cpu import threads_option
 from dail_harness.options import as_settings, option, parse_shard
 from dail_harness.settings import SettingsRecord
 from dail_harness.verifiers.extract import strip_math_delimiters
@@ -56,11 +57,12 @@ class HintsConfig:
         None, parse=parse_shard, metavar="i/N", help="Only problems with index % N == i."
     )
     device: str | None = option(None, help="cpu, cuda ... (default: cuda if available).")
+    threads: int | None = threads_option()
     dtype: str | None = option(None, help="float32, bfloat16 ... (default: bf16 on GPU, fp32 on CPU).")
     progress: bool = option(True, help="Show a progress bar.")
 
     def settings(self) -> dict:
-        return as_settings(self, exclude=("out", "progress", "batch_size", "device", "limit"))
+        return as_settings(self, exclude=("out", "progress", "batch_size", "device", "limit", "threads"))
 
     def template(self) -> str:
         if self.prompt_template is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 import signal
 import time
 from collections import deque
@@ -26,6 +25,13 @@ DEFAULT_TIMEOUT_S = 10.0
 READY = "ready"
 STARTUP_TIMEOUT_S = 120.0
 MAX_RESTARTS_PER_JOB = 0.5  # more worker deaths than this per graded job means something is broken
+
+
+def default_workers() -> int:
+    """Grading processes when none are asked for: one per core this process may use, at most 4."""
+    from dail_harness.models.cpu import process_cores
+
+    return min(4, process_cores())
 
 
 @dataclass
@@ -100,7 +106,7 @@ class GradingPool:
 
     def __init__(self, workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
         """`workers` 0 grades in this process, without hard timeouts (tests, debugging)."""
-        self.num_workers = max(0, workers if workers is not None else min(4, os.cpu_count() or 1))
+        self.num_workers = max(0, workers if workers is not None else default_workers())
         self.timeout_s = timeout_s
         self.timeouts = 0
         self._ctx = mp.get_context("forkserver")

@@ -31,6 +31,7 @@ from dail_harness.eval.thinking import (
     plain,
     think_end_id,
 )
+from dail_harness.models.cpu import threads_option
 from dail_harness.options import on_off, option, parse_shard
 from dail_harness.records import Problem
 from dail_harness.sampling import SamplingParams
@@ -222,6 +223,7 @@ class EvalConfig(TaskSelection, Sampling):
     )
     max_model_len: int | None = option(None, ge=1, help="vLLM context length (default: the model's).", panel=ENGINE)
     device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=ENGINE)
+    threads: int | None = threads_option(ENGINE)
     dtype: str | None = option(
         None,
         help="float32, bfloat16 ... (default: bf16 on GPU; on CPU fp32 for hf, and for vllm bf16 where the CPU has "

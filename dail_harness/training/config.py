@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dail_harness.models.cpu import threads_option
 from dail_harness.options import as_settings, on_off, option
 from dail_harness.training.chunked import DEFAULT_CHUNK
 
@@ -146,6 +147,7 @@ class TrainConfig:
     merge: bool = option(False, help="Also write OUT/merged, a full model for transformers and vLLM.", panel=RUN)
     report_to: str | None = option(None, help="accelerate tracker: tensorboard, wandb, ...", panel=RUN)
     device: str | None = option(None, help="cpu to force the CPU.", panel=RUN)
+    threads: int | None = threads_option(RUN)
     progress: bool = option(True, help="Show a progress bar.", panel=RUN)
     plugin_dir: list[str] = option(
         default_factory=list, repeat=True, help="Directory of extra plugin modules.", panel=RUN
@@ -177,5 +179,6 @@ class TrainConfig:
                 "loss_opt",
                 "method_opt",
                 "grade_workers",
+                "threads",
             ),
         )
