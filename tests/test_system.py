@@ -113,3 +113,45 @@ def test_threads_flag_sets_torch_threads_and_the_environment_is_respected(tmp_pa
 def test_commands_that_compute_take_threads(command, cli):
     code, out, _ = cli(*command, "--help")
     assert code == 0 and "--threads INT " in out
+
+
+def test_paths_in_a_config_are_relative_to_the_config_file(tmp_path, cli, monkeypatch):
+    """data, prompt_template and out from `exp/eval.yaml` resolve in exp/; the same key as a flag, from the cwd."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "problems.jsonl").write_text(json.dumps({"id": "q1", "problem": "1 + 2?", "answer": "3"}) + "\n")
+    (exp / "prompt.txt").write_text("Solve: {problem}\n")
+    config = "task: file\ndata: problems.jsonl\nanswer_type: integer\nprompt_template: prompt.txt\nout: runs/a\n"
+    config += "model: tiny-random\nn: 1\nmax_tokens: 2\ngrade_workers: 0\nprogress: false\n"
+    (exp / "eval.yaml").write_text(config)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("eval", "--config", "exp/eval.yaml")
+    assert code == 0, err
+    run = json.loads((exp / "runs" / "a" / "run.json").read_text())
+    assert run["prompt_templates"] == {"file": "Solve: {problem}\n"}
+    assert not (tmp_path / "runs").exists()
+    code, _, err = cli("eval", "--config", "exp/eval.yaml", "--out", "b")  # a flag: from the cwd
+    assert code == 0, err
+    assert (tmp_path / "b" / "samples.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "expected"),
+    [
+        ("data.jsonl", "path", "cfg/data.jsonl"),
+        ("../runs/x", "path", "runs/x"),  # joined lexically, then normalised
+        ("/abs/x", "path", "/abs/x"),
+        (["a", "b/c"], "path", ["cfg/a", "cfg/b/c"]),
+        ("Qwen/Qwen2.5-7B-Instruct", "path-or-name", "Qwen/Qwen2.5-7B-Instruct"),  # a hub id stays one
+        ("tiny-random", "path-or-name", "tiny-random"),
+        ("./my-model", "path-or-name", "cfg/my-model"),  # explicitly relative: a path even if missing
+        ("local-model", "path-or-name", "cfg/local-model"),  # exists next to the config
+        (["aime24", "local-model"], "path-or-name", ["aime24", "cfg/local-model"]),
+    ],
+)
+def test_config_path_rule(value, kind, expected, tmp_path, monkeypatch):
+    from dail_harness.options import from_config_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg" / "local-model").mkdir(parents=True)
+    assert from_config_dir(value, Path("cfg"), kind) == expected

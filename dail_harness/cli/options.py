@@ -19,7 +19,12 @@ import typer
 from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.options import Where, base_type, build, default_of, fields_of, flag_of, has_default, spec_of
 
-CONFIG_HELP = "YAML file of settings (keys are the option names, e.g. `temperature: 0.6`); flags override it."
+CONFIG_HELP = (
+    "YAML file of settings (keys are the option names, e.g. `temperature: 0.6`); flags override it. Relative paths "
+    "in it (data, out, templates, ...) are relative to the file's own directory; a model or task is read as a path "
+    "only if it exists there or begins with ./ or ../ (else it is a hub id or a name). Paths given as flags are "
+    "relative to the current directory."
+)
 
 
 @dataclasses.dataclass
