@@ -160,13 +160,16 @@ def _scalar(value: Any, tp: Any, where: Where) -> Any:
 
 
 def coerce(value: Any, f: dataclasses.Field, tp: Any, where: Where) -> Any:
-    """The field's value from command-line text or a config-file value, type-checked."""
+    """The field's value from command-line text or a config-file value, type-checked. A YAML list given to a text
+    field is its command-line form, comma-separated (`k: [1, 2, 4]` is `--k 1,2,4`)."""
     spec = spec_of(f)
     origin, elem, optional = base_type(tp)
     if value is None:
         if optional or not has_default(f):
             return None
         raise where.error("a value is required")
+    if origin is None and elem is str and isinstance(value, (list, tuple)):
+        value = ",".join(_scalar(v, str, where) for v in value)
     if spec.parse is not None and isinstance(value, str):
         try:
             return spec.parse(value)

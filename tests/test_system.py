@@ -155,3 +155,66 @@ def test_config_path_rule(value, kind, expected, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cfg" / "local-model").mkdir(parents=True)
     assert from_config_dir(value, Path("cfg"), kind) == expected
+
+
+VENDORED = '''
+from dail_harness import registry
+from dail_harness.eval.task import VendoredTask
+
+
+@registry.register("tasks", "shipped-sums")
+class ShippedSums(VendoredTask):
+    """A plugin task with its own data file beside it."""
+
+    name = "shipped-sums"
+    answer_type = "integer"
+    expected_count = 2
+    filename = "shipped_sums.jsonl"
+'''
+
+
+def test_a_plugin_vendored_task_ships_its_own_data(tmp_path, cli):
+    plugins = tmp_path / "my_plugins"
+    plugins.mkdir()
+    (plugins / "shipped_sums.py").write_text(VENDORED)
+    rows = [{"id": "a", "problem": "1 + 1?", "answer": "2"}, {"id": "b", "problem": "2 + 2?", "answer": "4"}]
+    (plugins / "shipped_sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = cli("list", "tasks", "--plugin-dir", plugins)
+    assert code == 0, err
+    assert next(line.split()[:3] for line in out.splitlines() if line.startswith("shipped-sums")) == [
+        "shipped-sums",
+        "2",
+        "integer",
+    ]
+    argv = [*EVAL[:2], "shipped-sums", *EVAL[3:6], "2", *EVAL[7:], "--plugin-dir", plugins, "--out", tmp_path / "run"]
+    code, _, err = cli(*argv)
+    assert code == 0, err
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert sorted((s["problem_id"], s["answer_type"]) for s in samples) == [("a", "integer"), ("b", "integer")]
+
+
+def test_grade_without_plugin_dir_hints_at_it(tmp_path, cli, monkeypatch):
+    from dail_harness import registry
+
+    monkeypatch.setattr(registry._state, "loaded_dirs", set())  # as in a fresh process: no --plugin-dir yet
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"completion": "\\boxed{1}", "gold": "1", "answer_type": "digit-share"}) + "\n")
+    code, _, err = cli("grade", rows, "--output", tmp_path / "out.jsonl", "--workers", "0", "--no-progress")
+    assert code == 2 and not (tmp_path / "out.jsonl").exists()
+    assert err.strip().splitlines() == [
+        f"error: {rows}:1, field 'answer_type': must be one of choice, integer, math, got 'digit-share'; "
+        "if it is a plugin's verifier, load it with --plugin-dir DIR"
+    ]
+
+
+@pytest.mark.parametrize(("k", "expected"), [("[1, 2, 4]", "1,2,4"), ("[128]", "128"), ("1,8", "1,8"), ("8", "8")])
+def test_yaml_lists_are_accepted_for_k(k, expected, tmp_path):
+    from dail_harness.cli.options import load_config_file
+    from dail_harness.eval.pipeline import EvalConfig
+    from dail_harness.options import Where, build
+
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"task: [aime24, aime25]\nk: {k}\nmodel: tiny-random\nout: run\n")
+    values = load_config_file(config, dict.fromkeys(["task", "k", "model", "out"]))
+    cfg = build(EvalConfig, values, {key: Where("--" + key, path=str(config), key=key) for key in values})
+    assert (cfg.k, cfg.task) == (expected, ["aime24", "aime25"])
