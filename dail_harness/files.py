@@ -6,6 +6,7 @@ partial last line, which readers drop (it was never acknowledged as written).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -49,12 +50,49 @@ def read_jsonl(path: str | os.PathLike, **kw) -> list[dict]:
     return [obj for _, obj in iter_jsonl(path, **kw)]
 
 
+def current_umask() -> int:
+    """This process's umask; read from /proc where it can be, since setting it to read it races with threads."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(*, directory: bool) -> int:
+    """The mode `open` or `mkdir` would give a new file or directory: 0666 or 0777 less the umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """`tempfile.mkdtemp` in `parent`, with the umask's mode instead of 0700: it becomes an output directory
+    (a checkpoint, a merged model) by a rename, and other users and groups the umask allows must read it."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(tmp, umask_mode(directory=True))
+    return tmp
+
+
+def apply_umask_modes(root: str | os.PathLike) -> None:
+    """Give every file and directory under `root` the umask's mode: libraries write some files 0600 (safetensors
+    >= 0.6 saves through a private temp file), which would make adapters and merged weights unreadable to the
+    group the umask shares them with. For data trees: nothing in them stays executable."""
+    root = Path(root)
+    os.chmod(root, umask_mode(directory=True))
+    for p in root.rglob("*"):
+        if not p.is_symlink():
+            os.chmod(p, umask_mode(directory=p.is_dir()))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to path via a temp file in the same directory and a rename."""
+    """Write text to path via a temp file in the same directory and a rename; the file gets the umask's mode
+    (mkstemp's own 0600 would make every summary and settings file private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_mode(directory=False))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

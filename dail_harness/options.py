@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
+import os
 import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass
+from pathlib import Path
 from typing import Any
 
 from dail_harness.errors import HarnessError, did_you_mean
@@ -46,6 +48,14 @@ class Spec:
     panel: str | None = None
     """The `--help` section the flag is listed in."""
     metavar: str | None = None
+    path: str | None = None
+    """PATH: a file or directory (each item of a list): relative in a config file, it is relative to that file's
+    directory. PATH_OR_NAME: the same where it names an existing path there or begins with `./` or `../`, else a
+    name (a hub id, a task, `tiny-random`) kept as written. Command-line values stay relative to the cwd."""
+
+
+PATH = "path"
+PATH_OR_NAME = "path-or-name"
 
 
 def option(default: Any = MISSING, *, default_factory: Any = MISSING, **spec: Any) -> Any:
@@ -150,13 +160,16 @@ def _scalar(value: Any, tp: Any, where: Where) -> Any:
 
 
 def coerce(value: Any, f: dataclasses.Field, tp: Any, where: Where) -> Any:
-    """The field's value from command-line text or a config-file value, type-checked."""
+    """The field's value from command-line text or a config-file value, type-checked. A YAML list given to a text
+    field is its command-line form, comma-separated (`k: [1, 2, 4]` is `--k 1,2,4`)."""
     spec = spec_of(f)
     origin, elem, optional = base_type(tp)
     if value is None:
         if optional or not has_default(f):
             return None
         raise where.error("a value is required")
+    if origin is None and elem is str and isinstance(value, (list, tuple)):
+        value = ",".join(_scalar(v, str, where) for v in value)
     if spec.parse is not None and isinstance(value, str):
         try:
             return spec.parse(value)
@@ -187,6 +200,24 @@ def coerce(value: Any, f: dataclasses.Field, tp: Any, where: Where) -> Any:
         values = [_scalar(x.strip() if isinstance(x, str) and not spec.repeat else x, elem, where) for x in parts]
         return list(dict.fromkeys(values)) if not spec.repeat else values
     return _scalar(value, elem, where)
+
+
+def from_config_dir(value: Any, config_dir: Path, kind: str) -> Any:
+    """A path field's value (or each item of a list) as read from a config file in `config_dir`: relative paths
+    are joined to that directory (lexically: `configs/x/../../runs` is `runs`), so a config and the files it
+    names move together; see `Spec.path` for names that are not paths."""
+    if isinstance(value, list):
+        return [from_config_dir(v, config_dir, kind) for v in value]
+    if not isinstance(value, str) or not value.strip():
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    joined = os.path.normpath(config_dir / path)
+    explicit = value.startswith(("./", "../")) or value in (".", "..")
+    if kind == PATH_OR_NAME and not explicit and not Path(joined).exists():
+        return value
+    return joined
 
 
 def _describe_range(s: Spec) -> str:
@@ -228,6 +259,9 @@ def build(cls: type, values: dict[str, Any], wheres: dict[str, Where] | None = N
         where = wheres.get(f.name) or Where(flag_of(f))
         if f.name in values:
             value = coerce(values[f.name], f, tp, where)
+            kind = spec_of(f).path
+            if where.path is not None and kind is not None:
+                value = from_config_dir(value, Path(where.path).parent, kind)
         elif has_default(f):
             value = default_of(f)
         else:

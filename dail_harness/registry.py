@@ -146,7 +146,17 @@ def get_entry(kind: str, name: str) -> Entry:
     hint = did_you_mean(name, candidates, n=3, cutoff=0.5)
     hint = f"; {hint}" if hint else ""
     singular = kind[:-1]
-    raise HarnessError(f"unknown {singular} '{name}'{hint} (run `dail-harness list {kind}` to see all)")
+    raise HarnessError(
+        f"unknown {singular} '{name}'{hint}{plugin_hint(kind)} (run `dail-harness list {kind}` to see all)"
+    )
+
+
+def plugin_hint(kind: str) -> str:
+    """For an unknown name when no plugin directory is loaded: it may be a plugin's, which a command sees only
+    with --plugin-dir (worker processes and a later `grade` do not remember an earlier run's plugins)."""
+    if _state.loaded_dirs:
+        return ""
+    return f"; if it is a plugin's {kind[:-1]}, load it with --plugin-dir DIR"
 
 
 def get(kind: str, name: str) -> Any:

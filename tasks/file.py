@@ -44,13 +44,17 @@ class FileTask(VendoredTask):
     """Your own data: --data PATH [--fields problem=COL,answer=COL,id=COL] [--answer-type T]."""
 
     name = "file"
+    answer_type = "math"  # unless --answer-type says otherwise (what `list tasks` shows)
 
     def __init__(self, **options):
         super().__init__(**options)
-        self.answer_type = options.get("answer_type") or "math"
+        self.answer_type = options.get("answer_type") or type(self).answer_type
         known = registry.names("verifiers")
         if self.answer_type not in known:
-            raise HarnessError(f"--answer-type must be one of {', '.join(known)}, got '{self.answer_type}'")
+            raise HarnessError(
+                f"--answer-type must be one of {', '.join(known)}, got '{self.answer_type}'"
+                + registry.plugin_hint("verifiers")
+            )
 
     def load_problems(self) -> list[Problem]:
         path = self.options.get("data")

@@ -1,6 +1,7 @@
-"""kill -9 at several points of eval, generate and train, then a rerun: the result equals an uninterrupted
-run's, with nothing lost and nothing duplicated. The points are drawn at random (seeded) from the run's
-progress: the process is killed as soon as its output holds that many rows, wherever it is then."""
+"""kill -9 (and a terminal's ctrl-C) at several points of eval, generate and train, then a rerun: the result
+equals an uninterrupted run's, with nothing lost and nothing duplicated. The points are drawn at random
+(seeded) from the run's progress: the process is killed as soon as its output holds that many rows, wherever
+it is then. A ctrl-C goes to the whole process group, as a terminal sends it, grading workers included."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,39 +36,53 @@ def lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-def kill_when(argv: list[str], watched: Path, rows: int, timeout: float = 300) -> bool:
-    """Run `dail-harness ARGV` in a subprocess and SIGKILL it once `watched` has `rows` lines; False if it
-    finished first."""
+INTERRUPTED = "interrupted: rerun the same command to resume\n"
+
+
+def kill_when(argv: list[str], watched: Path, rows: int, sig: int = signal.SIGKILL, timeout: float = 300):
+    """Run `dail-harness ARGV` in a subprocess and send `sig` to its process group once `watched` has `rows`
+    lines; its (exit code, stderr), or None if it finished first."""
     cmd = [sys.executable, "-m", "dail_harness", *map(str, argv)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        if lines(watched) >= rows:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.01)
-    proc.wait()
-    return False
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        sent = False
+        while proc.poll() is None and time.monotonic() < deadline:
+            if lines(watched) >= rows:
+                os.killpg(proc.pid, sig)
+                sent = True
+                break
+            time.sleep(0.01)
+        code = proc.wait()
+        err.seek(0)
+        return (code, err.read().decode()) if sent else None
 
 
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def points(total: int, seed: str) -> list[int]:
-    return sorted(random.Random(seed).sample(range(1, total), POINTS))
+def points(total: int, seed: str, count: int = POINTS) -> list[int]:
+    return sorted(random.Random(seed).sample(range(1, total), count))
 
 
-def check_killed_runs(cli, argv, out_of, watched_of, total: int, compare, seed: str, tmp_path: Path) -> None:
+def check_killed_runs(
+    cli, argv, out_of, watched_of, total: int, compare, seed: str, tmp_path: Path, sig: int = signal.SIGKILL
+) -> None:
+    """The reference run, then a run killed with `sig` at each seeded point and rerun: equal to the reference.
+    A ctrl-C (SIGINT) must end with exit code 130 and exactly one line on stderr (no worker tracebacks)."""
     ref = tmp_path / "reference"
     code, _, err = cli(*argv, *out_of(ref))
     assert code == 0, err
     assert lines(watched_of(ref)) == total
-    for k in points(total, seed):
+    for k in points(total, seed, POINTS if sig == signal.SIGKILL else 2):
         run = tmp_path / f"killed-at-{k}"
-        assert kill_when([*argv, *out_of(run)], watched_of(run), k), f"the run ended before {k} rows"
-        assert lines(watched_of(run)) < total
+        ended = kill_when([*argv, *out_of(run)], watched_of(run), k, sig)
+        assert ended is not None, f"the run ended before {k} rows"
+        if sig == signal.SIGINT:  # 130 also says it stopped before the end (all rows may be in, not the summary)
+            assert ended == (130, INTERRUPTED)
+        else:
+            assert lines(watched_of(run)) < total
         code, _, err = cli(*argv, *out_of(run))  # the rerun resumes
         assert code == 0, err
         compare(ref, run)
@@ -81,16 +97,39 @@ def key_rows(rows: list[dict], key: tuple[str, ...], drop: tuple[str, ...] = ())
     return out
 
 
+def same_samples(ref: Path, run: Path) -> None:
+    key = ("task", "problem_id", "temperature", "budget", "sample_index")
+    assert key_rows(jsonl(run / "samples.jsonl"), key) == key_rows(jsonl(ref / "samples.jsonl"), key)
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (ref, run))
+    assert a["pass_at_k_exact"] == b["pass_at_k_exact"] and a["num_problems"] == b["num_problems"]
+
+
+def same_training(ref: Path, run: Path) -> None:
+    from safetensors.torch import load_file
+
+    timing = ("tokens_per_s", "sampling_tokens_per_s", "update_tokens_per_s", "seconds")
+    a, b = (key_rows(jsonl(d / "train_log.jsonl"), ("step",), timing) for d in (ref, run))
+    assert list(a) == list(b)
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-8), step
+    wa, wb = (load_file(d / "adapter_model.safetensors") for d in (ref, run))
+    assert wa.keys() == wb.keys()
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-7) for k in wa)
+
+
 @pytest.mark.slow
 def test_eval_killed_at_random_points_resumes_to_the_same_samples(tmp_path, cli):
-    def compare(ref, run):
-        key = ("task", "problem_id", "temperature", "budget", "sample_index")
-        assert key_rows(jsonl(run / "samples.jsonl"), key) == key_rows(jsonl(ref / "samples.jsonl"), key)
-        a, b = (json.loads((d / "summary.json").read_text()) for d in (ref, run))
-        assert a["pass_at_k_exact"] == b["pass_at_k_exact"] and a["num_problems"] == b["num_problems"]
-
     out = lambda d: ["--out", d]
-    check_killed_runs(cli, EVAL, out, lambda d: d / "samples.jsonl", 24, compare, "eval", tmp_path)
+    check_killed_runs(cli, EVAL, out, lambda d: d / "samples.jsonl", 24, same_samples, "eval", tmp_path)
+
+
+@pytest.mark.slow
+def test_eval_interrupted_by_ctrl_c_exits_130_quietly_and_resumes(tmp_path, cli):
+    """With 2 grading workers in the terminal's process group: they must not print tracebacks."""
+    argv = [*EVAL, "--grade-workers", "2"]  # the last --grade-workers wins
+    out = lambda d: ["--out", d]
+    watched = lambda d: d / "samples.jsonl"
+    check_killed_runs(cli, argv, out, watched, 24, same_samples, "ctrl-c", tmp_path, signal.SIGINT)
 
 
 @pytest.mark.slow
@@ -110,22 +149,11 @@ def test_generate_killed_at_random_points_resumes_to_the_same_traces(tmp_path, c
 
 
 @pytest.mark.slow
-def test_train_killed_at_random_points_resumes_to_the_same_curve_and_adapter(tmp_path, cli):
-    from safetensors.torch import load_file
-
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_train_killed_at_random_points_resumes_to_the_same_curve_and_adapter(tmp_path, cli, sig):
     data = tmp_path / "dsyn.jsonl"
     dsyn = [{**r, "trace": r["solution"], "waypoints": [str(r["answer"])]} for r in EXPERT]
     data.write_text("".join(json.dumps(r) + "\n" for r in dsyn))
-
-    def compare(ref, run):
-        timing = ("tokens_per_s", "sampling_tokens_per_s", "update_tokens_per_s", "seconds")
-        a, b = (key_rows(jsonl(d / "train_log.jsonl"), ("step",), timing) for d in (ref, run))
-        assert list(a) == list(b)
-        for step in a:
-            assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-8), step
-        wa, wb = (load_file(d / "adapter_model.safetensors") for d in (ref, run))
-        assert wa.keys() == wb.keys()
-        assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-7) for k in wa)
-
     out = lambda d: ["--data", data, "--out", d]
-    check_killed_runs(cli, TRAIN, out, lambda d: d / "train_log.jsonl", 12, compare, "train", tmp_path)
+    seed = "train" if sig == signal.SIGKILL else "ctrl-c"
+    check_killed_runs(cli, TRAIN, out, lambda d: d / "train_log.jsonl", 12, same_training, seed, tmp_path, sig)

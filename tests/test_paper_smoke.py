@@ -86,7 +86,12 @@ def settings_of(argv: list[str]) -> dict:
     """The command's settings as its config file and flags give them (enough to choose the smoke flags)."""
     values: dict = {}
     if "--config" in argv:
-        values.update(yaml.safe_load(Path(argv[argv.index("--config") + 1]).read_text()) or {})
+        from dail_harness.options import PATH_OR_NAME, from_config_dir
+
+        config = Path(argv[argv.index("--config") + 1])
+        values.update(yaml.safe_load(config.read_text()) or {})
+        if "model" in values:  # as the command reads it: relative to the config file
+            values["model"] = from_config_dir(values["model"], config.parent, PATH_OR_NAME)
     for i, a in enumerate(argv):
         if a.startswith("--"):
             nxt = argv[i + 1] if i + 1 < len(argv) else ""

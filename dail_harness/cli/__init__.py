@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -26,6 +27,9 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Evaluate and train language models from expert solutions (DAIL and baselines).",
 )
+
+INTERRUPTED = "interrupted: rerun the same command to resume"
+INTERRUPTED_CODE = 130  # 128 + SIGINT, what shells report for a ctrl-C
 
 
 def _print_version(value: bool) -> None:
@@ -89,20 +93,31 @@ def main() -> None:
         importlib.import_module(f"dail_harness.cli.{module}")
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # Typer turns a ctrl-C into a returned 130, not an exception
     except HarnessError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished work is saved; rerun the same command to resume", err=True)
-        sys.exit(130)
+        _interrupted()
     except _click_errors() as e:
         sys.exit(_usage_error(e))
     except Exception as e:
-        if type(e).__name__ in ("Exit", "Abort"):  # click's own exits (e.g. after --help)
-            sys.exit(int(getattr(e, "exit_code", 0) or 0) if type(e).__name__ == "Exit" else 130)
+        if type(e).__name__ == "Abort":  # click's ctrl-C at a prompt
+            _interrupted()
+        if type(e).__name__ == "Exit":  # click's own exits (e.g. after --help)
+            sys.exit(int(getattr(e, "exit_code", 0) or 0))
         import traceback
 
         traceback.print_exc()
         typer.echo(f"error: {BUG_REPORT}", err=True)
         sys.exit(1)
+    if code == INTERRUPTED_CODE:
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _interrupted() -> NoReturn:
+    """A ctrl-C: finished samples and steps are already stored, so one line and the shell's code for it."""
+    typer.echo(INTERRUPTED, err=True)
+    sys.exit(INTERRUPTED_CODE)

@@ -9,7 +9,7 @@ import typer
 from dail_harness.cli import app
 from dail_harness.cli.options import config_command
 from dail_harness.dsyn.hints import HintsConfig
-from dail_harness.options import option
+from dail_harness.options import PATH, PATH_OR_NAME, option
 
 data_app = typer.Typer(help="Build and check expert data sets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
@@ -19,12 +19,16 @@ BENCHMARKS = "aime24,aime25,beyondaime,imo-answerbench"
 
 @dataclass(kw_only=True)
 class HarpConfig:
-    out: str = option(help="Expert data JSONL to write.")
+    out: str = option(path=PATH, help="Expert data JSONL to write.")
     first_year: int = option(1985, ge=1983, help="First AIME year.")
     last_year: int = option(2023, ge=1983, help="Last AIME year.")
-    filter_model: str | None = option(None, help="Keep only problems this model fails in all --n samples.")
+    filter_model: str | None = option(
+        None, path=PATH_OR_NAME, help="Keep only problems this model fails in all --n samples."
+    )
     n: int = option(32, ge=1, help="Samples per problem for the filter (the paper: 32).")
-    filter_dir: str | None = option(None, help="Run directory of the filter's eval (resumable; default OUT.filter).")
+    filter_dir: str | None = option(
+        None, path=PATH, help="Run directory of the filter's eval (resumable; default OUT.filter)."
+    )
     backend: str = option("hf", help="Sampling back-end of the filter.")
     temperature: float | None = option(None, ge=0, help="Sampling temperature of the filter (default: eval's).")
     top_p: float | None = option(None, gt=0, le=1, help="Nucleus sampling mass of the filter (default: eval's).")
@@ -114,11 +118,11 @@ def _report_overlaps(records, against: str, drop: bool, ids_out: str | None = No
 
 @dataclass(kw_only=True)
 class DedupConfig:
-    data: str = option(help="Expert data file.")
+    data: str = option(path=PATH, help="Expert data file.")
     against: str = option(BENCHMARKS, help="Benchmarks to compare with, comma-separated.")
-    out: str | None = option(None, help="Write the data without overlapping problems here.")
+    out: str | None = option(None, path=PATH, help="Write the data without overlapping problems here.")
     ids_out: str | None = option(
-        None, help="Write the overlapping benchmark problems as `task/id` lines here (for `eval --exclude`)."
+        None, path=PATH, help="Write the overlapping benchmark problems as `task/id` lines here (for `eval --exclude`)."
     )
 
 
@@ -152,15 +156,19 @@ def data_hints_cmd(cfg: HintsConfig) -> None:
 @dataclass(kw_only=True)
 class SummaryConfig:
     files: list[str] = option(
-        positional=True, repeat=True, help="D_syn files (or their .traces.jsonl), e.g. one per tau."
+        positional=True, repeat=True, path=PATH, help="D_syn files (or their .traces.jsonl), e.g. one per tau."
     )
     model: str | None = option(
-        None, help="Tokenizer for token lengths (default: the model that generated the first file)."
+        None, path=PATH_OR_NAME, help="Tokenizer for token lengths (default: the model that generated the first file)."
     )
     answer_type: str = option("math", help="Verifier for rows that carry no grade.")
-    plot: str | None = option("dsyn.png", help="Plots: PLOT_tau.png (Figure 11) and PLOT_lengths.png (Figure 12).")
+    plot: str | None = option(
+        "dsyn.png", path=PATH, help="Plots: PLOT_tau.png (Figure 11) and PLOT_lengths.png (Figure 12)."
+    )
     json: bool = option(False, flag="--json", help="Print the summaries as JSON.")
-    plugin_dir: list[str] = option(default_factory=list, repeat=True, help="Directory of extra plugin modules.")
+    plugin_dir: list[str] = option(
+        default_factory=list, repeat=True, path=PATH, help="Directory of extra plugin modules."
+    )
 
 
 @config_command(data_app, "summary", SummaryConfig)
@@ -199,7 +207,7 @@ def data_summary_cmd(cfg: SummaryConfig) -> None:
 
 @dataclass(kw_only=True)
 class ToyConfig:
-    out: str = option(help="Expert data JSONL to write.")
+    out: str = option(path=PATH, help="Expert data JSONL to write.")
     n: int = option(16, ge=1, help="Problems.")
     seed: int = option(0, help="Seed of the problems.")
     min_operand: int = option(1, ge=0, help="Smallest operand.")

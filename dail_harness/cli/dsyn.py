@@ -10,7 +10,7 @@ from dail_harness.cli import app, load_plugins
 from dail_harness.cli.options import config_command
 from dail_harness.dsyn.generate import GenerateConfig
 from dail_harness.errors import HarnessError, did_you_mean
-from dail_harness.options import option
+from dail_harness.options import PATH, option
 
 
 @config_command(app, "generate", GenerateConfig)
@@ -38,8 +38,8 @@ def generate_cmd(cfg: GenerateConfig) -> None:
 @dataclass(kw_only=True)
 class PromptsConfig:
     problem_id: str = option(help="The problem to show.")
-    data: str = option(help="Expert data file.")
-    templates: str | None = option(None, help="JSON with student/privileged/negative templates.")
+    data: str = option(path=PATH, help="Expert data file.")
+    templates: str | None = option(None, path=PATH, help="JSON with student/privileged/negative templates.")
 
 
 @config_command(app, "prompts", PromptsConfig)

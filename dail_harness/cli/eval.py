@@ -14,7 +14,7 @@ from dail_harness.cli.options import config_command
 from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S
 from dail_harness.eval.pipeline import EvalConfig
-from dail_harness.options import option
+from dail_harness.options import PATH, option
 
 
 @dataclass(kw_only=True)
@@ -22,7 +22,9 @@ class ListConfig:
     kind: str | None = option(
         None, positional=True, help="tasks, methods, losses, backends, rollouts or verifiers (all if omitted)."
     )
-    plugin_dir: list[str] = option(default_factory=list, repeat=True, help="Directory of extra plugin modules.")
+    plugin_dir: list[str] = option(
+        default_factory=list, repeat=True, path=PATH, help="Directory of extra plugin modules."
+    )
 
 
 @config_command(app, "list", ListConfig)
@@ -69,12 +71,15 @@ class ReportConfig:
     runs: list[str] = option(
         positional=True,
         repeat=True,
+        path=PATH,
         help="Run directories: evaluations (`dail-harness eval`) and/or training runs (`dail-harness train`).",
     )
     json: bool = option(False, flag="--json", help="Print metrics as JSON instead of a table.")
     k: str | None = option(None, help="k values to report (default 1,2,4,... up to n).")
     plot: str | None = option(
-        None, help="Where to write the pass@k-vs-k PNG (default: pass_at_k.png; with --json, none unless given)."
+        None,
+        path=PATH,
+        help="Where to write the pass@k-vs-k PNG (default: pass_at_k.png; with --json, none unless given).",
     )
     no_plot: bool = option(False, flag="--no-plot", help="Do not write a plot.")
     title: str | None = option(None, help="Title of the plots (e.g. what the runs are).")
@@ -82,7 +87,9 @@ class ReportConfig:
         None, help="Report only these tasks of each run, as one set (e.g. aime24,aime25 of a run over four)."
     )
     exclude: str | None = option(
-        None, help="File of problem ids to leave out (`id` or `task/id` lines, e.g. from `data dedup --ids-out`)."
+        None,
+        path=PATH,
+        help="File of problem ids to leave out (`id` or `task/id` lines, e.g. from `data dedup --ids-out`).",
     )
 
 
@@ -125,12 +132,16 @@ def report_cmd(cfg: ReportConfig) -> None:
 
 @dataclass(kw_only=True)
 class GradeConfig:
-    input: str = option(positional=True, help="JSONL rows with completion, gold, answer_type (finish_reason optional).")
-    output: str = option(flag="--output -o", help="Graded JSONL (rows + correct, extracted, no_answer).")
+    input: str = option(
+        positional=True, path=PATH, help="JSONL rows with completion, gold, answer_type (finish_reason optional)."
+    )
+    output: str = option(flag="--output -o", path=PATH, help="Graded JSONL (rows + correct, extracted, no_answer).")
     workers: int | None = option(None, ge=0, help="Grading processes (0: in-process).")
     timeout: float = option(DEFAULT_TIMEOUT_S, gt=0, help="Seconds per row before it counts as a timeout.")
     progress: bool = option(True, help="Show a progress bar.")
-    plugin_dir: list[str] = option(default_factory=list, repeat=True, help="Directory of extra plugin modules.")
+    plugin_dir: list[str] = option(
+        default_factory=list, repeat=True, path=PATH, help="Directory of extra plugin modules."
+    )
 
 
 @config_command(app, "grade", GradeConfig)

@@ -10,12 +10,12 @@ import typer
 from dail_harness.cli import app, load_plugins
 from dail_harness.cli.options import config_command
 from dail_harness.eval.pipeline import Sampling, TaskSelection
-from dail_harness.options import option
+from dail_harness.options import PATH, PATH_OR_NAME, option
 
 
 @dataclass(kw_only=True)
 class ExportConfig(TaskSelection, Sampling):
-    out: str = option(help="Directory to write (use it as lm-eval's --include_path).")
+    out: str = option(path=PATH, help="Directory to write (use it as lm-eval's --include_path).")
 
 
 @config_command(app, "lm-eval-export", ExportConfig)
@@ -44,16 +44,18 @@ def lm_eval_export_cmd(cfg: ExportConfig) -> None:
 
 @dataclass(kw_only=True)
 class LmEvalConfig:
-    model: str = option(help="Model directory, adapter directory, hub id or 'tiny-random'.")
+    model: str = option(path=PATH_OR_NAME, help="Model directory, adapter directory, hub id or 'tiny-random'.")
     tasks: list[str] = option(help="lm-eval task names, comma-separated (e.g. gsm8k,dail_aime24).")
-    include_path: str | None = option(None, help="Extra lm-eval task directory (e.g. from lm-eval-export).")
+    include_path: str | None = option(None, path=PATH, help="Extra lm-eval task directory (e.g. from lm-eval-export).")
     limit: int | None = option(None, ge=1, help="Only the first L documents of each task.")
     batch_size: int = option(1, ge=1, help="lm-eval batch size.")
     chat_template: bool = option(True, help="Apply the model's chat template.")
     device: str | None = option(None, help="cpu, cuda ... (default: cuda if available).")
-    output: str | None = option(None, help="Write lm-eval's results (and samples) as JSON here.")
+    output: str | None = option(None, path=PATH, help="Write lm-eval's results (and samples) as JSON here.")
     log_samples: bool = option(False, help="Keep every sample in --output.")
-    plugin_dir: list[str] = option(default_factory=list, repeat=True, help="Directory of extra plugin modules.")
+    plugin_dir: list[str] = option(
+        default_factory=list, repeat=True, path=PATH, help="Directory of extra plugin modules."
+    )
 
 
 @config_command(app, "lm-eval", LmEvalConfig)

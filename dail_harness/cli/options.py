@@ -19,7 +19,12 @@ import typer
 from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.options import Where, base_type, build, default_of, fields_of, flag_of, has_default, spec_of
 
-CONFIG_HELP = "YAML file of settings (keys are the option names, e.g. `temperature: 0.6`); flags override it."
+CONFIG_HELP = (
+    "YAML file of settings (keys are the option names, e.g. `temperature: 0.6`); flags override it. Relative paths "
+    "in it (data, out, templates, ...) are relative to the file's own directory; a model or task is read as a path "
+    "only if it exists there or begins with ./ or ../ (else it is a hub id or a name). Paths given as flags are "
+    "relative to the current directory."
+)
 
 
 @dataclasses.dataclass
@@ -105,6 +110,15 @@ def load_config_file(path: Path, allowed: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _use_threads(cfg: Any) -> None:
+    """A command that computes sets torch's threads before it loads anything (see `models/cpu.py`)."""
+    from dail_harness.eval.grading import default_workers
+    from dail_harness.models.cpu import use_threads
+
+    workers = getattr(cfg, "grade_workers", 0)
+    use_threads(cfg.threads, default_workers() if workers is None else workers)
+
+
 def config_command(
     app: typer.Typer, name: str, cls: type, *, extra: Callable[[], list] | None = None, hidden: tuple[str, ...] = ()
 ) -> Callable:
@@ -164,6 +178,8 @@ def config_command(
                 {k: v for k, v in values.items() if k not in extra_names},
                 {k: w for k, w in wheres.items() if k not in extra_names},
             )
+            if "threads" in names:
+                _use_threads(cfg)
             if extra is None:
                 return fn(cfg)
             given = {k: v for k, v in values.items() if k in extra_names}

@@ -29,7 +29,8 @@ from dail_harness.dsyn.prompts import (
 )
 from dail_harness.dsyn.select import SELECT_RULES, authors_correct, traces_path, write_selection
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
-from dail_harness.options import as_settings, on_off, option, parse_shard
+from dail_harness.models.cpu import threads_option
+from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option, parse_shard
 from dail_harness.settings import SettingsRecord
 
 ROLLOUT, SAMPLING, ENGINE, RUN, SELECTION = "Mixed rollouts", "Sampling", "Back-end", "Run", "Selection"
@@ -40,12 +41,14 @@ class GenerateConfig:
     """Settings of one `dail-harness generate` run (the CLI's flags are these fields)."""
 
     data: str = option(
-        help="Expert data: JSONL/JSON/CSV/Parquet with problem_id, problem, solution[, answer].", panel=RUN
+        path=PATH, help="Expert data: JSONL/JSON/CSV/Parquet with problem_id, problem, solution[, answer].", panel=RUN
     )
     model: str = option(
-        help="The student (and, with the expert solution in context, the privileged student).", panel=RUN
+        path=PATH_OR_NAME,
+        help="The student (and, with the expert solution in context, the privileged student).",
+        panel=RUN,
     )
-    out: str = option(help="D_syn JSONL to write; rerunning resumes.", panel=RUN)
+    out: str = option(path=PATH, help="D_syn JSONL to write; rerunning resumes.", panel=RUN)
     mode: str = option(
         "mixed",
         choices=("direct", "mixed"),
@@ -119,7 +122,7 @@ class GenerateConfig:
         help="on: thinking model (enable_thinking; </think> suppressed in rollouts).",
         panel=RUN,
     )
-    templates: str | None = option(None, help="JSON with student/privileged/negative templates.", panel=RUN)
+    templates: str | None = option(None, path=PATH, help="JSON with student/privileged/negative templates.", panel=RUN)
     max_prompt_tokens: int | None = option(
         None,
         ge=1,
@@ -142,11 +145,13 @@ class GenerateConfig:
         None, parse=parse_shard, metavar="i/N", help="Only problems with index % N == i.", panel=RUN
     )
     device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=ENGINE)
+    threads: int | None = threads_option(ENGINE)
     dtype: str | None = option(None, help="float32, bfloat16 ... (default: bf16 on GPU, fp32 on CPU).", panel=ENGINE)
     progress: bool = option(True, help="Show a progress bar.", panel=RUN)
     plugin_dir: list[str] = option(
         default_factory=list,
         repeat=True,
+        path=PATH,
         help="Directory of extra plugin modules (e.g. a verifier for --answer-type).",
         panel=RUN,
     )
@@ -174,6 +179,7 @@ class GenerateConfig:
                 "select_by",
                 "grade_workers",
                 "plugin_dir",
+                "threads",
             ),
         )
 

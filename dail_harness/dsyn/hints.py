@@ -18,7 +18,8 @@ from dail_harness.dsyn.expert_data import load_expert_data
 from dail_harness.dsyn.prompts import final_answer_of
 from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
-from dail_harness.options import as_settings, option, parse_shard
+from dail_harness.models.cpu import threads_option
+from dail_harness.options import PATH, PATH_OR_NAME, as_settings, option, parse_shard
 from dail_harness.settings import SettingsRecord
 from dail_harness.verifiers.extract import strip_math_delimiters
 
@@ -40,27 +41,32 @@ Write one short hint (one to three sentences) that states the key idea, techniqu
 class HintsConfig:
     """Settings of `dail-harness data hints` (sampling flags named as in `eval`)."""
 
-    data: str = option(help="Expert data with problem_id, problem, solution and an answer (field or last box).")
-    model: str = option(help="The model that writes the hints (NuRL: the model being trained).")
-    out: str = option(help="Hints JSONL to write; rerunning resumes.")
+    data: str = option(
+        path=PATH, help="Expert data with problem_id, problem, solution and an answer (field or last box)."
+    )
+    model: str = option(path=PATH_OR_NAME, help="The model that writes the hints (NuRL: the model being trained).")
+    out: str = option(path=PATH, help="Hints JSONL to write; rerunning resumes.")
     attempts: int = option(8, ge=1, help="Draws per problem before giving up on a hint that hides the answer.")
     max_tokens: int = option(256, ge=1, help="Maximum new tokens per hint.")
     temperature: float = option(0.6, ge=0, help="Sampling temperature.")
     top_p: float = option(0.95, gt=0, le=1, help="Nucleus sampling mass.")
     seed: int = option(0, help="Hints are keyed by (seed, problem, attempt).")
     backend: str = option("hf", help="Sampling back-end (hf or vllm).")
-    prompt_template: str | None = option(None, help="File with the hint prompt ({problem}, {solution}, {answer}).")
+    prompt_template: str | None = option(
+        None, path=PATH, help="File with the hint prompt ({problem}, {solution}, {answer})."
+    )
     batch_size: int | None = option(None, ge=1, help="Rows per generate call (hf).")
     limit: int | None = option(None, ge=1, help="Only the first L problems.")
     shard: tuple[int, int] | None = option(
         None, parse=parse_shard, metavar="i/N", help="Only problems with index % N == i."
     )
     device: str | None = option(None, help="cpu, cuda ... (default: cuda if available).")
+    threads: int | None = threads_option()
     dtype: str | None = option(None, help="float32, bfloat16 ... (default: bf16 on GPU, fp32 on CPU).")
     progress: bool = option(True, help="Show a progress bar.")
 
     def settings(self) -> dict:
-        return as_settings(self, exclude=("out", "progress", "batch_size", "device", "limit"))
+        return as_settings(self, exclude=("out", "progress", "batch_size", "device", "limit", "threads"))
 
     def template(self) -> str:
         if self.prompt_template is None:

@@ -25,7 +25,7 @@ def read_grade_jobs(path: str | Path) -> tuple[list[dict], list[GradeJob]]:
             check_field(row["finish_reason"], "finish_reason", path, line)
         if row["answer_type"] not in known:
             raise HarnessError(
-                f"must be one of {', '.join(known)}, got {row['answer_type']!r}",
+                f"must be one of {', '.join(known)}, got {row['answer_type']!r}{registry.plugin_hint('verifiers')}",
                 path=str(path),
                 line=line,
                 field="answer_type",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -25,6 +25,13 @@ DEFAULT_TIMEOUT_S = 10.0
 READY = "ready"
 STARTUP_TIMEOUT_S = 120.0
 MAX_RESTARTS_PER_JOB = 0.5  # more worker deaths than this per graded job means something is broken
+
+
+def default_workers() -> int:
+    """Grading processes when none are asked for: one per core this process may use, at most 4."""
+    from dail_harness.models.cpu import process_cores
+
+    return min(4, process_cores())
 
 
 @dataclass
@@ -48,6 +55,9 @@ def grade_one(job: GradeJob) -> Verdict:
 
 
 def _worker_main(conn, plugin_dirs: list[str]) -> None:
+    # A terminal's ctrl-C reaches the whole process group; the parent owns shutdown (it sends None or
+    # kills us), so a worker neither dies mid-job nor prints a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     registry.load_builtins(registry.KIND_PACKAGES["verifiers"])  # not tasks/back-ends: no torch here
     for d in plugin_dirs:  # user verifiers loaded with --plugin-dir must exist in the workers too
         registry.load_plugin_dir(d)
@@ -96,7 +106,7 @@ class GradingPool:
 
     def __init__(self, workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
         """`workers` 0 grades in this process, without hard timeouts (tests, debugging)."""
-        self.num_workers = max(0, workers if workers is not None else min(4, os.cpu_count() or 1))
+        self.num_workers = max(0, workers if workers is not None else default_workers())
         self.timeout_s = timeout_s
         self.timeouts = 0
         self._ctx = mp.get_context("forkserver")

@@ -32,7 +32,8 @@ from dail_harness.eval.thinking import (
     plain,
     think_end_id,
 )
-from dail_harness.options import on_off, option, parse_shard
+from dail_harness.models.cpu import threads_option
+from dail_harness.options import PATH, PATH_OR_NAME, on_off, option, parse_shard
 from dail_harness.records import Problem
 from dail_harness.sampling import SamplingParams
 from dail_harness.verifiers.base import Verdict
@@ -46,6 +47,7 @@ class TaskSelection:
     """Which problems: task names (or a data file), their options, and a subset."""
 
     task: list[str] = option(
+        path=PATH_OR_NAME,
         help="Task name(s), comma-separated (e.g. aime24,aime25; several are also reported "
         "as one combined set), or a data file (the `file` task).",
         panel=TASK,
@@ -53,20 +55,24 @@ class TaskSelection:
     limit: int | None = option(None, ge=1, help="Only the first L problems of each task.", panel=TASK)
     exclude: str | None = option(
         None,
+        path=PATH,
         help="File of problem ids to leave out, one per line (`id` or `task/id`, "
         "e.g. from `data dedup --ids-out`; the paper's Figure 14).",
         panel=TASK,
     )
-    data: str | None = option(None, help="Data file for the `file` task or gpqa-diamond.", panel=TASK)
+    data: str | None = option(None, path=PATH, help="Data file for the `file` task or gpqa-diamond.", panel=TASK)
     fields: str | None = option(None, help="Field map for --data, e.g. problem=question,answer=final.", panel=TASK)
     answer_type: str | None = option(None, help="Verifier for --data: integer, math, choice or a plugin's.", panel=TASK)
-    prompt_template: str | None = option(None, help="File with a prompt template containing {problem}.", panel=TASK)
+    prompt_template: str | None = option(
+        None, path=PATH, help="File with a prompt template containing {problem}.", panel=TASK
+    )
     task_opt: dict[str, str] = option(
         default_factory=dict, help="Extra task option KEY=VALUE (repeatable), e.g. shuffle_seed=1 for GPQA.", panel=TASK
     )
     plugin_dir: list[str] = option(
         default_factory=list,
         repeat=True,
+        path=PATH,
         help="Directory of extra plugin modules (*.py) to load (repeatable).",
         panel=RUN,
     )
@@ -158,8 +164,10 @@ class Sampling:
 class EvalConfig(TaskSelection, Sampling):
     """Everything one `dail-harness eval` needs (the CLI's flags are these fields)."""
 
-    model: str = option(help="Local model or LoRA adapter directory, hub id, or 'tiny-random'.", panel=RUN)
-    out: str = option(help="Run directory; rerunning the same command resumes.", panel=RUN)
+    model: str = option(
+        path=PATH_OR_NAME, help="Local model or LoRA adapter directory, hub id, or 'tiny-random'.", panel=RUN
+    )
+    out: str = option(path=PATH, help="Run directory; rerunning the same command resumes.", panel=RUN)
     backend: str = option("hf", help="Sampling back-end (`dail-harness list backends`).", panel=ENGINE)
     temperatures: list[float] | None = option(
         None, ge=0, help="Temperature sweep, e.g. 0.6,0.8,1.0,1.2 (one condition each).", panel=SAMPLING
@@ -224,6 +232,7 @@ class EvalConfig(TaskSelection, Sampling):
     )
     max_model_len: int | None = option(None, ge=1, help="vLLM context length (default: the model's).", panel=ENGINE)
     device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=ENGINE)
+    threads: int | None = threads_option(ENGINE)
     dtype: str | None = option(
         None,
         help="float32, bfloat16 ... (default: bf16 on GPU; on CPU fp32 for hf, and for vllm bf16 where the CPU has "

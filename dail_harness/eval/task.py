@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -72,7 +73,8 @@ def make_task(name: str, **options: Any) -> Task:
 
 
 class VendoredTask(Task):
-    """A task that is a data file in tasks/data plus a column map: no code beyond the class attributes.
+    """A task that is a data file plus a column map: no code beyond the class attributes. `filename` is looked up
+    beside the module that defines the task (or in its `data/`), so a plugin ships its own data, then in tasks/data.
 
     `columns` maps the roles `id`, `problem`, `answer` and optionally `solution` to the file's columns;
     `metadata_columns` are copied into each problem's metadata.
@@ -84,8 +86,18 @@ class VendoredTask(Task):
     metadata_columns: ClassVar[tuple[str, ...]] = ()
 
     def load_problems(self) -> list[Problem]:
-        path = data_path(self.filename)
+        path = self.data_file()
         return [self.make_problem(row, path, line, self.columns) for line, row in iter_rows(path)]
+
+    def data_file(self) -> Path:
+        """The first of: `filename` beside the task's module, in its `data/`, in the installed tasks/data."""
+        here = Path(inspect.getfile(type(self))).parent
+        candidates = [here / self.filename, here / "data" / self.filename, data_path(self.filename)]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            looked = ", ".join(str(p.parent) for p in dict.fromkeys(candidates))
+            raise HarnessError(f"task '{self.name}': data file '{self.filename}' not found (looked in {looked})")
+        return found
 
     def make_problem(self, row: dict, path: str | Path, line: int, columns: dict[str, str | None]) -> Problem:
         """One Problem from a data row, by the column map (errors name file, line and column)."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from dail_harness.files import apply_umask_modes, temp_dir
 
 ALIAS = "tiny-random"
 VERSION = "v3"  # bump when the recipe changes, so stale caches are not reused
@@ -123,7 +124,7 @@ def build_cached(target: Path, build_tokenizer: Callable[[], Any], build_model: 
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp = temp_dir(target.parent, f".{target.name}.")
     from dail_harness.models.quiet import quiet_transformers
 
     quiet_transformers()
@@ -131,6 +132,7 @@ def build_cached(target: Path, build_tokenizer: Callable[[], Any], build_model: 
         tokenizer = build_tokenizer()
         build_model(tokenizer).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        apply_umask_modes(tmp)
         try:
             os.rename(tmp, target)
         except OSError:  # another process built it first

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from dail_harness.files import temp_dir
 
 KEEP = 2
 
@@ -30,7 +31,7 @@ def save_checkpoint(out: Path, step: int, weights: dict, optimizer, scheduler) -
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    tmp = temp_dir(root, ".tmp-")
     state = {"step": step, "weights": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     torch.save(state, tmp / "state.pt")
     if final.exists():

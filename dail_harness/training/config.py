@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dail_harness.options import as_settings, on_off, option
+from dail_harness.models.cpu import threads_option
+from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option
 from dail_harness.training.chunked import DEFAULT_CHUNK
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -18,13 +19,16 @@ class TrainConfig:
     """Settings of one `dail-harness train` run (defaults: DESIGN.md / the paper)."""
 
     method: str = option(help="dail, nll, sft, ... (`dail-harness list methods`).", panel=RUN)
-    model: str = option(help="The student: model directory, hub id or 'tiny-random'.", panel=RUN)
+    model: str = option(path=PATH_OR_NAME, help="The student: model directory, hub id or 'tiny-random'.", panel=RUN)
     data: str = option(
+        path=PATH,
         help="Training data: D_syn JSONL (dail, nll), expert data (sft), or problems with answers "
         "(methods that sample).",
         panel=DATA,
     )
-    out: str = option(help="Run directory: adapter, checkpoints, train_log.jsonl; rerunning resumes.", panel=RUN)
+    out: str = option(
+        path=PATH, help="Run directory: adapter, checkpoints, train_log.jsonl; rerunning resumes.", panel=RUN
+    )
     loss: str | None = option(None, help="Override the method's loss (`dail-harness list losses`).", panel=RUN)
     loss_opt: dict[str, str] = option(
         default_factory=dict,
@@ -114,7 +118,7 @@ class TrainConfig:
         help="on: thinking-model chat template (enable_thinking).",
         panel=DATA,
     )
-    templates: str | None = option(None, help="JSON with student/privileged/negative templates.", panel=DATA)
+    templates: str | None = option(None, path=PATH, help="JSON with student/privileged/negative templates.", panel=DATA)
     temperature: float = option(1.0, ge=0, help="Sampling temperature of methods that sample.", panel=SAMPLE)
     top_p: float = option(1.0, gt=0, le=1, help="Nucleus sampling mass of methods that sample.", panel=SAMPLE)
     max_tokens: int = option(512, ge=1, help="Maximum new tokens per sample of methods that sample.", panel=SAMPLE)
@@ -143,11 +147,13 @@ class TrainConfig:
     grade_workers: int | None = option(None, ge=0, help="Grading processes for rewards (0: in-process).", panel=SAMPLE)
     init: str | None = option(
         None,
+        path=PATH,
         help="Start from this LoRA run's adapter (e.g. NuRL from a LoRA GRPO run: --init runs/grpo-lora).",
         panel=RUN,
     )
     eval_task: list[str] | None = option(
         None,
+        path=PATH_OR_NAME,
         help="Evaluate pass@k on these tasks during training (in OUT/evals/step-N; logged as eval/TASK/pass@k).",
         panel=EVAL,
     )
@@ -160,9 +166,10 @@ class TrainConfig:
     merge: bool = option(False, help="Also write OUT/merged, a full model for transformers and vLLM.", panel=RUN)
     report_to: str | None = option(None, help="accelerate tracker: tensorboard, wandb, ...", panel=RUN)
     device: str | None = option(None, help="cpu to force the CPU.", panel=RUN)
+    threads: int | None = threads_option(RUN)
     progress: bool = option(True, help="Show a progress bar.", panel=RUN)
     plugin_dir: list[str] = option(
-        default_factory=list, repeat=True, help="Directory of extra plugin modules.", panel=RUN
+        default_factory=list, repeat=True, path=PATH, help="Directory of extra plugin modules.", panel=RUN
     )
 
     def check(self) -> None:
@@ -191,5 +198,6 @@ class TrainConfig:
                 "loss_opt",
                 "method_opt",
                 "grade_workers",
+                "threads",
             ),
         )

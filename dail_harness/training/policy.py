@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from dail_harness.errors import HarnessError
+from dail_harness.files import apply_umask_modes, temp_dir
 from dail_harness.training.config import TrainConfig
 
 
@@ -150,20 +150,22 @@ class Policy:
         from dail_harness.models.loading import recorded_model
 
         out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".final-"))
+        tmp = temp_dir(out, ".final-")
         self.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if self.is_lora:
             adapter_cfg = json.loads((tmp / "adapter_config.json").read_text())
             adapter_cfg["base_model_name_or_path"] = recorded_model(base_model)  # loads from any directory
             (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
+        apply_umask_modes(tmp)
         for f in tmp.iterdir():
             os.replace(f, out / f.name)
         shutil.rmtree(tmp, ignore_errors=True)
         if merge and self.is_lora:
-            merged_tmp = Path(tempfile.mkdtemp(dir=out, prefix=".merged-"))
+            merged_tmp = temp_dir(out, ".merged-")
             self.model.merge_and_unload().save_pretrained(merged_tmp)
             tokenizer.save_pretrained(merged_tmp)
+            apply_umask_modes(merged_tmp)
             if (out / "merged").exists():
                 shutil.rmtree(out / "merged")
             os.rename(merged_tmp, out / "merged")

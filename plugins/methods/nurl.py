@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from dail_harness import registry
 from dail_harness.dsyn.hints import load_hints
 from dail_harness.errors import HarnessError
-from dail_harness.options import option
+from dail_harness.options import PATH, option
 from dail_harness.training.group_rl import GroupRLMethod, GRPOOptions
 
 
 @dataclass
 class NuRLOptions(GRPOOptions):
-    hints: str | None = option(None, help="Hints file from `dail-harness data hints` (one hint per problem).")
+    hints: str | None = option(
+        None, path=PATH, help="Hints file from `dail-harness data hints` (one hint per problem)."
+    )
     hint_template: str = option("{problem}\n\nHint: {hint}", help="How a hint is appended to the problem.")
 
 
