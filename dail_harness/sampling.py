@@ -2,7 +2,7 @@
 
 `keyed_gumbel_sample` draws token t = argmax(logits / T + G) with Gumbel noise G computed by a
 counter-based hash of (row key, position, token id), which is an exact sample from softmax(logits/T)
-restricted to the top-p set. Because no generator state is consumed, a sample depends only on its key
+restricted to the top-k and top-p set. Because no generator state is consumed, a sample depends only on its key
 (seed, problem, sample index) and not on batch composition or order: an interrupted run resumes with
 exactly the samples an uninterrupted one would have drawn, and the mixed-policy engine can replay the
 token-by-token definition bit for bit.
@@ -35,6 +35,8 @@ class SamplingParams:
     """Base seed; each sample's randomness is keyed by (seed, problem, sample index)."""
     n: int = 1
     """Samples per problem."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (after the temperature, before top-p, as vLLM does); 0: all."""
     stop: list[str] = field(default_factory=list)
     """Stop strings; the completion ends before the first one (it is not included)."""
     stop_token_ids: list[int] = field(default_factory=list)
@@ -88,19 +90,34 @@ def top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
 
 
-def warp_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """Temperature then top-p (vLLM's order): float32 scores with -inf outside the nucleus."""
+def top_k_mask(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Boolean mask of tokens below the k-th largest logit (ties with it are kept, as in vLLM); 0: none."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return torch.zeros_like(logits, dtype=torch.bool)
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits < kth
+
+
+def warp_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k: int = 0) -> torch.Tensor:
+    """Temperature, then top-k, then top-p over what top-k kept (vLLM's order): float32 scores with -inf
+    outside the kept set."""
     scores = logits.float() / temperature
+    scores = scores.masked_fill(top_k_mask(scores, top_k), float("-inf"))
     return scores.masked_fill(top_p_mask(scores, top_p), float("-inf"))
 
 
 def keyed_gumbel_sample(
-    logits: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor, temperature: float, top_p: float
+    logits: torch.Tensor,
+    keys: torch.Tensor,
+    positions: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    top_k: int = 0,
 ) -> torch.Tensor:
     """One token per row: greedy when temperature == 0, else Gumbel-max over the warped scores."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    scores = warp_logits(logits, temperature, top_p)
+    scores = warp_logits(logits, temperature, top_p, top_k)
     u = keyed_uniform(keys, positions, logits.shape[-1])
     gumbel = -torch.log(-torch.log(u))
     return (scores + gumbel).argmax(dim=-1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,32 @@ def test_eval_force_answer_without_thinking_end_to_end(tmp_path, cli):
             and "\\boxed{" not in r["completion"].split(JOINER)[0]
         )
     assert "8 of 8 samples got the final-answer pass" in out
+
+
+def test_top_k_1_is_greedy_in_eval_and_direct_generation(tmp_path, cli):
+    """--top-k reaches every sampler: with k = 1 a sampled run is the greedy run, token for token."""
+    base = ["eval", "--task", "aime24", "--model", "tiny-random", "--max-tokens", "12", "--no-progress"]
+    base += ["--grade-workers", "0", "--limit", "2", "--n", "1", "--presence-penalty", "0"]
+    assert cli(*base, "--temperature", "0", "--out", tmp_path / "greedy")[0] == 0
+    assert cli(*base, "--temperature", "1.3", "--top-k", "1", "--out", tmp_path / "topk")[0] == 0
+    assert {k: r["completion"] for k, r in rows(tmp_path / "greedy").items()} == {
+        k: r["completion"] for k, r in rows(tmp_path / "topk").items()
+    }
+    assert all(r["top_k"] == 1 for r in rows(tmp_path / "topk").values())
+    data = tmp_path / "expert.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"problem_id": f"p{i}", "problem": f"What is {i}+{i}?", "solution": f"It is {2 * i}."}) + "\n"
+            for i in range(2)
+        )
+    )
+    gen = ["generate", "--model", "tiny-random", "--data", data, "--n", "2", "--max-tokens", "10", "--no-progress"]
+    gen += ["--grade-workers", "0", "--select", "all"]
+    for mode in ("direct", "mixed"):
+        traces = []
+        for name, extra in (("greedy", ["--temperature", "0"]), ("topk", ["--top-k", "1", "--temperature", "1.0"])):
+            out = tmp_path / f"{mode}-{name}.jsonl"
+            code, _, err = cli(*gen, "--mode", mode, "--tau", "0.5", *extra, "--out", out)
+            assert code == 0, err
+            traces.append([json.loads(line)["trace"] for line in Path(f"{out}.traces.jsonl").read_text().splitlines()])
+        assert traces[0] == traces[1], mode

@@ -79,3 +79,39 @@ def test_greedy_and_presence_penalty():
     out = apply_presence_penalty(logits, generated, 1.5)
     assert torch.allclose(out, torch.tensor([[1.0, 1.5, 2.0], [-0.5, 3.0, 2.0]]))  # once per token, not per count
     assert apply_presence_penalty(logits, generated, 0.0) is logits
+
+
+def test_top_k_then_top_p_matches_a_float64_reference_and_sampling_follows_it():
+    """vLLM's order: temperature, top-k (ties with the k-th kept), then top-p over the renormalised top-k."""
+    from scipy import stats
+
+    from dail_harness.sampling import top_k_mask, warp_logits
+
+    torch.manual_seed(2)
+    logits = torch.randn(4, 60)
+    logits[3, :5] = 3.0  # a tie at the k-th value
+    for k, top_p, temp in ((1, 1.0, 1.0), (5, 1.0, 0.7), (20, 0.9, 1.0), (60, 0.5, 1.3), (0, 0.8, 1.0)):
+        got = warp_logits(logits, temp, top_p, k)
+        for row in range(4):
+            x = logits[row].double() / temp
+            kth = torch.sort(x, descending=True).values[k - 1] if 0 < k < 60 else -float("inf")
+            kept = [t for t in range(60) if x[t] >= kth]
+            p = torch.softmax(x[kept], -1).numpy()
+            order = np.argsort(-p, kind="stable")
+            nucleus, mass = set(), 0.0
+            for i in order:
+                nucleus.add(kept[int(i)])
+                mass += p[i]
+                if mass >= top_p:
+                    break
+            assert {int(t) for t in torch.nonzero(torch.isfinite(got[row]))} == nucleus, (k, top_p, row)
+    assert top_k_mask(logits, 5)[3].tolist() == [False] * 5 + [True] * 55  # the tie at 3.0 kept whole
+    # keyed draws with top-k 3 at temperature 1 follow the renormalised top-3 distribution
+    keys = torch.tensor([stable_key("k", i) for i in range(6000)])
+    row = logits[0].expand(6000, -1)
+    toks = keyed_gumbel_sample(row, keys, torch.zeros(6000, dtype=torch.long), 1.0, 1.0, 3)
+    top3 = torch.topk(logits[0], 3).indices.tolist()
+    counts = [int((toks == t).sum()) for t in top3]
+    assert sum(counts) == 6000
+    expected = torch.softmax(logits[0, top3].double(), -1).numpy() * 6000
+    assert stats.chisquare(counts, expected).pvalue > 1e-3

@@ -37,7 +37,7 @@ class KeyedSamplingProcessor:
             return scores
         pos = torch.full((scores.shape[0],), generated.shape[1], device=scores.device)
         u = keyed_uniform(self.keys.to(scores.device), pos, scores.shape[-1])
-        return warp_logits(scores, p.temperature, p.top_p) - torch.log(-torch.log(u))
+        return warp_logits(scores, p.temperature, p.top_p, p.top_k) - torch.log(-torch.log(u))
 
 
 @registry.register("backends", "hf", aliases=("transformers",))

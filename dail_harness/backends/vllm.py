@@ -182,6 +182,7 @@ class VLLMBackend(SamplingBackend):
             n=1 if greedy else n,
             temperature=params.temperature,
             top_p=1.0 if greedy else params.top_p,
+            top_k=0 if greedy else params.top_k,
             presence_penalty=params.presence_penalty,
             max_tokens=params.max_tokens,
             stop=list(params.stop) or None,

@@ -77,6 +77,13 @@ class GenerateConfig:
     )
     temperature: float = option(1.0, ge=0, help="Sampling temperature (both distributions); 0: greedy.", panel=SAMPLING)
     top_p: float = option(1.0, gt=0, le=1, help="Nucleus sampling mass.", panel=SAMPLING)
+    top_k: int = option(
+        0,
+        ge=0,
+        help="Keep only the k most likely tokens of each distribution (before top-p, as vLLM does); 0: all. The "
+        "authors' direct generation drew from vLLM's top-20 at raw temperature 1: --top-k 20 --temperature 1.",
+        panel=SAMPLING,
+    )
     seed: int = option(0, help="Traces are keyed by (seed, problem, sample index).", panel=SAMPLING)
     proposal: str = option(
         "full",
@@ -303,6 +310,7 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
                     "num_tokens": len(ids),
                     "finish_reason": reason,
                     "temperature": cfg.temperature,
+                    "top_k": cfg.top_k,
                     "top_p": cfg.top_p,
                     "seed": cfg.seed,
                     "model": cfg.model,
@@ -342,6 +350,7 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
                 max_tokens=max_tokens,
                 temperature=cfg.temperature,
                 top_p=cfg.top_p,
+                top_k=cfg.top_k,
                 seed=cfg.seed,
                 batch_size=cfg.batch_size,
                 proposal=cfg.proposal,
@@ -380,6 +389,7 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
                 n=cfg.n,
                 temperature=cfg.temperature,
                 top_p=cfg.top_p,
+                top_k=cfg.top_k,
                 presence_penalty=0.0,
                 max_tokens=max_tokens,
                 seed=cfg.seed,

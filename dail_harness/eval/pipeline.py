@@ -107,6 +107,9 @@ class Sampling:
     )
     temperature: float = option(0.6, ge=0, help="Sampling temperature; 0 means greedy decoding.", panel=SAMPLING)
     top_p: float = option(0.95, gt=0, le=1, help="Nucleus sampling mass.", panel=SAMPLING)
+    top_k: int = option(
+        0, ge=0, help="Keep only the k most likely tokens (before top-p, as vLLM does); 0: all.", panel=SAMPLING
+    )
     presence_penalty: float = option(
         1.5,
         ge=-2,
@@ -153,6 +156,7 @@ class Sampling:
             n=self.num_samples,
             temperature=self.temperature if temperature is None else temperature,
             top_p=self.top_p,
+            top_k=self.top_k,
             presence_penalty=self.presence_penalty,
             max_tokens=self.max_tokens,
             stop=list(self.stop),
@@ -352,6 +356,7 @@ def _sample_row(task: Task, problem: Problem, s: Sampled, verdict: Verdict, para
         "grading_timed_out": verdict.timed_out,
         "grading_error": verdict.error,
         "top_p": params.top_p,
+        "top_k": params.top_k,
         "presence_penalty": params.presence_penalty,
         "max_tokens": params.max_tokens,
         "seed": params.seed,

@@ -28,6 +28,9 @@ class RolloutConfig:
     top_p: float
     seed: int
     batch_size: int
+    top_k: int = 0
+    """Both distributions' draws keep only their k most likely tokens (0: all); the acceptance test reads the
+    privileged student's raw probability, as before."""
     draft_tokens: int = 1
     """K: tokens the student drafts per verification pass (1 = token by token, in lockstep;
     0 = adaptive: each round picks the K that maximises expected tokens per forward pass)."""

@@ -129,7 +129,7 @@ class MixedPolicyEngine:
 
     def _sample(self, logits, keys, positions, cfg):
         return keyed_gumbel_sample(
-            suppress(logits, cfg.suppress_token_ids), keys, positions, cfg.temperature, cfg.top_p
+            suppress(logits, cfg.suppress_token_ids), keys, positions, cfg.temperature, cfg.top_p, cfg.top_k
         )
 
     @torch.inference_mode()

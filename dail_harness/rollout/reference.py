@@ -27,6 +27,7 @@ def reference_rollout(model, request: RolloutRequest, cfg: RolloutConfig, eos_id
                 torch.tensor([len(r)], device=dev),
                 cfg.temperature,
                 cfg.top_p,
+                cfg.top_k,
             )[0]
         )
 

@@ -54,7 +54,7 @@ class VLLMMixedRollout:
         bad = {"logit_bias": {t: -100.0 for t in cfg.suppress_token_ids}} if cfg.suppress_token_ids else {}
         if cfg.temperature == 0:
             return self._params(temperature=0.0, max_tokens=max_tokens, **bad)
-        return self._params(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=max_tokens, **bad)
+        return self._params(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=max_tokens, **bad)
 
     def _generate(self, prompts, params):
         from vllm.inputs import TokensPrompt
