@@ -287,6 +287,9 @@ def test_dail_loss_logs_both_kl_terms_and_merge(tmp_path, cli):
     assert row["kl_ps"] >= 0 and row["kl_nr"] >= 0
     assert row["loss"] == pytest.approx(row["kl_ps"] - 0.1 * row["kl_nr"], rel=1e-5, abs=1e-7)
     assert (tmp_path / "run" / "merged" / "config.json").exists()
+    provenance = json.loads((tmp_path / "run" / "train_config.json").read_text())["provenance"]
+    assert provenance["versions"]["torch"] == torch.__version__ and provenance["device"]
+    assert provenance["started_at"] <= provenance["finished_at"] and provenance["wall_seconds"] > 0
 
 
 @pytest.mark.slow
