@@ -42,6 +42,8 @@ class Entry:
     aliases: tuple[str, ...] = ()
     help: str = ""
     source: str = ""
+    overrides: str | None = None
+    """The source of the entry this one replaced (a plugin that set `override = True`)."""
 
 
 @dataclass
@@ -56,24 +58,68 @@ class _State:
 _state = _State()
 
 
+def singular(kind: str) -> str:
+    """'losses' -> 'loss', 'tasks' -> 'task'."""
+    return kind[:-2] if kind.endswith("sses") else kind[:-1]
+
+
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown registry kind {kind!r}; kinds are {', '.join(KINDS)}")
 
 
 def register(kind: str, name: str, *, aliases: tuple[str, ...] | list[str] = (), help: str = "") -> Callable:
-    """Decorator: register `obj` under `kind`/`name`. Re-registering a name replaces it (reloads)."""
+    """Decorator: register `obj` under `kind`/`name`. A name or alias another module already holds is an
+    error naming both (whichever loads first), unless one of them sets `override = True`: that one wins,
+    whatever the import order, and `list` marks it. The same module registering again (a reload) replaces."""
     _check_kind(kind)
 
     def deco(obj):
         doc = help or (obj.__doc__ or "").strip().split("\n")[0]
         entry = Entry(kind, name, obj, tuple(aliases), doc, getattr(obj, "__module__", ""))
+        for key in (name, *aliases):
+            held = _holder(kind, key)
+            if held is None or held.source == entry.source:
+                continue
+            if _overrides(held) and not _overrides(entry):
+                held.overrides = _where(entry)
+                return obj  # the overriding plugin stays, though the built-in loaded after it
+            if not _overrides(entry):
+                raise HarnessError(
+                    f"{singular(kind)} name '{key}' is registered twice: by {_where(held)} and by {_where(entry)}; "
+                    "rename one, or set `override = True` on the class that should replace the other"
+                )
+            entry.overrides = _where(held)
+            _forget(held)
         _state.entries[kind][name] = entry
         for a in aliases:
             _state.aliases[kind][a] = name
         return obj
 
     return deco
+
+
+def _holder(kind: str, key: str) -> Entry | None:
+    """The entry a name or alias resolves to now, if any."""
+    name = _state.aliases[kind].get(key, key)
+    return _state.entries[kind].get(name)
+
+
+def _overrides(entry: Entry) -> bool:
+    return getattr(entry.obj, "override", False) is True
+
+
+def _forget(entry: Entry) -> None:
+    _state.entries[entry.kind].pop(entry.name, None)
+    for a in [a for a, n in _state.aliases[entry.kind].items() if n == entry.name]:
+        del _state.aliases[entry.kind][a]
+
+
+def _where(entry: Entry) -> str:
+    """A registration's source for messages: the plugin file, or the module."""
+    module = sys.modules.get(entry.source)
+    path = getattr(module, "__file__", None)
+    return f"{path}" if path and entry.source.startswith("dail_harness_user_plugins") else entry.source
 
 
 def load_builtins(packages: tuple[str, ...] = BUILTIN_PACKAGES) -> None:
@@ -114,6 +160,8 @@ def load_plugin_dir(directory: str | Path) -> None:
         sys.modules[mod_name] = module
         try:
             spec.loader.exec_module(module)
+        except HarnessError:
+            raise
         except Exception as e:
             raise HarnessError(f"plugin failed to load: {e.__class__.__name__}: {e}", path=str(path)) from e
     _state.loaded_dirs.add(str(directory))  # only once every module loaded (workers reload these)
@@ -145,9 +193,8 @@ def get_entry(kind: str, name: str) -> Entry:
     candidates = list(table) + list(_state.aliases[kind])
     hint = did_you_mean(name, candidates, n=3, cutoff=0.5)
     hint = f"; {hint}" if hint else ""
-    singular = kind[:-1]
     raise HarnessError(
-        f"unknown {singular} '{name}'{hint}{plugin_hint(kind)} (run `dail-harness list {kind}` to see all)"
+        f"unknown {singular(kind)} '{name}'{hint}{plugin_hint(kind)} (run `dail-harness list {kind}` to see all)"
     )
 
 
@@ -156,7 +203,7 @@ def plugin_hint(kind: str) -> str:
     with --plugin-dir (worker processes and a later `grade` do not remember an earlier run's plugins)."""
     if _state.loaded_dirs:
         return ""
-    return f"; if it is a plugin's {kind[:-1]}, load it with --plugin-dir DIR"
+    return f"; if it is a plugin's {singular(kind)}, load it with --plugin-dir DIR"
 
 
 def get(kind: str, name: str) -> Any:

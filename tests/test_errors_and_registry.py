@@ -1,6 +1,7 @@
 """Bad input: one clear line and a non-zero exit; registry lookups and plugins."""
 
 import json
+import sys
 
 import pytest
 
@@ -149,3 +150,93 @@ def test_a_missing_run_directory_is_not_taken_for_a_hub_id(tmp_path, monkeypatch
     (tmp_path / "runs").mkdir()
     with pytest.raises(HarnessError, match="model directory not found: 'runs/dail'"):
         resolve_model("runs/dail")  # a typo'd run directory, not a hub id to download
+
+
+@pytest.fixture
+def isolated_registry():
+    """Plugins loaded in a test must not stay registered for the tests after it (one process)."""
+    import copy
+
+    from dail_harness import registry
+
+    saved = copy.deepcopy((registry._state.entries, registry._state.aliases)), set(registry._state.loaded_dirs)
+    registry.load_builtins()
+    yield
+    (registry._state.entries, registry._state.aliases), registry._state.loaded_dirs = saved
+
+
+COLLIDING = '''
+from dail_harness import registry
+from dail_harness.records import Problem
+from dail_harness.eval.task import Task
+from dail_harness.training.losses import TokenLoss
+
+@registry.register("tasks", {name!r}, aliases={aliases!r})
+class Mine(Task):
+    """One problem of my own."""
+    name = {name!r}
+    answer_type = "integer"
+    override = {override}
+    def load_problems(self):
+        return [Problem(id="mine", problem="1+1?", answer="2", answer_type="integer")]
+'''
+
+
+def plugin_dir(tmp_path, text: str, name: str = "p"):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "mine.py").write_text(text)
+    return d
+
+
+@pytest.mark.parametrize(
+    ("name", "aliases", "key"), [("aime24", (), "aime24"), ("my-aime", ("aime24",), "aime24"), ("x", ("gpqa",), "gpqa")]
+)
+def test_a_plugin_name_or_alias_that_collides_is_an_error_naming_both(
+    cli, tmp_path, isolated_registry, name, aliases, key
+):
+    d = plugin_dir(tmp_path, COLLIDING.format(name=name, aliases=aliases, override=False))
+    code, _, err = cli("list", "tasks", "--plugin-dir", d)
+    assert code == 2 and err.count("\n") == 1
+    assert f"task name '{key}' is registered twice" in err and str(d / "mine.py") in err and "dail_harness.tasks" in err
+
+
+def test_a_plugin_loss_named_like_a_built_in_is_refused(cli, tmp_path, isolated_registry):
+    text = COLLIDING.format(name="t", aliases=(), override=False) + (
+        '\n@registry.register("losses", "nll")\nclass MyNll(TokenLoss):\n    """Mine."""\n'
+    )
+    code, _, err = cli("list", "losses", "--plugin-dir", plugin_dir(tmp_path, text))
+    assert code == 2 and "loss name 'nll' is registered twice" in err
+
+
+def test_an_overriding_plugin_wins_whatever_loads_first_and_list_marks_it(cli, tmp_path, isolated_registry):
+    from dail_harness import registry
+
+    registry._state.entries["tasks"].clear()  # the plugin registers before the built-ins load back
+    registry._state.aliases["tasks"].clear()
+    registry._state.loaded_packages.discard("dail_harness.tasks")
+    for module in [m for m in sys.modules if m.startswith("dail_harness.tasks.")]:
+        del sys.modules[module]
+    d = plugin_dir(tmp_path, COLLIDING.format(name="aime24", aliases=(), override=True))
+    code, out, err = cli("list", "tasks", "--plugin-dir", d)
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("aime24 "))
+    assert "One problem of my own" in line and "[overrides dail_harness.tasks.aime]" in line
+    code, _, err = cli(
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        "tiny-random",
+        "--max-tokens",
+        "2",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--plugin-dir",
+        d,
+        "--out",
+        tmp_path / "r",
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["num_problems"] == 1  # not the 30 real ones

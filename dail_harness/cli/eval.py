@@ -40,11 +40,12 @@ def list_cmd(cfg: ListConfig) -> None:
         if not cfg.kind:
             typer.echo(f"[{k}]")
         for e in registry.entries(k):
+            marked = f"{e.help} [overrides {e.overrides}]" if e.overrides else e.help
             if k == "tasks":
                 count = e.obj.expected_count if e.obj.expected_count is not None else "-"
-                typer.echo(f"{e.name:18} {count!s:>5}  {e.obj.answer_type:8} {e.help}")
+                typer.echo(f"{e.name:18} {count!s:>5}  {e.obj.answer_type:8} {marked}")
             else:
-                typer.echo(f"{e.name:18} {e.help}")
+                typer.echo(f"{e.name:18} {marked}")
 
 
 @config_command(app, "eval", EvalConfig)
