@@ -27,7 +27,7 @@ SMOKE = {
     "eval": [*TINY_RUN, "--n", "2", "--k", "1,2", "--max-tokens", "8", "--limit", "2", "--backend", "hf"],
     "generate": [*TINY_RUN, "--n", "2", "--max-tokens", "8", "--limit", "3", "--backend", "hf", "--select", "all"],
     "train": [*TINY_RUN, "--max-steps", "2"],
-    "data hints": [*TINY_RUN, "--max-tokens", "8", "--backend", "hf"],
+    "data hints": [*TINY_RUN, "--max-tokens", "8", "--explain-max-tokens", "8", "--backend", "hf"],
     "report": [],
     "data dedup": [],
     "data deepscaler": [],

@@ -171,8 +171,9 @@ def data_deepscaler_cmd(cfg: DeepScaleRConfig) -> None:
 
 @config_command(data_app, "hints", HintsConfig)
 def data_hints_cmd(cfg: HintsConfig) -> None:
-    """NuRL's hints: the model writes one abstract hint per problem from the problem, the expert solution and
-    the answer; hints that reveal the answer are drawn again (up to --attempts)."""
+    """NuRL's hints, in NuRL's two steps: the model explains how to reach the gold answer, then writes one abstract
+    hint from that explanation (`--style solution`: one step from the expert solution and the answer); hints that
+    reveal the answer are drawn again (up to --attempts)."""
     from dail_harness.dsyn.hints import generate_hints
 
     stats = generate_hints(cfg)
