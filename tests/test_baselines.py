@@ -239,13 +239,15 @@ def test_nurl_refuses_hints_that_reveal_the_answer_or_are_missing(tmp_path):
 
 
 def test_hints_are_redrawn_until_they_hide_the_answer_and_resume(tmp_path):
+    """`--style solution`: one step from the problem, the expert solution and the answer (today's prompt and
+    rows); leaks are drawn again; a rerun draws nothing."""
     from dail_harness.backends.base import Completion
-    from dail_harness.dsyn.hints import HintsConfig, generate_hints, reveals_answer
+    from dail_harness.dsyn.hints import HINT_PROMPT, HintsConfig, generate_hints, reveals_answer
 
     data = tmp_path / "e.jsonl"
     data.write_text(
         "".join(
-            json.dumps({"problem_id": f"p{i}", "problem": f"Find {i}.", "solution": "...", "answer": str(100 + i)})
+            json.dumps({"problem_id": f"p{i}", "problem": f"Find {i}.", "solution": f"Sol {i}.", "answer": 100 + i})
             + "\n"
             for i in range(3)
         )
@@ -256,9 +258,11 @@ def test_hints_are_redrawn_until_they_hide_the_answer_and_resume(tmp_path):
 
         def __init__(self):
             self.requests = []
+            self.prompts = {}
 
         def generate(self, requests, params):
             self.requests.append([(r.request_id, r.sample_indices[0]) for r in requests])
+            self.prompts.update({r.request_id: r.prompt for r in requests})
             texts = {
                 ("p0", 0): "Hint: the answer is 100.",
                 ("p1", 0): "Hint: \\boxed{7}",
@@ -280,15 +284,21 @@ def test_hints_are_redrawn_until_they_hide_the_answer_and_resume(tmp_path):
             ]
 
     out = tmp_path / "h.jsonl"
-    cfg = HintsConfig(data=str(data), model="m", out=str(out), attempts=2, progress=False)
+    cfg = HintsConfig(data=str(data), model="m", out=str(out), attempts=2, progress=False, style="solution")
     backend = Scripted()
     stats = generate_hints(cfg, backend)
     rows = {r["problem_id"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert rows["p0"]["hint"] == "consider parity." and rows["p0"]["attempts"] == 2 and rows["p0"]["rejected"] == 1
+    assert rows["p0"] == {"problem_id": "p0", "hint": "consider parity.", "attempts": 2, "rejected": 1, "model": "m"}
     assert rows["p1"]["hint"] == "use symmetry." and rows["p2"]["hint"] is None and rows["p2"]["rejected"] == 2
     assert stats == {"problems": 3, "new": 3, "without_hint": 1, "rejected": 4}
     assert backend.requests[1] == [("hint/p0", 1), ("hint/p1", 1), ("hint/p2", 1)]
+    assert backend.prompts["hint/p1"] == (
+        HINT_PROMPT.replace("{problem}", "Find 1.").replace("{solution}", "Sol 1.").replace("{answer}", "101")
+    )
+    assert HINT_PROMPT.startswith("You are helping a student who is stuck on a competition mathematics problem.")
     assert not any(h["hint"] and reveals_answer(h["hint"], str(100 + i)) for i, h in enumerate(rows.values()))
+    assert not (tmp_path / "h.jsonl.explanations.jsonl").exists()
+    assert "style" not in json.loads((tmp_path / "h.jsonl.settings.json").read_text())  # as before the two steps
     assert generate_hints(cfg, Scripted())["new"] == 0  # a rerun resumes: nothing left to draw
 
 
@@ -311,12 +321,16 @@ def test_data_hints_command_on_tiny_random(cli, tmp_path):
         tmp_path / "h.jsonl",
         "--max-tokens",
         "8",
+        "--explain-max-tokens",
+        "8",
         "--attempts",
         "2",
         "--no-progress",
     )
     assert code == 0, err
     assert "2 problems, 2 new rows" in out
+    explained = [json.loads(line) for line in (tmp_path / "h.jsonl.explanations.jsonl").read_text().splitlines()]
+    assert {e["problem_id"] for e in explained} == {"p0", "p1"}  # NuRL's step 1 ran for each problem
     code, _, err = cli(
         "data",
         "hints",
@@ -328,6 +342,8 @@ def test_data_hints_command_on_tiny_random(cli, tmp_path):
         tmp_path / "h.jsonl",
         "--max-tokens",
         "9",
+        "--explain-max-tokens",
+        "8",
         "--attempts",
         "2",
         "--no-progress",

@@ -1,7 +1,7 @@
 """`make paper-smoke`: every command block of docs/REPRODUCE.md, in order, on tiny-random with tiny sizes.
 
 The commands run as written, in a scratch directory that holds what a user supplies: `data/` (toy stand-ins
-for e1-verifiable, e1-proof and GPQA-Diamond), `configs/` (the repository's), and the hub models the page
+for e1-verifiable, e1-proof, GPQA-Diamond and DeepScaleR), `configs/` (the repository's), and the hub models the page
 names as local copies of tiny-random. The only changes are the flags `SMOKE` appends, which make every run
 tiny (samples, lengths, steps, problems; the hf back-end instead of vLLM), and two that a random model
 needs: every D_syn trace kept, and STaR's rationales accepted by a test verifier that passes about half,
@@ -27,9 +27,10 @@ SMOKE = {
     "eval": [*TINY_RUN, "--n", "2", "--k", "1,2", "--max-tokens", "8", "--limit", "2", "--backend", "hf"],
     "generate": [*TINY_RUN, "--n", "2", "--max-tokens", "8", "--limit", "3", "--backend", "hf", "--select", "all"],
     "train": [*TINY_RUN, "--max-steps", "2"],
-    "data hints": [*TINY_RUN, "--max-tokens", "8", "--backend", "hf"],
+    "data hints": [*TINY_RUN, "--max-tokens", "8", "--explain-max-tokens", "8", "--backend", "hf"],
     "report": [],
     "data dedup": [],
+    "data deepscaler": [],
     "data summary": [],
 }
 SAMPLING_TRAIN = ["--max-tokens", "8", "--backend", "hf", "--grade-workers", "0"]
@@ -129,6 +130,19 @@ def toy_inputs(data: Path) -> None:
     proofs = [{k: r[k] for k in ("problem_id", "problem", "solution")} for r in rows]  # proofs: no answers
     (data / "e1-proof.jsonl").write_text("".join(json.dumps(r) + "\n" for r in proofs))
     write_gpqa(data / "gpqa_diamond.csv")
+    (data / "deepscaler.json").write_text(json.dumps(deepscaler_rows()))
+
+
+def deepscaler_rows() -> list[dict]:
+    """DeepScaleR-shaped rows (its published JSON list: problem, answer, solution), with what the real file has:
+    `$...$` and boxed answers, and one row `data deepscaler` drops (an empty answer)."""
+    rows = [
+        {"problem": f"What is {a} + {b}?", "answer": f"${a + b}$", "solution": f"{a} + {b} = {a + b}."}
+        for a, b in ((1, 2), (3, 4), (5, 6))
+    ]
+    rows.append({"problem": "What is 2 + 2?", "answer": "\\boxed{4}", "solution": "2 + 2 = 4."})
+    rows.append({"problem": "What is 7 + 1?", "answer": "", "solution": "7 + 1 = 8."})
+    return rows
 
 
 def test_page_parser_expands_loops_and_continuations():

@@ -1,4 +1,5 @@
-"""The `data` command group: build and check expert data sets (HARP builder, benchmark dedup)."""
+"""The `data` command group: build and check expert data sets (HARP builder, DeepScaleR rows, benchmark dedup,
+NuRL hints, D_syn summaries, toy sets)."""
 
 from __future__ import annotations
 
@@ -140,10 +141,39 @@ def data_dedup_cmd(cfg: DedupConfig) -> None:
         typer.echo(f"wrote {len(records)} rows to {cfg.out}")
 
 
+@dataclass(kw_only=True)
+class DeepScaleRConfig:
+    source: str = option(
+        path=PATH,
+        flag="--from",
+        help="DeepScaleR-Preview-Dataset as published (agentica-org; deepscaler.json, or JSONL or Parquet) with "
+        "columns problem, answer, solution.",
+    )
+    out: str = option(path=PATH, help="Problem rows JSONL to write (GRPO's --data).")
+
+
+@config_command(data_app, "deepscaler", DeepScaleRConfig)
+def data_deepscaler_cmd(cfg: DeepScaleRConfig) -> None:
+    """Problem rows for GRPO from DeepScaleR (the paper's > 40K-problem RLVR set): answers without `$...$` and
+    `\\boxed{}`, answer_type integer or math per row; empty problems or answers and repeated problems dropped."""
+    from dail_harness.dsyn.expert_data import convert_deepscaler
+    from dail_harness.files import atomic_write_jsonl
+
+    rows, counts = convert_deepscaler(cfg.source)
+    atomic_write_jsonl(cfg.out, rows)
+    typer.echo(
+        f"{cfg.source}: read {counts['read']} rows; kept {counts['kept']} ({counts['integer']} integer, "
+        f"{counts['math']} math answers); dropped {counts['read'] - counts['kept']}: {counts['empty_problem']} "
+        f"empty problem, {counts['empty_answer']} empty answer, {counts['duplicate']} duplicate problem"
+    )
+    typer.echo(f"wrote {len(rows)} rows to {cfg.out}")
+
+
 @config_command(data_app, "hints", HintsConfig)
 def data_hints_cmd(cfg: HintsConfig) -> None:
-    """NuRL's hints: the model writes one abstract hint per problem from the problem, the expert solution and
-    the answer; hints that reveal the answer are drawn again (up to --attempts)."""
+    """NuRL's hints, in NuRL's two steps: the model explains how to reach the gold answer, then writes one abstract
+    hint from that explanation (`--style solution`: one step from the expert solution and the answer); hints that
+    reveal the answer are drawn again (up to --attempts)."""
     from dail_harness.dsyn.hints import generate_hints
 
     stats = generate_hints(cfg)

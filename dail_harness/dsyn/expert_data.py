@@ -1,8 +1,10 @@
-"""Expert data (x, s): loading user files, building an e1-verifiable-style set from HARP, dedup.
+"""Expert data (x, s): loading user files, building an e1-verifiable-style set from HARP, dedup, and
+problem rows from DeepScaleR.
 
 Rows have `problem_id, problem, solution` and optionally `answer`. HARP (Yue et al. 2024, MIT) ships
 zipped inside the package and is read from the zip, never unzipped: its AIME 1985-2023 problems
-become rows whose solution is the AoPS solutions concatenated as `Solution N:` blocks.
+become rows whose solution is the AoPS solutions concatenated as `Solution N:` blocks. DeepScaleR
+(Luo et al. 2025, MIT; the paper's large RLVR set) is user-supplied and becomes GRPO's problem rows.
 """
 
 from __future__ import annotations
@@ -136,3 +138,82 @@ def toy_arithmetic(n: int, seed: int = 0, low: int = 1, high: int = 9, skip: int
         )
         for i, (a, b) in enumerate(pairs[skip : skip + n], start=skip)
     ]
+
+
+def _unwrap_box(s: str) -> str:
+    """`\\boxed{X}` / `\\fbox{X}` -> X when the box spans the whole text (braces balanced)."""
+    m = re.match(r"\\(?:boxed|fbox)\s*\{", s)
+    if not m:
+        return s
+    depth = 0
+    for i in range(m.end() - 1, len(s)):
+        depth += {"{": 1, "}": -1}.get(s[i], 0)
+        if depth == 0:
+            return s[m.end() : i] if i == len(s) - 1 else s
+    return s
+
+
+def _unwrap_math(s: str) -> str:
+    """`$X$`, `$$X$$`, `\\(X\\)`, `\\[X\\]` -> X when the delimiters enclose the whole text (`$a$ or $b$` stays)."""
+    for left, right in (("$$", "$$"), ("\\(", "\\)"), ("\\[", "\\]"), ("$", "$")):
+        inner = s[len(left) : len(s) - len(right)]
+        if s.startswith(left) and s.endswith(right) and len(s) > len(left) + len(right) and "$" not in inner:
+            return inner
+    return s
+
+
+def normalize_answer(text: str) -> str:
+    """A gold answer as our verifiers read it: math delimiters and a whole-answer box removed (repeatedly, so
+    `$\\boxed{5}$` is 5), whitespace collapsed."""
+    s = " ".join(text.split())
+    while True:
+        unwrapped = " ".join(_unwrap_box(_unwrap_math(s)).split())
+        if unwrapped == s:
+            return s
+        s = unwrapped
+
+
+def answer_type_of(answer: str) -> str:
+    """`integer` for a plain integer, thousands separators allowed (the integer verifier: zero padding, separators,
+    units in the completion), else `math` (symbolic equivalence)."""
+    return "integer" if re.fullmatch(r"[+-]?(?:\d+|\d{1,3}(?:,\d{3})+)", answer) else "math"
+
+
+DEEPSCALER_DROPS = ("empty_problem", "empty_answer", "duplicate")
+
+
+def convert_deepscaler(path: str | Path) -> tuple[list[dict], dict[str, int]]:
+    """DeepScaleR rows (`problem, answer, solution`, as published) -> problem rows for GRPO's `--data`
+    (`problem_id, problem, answer, answer_type`, and `solution` when given), with counts of rows read, kept and
+    dropped by reason: an empty problem or answer, or a problem whose whitespace-normalised text came earlier.
+    A row without a `problem` or `answer` column, or with a value that is not text, is one clear error."""
+    rows: list[dict] = []
+    counts = dict.fromkeys(("read", "kept", *DEEPSCALER_DROPS, "integer", "math"), 0)
+    seen: set[str] = set()
+    for line, row in iter_rows(path):
+        counts["read"] += 1
+        for name in ("problem", "answer"):
+            if name not in row:
+                raise HarnessError("missing field", path=str(path), line=line, field=name)
+        problem = "" if row["problem"] is None else check_field(row["problem"], "problem", path, line, allow_empty=True)
+        answer = row["answer"]
+        answer = "" if answer is None else check_field(answer, "answer", path, line, kind="answer", allow_empty=True)
+        answer = normalize_answer(answer)
+        key = " ".join(problem.split())
+        reason = "empty_problem" if not problem else "empty_answer" if not answer else ""
+        reason = reason or ("duplicate" if key in seen else "")
+        if reason:
+            counts[reason] += 1
+            continue
+        seen.add(key)
+        out = {"problem_id": f"deepscaler-{line}", "problem": problem, "answer": answer}
+        out["answer_type"] = answer_type_of(answer)
+        solution = row.get("solution")
+        if solution is not None and check_field(solution, "solution", path, line, allow_empty=True):
+            out["solution"] = check_field(solution, "solution", path, line)
+        counts[out["answer_type"]] += 1
+        rows.append(out)
+    counts["kept"] = len(rows)
+    if not rows:
+        raise HarnessError(f"no usable rows ({counts['read']} read, every one dropped)", path=str(path))
+    return rows, counts

@@ -1,10 +1,17 @@
 """`dail-harness data hints`: one abstract hint per problem, written by the model itself (NuRL's hints).
 
-The model sees the problem, the expert solution and the final answer and is asked for the key idea
-without the answer. A hint that reveals the answer (or boxes anything) is rejected and drawn again,
-up to `--attempts` times; a problem whose every attempt leaked keeps no hint (recorded, and NuRL does
-not hint it). NuRL's exact prompt is not public; ours is `HINT_PROMPT`, overridable with
-`--prompt-template`. Rows are appended as problems finish (resumable; settings in OUT.settings.json).
+NuRL (Chen et al. 2025, arXiv 2509.25666) makes a hint in two steps, and so does the default `--style nurl`:
+given the question and its gold answer, the model first writes a chain of thought that explains how to reach
+the answer (`EXPLAIN_PROMPT`); from that explanation it then writes an abstract hint with the core knowledge,
+not the answer (`NURL_HINT_PROMPT`). `--style solution` is the one-shot reading: the hint is written from the
+problem, the full expert solution and the answer (`HINT_PROMPT`). NuRL's exact prompts are not public; ours
+follow the paper's description and are overridable (`--explain-template`, `--prompt-template`).
+
+A hint that reveals the answer (or boxes anything) is rejected and drawn again (in the two-step style from a
+new explanation), up to `--attempts` times; a problem whose every attempt leaked keeps no hint (recorded, and
+NuRL does not hint it). Both steps are keyed by (seed, problem, attempt); hints are appended to OUT as problems
+finish and explanations to OUT.explanations.jsonl as they are drawn, so a rerun resumes without drawing any
+again (settings in OUT.settings.json).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dail_harness.dsyn.expert_data import load_expert_data
+from dail_harness.dsyn.expert_data import ExpertRecord, load_expert_data
 from dail_harness.dsyn.prompts import final_answer_of
 from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
@@ -35,6 +42,31 @@ HINT_PROMPT = """You are helping a student who is stuck on a competition mathema
 {answer}
 
 Write one short hint (one to three sentences) that states the key idea, technique or first step the student needs, in general terms. The hint must not contain the final answer or any number derived in the solution, and must not solve the problem. Reply with the hint only, after "Hint:"."""  # noqa: E501
+"""`--style solution`: the hint from the problem, the expert solution and the answer, in one step."""
+
+EXPLAIN_PROMPT = """Below are a competition mathematics problem and its correct final answer.
+
+## Problem:
+{problem}
+
+## Final answer:
+{answer}
+
+Explain step by step how to arrive at this answer: the reasoning, and the key facts, theorems or techniques it uses."""
+"""NuRL's step 1: a chain of thought that reaches the gold answer (the expert solution is not shown)."""
+
+NURL_HINT_PROMPT = """Below are a competition mathematics problem and an explanation of how to solve it.
+
+## Problem:
+{problem}
+
+## Explanation:
+{explanation}
+
+From the explanation, write one short hint (one to three sentences) that captures the core knowledge needed to solve the problem: the key idea, theorem or technique, stated abstractly. The hint must not contain the final answer or any number derived in the explanation, and must not solve the problem. Reply with the hint only, after "Hint:"."""  # noqa: E501
+"""NuRL's step 2: an abstract hint from the step-1 explanation (no answer, no expert solution shown)."""
+
+STYLES = ("nurl", "solution")
 
 
 @dataclass(kw_only=True)
@@ -46,14 +78,27 @@ class HintsConfig:
     )
     model: str = option(path=PATH_OR_NAME, help="The model that writes the hints (NuRL: the model being trained).")
     out: str = option(path=PATH, help="Hints JSONL to write; rerunning resumes.")
+    style: str = option(
+        "nurl",
+        choices=STYLES,
+        help="nurl: NuRL's two steps (an explanation given the answer, then a hint from it); solution: one step "
+        "from the expert solution and the answer.",
+    )
     attempts: int = option(8, ge=1, help="Draws per problem before giving up on a hint that hides the answer.")
     max_tokens: int = option(256, ge=1, help="Maximum new tokens per hint.")
+    explain_max_tokens: int = option(2048, ge=1, help="Maximum new tokens per explanation (--style nurl, step 1).")
     temperature: float = option(0.6, ge=0, help="Sampling temperature.")
     top_p: float = option(0.95, gt=0, le=1, help="Nucleus sampling mass.")
-    seed: int = option(0, help="Hints are keyed by (seed, problem, attempt).")
+    seed: int = option(0, help="Hints and explanations are keyed by (seed, problem, attempt).")
     backend: str = option("hf", help="Sampling back-end (hf or vllm).")
     prompt_template: str | None = option(
-        None, path=PATH, help="File with the hint prompt ({problem}, {solution}, {answer})."
+        None,
+        path=PATH,
+        help="File with the hint prompt: {problem} and {explanation} (--style nurl); {problem}, {solution}, "
+        "{answer} (--style solution).",
+    )
+    explain_template: str | None = option(
+        None, path=PATH, help="File with the explanation prompt of --style nurl ({problem}, {answer})."
     )
     batch_size: int | None = option(None, ge=1, help="Rows per generate call (hf).")
     limit: int | None = option(None, ge=1, help="Only the first L problems.")
@@ -66,18 +111,38 @@ class HintsConfig:
     progress: bool = option(True, help="Show a progress bar.")
 
     def settings(self) -> dict:
-        return as_settings(self, exclude=("out", "progress", "batch_size", "device", "limit", "threads"))
+        """What a resume must match; `--style solution` records exactly what it did before the two-step style
+        existed, so an older hints file resumes under it."""
+        exclude = ["out", "progress", "batch_size", "device", "limit", "threads"]
+        if self.style == "solution":
+            exclude += ["style", "explain_max_tokens", "explain_template"]
+        return as_settings(self, exclude=exclude)
 
     def template(self) -> str:
+        """The hint prompt (step 2 of --style nurl, the only one of --style solution)."""
         if self.prompt_template is None:
-            return HINT_PROMPT
-        path = Path(self.prompt_template)
-        if not path.exists():
-            raise HarnessError("prompt template file not found", path=str(path))
-        text = path.read_text(encoding="utf-8")
-        if "{problem}" not in text:
-            raise HarnessError("hint prompt template has no {problem} placeholder", path=str(path))
-        return text
+            return NURL_HINT_PROMPT if self.style == "nurl" else HINT_PROMPT
+        needs = ("{problem}", "{explanation}") if self.style == "nurl" else ("{problem}",)
+        return _read_template(self.prompt_template, needs, "hint")
+
+    def explain(self) -> str | None:
+        """The explanation prompt (step 1 of --style nurl); None for --style solution."""
+        if self.style != "nurl":
+            return None
+        if self.explain_template is None:
+            return EXPLAIN_PROMPT
+        return _read_template(self.explain_template, ("{problem}",), "explanation")
+
+
+def _read_template(path_text: str, needs: tuple[str, ...], what: str) -> str:
+    path = Path(path_text)
+    if not path.exists():
+        raise HarnessError("prompt template file not found", path=str(path))
+    text = path.read_text(encoding="utf-8")
+    missing = next((n for n in needs if n not in text), None)
+    if missing:
+        raise HarnessError(f"{what} prompt template has no {missing} placeholder", path=str(path))
+    return text
 
 
 def _squash(text: str) -> str:
@@ -141,15 +206,105 @@ def load_hints(path: str | Path, rows: list[dict]) -> dict[str, str | None]:
     return hints
 
 
-def generate_hints(cfg: HintsConfig, backend: Any = None) -> dict:
-    """Draw hints for the problems the output file lacks; returns counts (problems, new, without a hint,
-    rejected draws). `backend` may be a loaded sampling back-end (tests)."""
-    from tqdm import tqdm
+def explanations_path(out: str | Path) -> Path:
+    """Where --style nurl keeps its step-1 explanations, one row per (problem, attempt)."""
+    return Path(str(out) + ".explanations.jsonl")
 
-    from dail_harness import registry
-    from dail_harness.backends.base import GenerationRequest
-    from dail_harness.sampling import SamplingParams
 
+def fill(template: str, values: dict[str, str]) -> str:
+    """The template with each `{name}` of `values` replaced in one pass (inserted text is never re-read)."""
+    pattern = "|".join(re.escape("{" + k + "}") for k in values)
+    return re.sub(pattern, lambda m: values[m.group(0)[1:-1]], template)
+
+
+class HintDrawer:
+    """Draws one attempt at a time for the problems still without a hint: in the two-step style the explanation
+    (reused when an earlier run drew it), then the hint, which is kept only if it hides the answer."""
+
+    def __init__(self, cfg: HintsConfig, backend: Any, records: list[ExpertRecord], answers: dict[str, str]):
+        from dataclasses import replace
+
+        from dail_harness.sampling import SamplingParams
+
+        self.cfg, self.backend, self.answers = cfg, backend, answers
+        self.records = {r.problem_id: r for r in records}
+        self.template, self.explain_template = cfg.template(), cfg.explain()
+        self.params = SamplingParams(
+            temperature=cfg.temperature, top_p=cfg.top_p, presence_penalty=0.0, max_tokens=cfg.max_tokens, seed=cfg.seed
+        )
+        self.explain_params = replace(self.params, max_tokens=cfg.explain_max_tokens)
+        self.rejected = dict.fromkeys(self.records, 0)
+        self.explanations: dict[tuple[str, int], str] = {}
+        path = explanations_path(cfg.out)
+        if self.explain_template is not None and path.exists():
+            rows = (r for _, r in iter_jsonl(path, allow_partial_tail=True))
+            self.explanations = {(str(r["problem_id"]), int(r["attempt"])): r["explanation"] for r in rows}
+
+    def generate(self, kind: str, prompts: dict[str, str], attempt: int, params: Any) -> dict[str, str]:
+        """problem_id -> text, each request keyed `kind/problem_id` with sample index `attempt`."""
+        from dail_harness.backends.base import GenerationRequest
+
+        requests = [GenerationRequest(f"{kind}/{pid}", prompt, [attempt]) for pid, prompt in prompts.items()]
+        batches = self.backend.generate(requests, params)
+        return {c.request_id.split("/", 1)[1]: c.text for batch in batches for c in batch}
+
+    def explain(self, pids: list[str], attempt: int) -> dict[str, str]:
+        """Step 1 for these problems at this attempt: drawn (and appended) unless an earlier run has it."""
+        assert self.explain_template is not None
+        todo = {
+            pid: fill(self.explain_template, {"problem": self.records[pid].problem, "answer": self.answers[pid]})
+            for pid in pids
+            if (pid, attempt) not in self.explanations
+        }
+        if todo:
+            drawn = {
+                pid: text.split("</think>")[-1].strip()
+                for pid, text in self.generate("explain", todo, attempt, self.explain_params).items()
+            }
+            rows = [{"problem_id": pid, "attempt": attempt, "explanation": text} for pid, text in drawn.items()]
+            append_jsonl(explanations_path(self.cfg.out), rows)
+            self.explanations.update({(pid, attempt): text for pid, text in drawn.items()})
+        return {pid: self.explanations[(pid, attempt)] for pid in pids}
+
+    def hint_prompts(self, pids: list[str], attempt: int) -> dict[str, str]:
+        if self.explain_template is None:
+            return {
+                pid: fill(
+                    self.template,
+                    {"problem": r.problem, "solution": r.solution, "answer": self.answers[pid]},
+                )
+                for pid, r in ((pid, self.records[pid]) for pid in pids)
+            }
+        explained = self.explain(pids, attempt)
+        return {
+            pid: fill(
+                self.template,
+                {"problem": self.records[pid].problem, "explanation": explained[pid], "answer": self.answers[pid]},
+            )
+            for pid in pids
+        }
+
+    def draw(self, pids: list[str], attempt: int) -> list[dict]:
+        """The rows of the problems whose hint at this attempt hides the answer (the others count a rejection)."""
+        accepted = []
+        for pid, text in self.generate("hint", self.hint_prompts(pids, attempt), attempt, self.params).items():
+            hint = extract_hint(text)
+            if hint is None or reveals_answer(hint, self.answers[pid]):
+                self.rejected[pid] += 1
+                continue
+            accepted.append(self.row(pid, hint, attempt))
+        return accepted
+
+    def row(self, pid: str, hint: str | None, attempt: int) -> dict:
+        row = {"problem_id": pid, "hint": hint, "attempts": attempt + 1, "rejected": self.rejected[pid]}
+        row["model"] = self.cfg.model
+        if self.explain_template is not None and hint is not None:
+            row["explanation"] = self.explanations[(pid, attempt)]
+        return row
+
+
+def _records(cfg: HintsConfig) -> tuple[list[ExpertRecord], dict[str, str]]:
+    """The problems of this run (limit, shard) and their answers; a problem without one is an error."""
     records = load_expert_data(cfg.data)
     records = records[: cfg.limit] if cfg.limit else records
     records = records[cfg.shard[0] :: cfg.shard[1]] if cfg.shard else records
@@ -161,55 +316,37 @@ def generate_hints(cfg: HintsConfig, backend: Any = None) -> dict:
             path=cfg.data,
             field="answer",
         )
-    template = cfg.template()
+    return records, {pid: str(a) for pid, a in answers.items()}
+
+
+def generate_hints(cfg: HintsConfig, backend: Any = None) -> dict:
+    """Draw hints for the problems the output file lacks; returns counts (problems, new, without a hint,
+    rejected draws). `backend` may be a loaded sampling back-end (tests)."""
+    from tqdm import tqdm
+
+    from dail_harness import registry
+
+    records, answers = _records(cfg)
+    cfg.template(), cfg.explain()  # a bad template fails before anything is loaded
     record = SettingsRecord(Path(str(cfg.out) + ".settings.json"), cfg.out, "hints file")
     if record.check(cfg.settings()):
         repair_partial_tail(cfg.out)
-    done = (
-        {str(r["problem_id"]) for _, r in iter_jsonl(cfg.out, allow_partial_tail=True)}
-        if Path(cfg.out).exists()
-        else set()
-    )
-    todo = [r for r in records if r.problem_id not in done]
+        repair_partial_tail(explanations_path(cfg.out))
+    written = iter_jsonl(cfg.out, allow_partial_tail=True) if Path(cfg.out).exists() else iter(())
+    done = {str(r["problem_id"]) for _, r in written}
+    pending = [r.problem_id for r in records if r.problem_id not in done]
     stats = {"problems": len(records), "new": 0, "without_hint": 0, "rejected": 0}
-    if not todo:
+    if not pending:
         return stats
     if backend is None:
         backend = registry.get("backends", cfg.backend)(
             cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size, seed=cfg.seed
         )
     record.write(cfg.settings())
-    prompts = {
-        r.problem_id: template.replace("{problem}", r.problem)
-        .replace("{solution}", r.solution)
-        .replace("{answer}", str(answers[r.problem_id]))
-        for r in todo
-    }
-    rejected = {r.problem_id: 0 for r in todo}
-    params = SamplingParams(
-        temperature=cfg.temperature, top_p=cfg.top_p, presence_penalty=0.0, max_tokens=cfg.max_tokens, seed=cfg.seed
-    )
-    bar = tqdm(total=len(todo), desc="hints", unit="problem", disable=not cfg.progress, dynamic_ncols=True)
-    pending = [r.problem_id for r in todo]
+    drawer = HintDrawer(cfg, backend, [r for r in records if r.problem_id in set(pending)], answers)
+    bar = tqdm(total=len(pending), desc="hints", unit="problem", disable=not cfg.progress, dynamic_ncols=True)
     for attempt in range(cfg.attempts):
-        requests = [GenerationRequest(f"hint/{pid}", prompts[pid], [attempt]) for pid in pending]
-        accepted: list[dict] = []
-        for batch in backend.generate(requests, params):
-            for c in batch:
-                pid = c.request_id.split("/", 1)[1]
-                hint = extract_hint(c.text)
-                if hint is None or reveals_answer(hint, str(answers[pid])):
-                    rejected[pid] += 1
-                    continue
-                accepted.append(
-                    {
-                        "problem_id": pid,
-                        "hint": hint,
-                        "attempts": attempt + 1,
-                        "rejected": rejected[pid],
-                        "model": cfg.model,
-                    }
-                )
+        accepted = drawer.draw(pending, attempt)
         append_jsonl(cfg.out, accepted)
         bar.update(len(accepted))
         kept = {row["problem_id"] for row in accepted}
@@ -217,17 +354,11 @@ def generate_hints(cfg: HintsConfig, backend: Any = None) -> dict:
         stats["new"] += len(accepted)
         if not pending:
             break
-    append_jsonl(
-        cfg.out,
-        [
-            {"problem_id": pid, "hint": None, "attempts": cfg.attempts, "rejected": rejected[pid], "model": cfg.model}
-            for pid in pending
-        ],
-    )
+    append_jsonl(cfg.out, [drawer.row(pid, None, cfg.attempts - 1) for pid in pending])
     bar.update(len(pending))
     bar.close()
     record.finish()
     stats["new"] += len(pending)
     stats["without_hint"] = len(pending)
-    stats["rejected"] = sum(rejected.values())
+    stats["rejected"] = sum(drawer.rejected.values())
     return stats
