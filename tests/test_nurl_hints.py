@@ -137,3 +137,14 @@ def test_the_readme_shows_each_hint_prompt(name):
     lines = [line for line in getattr(hints, name).splitlines() if line and "{" not in line and "#" not in line]
     first, last = lines[0].split(". ")[0], lines[-1].split(". ")[-1]
     assert first in readme and last in readme
+
+
+def test_hints_sample_with_the_given_top_k(tmp_path):
+    class Recording(Scripted):
+        def generate(self, requests, params):
+            self.seen = [*getattr(self, "seen", []), (params.top_k, params.top_p, params.temperature)]
+            yield from super().generate(requests, params)
+
+    backend = Recording()
+    generate_hints(config(tmp_path, top_k=20, top_p=0.9), backend)
+    assert backend.seen and set(backend.seen) == {(20, 0.9, HintsConfig.temperature)}

@@ -89,6 +89,7 @@ class HintsConfig:
     explain_max_tokens: int = option(2048, ge=1, help="Maximum new tokens per explanation (--style nurl, step 1).")
     temperature: float = option(0.6, ge=0, help="Sampling temperature.")
     top_p: float = option(0.95, gt=0, le=1, help="Nucleus sampling mass.")
+    top_k: int = option(0, ge=0, help="Keep only the k most likely tokens (before top-p); 0: all.")
     seed: int = option(0, help="Hints and explanations are keyed by (seed, problem, attempt).")
     backend: str = option("hf", help="Sampling back-end (hf or vllm).")
     prompt_template: str | None = option(
@@ -116,6 +117,8 @@ class HintsConfig:
         exclude = ["out", "progress", "batch_size", "device", "limit", "threads"]
         if self.style == "solution":
             exclude += ["style", "explain_max_tokens", "explain_template"]
+        if self.top_k == 0:
+            exclude.append("top_k")  # hints files written before --top-k existed resume
         return as_settings(self, exclude=exclude)
 
     def template(self) -> str:
@@ -230,7 +233,12 @@ class HintDrawer:
         self.records = {r.problem_id: r for r in records}
         self.template, self.explain_template = cfg.template(), cfg.explain()
         self.params = SamplingParams(
-            temperature=cfg.temperature, top_p=cfg.top_p, presence_penalty=0.0, max_tokens=cfg.max_tokens, seed=cfg.seed
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            presence_penalty=0.0,
+            max_tokens=cfg.max_tokens,
+            seed=cfg.seed,
         )
         self.explain_params = replace(self.params, max_tokens=cfg.explain_max_tokens)
         self.rejected = dict.fromkeys(self.records, 0)
