@@ -45,6 +45,7 @@ class FileTask(VendoredTask):
 
     name = "file"
     answer_type = "math"  # unless --answer-type says otherwise (what `list tasks` shows)
+    options_used = frozenset({"data", "fields", "answer_type"})
 
     def __init__(self, **options):
         super().__init__(**options)

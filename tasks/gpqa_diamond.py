@@ -55,6 +55,8 @@ def shuffle_options(record_id: str, correct: str, incorrect: list[str], seed: in
 class GpqaDiamond(Task):
     """GPQA-Diamond: 198 multiple-choice science questions (user-supplied CSV; options shuffled)."""
 
+    options_used = frozenset({"data", "shuffle_seed"})
+
     name = "gpqa-diamond"
     answer_type = "choice"
     expected_count = 198

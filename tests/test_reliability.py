@@ -165,3 +165,76 @@ def test_the_table_covers_every_command():
     assert len(CASES) >= 30
     commands = {c[1][0] if c[1][0] != "data" else " ".join(c[1][:2]) for c in CASES}
     assert {"eval", "generate", "train", "grade", "report", "prompts", "data toy", "data dedup"} <= commands
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--backend", "hf", "--tensor-parallel-size", "2"], "--tensor-parallel-size"),
+        (["--backend", "hf", "--enforce-eager"], "--enforce-eager"),
+        (["--backend", "hf", "--max-model-len", "512"], "--max-model-len"),
+        (["--backend", "vllm", "--batch-size", "4"], "--batch-size"),
+        (["--task-opt", "shufle_seed=1"], "--task-opt shufle_seed"),
+        (["--answer-type", "integer"], "--answer-type"),
+    ],
+)
+def test_an_option_the_run_would_ignore_is_refused(tmp_path, cli, args, flag):
+    """Accepted means used: an engine flag the back-end has no use for, or a task option no task reads."""
+    code, _, err = cli(
+        "eval", "--task", "aime24", "--model", "tiny-random", "--limit", "1", "--out", tmp_path / "r", *args
+    )
+    assert code == 2 and err.startswith(f"error: {flag}") and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_task_option_some_task_of_the_run_reads_is_accepted(tmp_path, cli):
+    code, _, err = cli(
+        "eval",
+        "--task",
+        "aime24",
+        "--model",
+        "tiny-random",
+        "--limit",
+        "1",
+        "--max-tokens",
+        "2",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--task-opt",
+        "shuffle_seed=1",
+        "--task",
+        "aime24,file",
+        "--data",
+        tmp_path / "d.jsonl",
+        "--out",
+        tmp_path / "r",
+    )
+    assert "shuffle_seed" in err  # file does not read it either: still refused
+    (tmp_path / "d.jsonl").write_text('{"id": "a", "problem": "1+1?", "answer": "2"}\n')
+    code, _, err = cli(
+        "eval",
+        "--task",
+        "aime24,file",
+        "--data",
+        tmp_path / "d.jsonl",
+        "--model",
+        "tiny-random",
+        "--limit",
+        "1",
+        "--max-tokens",
+        "2",
+        "--no-progress",
+        "--grade-workers",
+        "0",
+        "--out",
+        tmp_path / "r",
+    )
+    assert code == 0, err  # --data is read by the file task of the run
+
+
+def test_generate_refuses_an_engine_flag_its_back_end_ignores(tmp_path, cli):
+    data = tmp_path / "e.jsonl"
+    data.write_text('{"problem_id": "a", "problem": "1+1?", "solution": "2"}\n')
+    code, _, err = cli("generate", "--data", data, "--model", "tiny-random", "--enforce-eager", "--out", tmp_path / "o")
+    assert code == 2 and "--enforce-eager: the 'hf' back-end does not use it" in err

@@ -37,6 +37,23 @@ class Completion:
     """The generated token ids (a stop token included), for exact continuation."""
 
 
+def refuse_unused_engine_options(name: str, backend_cls: type, given: dict[str, Any]) -> None:
+    """One error for an engine flag the user set that back-end `name` has no parameter for (e.g.
+    `--tensor-parallel-size` with hf, `--batch-size` with vllm): a flag that is accepted is a flag that is used."""
+    import inspect
+
+    params = inspect.signature(backend_cls.__init__).parameters
+    named = {p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)}
+    for key in given:
+        if key not in named:
+            from dail_harness.errors import HarnessError
+
+            raise HarnessError(
+                f"--{key.replace('_', '-')}: the '{name}' back-end does not use it (drop it, or pick "
+                "the back-end it belongs to with --backend)"
+            )
+
+
 class SamplingBackend(ABC):
     """Base class; subclasses register with `@registry.register("backends", NAME)`."""
 

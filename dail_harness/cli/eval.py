@@ -55,7 +55,10 @@ def eval_cmd(cfg: EvalConfig) -> None:
     from dail_harness.eval.report import format_table, report_from_summary
 
     load_plugins(cfg.plugin_dir)
-    registry.get("backends", cfg.backend)  # fail fast on an unknown back-end, before loading anything
+    from dail_harness.backends.base import refuse_unused_engine_options
+
+    # fail fast on an unknown back-end, or a flag it would ignore, before loading anything
+    refuse_unused_engine_options(cfg.backend, registry.get("backends", cfg.backend), cfg.backend_options())
     if cfg.num_samples > 1 and 0 in (cfg.temperatures or [cfg.temperature]):
         typer.echo(
             f"warning: temperature 0 is greedy decoding: the n={cfg.num_samples} samples of a problem are "

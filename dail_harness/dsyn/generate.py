@@ -212,6 +212,10 @@ def waypoints_for(rec: ExpertRecord, mode: str = "auto") -> tuple[list[str], str
 def run_generate(cfg: GenerateConfig) -> dict:
     """Generate the traces OUT.traces.jsonl lacks (graded as they are stored), then select into OUT."""
     backend_cls = registry.get("backends", cfg.backend)
+    from dail_harness.backends.base import refuse_unused_engine_options
+
+    given = {"device": cfg.device, "enforce_eager": cfg.enforce_eager or None}
+    refuse_unused_engine_options(cfg.backend, backend_cls, {k: v for k, v in given.items() if v is not None})
     engine_cls = registry.get("rollouts", cfg.backend) if cfg.mode == "mixed" else None
     if engine_cls is not None and cfg.draft_tokens is None:
         cfg.draft_tokens = engine_cls.default_draft_tokens

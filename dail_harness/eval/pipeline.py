@@ -22,7 +22,7 @@ from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
 from dail_harness.eval.metrics import parse_k, power_of_two_grid, summarize_conditions
 from dail_harness.eval.problem_ids import is_listed, read_id_file
 from dail_harness.eval.store import RunStore, sample_id
-from dail_harness.eval.task import Task, make_task
+from dail_harness.eval.task import Task, make_task, refuse_unused_options
 from dail_harness.eval.thinking import (
     DEFAULT_ANSWER_TOKENS,
     FORCE_ANSWER_TOKENS,
@@ -290,8 +290,9 @@ def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
     loaded = []
     options = cfg.task_options()
     excluded = cfg.excluded()
-    for name in cfg.task:
-        task = make_task(name, **options)
+    made = [make_task(name, **options) for name in cfg.task]
+    refuse_unused_options(made, options)
+    for task in made:
         problems = task.load()
         if cfg.limit is not None:
             problems = problems[: cfg.limit]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dail_harness import registry
-from dail_harness.errors import HarnessError
+from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.files import iter_rows, require_field
 from dail_harness.records import Problem
 
@@ -25,6 +25,9 @@ class Task:
     """Exact number of problems the task must load (checked on load; None for user data)."""
     prompt_template: ClassVar[str] = BOXED_PROMPT
     description: ClassVar[str] = ""
+    options_used: ClassVar[frozenset[str]] = frozenset()
+    """The options this task reads from `self.options` beyond `prompt_template` (e.g. `data`, `shuffle_seed`):
+    an option no task of a run reads is refused instead of being dropped."""
 
     def __init__(self, **options: Any):
         self.options = options
@@ -55,6 +58,27 @@ class Task:
         """The user-turn text for `problem` (the model's chat template wraps it)."""
         template = self.options.get("prompt_template") or self.prompt_template
         return template.replace("{{}}", "{}").replace("{problem}", problem.problem)
+
+
+COMMON_OPTIONS = frozenset({"prompt_template"})
+OPTION_FLAGS = {"data": "--data", "fields": "--fields", "answer_type": "--answer-type"}
+
+
+def refuse_unused_options(tasks: list[Task], options: dict) -> None:
+    """One error for an option (a --task-opt KEY, --data, --fields, --answer-type) that no task of the run reads,
+    naming the ones they do."""
+    used = COMMON_OPTIONS.union(*(type(t).options_used for t in tasks))
+    for key in options:
+        if key not in used:
+            flag = OPTION_FLAGS.get(key, f"--task-opt {key}")
+            known = sorted(used - COMMON_OPTIONS)
+            hint = did_you_mean(key, known)
+            names = ", ".join(t.name for t in tasks)
+            raise HarnessError(
+                f"{flag}: not an option of task {names}"
+                + (f" ({hint})" if hint else "")
+                + f"; its options: {', '.join(f'--task-opt {k}' for k in known) or 'none'}"
+            )
 
 
 def data_path(filename: str) -> Path:
