@@ -551,3 +551,35 @@ def test_star_names_an_iteration_as_its_directory(cli, tmp_path):
     )
     assert code == 2 and "iter-0: the method kept nothing to train on" in err and "iteration 1" not in err
     assert (tmp_path / "run" / "iter-0" / "generated.jsonl").exists()
+
+
+@pytest.mark.parametrize("drop, steps, samples", [(True, 4, 16), (False, 6, 20)])
+def test_online_drop_last_leaves_out_each_epochs_partial_prompt_batch(cli, tmp_path, drop, steps, samples):
+    """5 prompts, 2 a step, 2 epochs: verl's drop_last gives 2 steps an epoch (the fifth prompt waits for the
+    next epoch's order), TRL's reading 3 (the last with one prompt)."""
+    data = problems(tmp_path / "p.jsonl", n=5)
+    code, out, err = cli(
+        "train",
+        "--method",
+        "grpo",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        "2",
+        "--drop-last" if drop else "--no-drop-last",
+        "--prompts-per-step",
+        "2",
+        "--group-size",
+        "2",
+        "--max-tokens",
+        "2",
+        "--plugin-dir",
+        EXAMPLES,
+        *TINY,
+    )
+    assert code == 0, err
+    log = log_of(tmp_path / "run")
+    assert [r["epoch"] for r in log] == [e for e in (0, 1) for _ in range(steps // 2)]
+    assert f"trained {steps} steps on {samples} examples" in out  # 2 samples of each prompt a step took
