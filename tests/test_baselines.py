@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES, TEST_PLUGINS = ROOT / "docs" / "examples", ROOT / "tests" / "plugins"
@@ -567,3 +568,110 @@ def test_star_names_an_iteration_as_its_directory(cli, tmp_path):
     )
     assert code == 2 and "iter-0: the method kept nothing to train on" in err and "iteration 1" not in err
     assert (tmp_path / "run" / "iter-0" / "generated.jsonl").exists()
+
+
+@pytest.mark.parametrize("drop, steps, samples", [(True, 4, 16), (False, 6, 20)])
+def test_online_drop_last_leaves_out_each_epochs_partial_prompt_batch(cli, tmp_path, drop, steps, samples):
+    """5 prompts, 2 a step, 2 epochs: verl's drop_last gives 2 steps an epoch (the fifth prompt waits for the
+    next epoch's order), TRL's reading 3 (the last with one prompt)."""
+    data = problems(tmp_path / "p.jsonl", n=5)
+    code, out, err = cli(
+        "train",
+        "--method",
+        "grpo",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        "2",
+        "--drop-last" if drop else "--no-drop-last",
+        "--prompts-per-step",
+        "2",
+        "--group-size",
+        "2",
+        "--max-tokens",
+        "2",
+        "--plugin-dir",
+        EXAMPLES,
+        *TINY,
+    )
+    assert code == 0, err
+    log = log_of(tmp_path / "run")
+    assert [r["epoch"] for r in log] == [e for e in (0, 1) for _ in range(steps // 2)]
+    assert f"trained {steps} steps on {samples} examples" in out  # 2 samples of each prompt a step took
+
+
+def star_run(cli, tmp_path, monkeypatch, *flags):
+    """A STaR run in this process that records each iteration's trainable weights right after they are set up,
+    and the temperature and top-p of every sampling call."""
+    from dail_harness.backends.hf import HFBackend
+    from dail_harness.training.engine import Trainer
+
+    starts, sampled = [], []
+    build, generate = Trainer.build, HFBackend.generate
+
+    def recording_build(self, total_steps):
+        build(self, total_steps)
+        starts.append({k: v.detach().clone() for k, v in self.policy.state_dict().items()})
+
+    def recording_generate(self, requests, params):
+        sampled.append((params.temperature, params.top_p))
+        return generate(self, requests, params)
+
+    monkeypatch.setattr(Trainer, "build", recording_build)
+    monkeypatch.setattr(HFBackend, "generate", recording_generate)
+    data = problems(tmp_path / "p.jsonl", n=4, answer_type="coin")
+    args = ["train", "--method", "star", "--data", data, "--out", tmp_path / "run", "--max-tokens", "4"]
+    code, out, err = cli(*args, "--grad-accum", "1", "--plugin-dir", TEST_PLUGINS, *TINY, *flags)
+    assert code == 0, err
+    return starts, sampled, out
+
+
+def test_star_grows_its_steps_restarts_from_the_base_and_samples_as_configured(cli, tmp_path, monkeypatch):
+    """STaR's schedule: iteration r trains int(first x growth^r) steps (2, 3, 4 for 2 and 1.5: int, not ceil),
+    each from the base model (a fresh adapter: B = 0, the same initialisation every iteration), sampling at the
+    configured temperature and top-p (STaR's near-greedy 0.01 / 0.9)."""
+    flags = ["--iterations", "3", "--max-steps", "2", "--steps-growth", "1.5", "--temperature", "0.01"]
+    starts, sampled, out = star_run(cli, tmp_path, monkeypatch, *flags, "--top-p", "0.9")
+    run = tmp_path / "run"
+    assert [len(log_of(run / f"iter-{r}")) for r in range(3)] == [2, 3, 4]
+    history = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
+    assert [h["steps"] for h in history] == [2, 3, 4] and "iter-2:" in out and "; 4 steps" in out
+    assert len(starts) == 3
+    for start in starts[1:]:
+        assert start.keys() == starts[0].keys()
+        assert all(torch.equal(start[k], starts[0][k]) for k in start)
+        assert all(not v.any() for k, v in start.items() if "lora_B" in k)  # the adapter adds nothing: the base
+    assert sampled and set(sampled) == {(0.01, 0.9)}
+
+
+def test_star_continues_from_the_previous_iteration_when_asked(cli, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    starts, _, _ = star_run(
+        cli,
+        tmp_path,
+        monkeypatch,
+        "--iterations",
+        "2",
+        "--max-steps",
+        "1",
+        "--warmup-steps",
+        "0",
+        "--train-from",
+        "previous",
+    )
+    ended = load_file(str(tmp_path / "run" / "iter-0" / "adapter_model.safetensors"))
+    assert starts[1].keys() == ended.keys()
+    assert all(torch.equal(starts[1][k], ended[k]) for k in ended)
+    assert any(not torch.equal(starts[1][k], starts[0][k]) for k in ended)  # iteration 0 moved the adapter
+
+
+def test_star_steps_growth_needs_the_first_iterations_steps(cli, tmp_path):
+    data = problems(tmp_path / "p.jsonl", n=2)
+    code, _, err = cli(
+        "train", "--method", "star", "--data", data, "--out", tmp_path / "run", "--steps-growth", "1.2", *TINY
+    )
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: --steps-growth needs --max-steps")
+    assert not (tmp_path / "run").exists()  # refused before anything is written

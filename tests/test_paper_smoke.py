@@ -3,9 +3,9 @@
 The commands run as written, in a scratch directory that holds what a user supplies: `data/` (toy stand-ins
 for e1-verifiable, e1-proof, GPQA-Diamond and DeepScaleR), `configs/` (the repository's), and the hub models the page
 names as local copies of tiny-random. The only changes are the flags `SMOKE` appends, which make every run
-tiny (samples, lengths, steps, problems; the hf back-end instead of vLLM), and two that a random model
-needs: every D_syn trace kept, and STaR's rationales accepted by a test verifier that passes about half,
-since its answers are never correct. Then every file the page's figure map names must exist.
+tiny (samples, lengths, steps, STaR's iterations, problems; the hf back-end instead of vLLM), and two that a
+random model needs: every D_syn trace kept, and STaR's rationales accepted by a test verifier that passes
+about half, since its answers are never correct. Then every file the page's figure map names must exist.
 """
 
 from __future__ import annotations
@@ -114,6 +114,8 @@ def smoke_flags(argv: list[str]) -> list[str]:
             flags += SAMPLING_TRAIN
         if method == "star":  # a random model's answers are never right: a test verifier accepts half of them
             flags += ["--reward", "coin", "--plugin-dir", str(ROOT / "tests" / "plugins")]
+            if int(settings.get("iterations", 1)) > 2:  # STaR's own loop (63): two iterations show it
+                flags += ["--iterations", "2"]
         if method in ("grpo", "nurl"):
             flags += ONLINE + (ONLINE_EVAL if settings.get("eval_task") else [])
     return flags

@@ -1,6 +1,7 @@
 """Training: losses against float64 references, three aligned contexts, resume, end to end."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -779,3 +780,78 @@ def test_training_plot_axes_integer_steps_units_log_scale_colours_and_legend_off
         assert legend.y1 <= label.y0  # below the axes and its step label: it covers no data
     path = plot_training(runs, tmp_path / "t.png")
     assert path is not None and path.stat().st_size > 10_000
+
+
+def closed_form_rate(schedule: str, step: int, warmup: int, total: int) -> float:
+    """The rate (a fraction of the peak) of update `step` (from 0), written out: transformers' formulas."""
+    if step < warmup:
+        return step / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / (total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+def test_each_step_takes_the_closed_form_rate_of_its_schedule(schedule):
+    from dail_harness.training.config import TrainConfig
+    from dail_harness.training.engine import make_scheduler
+
+    cfg = TrainConfig(method="nll", model="m", data="d", out="o", lr=2.0, warmup_steps=2, lr_schedule=schedule)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = make_scheduler(cfg, opt, 7)
+    rates = []
+    for _ in range(7):
+        rates.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([2.0 * closed_form_rate(schedule, s, 2, 7) for s in range(7)], abs=1e-12)
+    if schedule == "cosine":  # half the peak half-way through the decay
+        assert rates[2] == 2.0 and rates[2 + 5 // 2] == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 2 / 5)))
+
+
+def test_drop_last_leaves_out_each_epochs_partial_step():
+    from dail_harness.errors import HarnessError
+    from dail_harness.training.plan import epoch_order, plan_steps
+
+    # online shape: 5 prompts, 2 per step (batch_size 2, one batch a step)
+    kept = plan_steps(5, epochs=2, seed=3, batch_size=2, per_step=1)
+    dropped = plan_steps(5, epochs=2, seed=3, batch_size=2, per_step=1, drop_last=True)
+    assert [e for e, _ in kept] == [0, 0, 0, 1, 1, 1] and [len(g[0]) for _, g in kept] == [2, 2, 1] * 2
+    assert [e for e, _ in dropped] == [0, 0, 1, 1] and all(len(g[0]) == 2 for _, g in dropped)
+    for epoch in (0, 1):  # the same keyed order, its last item left out
+        steps = dropped[2 * epoch : 2 * epoch + 2]
+        assert [i for _, (b,) in steps for i in b] == epoch_order(5, 3, epoch)[:4]
+    # offline shape: micro-batches of 1, 2 a step; the same rule counts examples
+    assert len(plan_steps(5, epochs=1, seed=3, batch_size=1, per_step=2)) == 3
+    assert len(plan_steps(5, epochs=1, seed=3, batch_size=1, per_step=2, drop_last=True)) == 2
+    # a step with all its micro-batches but a short one is partial too: 15 examples, 2 x 4 a step
+    assert [[len(b) for b in g] for _, g in plan_steps(15, epochs=1, seed=0, batch_size=2, per_step=4)] == [
+        [2, 2, 2, 2],
+        [2, 2, 2, 1],
+    ]
+    assert [
+        [len(b) for b in g] for _, g in plan_steps(15, epochs=1, seed=0, batch_size=2, per_step=4, drop_last=True)
+    ] == [[2, 2, 2, 2]]
+    # --max-steps passes over the data as often as it takes, each pass without its partial step
+    assert [e for e, _ in plan_steps(5, epochs=1, seed=3, batch_size=2, per_step=1, max_steps=5, drop_last=True)] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+    ]
+    with pytest.raises(HarnessError, match="every step would be dropped"):
+        plan_steps(3, epochs=1, seed=0, batch_size=2, per_step=2, drop_last=True)
+
+
+def test_the_engine_logs_the_cosine_rate_and_drops_partial_steps(tmp_path, cli):
+    """5 examples, 2 a step, 2 epochs: with --drop-last 4 steps (2 an epoch), each at the cosine closed form."""
+    data = write_dsyn(tmp_path / "d.jsonl", n=5)
+    args = ["train", "--method", "nll", "--data", data, *TRAIN, "--epochs", "2", "--lr-schedule", "cosine"]
+    code, out, err = cli(*args, "--drop-last", "--out", tmp_path / "run")
+    assert code == 0, err
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 0, 1, 1] and all(r["tokens"] > 0 for r in log)
+    assert [r["lr"] for r in log] == pytest.approx([5e-3 * closed_form_rate("cosine", s, 1, 4) for s in range(4)])
+    assert "trained 4 steps" in out

@@ -58,9 +58,10 @@ class TrainConfig:
     )
     lr_schedule: str = option(
         "linear",
-        choices=("linear", "constant"),
-        help="After warm-up: linear decay to 0 at the last step (the authors' code), or constant (an extended "
-        "run then equals a fresh longer one).",
+        choices=("linear", "constant", "cosine"),
+        help="After warm-up: linear decay to 0 at the last step (the authors' code; TRL's default), constant "
+        "(verl's default; an extended run then equals a fresh longer one), or cosine decay to 0 (transformers' "
+        "get_cosine_schedule_with_warmup).",
         panel=OPTIM,
     )
     weight_decay: float = option(0.01, ge=0, help="AdamW weight decay (the authors' code: 0.01).", panel=OPTIM)
@@ -79,11 +80,17 @@ class TrainConfig:
         ge=1,
         help="Optimizer steps to run; overrides --epochs (passes over the data as often as it takes, as Hugging "
         "Face Trainer does). Rerun into the same --out with a larger --max-steps (or --epochs) to extend a run: "
-        "it equals a fresh longer run only with --lr-schedule constant (linear decay depends on the total).",
+        "it equals a fresh longer run only with --lr-schedule constant (linear and cosine decay depend on the total).",
         panel=OPTIM,
     )
     batch_size: int = option(1, ge=1, help="Sequences per micro-batch (per device).", panel=OPTIM)
     grad_accum: int = option(4, ge=1, help="Micro-batches per optimizer step (offline methods).", panel=OPTIM)
+    drop_last: bool = option(
+        False,
+        help="Drop the last step of each epoch when it holds fewer examples (offline) or prompts (online) than a "
+        "full step, as PyTorch's DataLoader(drop_last=True) and verl's training data loader do.",
+        panel=OPTIM,
+    )
     max_length: int | None = option(
         None,
         ge=2,

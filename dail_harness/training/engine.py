@@ -191,16 +191,20 @@ def make_optimizer(cfg: TrainConfig, params: list) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+SCHEDULES = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}
+"""--lr-schedule -> transformers' scheduler name (the same closed forms as TRL's and verl's)."""
+
+
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-    """Warm-up, then linear decay to 0 at `total_steps` (the authors'), or a constant rate (which does not
-    depend on the total, so an extended run equals a fresh longer one)."""
+    """Warm-up, then linear or cosine decay to 0 at `total_steps` (the authors' linear; TRL's default), or a
+    constant rate (verl's default; it does not depend on the total, so an extended run equals a fresh longer one)."""
     from transformers import get_scheduler
 
     if cfg.warmup_ratio is not None:
         warmup = math.ceil(cfg.warmup_ratio * total_steps)
     else:
         warmup = cfg.warmup_steps if cfg.lr_schedule == "constant" else min(cfg.warmup_steps, total_steps)
-    name = "constant_with_warmup" if cfg.lr_schedule == "constant" else "linear"
+    name = SCHEDULES[cfg.lr_schedule]
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=max(1, total_steps))
 
 
@@ -476,6 +480,7 @@ def offline_run(trainer: Trainer, method: FileMethod, desc: str) -> dict:
         batch_size=cfg.batch_size,
         per_step=cfg.grad_accum * trainer.world,
         max_steps=cfg.max_steps,
+        drop_last=cfg.drop_last,
     )
     trainer.build(len(steps))
     last = trainer.run(len(steps), offline_batches(examples, steps, trainer.rank, trainer.world), desc)

@@ -1,7 +1,9 @@
 """Generate-then-train runs (STaR): iterations of "generate with the latest model, train from the base".
 
-Iteration r generates with the model of iteration r - 1 (the base model first) and trains a fresh
-adapter from the base model on what it kept, in `OUT/iter-r` (a normal training run directory). Each
+Iteration r generates with the model of iteration r - 1 (the base model first) and trains on what it kept, in
+`OUT/iter-r` (a normal training run directory): a fresh adapter from the base model (STaR's rule), or, with
+`train_from: previous`, from where iteration r - 1 ended. With `steps_growth` G, iteration r trains
+int(--max-steps x G^r) steps (STaR's `--exponential_grow`: 40 steps, then 20% more each iteration). Each
 process generates its share of the problems into its own file (`generated.P-of-N.jsonl`, appended
 in rounds, so a killed run resumes where it stopped); the first process merges them into
 `generated.jsonl` (every problem, with its `source`: what the method kept or dropped) and `train.jsonl`
@@ -40,6 +42,8 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
 
     from dail_harness.training.engine import Trainer, offline_run
 
+    if getattr(method.options, "steps_growth", None) is not None and cfg.max_steps is None:
+        raise HarnessError("--steps-growth needs --max-steps: the steps of the first iteration, which it grows")
     state = PartialState(cpu=cfg.device == "cpu")
     rank, world = state.process_index, state.num_processes
     out = Path(cfg.out)
@@ -61,13 +65,8 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
             raise HarnessError(
                 f"iter-{r}: the method kept nothing to train on ({counts}); see {it_dir / 'generated.jsonl'}"
             )
-        it_cfg = dataclasses.replace(
-            cfg,
-            out=str(it_dir),
-            data=str(it_dir / "train.jsonl"),
-            merge=cfg.merge or (cfg.backend != "hf" and r < iterations - 1),
-        )
-        trainer = Trainer(it_cfg, method, loss, {**settings, "iteration": r})
+        it_cfg = iteration_config(cfg, method, r, iterations)
+        trainer = Trainer(it_cfg, method, loss, {**settings, "iteration": r, "max_steps": it_cfg.max_steps})
         result = offline_run(trainer, method, f"train ({cfg.method} iter-{r} of {iterations})")
         trainer.finish(result["steps"])
         last = result["last"]
@@ -90,6 +89,25 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
         "iterations": history,
         "resumed_from": resumed,
     }
+
+
+def iteration_config(cfg: TrainConfig, method: GenerateMethod, r: int, iterations: int) -> TrainConfig:
+    """Iteration r's training run: its directory and data, its steps (grown by `steps_growth` as STaR's
+    `int(start_steps * grow_steps ** (iter - 1))`), and its start: the base model, or the previous iteration's
+    adapter (its model, with every weight trained)."""
+    it_dir = Path(cfg.out) / f"iter-{r}"
+    changes: dict = dict(
+        out=str(it_dir),
+        data=str(it_dir / "train.jsonl"),
+        merge=cfg.merge or (cfg.backend != "hf" and r < iterations - 1),
+    )
+    growth = getattr(method.options, "steps_growth", None)
+    if growth is not None:
+        changes["max_steps"] = max(1, int(int(cfg.max_steps or 1) * growth**r))
+    if r > 0 and getattr(method.options, "train_from", "base") == "previous":
+        previous = str(Path(cfg.out) / f"iter-{r - 1}")
+        changes["init" if cfg.lora_r else "model"] = previous
+    return dataclasses.replace(cfg, **changes)
 
 
 def _generation_model(previous: Path, cfg: TrainConfig) -> str:

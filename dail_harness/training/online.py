@@ -120,6 +120,7 @@ def online_run(trainer, desc: str) -> dict:
         batch_size=per_step,
         per_step=1,
         max_steps=-(-cfg.max_steps // mu) if cfg.max_steps else None,
+        drop_last=cfg.drop_last,
     )
     total = cfg.max_steps or len(generations) * mu
     trainer.build(total)

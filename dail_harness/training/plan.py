@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from dail_harness.errors import HarnessError
 from dail_harness.training.examples import Example
 
 
@@ -27,16 +28,32 @@ finished run can be extended by changing them (the engine refuses a plan shorter
 
 
 def plan_steps(
-    n_items: int, *, epochs: int, seed: int, batch_size: int, per_step: int, max_steps: int | None = None
+    n_items: int,
+    *,
+    epochs: int,
+    seed: int,
+    batch_size: int,
+    per_step: int,
+    max_steps: int | None = None,
+    drop_last: bool = False,
 ) -> list[tuple[int, list[list[int]]]]:
     """Every optimizer step as (epoch, batches of item indices), in order. `max_steps` overrides `epochs` (as in
     Hugging Face Trainer): exactly that many steps, passing over the data as often as it takes, each pass
-    in its own keyed order, so a plan of any length is a prefix of every longer one."""
+    in its own keyed order, so a plan of any length is a prefix of every longer one. `drop_last` leaves out
+    each epoch's last step when it holds fewer than batch_size x per_step items (DataLoader's drop_last)."""
+    full = batch_size * per_step
+    if drop_last and 0 < n_items < full:
+        raise HarnessError(
+            f"--drop-last with {n_items} item(s) and {full} per step: every step would be dropped; "
+            "use fewer per step or no --drop-last"
+        )
     steps: list[tuple[int, list[list[int]]]] = []
     epoch = 0
     while n_items and ((len(steps) < max_steps) if max_steps else (epoch < epochs)):
         order = epoch_order(n_items, seed, epoch)
-        batches = [order[i : i + batch_size] for i in range(0, n_items, batch_size)]
+        if drop_last:
+            order = order[: n_items - n_items % full]
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         for g in range(0, len(batches), per_step):
             steps.append((epoch, batches[g : g + per_step]))
         epoch += 1

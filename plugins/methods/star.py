@@ -4,7 +4,9 @@ Each iteration: for every training problem the current model answers once; for t
 wrong it answers again with the gold answer given as a hint in the prompt ("rationalization"); only
 rationales whose final answer the verifier accepts are kept, and the model is fine-tuned (NLL) on them
 with the hint removed from the prompt. Each outer iteration regenerates with the latest model and
-fine-tunes from the base model again. The DAIL paper gives no iteration count: `--iterations` is 1.
+fine-tunes from the base model again (`--train-from previous` continues instead). The DAIL paper gives no
+iteration count: `--iterations` is 1. STaR's own schedule (its `iteration_train.py`): up to 64 outer
+iterations, 40 steps first and 20% more each (`--max-steps 40 --steps-growth 1.2`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ class STaROptions:
         ge=1,
         help="STaR's outer loop: regenerate with the latest model, fine-tune again "
         "from the base model (the paper gives no count).",
+    )
+    steps_growth: float | None = option(
+        None,
+        gt=0,
+        help="Iteration r trains int(--max-steps x G^r) steps (STaR: 40 steps, G 1.2); default: --max-steps or "
+        "--epochs for every iteration.",
+    )
+    train_from: str = option(
+        "base",
+        choices=("base", "previous"),
+        help="Where each iteration's fine-tuning starts: the base model (STaR) or the previous iteration's result.",
     )
     prompt: str = option(
         OnlineOptions.prompt,
