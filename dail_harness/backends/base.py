@@ -42,7 +42,7 @@ def refuse_unused_engine_options(name: str, backend_cls: type, given: dict[str, 
     `--tensor-parallel-size` with hf, `--batch-size` with vllm): a flag that is accepted is a flag that is used."""
     import inspect
 
-    params = inspect.signature(backend_cls.__init__).parameters
+    params = inspect.signature(backend_cls).parameters  # the constructor's, without self
     named = {p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)}
     for key in given:
         if key not in named:
