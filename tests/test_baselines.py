@@ -675,3 +675,23 @@ def test_star_steps_growth_needs_the_first_iterations_steps(cli, tmp_path):
     )
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: --steps-growth needs --max-steps")
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_online_sampling_takes_top_k():
+    """--top-k reaches the live policy's sampler: with k = 1 every sample of a group is the greedy one."""
+    from dail_harness import registry
+    from dail_harness.options import build
+    from dail_harness.training.config import TrainConfig
+    from dail_harness.training.online import OnlineContext
+
+    cfg = build(
+        TrainConfig,
+        {"method": "grpo", "model": "tiny-random", "data": "x", "out": "y", "top_k": 1, "temperature": 1.3},
+    )
+    ctx = OnlineContext(cfg, registry.get("backends", "hf")("tiny-random", device="cpu"), None)
+    ctx.cfg.max_tokens = 8
+    sampled = [c.token_ids for c in ctx.sample({"a": "What is 1+1?"}, 3)["a"]]
+    greedy = ctx.sample({"a": "What is 1+1?"}, 1, temperature=0.0)["a"][0].token_ids
+    assert sampled == [greedy] * 3
+    cfg.top_k = 0
+    assert len({tuple(c.token_ids) for c in ctx.sample({"a": "What is 1+1?"}, 3)["a"]}) > 1

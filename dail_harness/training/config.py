@@ -128,6 +128,9 @@ class TrainConfig:
     templates: str | None = option(None, path=PATH, help="JSON with student/privileged/negative templates.", panel=DATA)
     temperature: float = option(1.0, ge=0, help="Sampling temperature of methods that sample.", panel=SAMPLE)
     top_p: float = option(1.0, gt=0, le=1, help="Nucleus sampling mass of methods that sample.", panel=SAMPLE)
+    top_k: int = option(
+        0, ge=0, help="Keep only the k most likely tokens (before top-p) in methods that sample; 0: all.", panel=SAMPLE
+    )
     max_tokens: int = option(512, ge=1, help="Maximum new tokens per sample of methods that sample.", panel=SAMPLE)
     backend: str = option("hf", help="Sampling back-end of methods that sample (hf: the live model).", panel=SAMPLE)
     vllm_memory: float = option(

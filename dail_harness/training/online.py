@@ -34,11 +34,12 @@ class OnlineContext:
         return self.accelerator.num_processes if self.accelerator is not None else 1
 
     def params(self, n: int, **overrides: Any) -> SamplingParams:
-        """The run's sampling settings (`--temperature`, `--top-p`, `--max-tokens`) for n samples."""
+        """The run's sampling settings (`--temperature`, `--top-p`, `--top-k`, `--max-tokens`) for n samples."""
         values = dict(
             n=n,
             temperature=self.cfg.temperature,
             top_p=self.cfg.top_p,
+            top_k=self.cfg.top_k,
             presence_penalty=0.0,
             max_tokens=self.cfg.max_tokens,
             seed=self.cfg.seed,
