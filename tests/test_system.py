@@ -196,7 +196,11 @@ def test_a_plugin_vendored_task_ships_its_own_data(tmp_path, cli):
 def test_grade_without_plugin_dir_hints_at_it(tmp_path, cli, monkeypatch):
     from dail_harness import registry
 
-    monkeypatch.setattr(registry._state, "loaded_dirs", set())  # as in a fresh process: no --plugin-dir yet
+    # as in a fresh process: no --plugin-dir yet, and none of the plugins earlier tests of this process loaded
+    monkeypatch.setattr(registry._state, "loaded_dirs", set())
+    registry.load_builtins()
+    builtin = {k: e for k, e in registry._state.entries["verifiers"].items() if e.source.startswith("dail_harness.")}
+    monkeypatch.setitem(registry._state.entries, "verifiers", builtin)
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"completion": "\\boxed{1}", "gold": "1", "answer_type": "digit-share"}) + "\n")
     code, _, err = cli("grade", rows, "--output", tmp_path / "out.jsonl", "--workers", "0", "--no-progress")
