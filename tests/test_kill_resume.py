@@ -39,12 +39,20 @@ def lines(path: Path) -> int:
 INTERRUPTED = "interrupted: rerun the same command to resume\n"
 
 
+def default_sigint() -> None:
+    """In the child, before exec: SIGINT handled as in a terminal. A suite started in the background (nohup,
+    `cmd &` in a script) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def kill_when(argv: list[str], watched: Path, rows: int, sig: int = signal.SIGKILL, timeout: float = 300):
     """Run `dail-harness ARGV` in a subprocess and send `sig` to its process group once `watched` has `rows`
     lines; its (exit code, stderr), or None if it finished first."""
     cmd = [sys.executable, "-m", "dail_harness", *map(str, argv)]
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, preexec_fn=default_sigint
+        )
         deadline = time.monotonic() + timeout
         sent = False
         while proc.poll() is None and time.monotonic() < deadline:
