@@ -7,6 +7,7 @@ is lazy: nothing is imported until a name is looked up or listed.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import pkgutil
@@ -152,7 +153,8 @@ def load_plugin_dir(directory: str | Path) -> None:
     for path in sorted(directory.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        mod_name = f"dail_harness_user_plugins.{directory.name}.{path.stem}"
+        tag = hashlib.sha1(str(directory).encode()).hexdigest()[:8]  # two folders named alike stay two modules
+        mod_name = f"dail_harness_user_plugins.{directory.name}_{tag}.{path.stem}"
         spec = importlib.util.spec_from_file_location(mod_name, path)
         if spec is None or spec.loader is None:
             raise HarnessError("cannot import this file as a plugin module", path=str(path))

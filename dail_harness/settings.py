@@ -12,8 +12,9 @@ provenance of each invocation (`provenance.py`), which never takes part in the c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from dail_harness import provenance
 from dail_harness.errors import HarnessError
@@ -33,13 +34,46 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def settings_changes(old: dict, new: dict, may_change: Iterable[str] = ()) -> str | None:
+ANY = object()
+ADDED_LATER: dict[str, object] = {
+    "top_k": 0,
+    "sampling.top_k": 0,
+    "drop_last": False,
+    "lr_schedule": "linear",
+    "method_options.steps_growth": None,
+    "method_options.train_from": "base",
+    "model_fingerprint": ANY,
+    "limit": ANY,
+    "ks": ANY,
+}
+"""Settings that records written by dail-harness 0.1.0 before them lack, with the value such a run had (ANY: not
+recorded then, so any value resumes): an older run directory still resumes and extends."""
+
+
+def _changed(key: str, old_flat: dict, new_flat: dict) -> bool:
+    if key not in old_flat and key in ADDED_LATER:
+        before = ADDED_LATER[key]
+        return before is not ANY and new_flat.get(key) != before
+    return old_flat.get(key) != new_flat.get(key)
+
+
+def settings_changes(
+    old: dict, new: dict, may_change: Iterable[str] | Mapping[str, Callable[[Any, Any], bool]] = ()
+) -> str | None:
     """'key: old -> new; ...' for every (nested) setting that differs, or None when they match. Keys in
-    `may_change` (dotted, as `sampling.n`) are not compared; provenance never is."""
-    skip = {PROVENANCE, *may_change}
+    `may_change` (dotted, as `sampling.n`) may differ: any way, or where a mapping gives a rule (old, new) ->
+    allowed, as it says; provenance never counts."""
+    rules = may_change if isinstance(may_change, Mapping) else dict.fromkeys(may_change)
     old_flat, new_flat = _flatten(old), _flatten(json.loads(json.dumps(new)))
-    keys = {k for k in set(old_flat) | set(new_flat) if k.split(".")[0] != PROVENANCE and k not in skip}
-    diff = sorted(k for k in keys if old_flat.get(k) != new_flat.get(k))
+    keys = {k for k in set(old_flat) | set(new_flat) if k.split(".")[0] != PROVENANCE}
+
+    def allowed(k: str) -> bool:
+        if k not in rules:
+            return False
+        rule = rules[k]
+        return rule is None or rule(old_flat.get(k), new_flat.get(k))
+
+    diff = sorted(k for k in keys if _changed(k, old_flat, new_flat) and not allowed(k))
     return "; ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in diff) or None
 
 
@@ -71,7 +105,7 @@ class SettingsRecord:
         except json.JSONDecodeError as e:
             raise HarnessError(f"malformed JSON: {e}", path=str(self.path)) from None
 
-    def check(self, settings: dict, may_change: Iterable[str] = ()) -> bool:
+    def check(self, settings: dict, may_change: Iterable[str] | Mapping[str, Any] = ()) -> bool:
         """True if an earlier run exists (and matches `settings` but for the keys of `may_change`); refuse a
         run with other settings, naming each."""
         if not self.exists():

@@ -240,3 +240,21 @@ def test_an_overriding_plugin_wins_whatever_loads_first_and_list_marks_it(cli, t
     )
     assert code == 0, err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["num_problems"] == 1  # not the 30 real ones
+
+
+def test_two_plugin_folders_of_the_same_name_are_two_sources(cli, tmp_path, isolated_registry):
+    text = COLLIDING.format(name="same-task", aliases=(), override=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    plugin_dir(a, text, "plugins"), plugin_dir(b, text, "plugins")
+    code, _, err = cli("list", "tasks", "--plugin-dir", a / "plugins", "--plugin-dir", b / "plugins")
+    assert code == 2 and "task name 'same-task' is registered twice" in err
+
+
+def test_an_undeclared_plugin_task_still_takes_its_options(tmp_path, isolated_registry):
+    from dail_harness.eval.task import Task, refuse_unused_options
+
+    class Legacy(Task):
+        name = "legacy"
+
+    refuse_unused_options([Legacy()], {"anything": "1"})  # it reads self.options itself: no refusal

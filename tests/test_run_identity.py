@@ -181,3 +181,58 @@ def test_pass_at_k_plot_title(reports, title):
     from dail_harness.eval.plots import pass_at_k_title
 
     assert pass_at_k_title(reports) == title
+
+
+def test_a_run_written_before_the_new_settings_resumes_and_grows(tmp_path, cli):
+    """run.json of 0.1.0 had no top_k, limit, ks or model_fingerprint: the same run resumes and extends."""
+    out = tmp_path / "old"
+    evaluate(cli, out, "--limit", "1", "--n", "2")
+    record = json.loads((out / "run.json").read_text())
+    for key in ("limit", "ks", "model_fingerprint", "provenance"):
+        record.pop(key)
+    record["sampling"].pop("top_k")
+    (out / "run.json").write_text(json.dumps(record))
+    before = (out / "samples.jsonl").read_text()
+    evaluate(cli, out, "--limit", "1", "--n", "4")
+    assert (out / "samples.jsonl").read_text().startswith(before) and len(RunStore(out).load_samples()) == 4
+    code, _, err = cli(*EVAL, "--out", out, "--limit", "1", "--n", "4", "--top-k", "5")
+    assert code == 2 and "sampling.top_k: 0 -> 5" in err
+
+
+def test_fewer_problems_or_other_exclusions_are_refused(tmp_path, cli):
+    """A smaller --limit would leave stored problems in the report, another --exclude moves problems between
+    shards: both are refused, a larger --limit extends."""
+    out = tmp_path / "run"
+    evaluate(cli, out, "--limit", "2", "--n", "1")
+    code, _, err = cli(*EVAL, "--out", out, "--limit", "1", "--n", "1")
+    assert code == 2 and "limit: 2 -> 1" in err
+    ids = tmp_path / "ids.txt"
+    ids.write_text("2024-I-1\n")
+    code, _, err = cli(*EVAL, "--out", out, "--limit", "2", "--n", "1", "--exclude", ids)
+    assert code == 2 and "excluded" in err
+    evaluate(cli, out, "--limit", "3", "--n", "1")
+
+
+def test_one_run_given_twice_is_reported_once(tmp_path, cli, monkeypatch):
+    evaluate(cli, tmp_path / "r", "--limit", "2", "--n", "1")
+    monkeypatch.chdir(tmp_path)
+    reps = report_json(cli, "r", tmp_path / "r", "./r")
+    assert len(reps) == 1 and reps[0]["num_problems"] == 2
+
+
+def test_a_hub_id_has_no_fingerprint_so_a_rerun_after_the_download_resumes():
+    from dail_harness.models.fingerprint import model_fingerprint
+
+    assert model_fingerprint("Qwen/Qwen2.5-7B-Instruct") is None
+
+
+def test_settings_added_later_compare_as_their_old_value():
+    from dail_harness.settings import settings_changes
+
+    old = {"lr": 1e-4, "method_options": {"iterations": 1}}
+    new = {**old, "top_k": 0, "drop_last": False, "lr_schedule": "linear", "model_fingerprint": "sha256:x"}
+    new["method_options"] = {"iterations": 1, "steps_growth": None, "train_from": "base"}
+    assert settings_changes(old, new) is None
+    assert settings_changes(old, {**new, "lr_schedule": "constant"}) == "lr_schedule: None -> 'constant'"
+    assert settings_changes({**old, "limit": 2}, {**old, "limit": 3}, {"limit": lambda a, b: b >= a}) is None
+    assert settings_changes({**old, "limit": 3}, {**old, "limit": 2}, {"limit": lambda a, b: b >= a})

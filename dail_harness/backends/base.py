@@ -43,6 +43,8 @@ def refuse_unused_engine_options(name: str, backend_cls: type, given: dict[str, 
     import inspect
 
     params = inspect.signature(backend_cls).parameters  # the constructor's, without self
+    if any(v.kind == v.VAR_KEYWORD and not p.startswith("_") for p, v in params.items()):
+        return  # a back-end that takes **options says it uses them (`**_unused` says it does not)
     named = {p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)}
     for key in given:
         if key not in named:

@@ -17,7 +17,7 @@ from pathlib import Path
 from dail_harness.errors import HarnessError
 from dail_harness.eval.metrics import condition_of, group_rows, power_of_two_grid, summarize_conditions
 from dail_harness.eval.problem_ids import is_listed
-from dail_harness.eval.store import RunStore
+from dail_harness.eval.store import RunStore, sample_id
 from dail_harness.settings import settings_changes
 
 
@@ -54,7 +54,7 @@ def group_runs(dirs: Sequence[str | Path]) -> list[list[Path]]:
     shards of one N whose settings differ, are refused with the difference named."""
     groups: dict[str, list[tuple[int, Path, dict]]] = {}
     order: list[str] = []
-    for d in dict.fromkeys(Path(x) for x in dirs):
+    for d in dict.fromkeys(Path(x).resolve() for x in dirs):  # one directory however it is spelled
         settings = RunStore(d).read_settings()
         shard = settings.get("shard")
         key = f"{_identity(settings)}|{shard[1]}" if shard else f"dir|{d.resolve()}"
@@ -99,7 +99,7 @@ def report_run(
     paths = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
     settings = RunStore(paths[0]).read_settings()
     n = int(settings["sampling"]["n"])
-    rows = [r for d in paths for r in RunStore(d).load_samples()]
+    rows = list({sample_id(r): r for d in reversed(paths) for r in RunStore(d).load_samples()}.values())
     if not rows:
         raise HarnessError("run has no samples yet", path=str(paths[0]))
     if tasks:

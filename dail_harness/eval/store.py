@@ -14,10 +14,15 @@ from dail_harness.files import append_jsonl, atomic_write_json, iter_jsonl, repa
 from dail_harness.settings import SettingsRecord
 
 SETTINGS_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.jsonl", "summary.json"
-GROWABLE = ("sampling.n", "ks", "limit", "excluded")
+def _more_problems(old: int | None, new: int | None) -> bool:
+    return new is None or (old is not None and new >= old)
+
+
+GROWABLE = {"sampling.n": None, "ks": None, "limit": _more_problems}
 """Settings that only say how many samples and problems to take: keyed sampling makes sample i of a problem
-the same whatever n is, so changing them extends the run (or reports a subset) and keeps every stored
-sample valid."""
+the same whatever n is, so any n extends the run (or reports its first n samples), and a larger --limit adds
+problems (the first L problems of a task, then sharded, keep their shard). A smaller limit, or another
+--exclude list (it moves problems between shards), is refused."""
 
 
 def sample_id(row: dict) -> tuple:

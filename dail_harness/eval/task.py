@@ -25,9 +25,10 @@ class Task:
     """Exact number of problems the task must load (checked on load; None for user data)."""
     prompt_template: ClassVar[str] = BOXED_PROMPT
     description: ClassVar[str] = ""
-    options_used: ClassVar[frozenset[str]] = frozenset()
+    options_used: ClassVar[frozenset[str] | None] = None
     """The options this task reads from `self.options` beyond `prompt_template` (e.g. `data`, `shuffle_seed`):
-    an option no task of a run reads is refused instead of being dropped."""
+    an option no task of a run reads is refused instead of being dropped. None (a task written before tasks
+    declared them) accepts any option."""
 
     def __init__(self, **options: Any):
         self.options = options
@@ -67,7 +68,9 @@ OPTION_FLAGS = {"data": "--data", "fields": "--fields", "answer_type": "--answer
 def refuse_unused_options(tasks: list[Task], options: dict) -> None:
     """One error for an option (a --task-opt KEY, --data, --fields, --answer-type) that no task of the run reads,
     naming the ones they do."""
-    used = COMMON_OPTIONS.union(*(type(t).options_used for t in tasks))
+    if any(type(t).options_used is None for t in tasks):
+        return
+    used = COMMON_OPTIONS.union(*(type(t).options_used or () for t in tasks))
     for key in options:
         if key not in used:
             flag = OPTION_FLAGS.get(key, f"--task-opt {key}")
@@ -105,6 +108,7 @@ class VendoredTask(Task):
     """
 
     answer_type = "integer"
+    options_used: ClassVar[frozenset[str] | None] = frozenset()  # a data file: it reads no option
     filename: ClassVar[str] = ""
     columns: ClassVar[dict[str, str | None]] = {"id": "id", "problem": "problem", "answer": "answer"}
     metadata_columns: ClassVar[tuple[str, ...]] = ()

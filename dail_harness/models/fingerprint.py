@@ -51,26 +51,16 @@ def directory_fingerprint(directory: str | os.PathLike) -> str:
 
 
 def model_fingerprint(name: str) -> str | None:
-    """The fingerprint of MODEL as `eval` would load it: its directory (and an adapter's base model's), or
-    the cached snapshot of a hub id; None for a hub id that is not cached here."""
+    """The fingerprint of MODEL as `eval` would load it: its directory's (and an adapter's base model's); None
+    for a hub id, which names its weights itself."""
     from dail_harness.models.loading import adapter_base, resolve_model
 
     path = resolve_model(name)
     if not Path(path).is_dir():
-        return _hub_fingerprint(path)
+        return None  # a hub id: the id is the identity (its cache may not exist yet, and moves with the hub)
     own = directory_fingerprint(path)
     base = adapter_base(path)
     if base is None:
         return own
     return f"{own}+base:{model_fingerprint(base)}"
 
-
-def _hub_fingerprint(repo_id: str) -> str | None:
-    """A cached hub model: its snapshot's commit (the hub's own content address)."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        snapshot = snapshot_download(repo_id, local_files_only=True)
-    except Exception:  # not cached, or no hub client: the id alone identifies it
-        return None
-    return f"hub:{Path(snapshot).name[:16]}"

@@ -282,7 +282,9 @@ class Trainer:
         self.student, self.optimizer = self.accelerator.prepare(StudentHidden(self.policy.model), optimizer)
         self.policy.to(self.accelerator.device)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.record.write(self.settings)
+        if self.accelerator.is_main_process:  # one writer: the record's provenance history is read-modify-write
+            self.record.write(self.settings)
+        self.accelerator.wait_for_everyone()
         self.log_path = self.out / "train_log.jsonl"
         self.start_step = 0
         if ckpt is not None:
