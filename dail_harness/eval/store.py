@@ -14,6 +14,8 @@ from dail_harness.files import append_jsonl, atomic_write_json, iter_jsonl, repa
 from dail_harness.settings import SettingsRecord
 
 SETTINGS_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.jsonl", "summary.json"
+
+
 def _more_problems(old: int | None, new: int | None) -> bool:
     return new is None or (old is not None and new >= old)
 

@@ -63,4 +63,3 @@ def model_fingerprint(name: str) -> str | None:
     if base is None:
         return own
     return f"{own}+base:{model_fingerprint(base)}"
-
