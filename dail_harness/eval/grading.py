@@ -61,13 +61,16 @@ def _worker_main(conn, plugin_dirs: list[str]) -> None:
     registry.load_builtins(registry.KIND_PACKAGES["verifiers"])  # not tasks/back-ends: no torch here
     for d in plugin_dirs:  # user verifiers loaded with --plugin-dir must exist in the workers too
         registry.load_plugin_dir(d)
-    conn.send(READY)
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            return
-        idx, job = msg
-        conn.send((idx, grade_one(job)))
+    try:
+        conn.send(READY)
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                return
+            idx, job = msg
+            conn.send((idx, grade_one(job)))
+    except (EOFError, OSError):  # the parent is gone (interrupted or killed): nothing left to grade or say
+        return
 
 
 class _Worker:
