@@ -108,7 +108,7 @@ def test_ten_thousand_random_strings_all_come_back_within_their_timeouts():
     jobs = fuzz_jobs(10_000)
     faulty = [i for i, j in enumerate(jobs) if j.answer_type in ("crashes", "hangs")]
     assert 10 <= len(faulty) <= 30
-    timeout = 2.0
+    timeout = 5.0  # a hang is caught at any timeout; a healthy row must fit it on a slow, busy 2-core machine
     t0 = time.monotonic()
     with GradingPool(workers=2, timeout_s=timeout) as pool:
         verdicts = pool.grade(jobs)

@@ -83,7 +83,7 @@ def check_killed_runs(
     code, _, err = cli(*argv, *out_of(ref))
     assert code == 0, err
     assert lines(watched_of(ref)) == total
-    for k in points(total, seed, POINTS if sig == signal.SIGKILL else 2):
+    for k in points(total, seed, POINTS if sig == signal.SIGKILL else 1):  # one ctrl-C point: the suite's time
         run = tmp_path / f"killed-at-{k}"
         ended = kill_when([*argv, *out_of(run)], watched_of(run), k, sig)
         assert ended is not None, f"the run ended before {k} rows"
