@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from dail_harness.eval.store import RunStore, sample_id
 from dail_harness.training.chunked import chunked_sums
 from dail_harness.training.examples import build_example, collate, flat_targets
 from dail_harness.training.losses import make_loss
@@ -432,6 +433,14 @@ def test_evaluation_during_training_and_the_training_report(tmp_path, cli):
         "2",
         "--eval-max-tokens",
         "4",
+        "--eval-temperature",
+        "1.3",
+        "--eval-top-p",
+        "0.9",
+        "--eval-presence-penalty",
+        "0",
+        "--eval-seed",
+        "7",
         "--grade-workers",
         "0",
         *TRAIN,
@@ -442,6 +451,22 @@ def test_evaluation_during_training_and_the_training_report(tmp_path, cli):
     summary = json.loads((tmp_path / "run" / "evals" / "step-2" / "summary.json").read_text())
     assert summary["n"] == 2 and summary["num_problems"] == 2
     assert log[1]["eval/aime24/pass@2"] == summary["pass_at_k"]["2"]
+    # the evaluation used the run's back-end and the --eval-* settings, not eval's defaults (0.6, 0.95, 1.5, 0):
+    # the live policy's samples at the last step equal a standalone `eval` of the saved adapter with them
+    run = json.loads((tmp_path / "run" / "evals" / "step-2" / "run.json").read_text())
+    sampling = run["sampling"]
+    assert run["backend"] == "hf"
+    chosen = (sampling["temperature"], sampling["top_p"], sampling["presence_penalty"], sampling["seed"])
+    assert chosen == (1.3, 0.9, 0, 7)
+    code, _, err = cli(
+        "eval", "--model", tmp_path / "run", "--task", "aime24", "--limit", "2", "--n", "2", "--max-tokens", "4",
+        "--temperature", "1.3", "--top-p", "0.9", "--presence-penalty", "0", "--seed", "7",
+        "--dtype", "float32", "--out", tmp_path / "alone", "--grade-workers", "0", "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    live = {sample_id(r): r["completion"] for r in RunStore(tmp_path / "run" / "evals" / "step-2").load_samples()}
+    alone = {sample_id(r): r["completion"] for r in RunStore(tmp_path / "alone").load_samples()}
+    assert live == alone and len(live) == 4
     code, out, err = cli("report", tmp_path / "run", "--plot", tmp_path / "p.png")
     assert code == 0, err
     assert "dail" in out and "eval/aime24/pass@1" in out

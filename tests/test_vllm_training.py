@@ -104,10 +104,22 @@ def test_grpo_trains_with_vllm_in_the_loop(cli, tmp_path):
         "--no-progress",
         "--grade-workers",
         "0",
+        "--eval-task",
+        "aime24",
+        "--eval-n",
+        "1",
+        "--eval-limit",
+        "1",
+        "--eval-max-tokens",
+        "4",
     )
     assert code == 0, err
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(r["sampling_tokens_per_s"] > 0 for r in log)
+    # the evaluation at the end sampled through the run's back-end (vLLM with the live adapter), not hf
+    evaluated = json.loads((tmp_path / "run" / "evals" / "step-2" / "run.json").read_text())
+    assert evaluated["backend"] == "vllm" and evaluated["sampling"]["presence_penalty"] == 1.5
+    assert "eval/aime24/pass@1" in log[-1]
     code, _, err = cli(
         "train",
         "--method",

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dail_harness.eval.pipeline import Sampling
 from dail_harness.models.cpu import threads_option
-from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option
+from dail_harness.options import PATH, PATH_OR_NAME, as_settings, default_of, on_off, option
 from dail_harness.training.chunked import DEFAULT_CHUNK
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RUN, OPTIM, LORA, DATA, SAMPLE = "Run", "Optimisation", "LoRA", "Data", "Sampling (methods that sample)"
 EVAL = "Evaluation during training"
+
+
+def _eval_default(name: str):
+    """The `eval` command's default of a sampling setting: evaluation during training uses the same protocol."""
+    return default_of(Sampling.__dataclass_fields__[name])
 
 
 @dataclass(kw_only=True)
@@ -167,11 +173,35 @@ class TrainConfig:
         help="Evaluate pass@k on these tasks during training (in OUT/evals/step-N; logged as eval/TASK/pass@k).",
         panel=EVAL,
     )
-    eval_every: int | None = option(None, ge=1, help="Evaluate every N optimizer steps (and at the end).", panel=EVAL)
+    eval_every: int | None = option(
+        None,
+        ge=1,
+        help="Evaluate every N optimizer steps as well as at the end (default: at the end only).",
+        panel=EVAL,
+    )
     eval_n: int = option(4, ge=1, help="Samples per problem of the evaluations during training.", panel=EVAL)
     eval_limit: int | None = option(None, ge=1, help="Only the first L problems of each evaluation task.", panel=EVAL)
     eval_max_tokens: int | None = option(
         None, ge=1, help="Maximum new tokens of the evaluations (default: --max-tokens).", panel=EVAL
+    )
+    eval_temperature: float = option(
+        _eval_default("temperature"), ge=0, help="Sampling temperature of the evaluations (as `eval`).", panel=EVAL
+    )
+    eval_top_p: float = option(
+        _eval_default("top_p"), gt=0, le=1, help="Nucleus sampling mass of the evaluations (as `eval`).", panel=EVAL
+    )
+    eval_top_k: int = option(
+        _eval_default("top_k"), ge=0, help="Top-k of the evaluations (as `eval`; 0: all tokens).", panel=EVAL
+    )
+    eval_presence_penalty: float = option(
+        _eval_default("presence_penalty"),
+        ge=-2,
+        le=2,
+        help="Presence penalty of the evaluations (as `eval`: the paper's 1.5).",
+        panel=EVAL,
+    )
+    eval_seed: int = option(
+        _eval_default("seed"), help="Base seed of the evaluations' keyed samples (as `eval`).", panel=EVAL
     )
     merge: bool = option(False, help="Also write OUT/merged, a full model for transformers and vLLM.", panel=RUN)
     report_to: str | None = option(None, help="accelerate tracker: tensorboard, wandb, ...", panel=RUN)
@@ -199,6 +229,11 @@ class TrainConfig:
                 "eval_n",
                 "eval_limit",
                 "eval_max_tokens",
+                "eval_temperature",
+                "eval_top_p",
+                "eval_top_k",
+                "eval_presence_penalty",
+                "eval_seed",
                 "out",
                 "progress",
                 "report_to",

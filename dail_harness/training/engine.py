@@ -411,7 +411,8 @@ class Trainer:
             if self.method.source == "online":
                 last["update_seconds"] = now - t_update
                 last["update_tokens_per_s"] = tokens / max(now - t_update, 1e-9)
-            if cfg.eval_task and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == total_steps):
+            every = cfg.eval_every or total_steps  # without --eval-every: at the end only
+            if cfg.eval_task and ((step + 1) % every == 0 or step + 1 == total_steps):
                 last.update(self.evaluate(step + 1))
             if accelerator.is_main_process:
                 append_jsonl(self.log_path, [last])
@@ -429,30 +430,54 @@ class Trainer:
         bar.close()
         return last
 
-    def evaluate(self, step: int) -> dict:
-        """pass@k of the live model on --eval-task (main process; a normal run directory in OUT/evals)."""
-        from dail_harness.backends.hf import HFBackend
-        from dail_harness.eval.pipeline import EvalConfig, run_eval
+    def sampler(self):
+        """The live policy as a sampling back-end of the run's --backend (hf: in memory; vllm: the adapter as it
+        is at each call). One per run: methods that sample and the evaluations during training share it."""
+        if getattr(self, "_sampler", None) is None:
+            backend_cls = registry.get("backends", self.cfg.backend)
+            self._sampler = backend_cls.for_policy(self.policy.model, self.tokenizer, self.cfg)
+        return self._sampler
+
+    def eval_config(self, step: int):
+        """The `eval` settings of the evaluation at `step`: every sampling setting explicit (the --eval-* flags)
+        and checked as `eval` checks its own."""
+        from dail_harness.eval.pipeline import EvalConfig
+        from dail_harness.options import build
 
         cfg = self.cfg
+        values = dict(
+            task=list(cfg.eval_task or []),
+            model=cfg.model,
+            out=str(self.out / "evals" / f"step-{step}"),
+            backend=cfg.backend,
+            n=cfg.eval_n,
+            k=str(cfg.eval_n),
+            temperature=cfg.eval_temperature,
+            top_p=cfg.eval_top_p,
+            top_k=cfg.eval_top_k,
+            presence_penalty=cfg.eval_presence_penalty,
+            seed=cfg.eval_seed,
+            max_tokens=cfg.eval_max_tokens or cfg.max_tokens,
+            limit=cfg.eval_limit,
+            grade_workers=cfg.grade_workers,
+            progress=False,
+            thinking=cfg.thinking,
+        )
+        return build(EvalConfig, values, {k: Where("--eval-" + k.replace("_", "-")) for k in values})
+
+    def evaluate(self, step: int) -> dict:
+        """pass@k of the live model on --eval-task (main process; a normal run directory in OUT/evals), sampled
+        through the run's back-end with the --eval-* settings."""
+        from dail_harness.eval.pipeline import run_eval
+
         out: dict = {}
         if self.accelerator.is_main_process:
-            backend = HFBackend.for_policy(self.policy.model, self.tokenizer, cfg)
-            eval_cfg = EvalConfig(
-                task=list(cfg.eval_task or []),
-                model=cfg.model,
-                out=str(self.out / "evals" / f"step-{step}"),
-                n=cfg.eval_n,
-                k=str(cfg.eval_n),
-                max_tokens=cfg.eval_max_tokens or cfg.max_tokens,
-                limit=cfg.eval_limit,
-                grade_workers=cfg.grade_workers,
-                progress=False,
-                thinking=cfg.thinking,
-            )
+            eval_cfg = self.eval_config(step)
             self.policy.model.eval()
             try:
-                summary = run_eval(eval_cfg, backend=backend, fingerprint=f"live policy of {self.out} at step {step}")
+                summary = run_eval(
+                    eval_cfg, backend=self.sampler(), fingerprint=f"live policy of {self.out} at step {step}"
+                )
             finally:
                 self.student.train()
             for task in eval_cfg.task:
@@ -461,7 +486,14 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return out
 
+    def close(self) -> None:
+        """Release the policy's sampling back-end (a vLLM engine and its adapter directory)."""
+        sampler, self._sampler = getattr(self, "_sampler", None), None
+        if sampler is not None:
+            sampler.close()
+
     def finish(self, total_steps: int) -> None:
+        self.close()
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             save_checkpoint(self.out, total_steps, self.policy.state_dict(), self.optimizer, self.scheduler)

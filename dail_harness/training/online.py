@@ -102,7 +102,6 @@ def online_run(trainer, desc: str) -> dict:
     policy and the method turns the scored samples into examples; the batch serves `num_iterations` (mu)
     optimizer steps, with the policy's log-probabilities at sampling time stored for the ratio when mu > 1.
     Returns the optimizer steps, passes over the prompts, last log row and examples made."""
-    from dail_harness import registry
     from dail_harness.errors import HarnessError
     from dail_harness.eval.grading import GradingPool
     from dail_harness.training.plan import StepBatch, micro_batches, plan_steps
@@ -125,7 +124,7 @@ def online_run(trainer, desc: str) -> dict:
     )
     total = cfg.max_steps or len(generations) * mu
     trainer.build(total)
-    backend = registry.get("backends", cfg.backend).for_policy(trainer.policy.model, trainer.tokenizer, cfg)
+    backend = trainer.sampler()
     made = 0
     cache: dict[int, StepBatch] = {}
     with GradingPool(cfg.grade_workers) as pool:

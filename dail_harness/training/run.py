@@ -35,12 +35,15 @@ def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] 
             "not run (file, generate, online)"
         )
     trainer = Trainer(cfg, method, loss, settings)
-    if method.source == "online":
-        from dail_harness.training.online import online_run
+    try:
+        if method.source == "online":
+            from dail_harness.training.online import online_run
 
-        result = online_run(trainer, desc)
-    else:
-        assert isinstance(method, FileMethod)
-        result = offline_run(trainer, method, desc)
-    trainer.finish(result["steps"])
+            result = online_run(trainer, desc)
+        else:
+            assert isinstance(method, FileMethod)
+            result = offline_run(trainer, method, desc)
+        trainer.finish(result["steps"])
+    finally:
+        trainer.close()  # an interrupted run releases its sampling engine too
     return {**result, "loss": loss_name, "resumed_from": trainer.start_step}
