@@ -187,6 +187,45 @@ def test_an_option_the_run_would_ignore_is_refused(tmp_path, cli, args, flag):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(
+    ("method", "args", "flag", "who"),
+    [
+        ("dail", ["--temperature", "0.3", "--backend", "vllm", "--max-tokens", "7"], "--temperature", "grpo"),
+        ("dail", ["--backend", "vllm"], "--backend", "--eval-task"),
+        ("dail", ["--max-tokens", "7"], "--max-tokens", "methods that sample"),
+        ("nll", ["--eval-n", "8"], "--eval-n", "--eval-task"),
+        ("nll", ["--eval-task", "aime24", "--eval-temperature", "0", "--top-p", "0.5"], "--top-p", "--eval-top-p"),
+        ("grpo", ["--vllm-memory", "0.5"], "--vllm-memory", "--backend vllm"),
+        ("grpo", ["--backend", "vllm", "--sample-batch-size", "8"], "--sample-batch-size", "--backend hf"),
+        ("grpo", ["--grad-accum", "4"], "--grad-accum", "--prompts-per-step"),
+        ("grpo", ["--max-length", "512"], "--max-length", "--max-tokens"),
+        ("sft", ["--lora-r", "0", "--lora-alpha", "16"], "--lora-alpha", "--lora-r > 0"),
+        ("sft", ["--lora-r", "0", "--merge"], "--merge", "full model"),
+    ],
+)  # fmt: skip
+def test_a_train_option_the_method_would_ignore_is_refused(tmp_path, cli, method, args, flag, who):
+    """`train --method dail --temperature 0.3 --backend vllm --max-tokens 7` used to run (and record the values as
+    if used); each setting the chosen method, back-end or evaluation would ignore is now one error naming who uses
+    it, before anything loads."""
+    code, _, err = cli(
+        "train", "--method", method, "--model", "tiny-random", "--data", tmp_path / "d.jsonl",
+        "--out", tmp_path / "r", *args,
+    )  # fmt: skip
+    assert code == 2 and err.startswith(f"error: {flag}: this run does not use it"), err
+    assert who in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_train_config_key_the_method_would_ignore_names_the_file_and_key(tmp_path, cli):
+    config = tmp_path / "c.yaml"
+    config.write_text("method: dail\nmodel: tiny-random\ndata: d.jsonl\nout: r\ntemperature: 0.3\n")
+    code, _, err = cli("train", "--config", config)
+    assert code == 2 and str(config) in err and "temperature" in err and "does not use it" in err, err
+    config.write_text("method: grpo\nmodel: tiny-random\ndata: d.jsonl\nout: r\ntemperature: 0.3\nlimit: 1\n")
+    code, _, err = cli("train", "--config", config)
+    assert "does not use it" not in err  # grpo samples: temperature is its (the unknown key is the error)
+
+
 def test_a_task_option_some_task_of_the_run_reads_is_accepted(tmp_path, cli):
     code, _, err = cli(
         "eval",

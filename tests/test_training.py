@@ -492,7 +492,8 @@ def test_full_fine_tuning_uses_a_frozen_reference_and_saves_the_model(tmp_path, 
         *TRAIN,
     ]
     assert cli(*common, "--out", tmp_path / "lora")[0] == 0
-    code, _, err = cli(*common, "--lora-r", "0", "--out", tmp_path / "full")
+    full_args = [a for i, a in enumerate(common) if "--lora-alpha" not in common[max(i - 1, 0) : i + 1]]
+    code, _, err = cli(*full_args, "--lora-r", "0", "--out", tmp_path / "full")
     assert code == 0, err
     lora = [json.loads(line) for line in (tmp_path / "lora" / "train_log.jsonl").read_text().splitlines()]
     full = [json.loads(line) for line in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]

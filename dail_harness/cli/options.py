@@ -35,6 +35,8 @@ class ExtraOptions:
     fields: list[tuple[dataclasses.Field, Any]]
     values: dict[str, Any] = dataclasses.field(default_factory=dict)
     wheres: dict[str, Where] = dataclasses.field(default_factory=dict)
+    chosen: dict[str, Where] = dataclasses.field(default_factory=dict)
+    """The config's own fields the user set (flag or config key), for refusing the ones the run would ignore."""
 
 
 def _param(f: dataclasses.Field, tp: Any, *, show_default: bool = True) -> tuple[Any, Any]:
@@ -183,7 +185,8 @@ def config_command(
             if extra is None:
                 return fn(cfg)
             given = {k: v for k, v in values.items() if k in extra_names}
-            return fn(cfg, ExtraOptions(extra_fields, given, {k: wheres[k] for k in given}))
+            chosen = {k: w for k, w in wheres.items() if k not in extra_names}
+            return fn(cfg, ExtraOptions(extra_fields, given, {k: wheres[k] for k in given}, chosen))
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__annotations__ = annotations

@@ -37,7 +37,7 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
     from dail_harness.training.run import train
 
     load_plugins(cfg.plugin_dir)
-    result = train(cfg, extras.values, extras.wheres)
+    result = train(cfg, extras.values, extras.wheres, chosen=extras.chosen)
     for it in result.get("iterations", []):
         counts = ", ".join(f"{k} {v}" for k, v in it.items() if k not in ("iteration", "steps", "final_loss"))
         typer.echo(f"iter-{it['iteration']}: {counts}; {it['steps']} steps")

@@ -13,6 +13,17 @@ from dail_harness.training.chunked import DEFAULT_CHUNK
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RUN, OPTIM, LORA, DATA, SAMPLE = "Run", "Optimisation", "LoRA", "Data", "Sampling (methods that sample)"
 EVAL = "Evaluation during training"
+EVAL_OPTIONS = (
+    "eval_every",
+    "eval_n",
+    "eval_limit",
+    "eval_max_tokens",
+    "eval_temperature",
+    "eval_top_p",
+    "eval_top_k",
+    "eval_presence_penalty",
+    "eval_seed",
+)
 
 
 def _eval_default(name: str):
@@ -219,21 +230,50 @@ class TrainConfig:
         if self.max_length is None:
             self.max_length = 2048 if self.thinking else 12288
 
+    def unused(self, source: str, sampling_methods: str) -> dict[str, str]:
+        """The options this run would ignore, each with who would use it: a method that does not sample ignores
+        the sampling settings, a run without --eval-task the evaluation's, --backend hf the vLLM engine's, and so
+        on. `source` is the method's (file, generate, online); `sampling_methods` names the methods that sample."""
+        samples, evaluates = source != "file", bool(self.eval_task)
+        out: dict[str, str] = {}
+        if not samples:
+            for name in ("temperature", "top_p", "top_k"):
+                flag = "--eval-" + name.replace("_", "-")
+                out[name] = f"it sets how methods that sample ({sampling_methods}) sample; {flag} the evaluations'"
+            if not (evaluates and self.eval_max_tokens is None):
+                out["max_tokens"] = (
+                    f"methods that sample ({sampling_methods}) and, without --eval-max-tokens, --eval-task use it"
+                )
+        if not samples and not evaluates:
+            for name in ("backend", "vllm_memory", "tensor_parallel_size", "sample_batch_size", "grade_workers"):
+                out[name] = f"methods that sample ({sampling_methods}) and --eval-task use it"
+        if self.backend != "vllm":
+            out.setdefault("vllm_memory", "--backend vllm uses it")
+            out.setdefault("tensor_parallel_size", "--backend vllm uses it")
+        else:
+            out.setdefault("sample_batch_size", "--backend hf uses it (vLLM schedules its own batches)")
+        if not evaluates:
+            for name in EVAL_OPTIONS:
+                out[name] = "--eval-task uses it"
+        if source == "online":
+            for name in ("grad_accum", "max_length", "overlong"):
+                out[name] = (
+                    "methods that train on a file or on generated traces use it; an online method's step is one "
+                    "generation batch (--prompts-per-step), its length limit --max-tokens"
+                )
+        if self.lora_r == 0:
+            for name in ("lora_alpha", "lora_dropout", "lora_targets"):
+                out[name] = "LoRA runs (--lora-r > 0) use it"
+            out["merge"] = "LoRA runs use it; with --lora-r 0 the run saves the full model already"
+        return out
+
     def settings(self) -> dict:
         """What determines the trained weights (a resume must match)."""
         return as_settings(
             self,
             exclude=(
                 "eval_task",
-                "eval_every",
-                "eval_n",
-                "eval_limit",
-                "eval_max_tokens",
-                "eval_temperature",
-                "eval_top_p",
-                "eval_top_k",
-                "eval_presence_penalty",
-                "eval_seed",
+                *EVAL_OPTIONS,
                 "out",
                 "progress",
                 "report_to",

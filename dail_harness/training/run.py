@@ -12,10 +12,18 @@ from dail_harness.training.engine import Trainer, offline_run, resolve
 from dail_harness.training.recipes import FileMethod, GenerateMethod
 
 
-def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] | None = None) -> dict:
+def train(
+    cfg: TrainConfig,
+    given: dict | None = None,
+    wheres: dict[str, Where] | None = None,
+    *,
+    chosen: dict[str, Where] | None = None,
+) -> dict:
     """Train with the method's examples (a file, a generation phase, or the live policy every step) and save
-    the adapter (or, with --lora-r 0, the model)."""
+    the adapter (or, with --lora-r 0, the model). `chosen`: the settings the user set, where each came from; one
+    this run would ignore is refused."""
     method, loss = resolve(cfg, given, wheres)
+    refuse_unused(cfg, method.source, chosen or {})
     loss_name = cfg.loss or method.default_loss
     settings = {
         **cfg.settings(),
@@ -47,3 +55,16 @@ def train(cfg: TrainConfig, given: dict | None = None, wheres: dict[str, Where] 
     finally:
         trainer.close()  # an interrupted run releases its sampling engine too
     return {**result, "loss": loss_name, "resumed_from": trainer.start_step}
+
+
+def refuse_unused(cfg: TrainConfig, source: str, chosen: dict[str, Where]) -> None:
+    """One error for the first setting the user chose that method `cfg.method` would not use, naming who would."""
+    from dail_harness import registry
+
+    if not chosen:
+        return
+    samplers = ", ".join(e.name for e in registry.entries("methods") if getattr(e.obj, "source", "file") != "file")
+    unused = cfg.unused(source, samplers)
+    for name, where in chosen.items():
+        if name in unused:
+            raise where.error(f"this run does not use it (method '{cfg.method}'): {unused[name]}")
