@@ -180,6 +180,13 @@ def names(kind: str) -> list[str]:
     return sorted(_state.entries[kind])
 
 
+def knows(kind: str, name: str) -> bool:
+    """Whether `name` is a registered name or alias of `kind` (built-ins and loaded plugins)."""
+    _check_kind(kind)
+    load_builtins(KIND_PACKAGES[kind])
+    return name in _state.entries[kind] or name in _state.aliases[kind]
+
+
 def entries(kind: str) -> list[Entry]:
     return [_state.entries[kind][n] for n in names(kind)]
 

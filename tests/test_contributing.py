@@ -92,8 +92,8 @@ def test_offline_method_example_trains_with_the_loss_example(cli, tmp_path):
         "answer-only",
         "--loss",
         "smoothed-nll",
-        "--loss-opt",
-        "eps=0.05",
+        "--eps",
+        "0.05",
         "--data",
         data,
         "--out",
@@ -172,3 +172,19 @@ def test_online_method_example_learns_the_verifier_reward(cli, tmp_path):
     assert first < 0.3 and last > first + 0.4, [round(r["reward"], 3) for r in log]
     assert all(r["sampling_tokens_per_s"] > 0 and r["update_tokens_per_s"] > 0 for r in log)
     assert (tmp_path / "run" / "adapter_config.json").exists()
+
+
+def test_a_plugins_options_are_flags_and_config_keys_of_train(cli, tmp_path):
+    """A third-party loss's option (`eps` of smoothed-nll, loaded with --plugin-dir) is a first-class flag and
+    config key like a built-in one's: listed by `--method M --loss L --help`, range-checked, and routed to it."""
+    chosen = ["train", "--plugin-dir", EXAMPLES, "--method", "answer-only", "--loss", "smoothed-nll", "--model", "m"]
+    code, out, _ = cli(*chosen, "--help")
+    assert code == 0 and "--eps" in out and "--gamma" not in out and "--temperature" not in out
+    code, _, err = cli(*chosen, "--eps", "2", "--data", tmp_path / "d.jsonl", "--out", tmp_path / "r")
+    assert code == 2 and err.startswith("error: --eps") and "<= 1, got 2" in err, err
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"plugin_dir: [{EXAMPLES}]\nmethod: answer-only\nloss: smoothed-nll\neps: 2\ndata: d.jsonl\nmodel: m\n"
+    )
+    code, _, err = cli("train", "--config", config, "--out", tmp_path / "r")
+    assert code == 2 and str(config) in err and "eps" in err and "<= 1, got 2" in err, err

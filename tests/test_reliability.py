@@ -216,6 +216,26 @@ def test_a_train_option_the_method_would_ignore_is_refused(tmp_path, cli, method
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(
+    ("method", "listed", "left_out"),
+    [
+        ("dail", ["--gamma", "--kl-direction", "--grad-accum", "--eval-temperature"], ["--temperature", "--epsilon"]),
+        ("nll", ["--grad-accum", "--eval-task"], ["--gamma", "--top-p", "--group-size"]),
+        ("grpo", ["--group-size", "--epsilon", "--temperature", "--backend"], ["--gamma", "--grad-accum"]),
+        ("star", ["--iterations", "--temperature", "--grad-accum"], ["--gamma", "--epsilon"]),
+    ],
+)  # fmt: skip
+def test_train_help_for_a_method_lists_what_it_uses(cli, method, listed, left_out):
+    code, out, _ = cli("train", "--method", method, "--help")
+    flags = {line.split()[0] for line in out.splitlines() if line.startswith("  --")}
+    assert code == 0 and f"Options of method '{method}'" in out
+    assert set(listed) <= flags and not set(left_out) & flags, sorted(flags)
+    code, out, _ = cli("train", "--help")  # without a method: everything, and how to narrow it
+    assert "--method M --help" in out and {"--gamma", "--group-size", "--temperature"} <= {
+        line.split()[0] for line in out.splitlines() if line.startswith("  --")
+    }
+
+
 def test_a_train_config_key_the_method_would_ignore_names_the_file_and_key(tmp_path, cli):
     config = tmp_path / "c.yaml"
     config.write_text("method: dail\nmodel: tiny-random\ndata: d.jsonl\nout: r\ntemperature: 0.3\n")

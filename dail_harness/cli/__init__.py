@@ -93,6 +93,9 @@ def main() -> None:
         importlib.import_module(f"dail_harness.cli.{module}")
 
     try:
+        from dail_harness.cli.options import scope_commands
+
+        scope_commands(sys.argv[1:])  # e.g. train's flags and --help follow its --method
         code = app(standalone_mode=False)  # Typer turns a ctrl-C into a returned 130, not an exception
     except HarnessError as e:
         typer.echo(f"error: {e}", err=True)

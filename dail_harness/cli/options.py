@@ -39,7 +39,7 @@ class ExtraOptions:
     """The config's own fields the user set (flag or config key), for refusing the ones the run would ignore."""
 
 
-def _param(f: dataclasses.Field, tp: Any, *, show_default: bool = True) -> tuple[Any, Any]:
+def _param(f: dataclasses.Field, tp: Any, *, show_default: bool = True, hidden: bool = False) -> tuple[Any, Any]:
     """The (annotation, typer.Option/Argument) of one field."""
     s = spec_of(f)
     origin, elem, _ = base_type(tp)
@@ -65,6 +65,7 @@ def _param(f: dataclasses.Field, tp: Any, *, show_default: bool = True) -> tuple
         show_default=show_default and default is not None,
         rich_help_panel=s.panel,
         metavar=s.metavar or _metavar(origin, elem, s),
+        hidden=hidden,
     )
 
 
@@ -121,78 +122,155 @@ def _use_threads(cfg: Any) -> None:
     use_threads(cfg.threads, default_workers() if workers is None else workers)
 
 
+def flag_values(argv: list[str], flag: str) -> list[str]:
+    """The values a command line gives `flag` (`--flag V` or `--flag=V`), in order."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif arg.startswith(flag + "="):
+            out.append(arg[len(flag) + 1 :])
+    return out
+
+
+def config_values(path: str, keys: tuple[str, ...]) -> dict[str, list[str]]:
+    """Some keys of a YAML config file, read ahead of the command (paths relative to the file); a file that cannot
+    be read gives nothing here (the command itself reports it)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        value = data.get(key, data.get(key.replace("_", "-")))
+        if value is None:
+            continue
+        values = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        if key.endswith("dir"):
+            values = [str(Path(path).parent / v) for v in values]
+        out[key] = values
+    return out
+
+
+SCOPED: dict[str, Callable[[list[str]], None]] = {}
+"""Commands whose flags depend on the command line itself (train: the chosen method's options), rebuilt by
+`scope_commands` before each parse."""
+
+
+def scope_commands(argv: list[str]) -> None:
+    """Rebuild the scoped command named by `argv` for this command line (its flags and what --help lists)."""
+    if argv and argv[0] in SCOPED:
+        SCOPED[argv[0]](argv[1:])
+
+
 def config_command(
-    app: typer.Typer, name: str, cls: type, *, extra: Callable[[], list] | None = None, hidden: tuple[str, ...] = ()
+    app: typer.Typer,
+    name: str,
+    cls: type,
+    *,
+    extra: Callable[[list[str] | None], list] | None = None,
+    hidden: tuple[str, ...] = (),
+    scope: Callable[[list[str]], tuple[set[str], str | None]] | None = None,
 ) -> Callable:
     """Decorator: register `fn(cfg)` (or `fn(cfg, extras)` when `extra` lists plugin option fields) as
-    the command `name`, with one flag per field of `cls` plus `--config`."""
+    the command `name`, with one flag per field of `cls` plus `--config`.
+
+    `extra(argv)` gives the plugin option fields for a command line (None: at import, before any is known).
+    With `scope`, the command is rebuilt for each command line: `scope(argv)` names the fields --help leaves out
+    (they still parse, so a misplaced one gets its own error) and a line for the help text."""
 
     def deco(fn: Callable) -> Callable:
-        fields = [(f, tp) for f, tp in fields_of(cls) if spec_of(f).cli and f.name not in hidden]
-        extra_fields = extra() if extra else []
-        names = {f.name for f, _ in fields}
-        extra_fields = [(f, tp) for f, tp in extra_fields if f.name not in names]
-        params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-        annotations: dict[str, Any] = {"ctx": typer.Context}
-        for f, tp in fields + extra_fields:
-            annotation, info = _param(f, tp, show_default=(f, tp) not in extra_fields)
-            params.append(
-                inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
-            )
-            annotations[f.name] = annotation
-        params.append(
-            inspect.Parameter(
-                "config",
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=Path | None,
-                default=typer.Option(None, "--config", help=CONFIG_HELP, rich_help_panel="Config"),
-            )
-        )
-        annotations["config"] = Path | None
+        def build_command(argv: list[str] | None) -> Callable:
+            left_out, note = scope(argv) if scope and argv is not None else (set(), None)
+            return _command(fn, cls, extra(argv) if extra else None, hidden, left_out, note)
 
-        def command(ctx: typer.Context, **kwargs: Any) -> Any:
-            by_name = {f.name: (f, tp) for f, tp in fields + extra_fields}
-            values: dict[str, Any] = {}
-            wheres: dict[str, Where] = {}
-            if kwargs.get("config") is not None:
-                path = kwargs["config"]
-                every = [f for f, _ in fields_of(cls)] + [f for f, _ in extra_fields]
-                allowed: dict[str, Any] = {f.name: None for f in every}
-                for f in every:  # a flag's own name works as a key too
-                    for decl in (spec_of(f).flag or "").split():  # of a `--on/--off` pair, the first
-                        decl = decl.split("/")[0]
-                        if decl.startswith("--"):
-                            allowed.setdefault(decl[2:].replace("-", "_"), f.name)
-                for key, value in load_config_file(path, allowed).items():
-                    f = by_name[key][0] if key in by_name else next(x for x, _ in fields_of(cls) if x.name == key)
-                    values[key] = value
-                    wheres[key] = Where(flag_of(f), path=str(path), key=key)
-            for key, value in kwargs.items():
-                if key == "config" or key not in by_name:
-                    continue
-                source = ctx.get_parameter_source(key)
-                if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
-                    values[key] = list(value) if isinstance(value, tuple) else value
-                    wheres[key] = Where(flag_of(by_name[key][0]))
-            extra_names = {f.name for f, _ in extra_fields}
-            cfg = build(
-                cls,
-                {k: v for k, v in values.items() if k not in extra_names},
-                {k: w for k, w in wheres.items() if k not in extra_names},
-            )
-            if "threads" in names:
-                _use_threads(cfg)
-            if extra is None:
-                return fn(cfg)
-            given = {k: v for k, v in values.items() if k in extra_names}
-            chosen = {k: w for k, w in wheres.items() if k not in extra_names}
-            return fn(cfg, ExtraOptions(extra_fields, given, {k: wheres[k] for k in given}, chosen))
+        app.command(name)(build_command(None))
+        if scope is not None:
 
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = annotations
-        command.__doc__ = fn.__doc__
-        command.__name__ = fn.__name__
-        app.command(name)(command)
+            def rebuild(argv: list[str]) -> None:
+                command = build_command(argv)
+                for info in app.registered_commands:
+                    if info.name == name:
+                        info.callback = command
+
+            SCOPED[name] = rebuild
         return fn
 
     return deco
+
+
+def _command(
+    fn: Callable,
+    cls: type,
+    extra_fields: list | None,
+    hidden: tuple[str, ...],
+    left_out: set[str],
+    note: str | None,
+) -> Callable:
+    """The Typer callback of a config command: its signature is the flags, its body builds and checks the config."""
+    fields = [(f, tp) for f, tp in fields_of(cls) if spec_of(f).cli and f.name not in hidden]
+    names = {f.name for f, _ in fields}
+    plugin_fields = [(f, tp) for f, tp in (extra_fields or []) if f.name not in names]
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    annotations: dict[str, Any] = {"ctx": typer.Context}
+    for f, tp in fields + plugin_fields:
+        annotation, info = _param(f, tp, show_default=(f, tp) not in plugin_fields, hidden=f.name in left_out)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
+        annotations[f.name] = annotation
+    params.append(
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Path | None,
+            default=typer.Option(None, "--config", help=CONFIG_HELP, rich_help_panel="Config"),
+        )
+    )
+    annotations["config"] = Path | None
+
+    def command(ctx: typer.Context, **kwargs: Any) -> Any:
+        by_name = {f.name: (f, tp) for f, tp in fields + plugin_fields}
+        values: dict[str, Any] = {}
+        wheres: dict[str, Where] = {}
+        if kwargs.get("config") is not None:
+            path = kwargs["config"]
+            every = [f for f, _ in fields_of(cls)] + [f for f, _ in plugin_fields]
+            allowed: dict[str, Any] = {f.name: None for f in every}
+            for f in every:  # a flag's own name works as a key too
+                for decl in (spec_of(f).flag or "").split():  # of a `--on/--off` pair, the first
+                    decl = decl.split("/")[0]
+                    if decl.startswith("--"):
+                        allowed.setdefault(decl[2:].replace("-", "_"), f.name)
+            for key, value in load_config_file(path, allowed).items():
+                f = by_name[key][0] if key in by_name else next(x for x, _ in fields_of(cls) if x.name == key)
+                values[key] = value
+                wheres[key] = Where(flag_of(f), path=str(path), key=key)
+        for key, value in kwargs.items():
+            if key == "config" or key not in by_name:
+                continue
+            source = ctx.get_parameter_source(key)
+            if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+                values[key] = list(value) if isinstance(value, tuple) else value
+                wheres[key] = Where(flag_of(by_name[key][0]))
+        extra_names = {f.name for f, _ in plugin_fields}
+        cfg = build(
+            cls,
+            {k: v for k, v in values.items() if k not in extra_names},
+            {k: w for k, w in wheres.items() if k not in extra_names},
+        )
+        if "threads" in names:
+            _use_threads(cfg)
+        if extra_fields is None:
+            return fn(cfg)
+        given = {k: v for k, v in values.items() if k in extra_names}
+        chosen = {k: w for k, w in wheres.items() if k not in extra_names}
+        return fn(cfg, ExtraOptions(plugin_fields, given, {k: wheres[k] for k in given}, chosen))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = annotations
+    command.__doc__ = inspect.cleandoc(fn.__doc__ or "") + (f"\n\n{note}" if note else "")
+    command.__name__ = fn.__name__
+    return command

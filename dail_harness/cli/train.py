@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import typer
 
 from dail_harness import registry
@@ -13,12 +16,34 @@ from dail_harness.training.config import TrainConfig
 BUILTIN = "dail_harness.plugins."
 
 
-def builtin_plugin_options() -> list:
-    """The options of the built-in methods and losses, offered as `train` flags (plugins from elsewhere
-    take theirs through --method-opt / --loss-opt)."""
+def chosen_plugins(argv: list[str]) -> tuple[str | None, str | None]:
+    """The method and loss a `train` command line names (flags, else its --config file), with the plugin
+    directories it names loaded, so that their options are flags of this command line."""
+    from dail_harness.cli.options import config_values, flag_values
+
+    config = flag_values(argv, "--config")
+    from_file = config_values(config[-1], ("method", "loss", "plugin_dir")) if config else {}
+    for d in flag_values(argv, "--plugin-dir") or from_file.get("plugin_dir", []):
+        registry.load_plugin_dir(Path(d))
+    methods = flag_values(argv, "--method") or from_file.get("method") or []
+    losses = flag_values(argv, "--loss") or from_file.get("loss") or []
+    return (methods[-1] if methods else None), (losses[-1] if losses else None)
+
+
+def plugin_options(argv: list[str] | None) -> list:
+    """The method and loss options offered as `train` flags: every built-in method's and loss's, plus those of
+    the method and loss the command line chose (a plugin's too)."""
     from dail_harness.training.recipes import OnlineOptions
 
     seen: dict[str, tuple] = {f.name: (f, tp) for f, tp in fields_of(OnlineOptions)}
+    method, loss = chosen_plugins(argv) if argv else (None, None)
+    chosen = [("methods", method)] if method and registry.knows("methods", method) else []
+    if chosen:
+        chosen.append(("losses", loss or registry.get("methods", str(method)).default_loss))
+    for kind, name in chosen:
+        if name and registry.knows(kind, name):
+            for f, tp in fields_of(registry.get(kind, name).Options):
+                seen.setdefault(f.name, (f, tp))
     for kind in ("methods", "losses"):
         for entry in registry.entries(kind):
             if entry.source.startswith(BUILTIN):
@@ -27,13 +52,30 @@ def builtin_plugin_options() -> list:
     return list(seen.values())
 
 
-@config_command(app, "train", TrainConfig, extra=builtin_plugin_options)
+def help_scope(argv: list[str]) -> tuple[set[str], str | None]:
+    """What `train --method M --help` leaves out: the settings M can never use (e.g. the sampling settings of a
+    method that does not sample) and the other methods' and losses' options."""
+    method, loss = chosen_plugins(argv)
+    if not method or not registry.knows("methods", method):
+        return set(), "Pass --method M --help to list only the options method M uses."
+    method_cls = registry.get("methods", str(method))
+    loss_name = loss or method_cls.default_loss
+    if not registry.knows("losses", loss_name):
+        return set(), None  # the run's own error names the unknown loss
+    loss_cls = registry.get("losses", loss_name)
+    mine = {f.name for cls in (method_cls.Options, loss_cls.Options) for f in dataclasses.fields(cls)}
+    others = {f.name for f, _ in plugin_options(argv)} - mine
+    never = TrainConfig.never_used(method_cls.source)
+    return others | never, f"Options of method '{method}' and its loss '{loss_name}' (others are left out)."
+
+
+@config_command(app, "train", TrainConfig, extra=plugin_options, scope=help_scope)
 def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
     """Train a LoRA adapter with a method's loss; `dail-harness eval --model OUT` evaluates the result.
 
-    Method and loss options (e.g. --gamma) apply to the method or loss that has them; others are refused.
-    Multi-GPU (DDP): `torchrun --nproc_per_node N -m dail_harness train ...` or `accelerate launch -m dail_harness
-    train ...`."""
+    `train --method M --help` lists the options method M (and its loss) uses; a setting the run would ignore is
+    refused. Multi-GPU (DDP): `torchrun --nproc_per_node N -m dail_harness train ...` or `accelerate launch -m
+    dail_harness train ...`."""
     from dail_harness.training.run import train
 
     load_plugins(cfg.plugin_dir)

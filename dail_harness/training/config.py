@@ -230,6 +230,12 @@ class TrainConfig:
         if self.max_length is None:
             self.max_length = 2048 if self.thinking else 12288
 
+    @classmethod
+    def never_used(cls, source: str) -> set[str]:
+        """The settings a method of this source ignores whatever the other settings (what its --help leaves out)."""
+        runs = [cls(method="", model="", data="", out="", eval_task=["t"], backend=b) for b in ("hf", "vllm")]
+        return set.intersection(*(set(run.unused(source, "")) for run in runs))
+
     def unused(self, source: str, sampling_methods: str) -> dict[str, str]:
         """The options this run would ignore, each with who would use it: a method that does not sample ignores
         the sampling settings, a run without --eval-task the evaluation's, --backend hf the vLLM engine's, and so
@@ -256,6 +262,7 @@ class TrainConfig:
             for name in EVAL_OPTIONS:
                 out[name] = "--eval-task uses it"
         if source == "online":
+            out["loss_mask"] = "the KL losses of methods that train on a file use it"
             for name in ("grad_accum", "max_length", "overlong"):
                 out[name] = (
                     "methods that train on a file or on generated traces use it; an online method's step is one "
