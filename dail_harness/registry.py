@@ -83,14 +83,14 @@ def register(kind: str, name: str, *, aliases: tuple[str, ...] | list[str] = (),
             if held is None or held.source == entry.source:
                 continue
             if _overrides(held) and not _overrides(entry):
-                held.overrides = _where(entry)
+                held.overrides = where_defined(entry)
                 return obj  # the overriding plugin stays, though the built-in loaded after it
             if not _overrides(entry):
                 raise HarnessError(
-                    f"{singular(kind)} name '{key}' is registered twice: by {_where(held)} and by {_where(entry)}; "
+                    f"{singular(kind)} name '{key}' is registered twice: by {where_defined(held)} and by {where_defined(entry)}; "
                     "rename one, or set `override = True` on the class that should replace the other"
                 )
-            entry.overrides = _where(held)
+            entry.overrides = where_defined(held)
             _forget(held)
         _state.entries[kind][name] = entry
         for a in aliases:
@@ -116,7 +116,7 @@ def _forget(entry: Entry) -> None:
         del _state.aliases[entry.kind][a]
 
 
-def _where(entry: Entry) -> str:
+def where_defined(entry: Entry) -> str:
     """A registration's source for messages: the plugin file, or the module."""
     module = sys.modules.get(entry.source)
     path = getattr(module, "__file__", None)

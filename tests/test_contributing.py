@@ -188,3 +188,21 @@ def test_a_plugins_options_are_flags_and_config_keys_of_train(cli, tmp_path):
     )
     code, _, err = cli("train", "--config", config, "--out", tmp_path / "r")
     assert code == 2 and str(config) in err and "eps" in err and "<= 1, got 2" in err, err
+
+
+def test_a_plugin_option_named_like_a_train_setting_is_refused(cli, tmp_path):
+    """Its flag could only ever set the engine's setting: refused when the plugin is chosen, naming its file."""
+    (tmp_path / "shadow.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from dail_harness import registry\n"
+        "from dail_harness.options import option\n"
+        "from dail_harness.training.losses import TokenLoss\n"
+        "@dataclass\n"
+        "class ShadowOptions:\n"
+        "    temperature: float = option(1.0)\n"
+        "@registry.register('losses', 'shadow-nll')\n"
+        "class ShadowNLL(TokenLoss):\n"
+        "    Options = ShadowOptions\n"
+    )
+    code, _, err = cli("train", "--plugin-dir", tmp_path, "--method", "nll", "--loss", "shadow-nll", "--help")
+    assert code == 2 and "loss 'shadow-nll'" in err and "shadow.py" in err and "'temperature'" in err, err

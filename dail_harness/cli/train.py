@@ -10,6 +10,7 @@ import typer
 from dail_harness import registry
 from dail_harness.cli import app, load_plugins
 from dail_harness.cli.options import ExtraOptions, config_command
+from dail_harness.errors import HarnessError
 from dail_harness.options import fields_of
 from dail_harness.training.config import TrainConfig
 
@@ -40,9 +41,15 @@ def plugin_options(argv: list[str] | None) -> list:
     chosen = [("methods", method)] if method and registry.knows("methods", method) else []
     if chosen:
         chosen.append(("losses", loss or registry.get("methods", str(method)).default_loss))
+    own = {f.name for f, _ in fields_of(TrainConfig)}
     for kind, name in chosen:
         if name and registry.knows(kind, name):
             for f, tp in fields_of(registry.get(kind, name).Options):
+                if f.name in own:  # the flag would set the engine's setting, never the plugin's option
+                    raise HarnessError(
+                        f"{registry.singular(kind)} '{name}' ({registry.where_defined(registry.get_entry(kind, name))}) has an option named "
+                        f"'{f.name}', which is a train setting: rename the option"
+                    )
                 seen.setdefault(f.name, (f, tp))
     for kind in ("methods", "losses"):
         for entry in registry.entries(kind):
