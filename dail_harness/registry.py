@@ -87,7 +87,8 @@ def register(kind: str, name: str, *, aliases: tuple[str, ...] | list[str] = (),
                 return obj  # the overriding plugin stays, though the built-in loaded after it
             if not _overrides(entry):
                 raise HarnessError(
-                    f"{singular(kind)} name '{key}' is registered twice: by {where_defined(held)} and by {where_defined(entry)}; "
+                    f"{singular(kind)} name '{key}' is registered twice: by {where_defined(held)} and by "
+                    f"{where_defined(entry)}; "
                     "rename one, or set `override = True` on the class that should replace the other"
                 )
             entry.overrides = where_defined(held)

@@ -46,9 +46,10 @@ def plugin_options(argv: list[str] | None) -> list:
         if name and registry.knows(kind, name):
             for f, tp in fields_of(registry.get(kind, name).Options):
                 if f.name in own:  # the flag would set the engine's setting, never the plugin's option
+                    where = registry.where_defined(registry.get_entry(kind, name))
                     raise HarnessError(
-                        f"{registry.singular(kind)} '{name}' ({registry.where_defined(registry.get_entry(kind, name))}) has an option named "
-                        f"'{f.name}', which is a train setting: rename the option"
+                        f"{registry.singular(kind)} '{name}' ({where}) has an option named '{f.name}', which is a "
+                        "train setting: rename the option"
                     )
                 seen.setdefault(f.name, (f, tp))
     for kind in ("methods", "losses"):
