@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
@@ -44,6 +45,60 @@ class SamplingParams:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+SAMPLING_PANEL = "Sampling"
+
+_SPECS: dict[str, dict] = {
+    "temperature": dict(ge=0, help="Sampling temperature; 0 means greedy decoding."),
+    "top_p": dict(gt=0, le=1, help="Nucleus sampling mass: keep the smallest set of tokens with this probability."),
+    "top_k": dict(
+        ge=0, help="Keep only the k most likely tokens (after the temperature, before top-p, as vLLM); 0: all."
+    ),
+    "presence_penalty": dict(
+        ge=-2, le=2, help="Subtracted once from the logit of every token already in the output (vLLM semantics)."
+    ),
+    "max_tokens": dict(ge=1, help="Maximum new tokens per sample."),
+    "seed": dict(help="Base seed: each sample's randomness is keyed by (seed, item, sample index)."),
+}
+
+
+def sampling_option(name: str, default: Any, *, help: str | None = None, panel: str | None = SAMPLING_PANEL) -> Any:
+    """The field of one sampling setting: its valid range and meaning are declared here once, its default (and a
+    help text that says what the command means by it) where the command is."""
+    from dail_harness.options import option
+
+    spec = _SPECS[name]
+    return option(default, **{**spec, "help": help or spec["help"], "panel": panel})
+
+
+class SamplingSettings:
+    """What every command that samples (eval, generate, data hints, train's sampling methods) declares with
+    `sampling_option` fields, and the one place those settings become back-end parameters."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    presence_penalty: float
+    max_tokens: int | None
+    seed: int
+
+    def sampling_params(self, n: int = 1, **overrides: Any) -> SamplingParams:
+        """The back-end parameters for n samples per prompt (`overrides` for a phase's own, e.g. max_tokens)."""
+        values: dict[str, Any] = dict(
+            n=n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            presence_penalty=self.presence_penalty,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            stop=list(getattr(self, "stop", None) or []),
+        )
+        values.update(overrides)
+        if values["max_tokens"] is None:
+            raise ValueError("max_tokens is not set")  # each command resolves its default before sampling
+        return SamplingParams(**values)
 
 
 def stable_key(*parts: object) -> int:

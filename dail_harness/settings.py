@@ -38,6 +38,7 @@ ANY = object()
 ADDED_LATER: dict[str, object] = {
     "top_k": 0,
     "sampling.top_k": 0,
+    "presence_penalty": 0.0,
     "drop_last": False,
     "lr_schedule": "linear",
     "method_options.steps_growth": None,

@@ -115,3 +115,58 @@ def test_top_k_then_top_p_matches_a_float64_reference_and_sampling_follows_it():
     assert sum(counts) == 6000
     expected = torch.softmax(logits[0, top3].double(), -1).numpy() * 6000
     assert stats.chisquare(counts, expected).pvalue > 1e-3
+
+
+def test_every_command_turns_its_sampling_settings_into_back_end_parameters_in_one_place():
+    """eval, generate, data hints and train declare the same settings (their own defaults) and convert them
+    with one method: the values each chose arrive whole, presence penalty included (three commands used to
+    hard-code 0)."""
+    from dail_harness.dsyn.generate import GenerateConfig
+    from dail_harness.dsyn.hints import HintsConfig
+    from dail_harness.eval.pipeline import EvalConfig
+    from dail_harness.sampling import SamplingParams
+    from dail_harness.training.config import TrainConfig
+
+    chosen = dict(temperature=0.7, top_p=0.8, top_k=5, presence_penalty=0.5, max_tokens=33, seed=9)
+    configs = [
+        EvalConfig(task=["aime24"], model="m", out="o", n=3, stop=["###"], **chosen),
+        GenerateConfig(data="d", model="m", out="o", mode="direct", n=3, **chosen),
+        HintsConfig(data="d", model="m", out="o", **chosen),
+        TrainConfig(method="grpo", model="m", data="d", out="o", **chosen),
+    ]
+    for cfg in configs:
+        stop = ["###"] if isinstance(cfg, EvalConfig) else []
+        n = 1 if isinstance(cfg, HintsConfig) else 3
+        params = cfg.params() if isinstance(cfg, EvalConfig) else cfg.sampling_params(n)
+        assert params == SamplingParams(n=n, stop=stop, **chosen), type(cfg).__name__
+    assert configs[3].sampling_params(2, max_tokens=4).max_tokens == 4  # a phase's own length
+
+
+def test_each_command_declares_its_own_defaults():
+    from dail_harness.dsyn.generate import GenerateConfig
+    from dail_harness.dsyn.hints import HintsConfig
+    from dail_harness.eval.pipeline import EvalConfig
+    from dail_harness.training.config import TrainConfig
+
+    def defaults(cfg):
+        return cfg.temperature, cfg.top_p, cfg.top_k, cfg.presence_penalty
+
+    assert defaults(EvalConfig(task=["t"], model="m", out="o")) == (0.6, 0.95, 0, 1.5)  # the paper's protocol
+    assert defaults(GenerateConfig(data="d", model="m", out="o")) == (1.0, 1.0, 0, 0.0)
+    assert defaults(HintsConfig(data="d", model="m", out="o")) == (0.6, 0.95, 0, 0.0)
+    train = TrainConfig(method="grpo", model="m", data="d", out="o")
+    assert defaults(train) == (1.0, 1.0, 0, 0.0)
+    assert (train.eval_temperature, train.eval_top_p, train.eval_presence_penalty) == (0.6, 0.95, 1.5)
+
+
+def test_a_presence_penalty_the_run_would_ignore_is_refused(cli, tmp_path):
+    code, _, err = cli(
+        "generate", "--data", tmp_path / "d.jsonl", "--model", "tiny-random", "--out", tmp_path / "o.jsonl",
+        "--mode", "mixed", "--presence-penalty", "1",
+    )  # fmt: skip
+    assert code == 2 and err.startswith("error: --presence-penalty") and "--mode direct" in err, err
+    code, _, err = cli(
+        "train", "--method", "dail", "--model", "tiny-random", "--data", tmp_path / "d.jsonl",
+        "--out", tmp_path / "r", "--presence-penalty", "1",
+    )  # fmt: skip
+    assert code == 2 and err.startswith("error: --presence-penalty: this run does not use it"), err

@@ -28,16 +28,18 @@ from dail_harness.dsyn.prompts import (
     student_prompt,
 )
 from dail_harness.dsyn.select import SELECT_RULES, authors_correct, traces_path, write_selection
+from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option, parse_shard
+from dail_harness.sampling import SamplingSettings, sampling_option
 from dail_harness.settings import SettingsRecord
 
 ROLLOUT, SAMPLING, ENGINE, RUN, SELECTION = "Mixed rollouts", "Sampling", "Back-end", "Run", "Selection"
 
 
 @dataclass(kw_only=True)
-class GenerateConfig:
+class GenerateConfig(SamplingSettings):
     """Settings of one `dail-harness generate` run (the CLI's flags are these fields)."""
 
     data: str = option(
@@ -72,19 +74,30 @@ class GenerateConfig:
     n: int = option(
         32, ge=1, flag="--n --samples-per-problem", help="Traces per problem (the authors: 32).", panel=SAMPLING
     )
-    max_tokens: int | None = option(
-        None, ge=1, help="Maximum trace tokens (default: the authors' 2048, or 256 with --thinking on).", panel=SAMPLING
+    max_tokens: int | None = sampling_option(
+        "max_tokens",
+        None,
+        help="Maximum trace tokens (default: the authors' 2048, or 256 with --thinking on).",
+        panel=SAMPLING,
     )
-    temperature: float = option(1.0, ge=0, help="Sampling temperature (both distributions); 0: greedy.", panel=SAMPLING)
-    top_p: float = option(1.0, gt=0, le=1, help="Nucleus sampling mass.", panel=SAMPLING)
-    top_k: int = option(
+    temperature: float = sampling_option(
+        "temperature", 1.0, help="Sampling temperature (both distributions); 0: greedy.", panel=SAMPLING
+    )
+    top_p: float = sampling_option("top_p", 1.0, panel=SAMPLING)
+    top_k: int = sampling_option(
+        "top_k",
         0,
-        ge=0,
         help="Keep only the k most likely tokens of each distribution (before top-p, as vLLM does); 0: all. The "
         "authors' direct generation drew from vLLM's top-20 at raw temperature 1: --top-k 20 --temperature 1.",
         panel=SAMPLING,
     )
-    seed: int = option(0, help="Traces are keyed by (seed, problem, sample index).", panel=SAMPLING)
+    presence_penalty: float = sampling_option(
+        "presence_penalty",
+        0.0,
+        help="Presence penalty of direct sampling (vLLM semantics; 0: none, as the authors' generation).",
+        panel=SAMPLING,
+    )
+    seed: int = sampling_option("seed", 0, help="Traces are keyed by (seed, problem, sample index).", panel=SAMPLING)
     proposal: str = option(
         "full",
         choices=("full", "top20x5"),
@@ -167,6 +180,11 @@ class GenerateConfig:
         """The authors' defaults per model type: 256-token traces and a random one kept for reasoning models."""
         if self.max_tokens is None:
             self.max_tokens = 256 if self.thinking else 2048
+        if self.mode == "mixed" and self.presence_penalty != 0:
+            raise HarnessError(
+                "--presence-penalty: mixed-policy rollouts draw from the student and privileged distributions as "
+                "they are (the paper and the authors' code use no penalty); it applies to --mode direct"
+            )
         if self.select is None:
             self.select = "random" if self.thinking else "first-correct"
 
@@ -251,7 +269,6 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
     from dail_harness.backends.prompting import render_prompt_ids
     from dail_harness.eval.grading import GradeJob, GradingPool
     from dail_harness.rollout.base import RolloutConfig, RolloutRequest
-    from dail_harness.sampling import SamplingParams
 
     max_tokens = int(cfg.max_tokens or 0)
     kwargs = {"enable_thinking": cfg.thinking}
@@ -389,15 +406,7 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
                 GenerationRequest(pid, privileged_prompt(by_id[pid].problem, prompts[pid][2], templates), idx)
                 for pid, idx in grouped.items()
             ]
-            params = SamplingParams(
-                n=cfg.n,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                top_k=cfg.top_k,
-                presence_penalty=0.0,
-                max_tokens=max_tokens,
-                seed=cfg.seed,
-            )
+            params = cfg.sampling_params(cfg.n, max_tokens=max_tokens)
             for completions in backend.generate(gen_requests, params):
                 store(
                     [

@@ -27,6 +27,7 @@ from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, option, parse_shard
+from dail_harness.sampling import SamplingSettings, sampling_option
 from dail_harness.settings import SettingsRecord
 from dail_harness.verifiers.extract import strip_math_delimiters
 
@@ -70,7 +71,7 @@ STYLES = ("nurl", "solution")
 
 
 @dataclass(kw_only=True)
-class HintsConfig:
+class HintsConfig(SamplingSettings):
     """Settings of `dail-harness data hints` (sampling flags named as in `eval`)."""
 
     data: str = option(
@@ -85,12 +86,17 @@ class HintsConfig:
         "from the expert solution and the answer.",
     )
     attempts: int = option(8, ge=1, help="Draws per problem before giving up on a hint that hides the answer.")
-    max_tokens: int = option(256, ge=1, help="Maximum new tokens per hint.")
-    explain_max_tokens: int = option(2048, ge=1, help="Maximum new tokens per explanation (--style nurl, step 1).")
-    temperature: float = option(0.6, ge=0, help="Sampling temperature.")
-    top_p: float = option(0.95, gt=0, le=1, help="Nucleus sampling mass.")
-    top_k: int = option(0, ge=0, help="Keep only the k most likely tokens (before top-p); 0: all.")
-    seed: int = option(0, help="Hints and explanations are keyed by (seed, problem, attempt).")
+    max_tokens: int = sampling_option("max_tokens", 256, help="Maximum new tokens per hint.", panel=None)
+    explain_max_tokens: int = sampling_option(
+        "max_tokens", 2048, help="Maximum new tokens per explanation (--style nurl, step 1).", panel=None
+    )
+    temperature: float = sampling_option("temperature", 0.6, panel=None)
+    top_p: float = sampling_option("top_p", 0.95, panel=None)
+    top_k: int = sampling_option("top_k", 0, panel=None)
+    presence_penalty: float = sampling_option("presence_penalty", 0.0, panel=None)
+    seed: int = sampling_option(
+        "seed", 0, help="Hints and explanations are keyed by (seed, problem, attempt).", panel=None
+    )
     backend: str = option("hf", help="Sampling back-end (hf or vllm).")
     prompt_template: str | None = option(
         None,
@@ -119,6 +125,8 @@ class HintsConfig:
             exclude += ["style", "explain_max_tokens", "explain_template"]
         if self.top_k == 0:
             exclude.append("top_k")  # hints files written before --top-k existed resume
+        if self.presence_penalty == 0:
+            exclude.append("presence_penalty")  # and before --presence-penalty
         return as_settings(self, exclude=exclude)
 
     def template(self) -> str:
@@ -225,22 +233,11 @@ class HintDrawer:
     (reused when an earlier run drew it), then the hint, which is kept only if it hides the answer."""
 
     def __init__(self, cfg: HintsConfig, backend: Any, records: list[ExpertRecord], answers: dict[str, str]):
-        from dataclasses import replace
-
-        from dail_harness.sampling import SamplingParams
-
         self.cfg, self.backend, self.answers = cfg, backend, answers
         self.records = {r.problem_id: r for r in records}
         self.template, self.explain_template = cfg.template(), cfg.explain()
-        self.params = SamplingParams(
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            top_k=cfg.top_k,
-            presence_penalty=0.0,
-            max_tokens=cfg.max_tokens,
-            seed=cfg.seed,
-        )
-        self.explain_params = replace(self.params, max_tokens=cfg.explain_max_tokens)
+        self.params = cfg.sampling_params()
+        self.explain_params = cfg.sampling_params(max_tokens=cfg.explain_max_tokens)
         self.rejected = dict.fromkeys(self.records, 0)
         self.explanations: dict[tuple[str, int], str] = {}
         path = explanations_path(cfg.out)

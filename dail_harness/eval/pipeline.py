@@ -35,7 +35,7 @@ from dail_harness.eval.thinking import (
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, on_off, option, parse_shard
 from dail_harness.records import Problem
-from dail_harness.sampling import SamplingParams
+from dail_harness.sampling import SamplingParams, SamplingSettings, sampling_option
 from dail_harness.verifiers.base import Verdict
 from dail_harness.verifiers.simple import simple_correct
 
@@ -98,33 +98,32 @@ class TaskSelection:
 
 
 @dataclass(kw_only=True)
-class Sampling:
+class Sampling(SamplingSettings):
     """How many samples per problem, at which k, with which decoding settings (the paper's by default)."""
 
     n: int | None = option(None, ge=1, help="Samples per problem (default: the largest k).", panel=SAMPLING)
     k: str | None = option(
         None, help="'128': pass@k at 1,2,4,...,128 (and n = 128); '1,8,64': exactly those k.", panel=SAMPLING
     )
-    temperature: float = option(0.6, ge=0, help="Sampling temperature; 0 means greedy decoding.", panel=SAMPLING)
-    top_p: float = option(0.95, gt=0, le=1, help="Nucleus sampling mass.", panel=SAMPLING)
-    top_k: int = option(
-        0, ge=0, help="Keep only the k most likely tokens (before top-p, as vLLM does); 0: all.", panel=SAMPLING
-    )
-    presence_penalty: float = option(
+    temperature: float = sampling_option("temperature", 0.6, panel=SAMPLING)
+    top_p: float = sampling_option("top_p", 0.95, panel=SAMPLING)
+    top_k: int = sampling_option("top_k", 0, panel=SAMPLING)
+    presence_penalty: float = sampling_option(
+        "presence_penalty",
         1.5,
-        ge=-2,
-        le=2,
         help="Subtracted once from every token already in the output (vLLM semantics; the paper used 1.5).",
         panel=SAMPLING,
     )
-    max_tokens: int = option(8000, ge=1, help="Maximum new tokens per sample.", panel=SAMPLING)
+    max_tokens: int = sampling_option("max_tokens", 8000, panel=SAMPLING)
     stop: list[str] = option(
         default_factory=list,
         repeat=True,
         help="Stop string (repeatable); the completion ends before it.",
         panel=SAMPLING,
     )
-    seed: int = option(0, help="Base seed; samples are keyed by (seed, problem, sample index).", panel=SAMPLING)
+    seed: int = sampling_option(
+        "seed", 0, help="Base seed; samples are keyed by (seed, problem, sample index).", panel=SAMPLING
+    )
 
     def check(self) -> None:
         self.ks  # noqa: B018 (parses --k and compares it with --n)
@@ -152,16 +151,8 @@ class Sampling:
         return ks, n
 
     def params(self, temperature: float | None = None) -> SamplingParams:
-        return SamplingParams(
-            n=self.num_samples,
-            temperature=self.temperature if temperature is None else temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            presence_penalty=self.presence_penalty,
-            max_tokens=self.max_tokens,
-            stop=list(self.stop),
-            seed=self.seed,
-        )
+        """The back-end parameters of one condition (a temperature of the sweep, or --temperature)."""
+        return self.sampling_params(self.num_samples, **({} if temperature is None else {"temperature": temperature}))
 
 
 @dataclass(kw_only=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from dail_harness.eval.pipeline import Sampling
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, default_of, on_off, option
+from dail_harness.sampling import SamplingSettings, sampling_option
 from dail_harness.training.chunked import DEFAULT_CHUNK
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -32,7 +33,7 @@ def _eval_default(name: str):
 
 
 @dataclass(kw_only=True)
-class TrainConfig:
+class TrainConfig(SamplingSettings):
     """Settings of one `dail-harness train` run (defaults: DESIGN.md / the paper)."""
 
     method: str = option(help="dail, nll, sft, ... (`dail-harness list methods`).", panel=RUN)
@@ -143,12 +144,25 @@ class TrainConfig:
         panel=DATA,
     )
     templates: str | None = option(None, path=PATH, help="JSON with student/privileged/negative templates.", panel=DATA)
-    temperature: float = option(1.0, ge=0, help="Sampling temperature of methods that sample.", panel=SAMPLE)
-    top_p: float = option(1.0, gt=0, le=1, help="Nucleus sampling mass of methods that sample.", panel=SAMPLE)
-    top_k: int = option(
-        0, ge=0, help="Keep only the k most likely tokens (before top-p) in methods that sample; 0: all.", panel=SAMPLE
+    temperature: float = sampling_option(
+        "temperature", 1.0, help="Sampling temperature of methods that sample.", panel=SAMPLE
     )
-    max_tokens: int = option(512, ge=1, help="Maximum new tokens per sample of methods that sample.", panel=SAMPLE)
+    top_p: float = sampling_option("top_p", 1.0, help="Nucleus sampling mass of methods that sample.", panel=SAMPLE)
+    top_k: int = sampling_option(
+        "top_k",
+        0,
+        help="Keep only the k most likely tokens (before top-p) in methods that sample; 0: all.",
+        panel=SAMPLE,
+    )
+    presence_penalty: float = sampling_option(
+        "presence_penalty",
+        0.0,
+        help="Presence penalty of methods that sample (vLLM semantics; 0: none, as TRL and verl sample).",
+        panel=SAMPLE,
+    )
+    max_tokens: int = sampling_option(
+        "max_tokens", 512, help="Maximum new tokens per sample of methods that sample.", panel=SAMPLE
+    )
     backend: str = option("hf", help="Sampling back-end of methods that sample (hf: the live model).", panel=SAMPLE)
     vllm_memory: float = option(
         0.3,
@@ -195,24 +209,26 @@ class TrainConfig:
     eval_max_tokens: int | None = option(
         None, ge=1, help="Maximum new tokens of the evaluations (default: --max-tokens).", panel=EVAL
     )
-    eval_temperature: float = option(
-        _eval_default("temperature"), ge=0, help="Sampling temperature of the evaluations (as `eval`).", panel=EVAL
+    eval_temperature: float = sampling_option(
+        "temperature",
+        _eval_default("temperature"),
+        help="Sampling temperature of the evaluations (as `eval`).",
+        panel=EVAL,
     )
-    eval_top_p: float = option(
-        _eval_default("top_p"), gt=0, le=1, help="Nucleus sampling mass of the evaluations (as `eval`).", panel=EVAL
+    eval_top_p: float = sampling_option(
+        "top_p", _eval_default("top_p"), help="Nucleus sampling mass of the evaluations (as `eval`).", panel=EVAL
     )
-    eval_top_k: int = option(
-        _eval_default("top_k"), ge=0, help="Top-k of the evaluations (as `eval`; 0: all tokens).", panel=EVAL
+    eval_top_k: int = sampling_option(
+        "top_k", _eval_default("top_k"), help="Top-k of the evaluations (as `eval`; 0: all tokens).", panel=EVAL
     )
-    eval_presence_penalty: float = option(
+    eval_presence_penalty: float = sampling_option(
+        "presence_penalty",
         _eval_default("presence_penalty"),
-        ge=-2,
-        le=2,
         help="Presence penalty of the evaluations (as `eval`: the paper's 1.5).",
         panel=EVAL,
     )
-    eval_seed: int = option(
-        _eval_default("seed"), help="Base seed of the evaluations' keyed samples (as `eval`).", panel=EVAL
+    eval_seed: int = sampling_option(
+        "seed", _eval_default("seed"), help="Base seed of the evaluations' keyed samples (as `eval`).", panel=EVAL
     )
     merge: bool = option(False, help="Also write OUT/merged, a full model for transformers and vLLM.", panel=RUN)
     report_to: str | None = option(None, help="accelerate tracker: tensorboard, wandb, ...", panel=RUN)
@@ -243,7 +259,7 @@ class TrainConfig:
         samples, evaluates = source != "file", bool(self.eval_task)
         out: dict[str, str] = {}
         if not samples:
-            for name in ("temperature", "top_p", "top_k"):
+            for name in ("temperature", "top_p", "top_k", "presence_penalty"):
                 flag = "--eval-" + name.replace("_", "-")
                 out[name] = f"it sets how methods that sample ({sampling_methods}) sample; {flag} the evaluations'"
             if not (evaluates and self.eval_max_tokens is None):

@@ -34,17 +34,9 @@ class OnlineContext:
         return self.accelerator.num_processes if self.accelerator is not None else 1
 
     def params(self, n: int, **overrides: Any) -> SamplingParams:
-        """The run's sampling settings (`--temperature`, `--top-p`, `--top-k`, `--max-tokens`) for n samples."""
-        values = dict(
-            n=n,
-            temperature=self.cfg.temperature,
-            top_p=self.cfg.top_p,
-            top_k=self.cfg.top_k,
-            presence_penalty=0.0,
-            max_tokens=self.cfg.max_tokens,
-            seed=self.cfg.seed,
-        )
-        return SamplingParams(**{**values, **overrides})
+        """The run's sampling settings (`--temperature`, `--top-p`, `--top-k`, `--presence-penalty`,
+        `--max-tokens`, `--seed`) for n samples."""
+        return self.cfg.sampling_params(n, **overrides)
 
     def sample(
         self, prompts: dict[str, str], n: int, *, tag: str = "", **overrides: Any
