@@ -63,6 +63,10 @@ _SPECS: dict[str, dict] = {
 }
 
 
+SAMPLING_SETTINGS = ("temperature", "top_p", "top_k", "presence_penalty", "max_tokens", "seed")
+"""The settings of `SamplingSettings` (a config file's `sampling:` section holds them)."""
+
+
 def sampling_option(name: str, default: Any, *, help: str | None = None, panel: str | None = SAMPLING_PANEL) -> Any:
     """The field of one sampling setting: its valid range and meaning are declared here once, its default (and a
     help text that says what the command means by it) where the command is."""

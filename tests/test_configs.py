@@ -31,9 +31,10 @@ def test_config_builds_for_its_command(path):
     cls = {"train": TrainConfig, "generate": GenerateConfig, "eval": EvalConfig}[command]
     extra = {f.name for f, _ in plugin_options(None)} if command == "train" else set()
     allowed = {f.name for f, _ in fields_of(cls)} | extra
-    values = load_config_file(path, dict.fromkeys(allowed))  # an unknown key fails here, naming it
+    spelled: dict[str, str] = {}
+    values = load_config_file(path, dict.fromkeys(allowed), cls.SECTIONS, spelled)  # an unknown key fails here
     values = {**GIVEN_ON_THE_COMMAND_LINE.get(path.relative_to(ROOT).as_posix(), {}), **values}
-    wheres = {k: Where("--" + k, path=str(path), key=k) for k in values}
+    wheres = {k: Where("--" + k, path=str(path), key=spelled.get(k, k)) for k in values}
     own = {k: v for k, v in values.items() if k not in extra or k in {f.name for f, _ in fields_of(cls)}}
     cfg = build(cls, own, wheres)
     if command == "train":
@@ -43,3 +44,75 @@ def test_config_builds_for_its_command(path):
 
 def test_configs_exist():
     assert len(CONFIGS) >= 4
+
+
+SECTIONED = """\
+method: {name: grpo, group_size: 4, epsilon: 0.3}
+model: tiny-random
+data: d.jsonl
+out: r
+lora: {r: 8, alpha: 16}
+sampling: {temperature: 0.6, top_p: 0.95, max_tokens: 64}
+eval: {task: aime24, every: 5, n: 4, temperature: 0.0}
+"""
+FLAT = """\
+method: grpo
+group_size: 4
+epsilon: 0.3
+model: tiny-random
+data: d.jsonl
+out: r
+lora_r: 8
+lora_alpha: 16
+temperature: 0.6
+top_p: 0.95
+max_tokens: 64
+eval_task: aime24
+eval_every: 5
+eval_n: 4
+eval_temperature: 0.0
+"""
+
+
+def _train_values(tmp_path, text):
+    from dail_harness.cli.train import plugin_options
+    from dail_harness.training.config import TrainConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    allowed = dict.fromkeys({f.name for f, _ in fields_of(TrainConfig)} | {f.name for f, _ in plugin_options(None)})
+    spelled: dict[str, str] = {}
+    return load_config_file(path, allowed, TrainConfig.SECTIONS, spelled), spelled
+
+
+def test_config_sections_are_the_flat_keys(tmp_path):
+    """`method:`, `loss:`, `sampling:`, `eval:` and `lora:` sections hold what the flat keys hold."""
+    sectioned, spelled = _train_values(tmp_path, SECTIONED)
+    flat, _ = _train_values(tmp_path, FLAT)
+    assert sectioned == flat
+    assert spelled["eval_n"] == "eval.n" and spelled["method"] == "method.name" and spelled["lora_r"] == "lora.r"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("method: grpo\ntemperature: 0.6\nsampling: {temperature: 0.7}\n", "field 'sampling.temperature': given twice"),
+        ("method: grpo\nsampling: {gamma: 0.1}\n", "field 'sampling.gamma': unknown key"),
+        (
+            "method: grpo\neval: {tsk: aime24}\n",
+            "field 'eval.tsk': unknown key (did you mean 'task'?); valid keys: every, limit",
+        ),
+    ],
+)
+def test_a_bad_section_key_is_one_error_naming_it(tmp_path, text, message):
+    from dail_harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        _train_values(tmp_path, text)
+
+
+def test_a_sectioned_value_out_of_range_names_its_key(tmp_path, cli):
+    config = tmp_path / "c.yaml"
+    config.write_text("method: grpo\nmodel: tiny-random\ndata: d.jsonl\nout: r\neval: {task: aime24, n: 0}\n")
+    code, _, err = cli("train", "--config", config)
+    assert code == 2 and "eval.n" in err and ">= 1" in err, err

@@ -90,7 +90,12 @@ def settings_of(argv: list[str]) -> dict:
         from dail_harness.options import PATH_OR_NAME, from_config_dir
 
         config = Path(argv[argv.index("--config") + 1])
-        values.update(yaml.safe_load(config.read_text()) or {})
+        for key, value in (yaml.safe_load(config.read_text()) or {}).items():
+            if isinstance(value, dict):  # a section: method: {name: grpo, ...}, eval: {task: ...}, sampling: {...}
+                prefix = "eval_" if key == "eval" else "lora_" if key == "lora" else ""
+                values.update({(key if k == "name" else prefix + k): v for k, v in value.items()})
+            else:
+                values[key] = value
         if "model" in values:  # as the command reads it: relative to the config file
             values["model"] = from_config_dir(values["model"], config.parent, PATH_OR_NAME)
     for i, a in enumerate(argv):

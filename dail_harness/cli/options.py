@@ -23,7 +23,9 @@ CONFIG_HELP = (
     "YAML file of settings (keys are the option names, e.g. `temperature: 0.6`); flags override it. Relative paths "
     "in it (data, out, templates, ...) are relative to the file's own directory; a model or task is read as a path "
     "only if it exists there or begins with ./ or ../ (else it is a hub id or a name). Paths given as flags are "
-    "relative to the current directory."
+    "relative to the current directory. Settings may be grouped in sections instead of flat keys (train: "
+    "`method: {name: grpo, group_size: 8}`, `loss:`, `sampling:`, `eval: {task: aime24, n: 16}`, `lora: {r: 32}`; "
+    "eval and generate: `sampling:`)."
 )
 
 
@@ -80,10 +82,22 @@ def _metavar(origin: Any, elem: Any, s: Any) -> str | None:
     return name
 
 
-def load_config_file(path: Path, allowed: dict[str, Any]) -> dict[str, Any]:
+PLUGIN_SECTION = "*"
+"""A section for a plugin kind (`method:`, `loss:`): `name` is the field itself, every other key one of the chosen
+plugin's options."""
+
+
+def load_config_file(
+    path: Path,
+    allowed: dict[str, Any],
+    sections: dict[str, str | tuple[str, ...]] | None = None,
+    written: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Keys and values of a YAML config file; an unknown key is one error naming the valid ones. `allowed` maps
     each accepted key (a field's name, or its flag's, e.g. `samples_per_problem` for `n`) to the field name
-    (None: the key itself)."""
+    (None: the key itself). `sections` are nested mappings a config may use instead of flat keys: a prefix
+    (`eval: {n: 8}` is `eval_n`), the field names a section holds (`sampling: {temperature: 0.6}`), or
+    PLUGIN_SECTION. `written` receives each field's key as the file spells it (`eval.n`), for messages."""
     import yaml
 
     if not path.exists():
@@ -99,17 +113,44 @@ def load_config_file(path: Path, allowed: dict[str, Any]) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise HarnessError("expected a mapping of option names to values", path=str(path))
-    out = {}
+    sections = sections or {}
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+
+    def put(name: str, value: Any, key: str, valid: Any) -> None:
+        if name not in valid:
+            hint = did_you_mean(name, valid)
+            raise HarnessError(
+                f"unknown key{(' (' + hint + ')') if hint else ''}; valid keys: " + ", ".join(sorted(valid)),
+                path=str(path),
+                field=key,
+            )
+        field = valid[name] or name
+        if field in out:
+            raise HarnessError(f"given twice (also as '{spelled[field]}')", path=str(path), field=key)
+        out[field], spelled[field] = value, key
+
     for key, value in data.items():
         name = str(key).replace("-", "_")
-        if name not in allowed:
-            hint = did_you_mean(name, allowed)
-            raise HarnessError(
-                f"unknown key{(' (' + hint + ')') if hint else ''}; valid keys: " + ", ".join(sorted(allowed)),
-                path=str(path),
-                field=str(key),
-            )
-        out[allowed[name] or name] = value
+        rule = sections.get(name)
+        if rule is None or not isinstance(value, dict):
+            put(name, value, str(key), allowed)
+            continue
+        for sub, sub_value in value.items():
+            sub_name, where = str(sub).replace("-", "_"), f"{key}.{sub}"
+            if rule == PLUGIN_SECTION:
+                put(name if sub_name == "name" else sub_name, sub_value, where, allowed)
+            elif isinstance(rule, tuple):
+                put(sub_name, sub_value, where, {k: None for k in rule})
+            else:
+                put(
+                    sub_name,
+                    sub_value,
+                    where,
+                    {k[len(rule) :]: v or k for k, v in allowed.items() if k.startswith(rule)},
+                )
+    if written is not None:
+        written.update(spelled)
     return out
 
 
@@ -147,6 +188,8 @@ def config_values(path: str, keys: tuple[str, ...]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key in keys:
         value = data.get(key, data.get(key.replace("_", "-")))
+        if isinstance(value, dict):  # a section, e.g. `method: {name: grpo, group_size: 8}`
+            value = value.get("name")
         if value is None:
             continue
         values = [str(v) for v in value] if isinstance(value, list) else [str(value)]
@@ -244,10 +287,12 @@ def _command(
                     decl = decl.split("/")[0]
                     if decl.startswith("--"):
                         allowed.setdefault(decl[2:].replace("-", "_"), f.name)
-            for key, value in load_config_file(path, allowed).items():
+            spelled: dict[str, str] = {}
+            sections = getattr(cls, "SECTIONS", None)
+            for key, value in load_config_file(path, allowed, sections, spelled).items():
                 f = by_name[key][0] if key in by_name else next(x for x, _ in fields_of(cls) if x.name == key)
                 values[key] = value
-                wheres[key] = Where(flag_of(f), path=str(path), key=key)
+                wheres[key] = Where(flag_of(f), path=str(path), key=spelled.get(key, key))
         for key, value in kwargs.items():
             if key == "config" or key not in by_name:
                 continue

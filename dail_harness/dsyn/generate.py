@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dail_harness import registry
 from dail_harness.dsyn.expert_data import ExpertRecord, load_expert_data
@@ -32,7 +32,7 @@ from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option, parse_shard
-from dail_harness.sampling import SamplingSettings, sampling_option
+from dail_harness.sampling import SAMPLING_SETTINGS, SamplingSettings, sampling_option
 from dail_harness.settings import SettingsRecord
 
 ROLLOUT, SAMPLING, ENGINE, RUN, SELECTION = "Mixed rollouts", "Sampling", "Back-end", "Run", "Selection"
@@ -41,6 +41,9 @@ ROLLOUT, SAMPLING, ENGINE, RUN, SELECTION = "Mixed rollouts", "Sampling", "Back-
 @dataclass(kw_only=True)
 class GenerateConfig(SamplingSettings):
     """Settings of one `dail-harness generate` run (the CLI's flags are these fields)."""
+
+    SECTIONS: ClassVar[dict[str, str | tuple[str, ...]]] = {"sampling": SAMPLING_SETTINGS + ("n",)}
+    """A --config file may hold the sampling settings in a `sampling:` section (flat keys work too)."""
 
     data: str = option(
         path=PATH, help="Expert data: JSONL/JSON/CSV/Parquet with problem_id, problem, solution[, answer].", panel=RUN

@@ -13,7 +13,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dail_harness import registry
 from dail_harness.backends.base import GenerationRequest, SamplingBackend
@@ -35,7 +35,7 @@ from dail_harness.eval.thinking import (
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, on_off, option, parse_shard
 from dail_harness.records import Problem
-from dail_harness.sampling import SamplingParams, SamplingSettings, sampling_option
+from dail_harness.sampling import SAMPLING_SETTINGS, SamplingParams, SamplingSettings, sampling_option
 from dail_harness.verifiers.base import Verdict
 from dail_harness.verifiers.simple import simple_correct
 
@@ -158,6 +158,11 @@ class Sampling(SamplingSettings):
 @dataclass(kw_only=True)
 class EvalConfig(TaskSelection, Sampling):
     """Everything one `dail-harness eval` needs (the CLI's flags are these fields)."""
+
+    SECTIONS: ClassVar[dict[str, str | tuple[str, ...]]] = {
+        "sampling": SAMPLING_SETTINGS + ("n", "k", "stop", "temperatures"),
+    }
+    """A --config file may hold the sampling settings in a `sampling:` section (flat keys work too)."""
 
     model: str = option(
         path=PATH_OR_NAME, help="Local model or LoRA adapter directory, hub id, or 'tiny-random'.", panel=RUN

@@ -4,11 +4,12 @@ and loss's own options (their `Options` dataclasses), which the CLI offers as fl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from dail_harness.eval.pipeline import Sampling
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, default_of, on_off, option
-from dail_harness.sampling import SamplingSettings, sampling_option
+from dail_harness.sampling import SAMPLING_SETTINGS, SamplingSettings, sampling_option
 from dail_harness.training.chunked import DEFAULT_CHUNK
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -35,6 +36,15 @@ def _eval_default(name: str):
 @dataclass(kw_only=True)
 class TrainConfig(SamplingSettings):
     """Settings of one `dail-harness train` run (defaults: DESIGN.md / the paper)."""
+
+    SECTIONS: ClassVar[dict[str, str | tuple[str, ...]]] = {
+        "method": "*",  # method: {name: grpo, group_size: 8}
+        "loss": "*",  # loss: {name: dail, gamma: 0.1}
+        "sampling": SAMPLING_SETTINGS + ("backend", "vllm_memory", "tensor_parallel_size", "sample_batch_size"),
+        "eval": "eval_",  # eval: {task: aime24, every: 50, n: 16}
+        "lora": "lora_",  # lora: {r: 32, alpha: 32}
+    }
+    """Sections a --config file may use instead of flat keys (both work; a setting given twice is an error)."""
 
     method: str = option(help="dail, nll, sft, ... (`dail-harness list methods`).", panel=RUN)
     model: str = option(path=PATH_OR_NAME, help="The student: model directory, hub id or 'tiny-random'.", panel=RUN)

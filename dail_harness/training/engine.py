@@ -236,6 +236,10 @@ def check_fsdp(accelerator) -> None:
         )
 
 
+SHOWN = ("loss", "kl_ps", "kl_nr", "reward", "kl")
+"""The log values the progress bar shows."""
+
+
 class Trainer:
     """One training run: model, LoRA, optimizer, scheduler, accelerator, checkpoints and the log."""
 
@@ -323,112 +327,128 @@ class Trainer:
         return out
 
     def run(self, total_steps: int, step_batch: Callable[[int], StepBatch], desc: str, *, align: int = 1) -> dict:
-        """The loop: for each step from the last checkpoint, this process's micro-batches, backward, reduce,
-        clip, update, log, evaluate, checkpoint. Checkpoints fall on multiples of `align` (online methods
-        reuse a generation batch for `align` steps and can only resume at its start)."""
+        """The loop, from the last checkpoint: a step's batch, gradients, update; then log, evaluate, checkpoint.
+        Checkpoints fall on multiples of `align` (online methods reuse a generation batch for `align` steps and
+        can only resume at its start). Returns the last log row."""
         from tqdm import tqdm
 
-        cfg, accelerator = self.cfg, self.accelerator
         bar = tqdm(
             total=total_steps,
             initial=self.start_step,
             desc=desc,
             unit="step",
-            disable=not cfg.progress or not accelerator.is_main_process,
+            disable=not self.cfg.progress or not self.accelerator.is_main_process,
             dynamic_ncols=True,
         )
         bad, last = 0, dict(self.resumed_log)
         self.student.train()
-        summed = self.loss.reduction == "sum"
         for step in range(self.start_step, total_steps):
             t0 = time.perf_counter()
             batch = step_batch(step)
             t_update = time.perf_counter()
-            mine = batch.micro_batches
-            # every process joins the gradient all-reduce; one without data this step adds zero
-            weights = [1.0] * len(mine) if mine else [0.0]
-            if not mine:
-                if not batch.idle:
-                    raise HarnessError(
-                        f"step {step + 1}: this process has no examples to join the step with; "
-                        "use fewer processes or more prompts per step"
-                    )
-                mine = [batch.idle]
-            # DDP averages gradients over processes: scale so the result is the step's mean (or sum)
-            scale = self.world if summed else self.world / batch.total_micro_batches
-            acc: dict[str, float] = {"tokens": 0.0, "loss": 0.0, "non_finite": 0.0}
-            for k, (examples, w) in enumerate(zip(mine, weights)):
-                sync = accelerator.no_sync(self.student) if k < len(mine) - 1 else contextlib.nullcontext()
-                with sync:
-                    result, n = compute_loss(
-                        self.student,
-                        self.policy,
-                        examples,
-                        self.loss,
-                        self.pad_id,
-                        accelerator.device,
-                        cfg.chunk_tokens,
-                        cfg.loss_mask,
-                    )
-                    finite = bool(torch.isfinite(result.loss))
-                    accelerator.backward(result.loss * (scale * w))
-                acc["tokens"] += w * n
-                acc["loss"] += w * float(result.loss.detach())
-                acc["non_finite"] += w * (not finite)
-                for key, v in result.stats.items():
-                    acc[f"stat:{key}"] = acc.get(f"stat:{key}", 0.0) + w * v
-            keys = sorted(acc)  # every process runs the same loss, so the same keys
-            reduced = accelerator.reduce(
-                torch.tensor([acc[k] for k in keys], dtype=torch.float64, device=accelerator.device), reduction="sum"
-            )
-            acc = dict(zip(keys, reduced.tolist()))
-            denominator = 1 if summed else batch.total_micro_batches
-            tokens, total = int(acc["tokens"]), acc["loss"] / denominator
-            stats = {k[5:]: v / denominator for k, v in acc.items() if k.startswith("stat:")}
-            if acc["non_finite"] > 0:
-                self.optimizer.zero_grad()
-                bad += 1
-                accelerator.print(f"step {step + 1}: non-finite loss, step skipped ({bad} in a row)")
-                if bad >= MAX_BAD_STEPS:
-                    raise HarnessError(f"{MAX_BAD_STEPS} non-finite losses in a row: lower --lr or check the data")
+            sums = self.gradients(step, batch)
+            if sums["non_finite"] > 0:  # skip the update, stop after MAX_BAD_STEPS in a row
+                bad = self.skip(step, bad + 1)
                 continue
             bad = 0
-            accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
-            lr = self.scheduler.get_last_lr()[0]  # the rate this update used (logged as such)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad()
-            now = time.perf_counter()
-            last = {
-                "step": step + 1,
-                "loss": total,
-                **stats,
-                **batch.stats,
-                "lr": lr,
-                "tokens": tokens,
-                "tokens_per_s": tokens / (now - t0),
-            }
-            if self.method.source == "online":
-                last["update_seconds"] = now - t_update
-                last["update_tokens_per_s"] = tokens / max(now - t_update, 1e-9)
-            every = cfg.eval_every or total_steps  # without --eval-every: at the end only
-            if cfg.eval_task and ((step + 1) % every == 0 or step + 1 == total_steps):
+            lr = self.update()
+            last = self.log_row(step, batch, sums, lr, t0, t_update)
+            every = self.cfg.eval_every or total_steps  # without --eval-every: at the end only
+            if self.cfg.eval_task and ((step + 1) % every == 0 or step + 1 == total_steps):
                 last.update(self.evaluate(step + 1))
-            if accelerator.is_main_process:
-                append_jsonl(self.log_path, [last])
-                bar.update(1)
-                shown = {
-                    k: f"{v:.4f}"
-                    for k, v in last.items()
-                    if k in ("loss", "kl_ps", "kl_nr", "reward", "kl") and isinstance(v, float)
-                }
-                bar.set_postfix(**shown, tok_s=f"{last['tokens_per_s']:.0f}")
-                if cfg.report_to:
-                    accelerator.log({k: v for k, v in last.items() if k != "step"}, step=step + 1)
-                if (step + 1) % cfg.save_every == 0 and (step + 1) % align == 0 and step + 1 < total_steps:
-                    save_checkpoint(self.out, step + 1, self.policy.state_dict(), self.optimizer, self.scheduler)
+            self.after_step(last, bar, checkpoint=(step + 1) % align == 0 and step + 1 < total_steps)
         bar.close()
         return last
+
+    def gradients(self, step: int, batch: StepBatch) -> dict[str, float]:
+        """Backward over this process's micro-batches, scaled so that DDP's average is the step's mean (or sum);
+        returns the step's sums over every process (tokens, loss, non-finite count, the loss's stats)."""
+        accelerator, summed = self.accelerator, self.loss.reduction == "sum"
+        mine = batch.micro_batches
+        # every process joins the gradient all-reduce; one without data this step adds zero
+        weights = [1.0] * len(mine) if mine else [0.0]
+        if not mine:
+            if not batch.idle:
+                raise HarnessError(
+                    f"step {step + 1}: this process has no examples to join the step with; "
+                    "use fewer processes or more prompts per step"
+                )
+            mine = [batch.idle]
+        scale = self.world if summed else self.world / batch.total_micro_batches
+        acc: dict[str, float] = {"tokens": 0.0, "loss": 0.0, "non_finite": 0.0}
+        for k, (examples, w) in enumerate(zip(mine, weights)):
+            sync = accelerator.no_sync(self.student) if k < len(mine) - 1 else contextlib.nullcontext()
+            with sync:
+                result, n = compute_loss(
+                    self.student,
+                    self.policy,
+                    examples,
+                    self.loss,
+                    self.pad_id,
+                    accelerator.device,
+                    self.cfg.chunk_tokens,
+                    self.cfg.loss_mask,
+                )
+                finite = bool(torch.isfinite(result.loss))
+                accelerator.backward(result.loss * (scale * w))
+            acc["tokens"] += w * n
+            acc["loss"] += w * float(result.loss.detach())
+            acc["non_finite"] += w * (not finite)
+            for key, v in result.stats.items():
+                acc[f"stat:{key}"] = acc.get(f"stat:{key}", 0.0) + w * v
+        keys = sorted(acc)  # every process runs the same loss, so the same keys
+        reduced = accelerator.reduce(
+            torch.tensor([acc[k] for k in keys], dtype=torch.float64, device=accelerator.device), reduction="sum"
+        )
+        return dict(zip(keys, reduced.tolist()))
+
+    def skip(self, step: int, bad: int) -> int:
+        """Drop a step whose loss is not finite; returns how many in a row."""
+        self.optimizer.zero_grad()
+        self.accelerator.print(f"step {step + 1}: non-finite loss, step skipped ({bad} in a row)")
+        if bad >= MAX_BAD_STEPS:
+            raise HarnessError(f"{MAX_BAD_STEPS} non-finite losses in a row: lower --lr or check the data")
+        return bad
+
+    def update(self) -> float:
+        """Clip, step the optimizer and the schedule; returns the learning rate this update used."""
+        self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        return lr
+
+    def log_row(self, step: int, batch: StepBatch, sums: dict[str, float], lr: float, t0: float, t1: float) -> dict:
+        """The step's log row: the loss and its stats per micro-batch (or summed), the batch's own stats, speed."""
+        denominator = 1 if self.loss.reduction == "sum" else batch.total_micro_batches
+        tokens, now = int(sums["tokens"]), time.perf_counter()
+        row = {
+            "step": step + 1,
+            "loss": sums["loss"] / denominator,
+            **{k[5:]: v / denominator for k, v in sums.items() if k.startswith("stat:")},
+            **batch.stats,
+            "lr": lr,
+            "tokens": tokens,
+            "tokens_per_s": tokens / (now - t0),
+        }
+        if self.method.source == "online":
+            row["update_seconds"] = now - t1
+            row["update_tokens_per_s"] = tokens / max(now - t1, 1e-9)
+        return row
+
+    def after_step(self, row: dict, bar, *, checkpoint: bool) -> None:
+        """Main process: append the log row, show it, send it to the trackers, checkpoint every --save-every."""
+        if not self.accelerator.is_main_process:
+            return
+        append_jsonl(self.log_path, [row])
+        bar.update(1)
+        shown = {k: f"{v:.4f}" for k, v in row.items() if k in SHOWN and isinstance(v, float)}
+        bar.set_postfix(**shown, tok_s=f"{row['tokens_per_s']:.0f}")
+        if self.cfg.report_to:
+            self.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+        if checkpoint and row["step"] % self.cfg.save_every == 0:
+            save_checkpoint(self.out, row["step"], self.policy.state_dict(), self.optimizer, self.scheduler)
 
     def sampler(self):
         """The live policy as a sampling back-end of the run's --backend (hf: in memory; vllm: the adapter as it
