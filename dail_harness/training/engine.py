@@ -326,6 +326,16 @@ class Trainer:
                 flat = flat[len(e.targets) :]
         return out
 
+    def fit(self, source: StepSource, desc: str) -> dict:
+        """Train on a step source from the last checkpoint to the end and save the result: plan, build, loop,
+        finish. Returns the steps, the last log row and what the source reports."""
+        total = source.plan(self)
+        self.build(total)
+        with source.open(self):
+            last = self.run(total, source.batch, desc, align=source.align)
+        self.finish(total)
+        return {"steps": total, "last": last, **source.result(), "resumed_from": self.start_step}
+
     def run(self, total_steps: int, step_batch: Callable[[int], StepBatch], desc: str, *, align: int = 1) -> dict:
         """The loop, from the last checkpoint: a step's batch, gradients, update; then log, evaluate, checkpoint.
         Checkpoints fall on multiples of `align` (online methods reuse a generation batch for `align` steps and
@@ -523,25 +533,55 @@ class Trainer:
             self.accelerator.end_training()
 
 
-def offline_run(trainer: Trainer, method: FileMethod, desc: str) -> dict:
-    """Train on a file method's examples: plan, build, loop. Returns steps, the last log row and the counts."""
-    cfg = trainer.cfg
-    examples, dropped = load_examples(cfg, method, trainer.loss, trainer.tokenizer)
-    steps = plan_steps(
-        len(examples),
-        epochs=int(cfg.epochs or 1),
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        per_step=cfg.grad_accum * trainer.world,
-        max_steps=cfg.max_steps,
-        drop_last=cfg.drop_last,
-    )
-    trainer.build(len(steps))
-    last = trainer.run(len(steps), offline_batches(examples, steps, trainer.rank, trainer.world), desc)
-    return {
-        "steps": len(steps),
-        "epochs": steps[-1][0] + 1,  # passes over the data (--max-steps may take more or fewer than --epochs)
-        "last": last,
-        "examples": len(examples),
-        "dropped_overlong": dropped,
-    }
+class StepSource:
+    """Where a run's steps come from (`Trainer.fit` runs any of them): `plan` says how many optimizer steps there
+    are (before the model loads), `open` holds what the steps need while they run (e.g. the grading pool),
+    `batch(step)` gives a step's micro-batches, `result` what the run reports besides steps and the last log row.
+    Checkpoints fall on multiples of `align`."""
+
+    align = 1
+
+    def plan(self, trainer: Trainer) -> int:
+        raise NotImplementedError
+
+    def open(self, trainer: Trainer) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def batch(self, step: int) -> StepBatch:
+        raise NotImplementedError
+
+    def result(self) -> dict:
+        return {}
+
+
+class FileSource(StepSource):
+    """A file method's examples (or an iteration's generated ones), in keyed shuffled steps of --grad-accum
+    micro-batches per process."""
+
+    def __init__(self, method: FileMethod):
+        self.method = method
+
+    def plan(self, trainer: Trainer) -> int:
+        cfg = trainer.cfg
+        self.examples, self.dropped = load_examples(cfg, self.method, trainer.loss, trainer.tokenizer)
+        self.steps = plan_steps(
+            len(self.examples),
+            epochs=int(cfg.epochs or 1),
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            per_step=cfg.grad_accum * trainer.world,
+            max_steps=cfg.max_steps,
+            drop_last=cfg.drop_last,
+        )
+        self.batches = offline_batches(self.examples, self.steps, trainer.rank, trainer.world)
+        return len(self.steps)
+
+    def batch(self, step: int) -> StepBatch:
+        return self.batches(step)
+
+    def result(self) -> dict:
+        return {
+            "epochs": self.steps[-1][0] + 1,  # passes over the data (--max-steps may take more or fewer than --epochs)
+            "examples": len(self.examples),
+            "dropped_overlong": self.dropped,
+        }

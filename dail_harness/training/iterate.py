@@ -40,7 +40,7 @@ FINAL_FILES = (
 def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLoss, settings: dict) -> dict:
     from accelerate import PartialState
 
-    from dail_harness.training.engine import Trainer, offline_run
+    from dail_harness.training.engine import FileSource, Trainer
 
     if getattr(method.options, "steps_growth", None) is not None and cfg.max_steps is None:
         raise HarnessError("--steps-growth needs --max-steps: the steps of the first iteration, which it grows")
@@ -67,11 +67,13 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
             )
         it_cfg = iteration_config(cfg, method, r, iterations)
         trainer = Trainer(it_cfg, method, loss, {**settings, "iteration": r, "max_steps": it_cfg.max_steps})
-        result = offline_run(trainer, method, f"train ({cfg.method} iter-{r} of {iterations})")
-        trainer.finish(result["steps"])
+        try:
+            result = trainer.fit(FileSource(method), f"train ({cfg.method} iter-{r} of {iterations})")
+        finally:
+            trainer.close()
         last = result["last"]
         total += result["steps"]
-        resumed += trainer.start_step
+        resumed += result["resumed_from"]
         history.append({"iteration": r, **counts, "steps": result["steps"], "final_loss": last.get("loss")})
     if state.is_main_process:
         record.write({**settings, "processes": world})

@@ -9,15 +9,23 @@ prompts and `gather` combines per-process values (batch-level reward statistics,
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from dail_harness.backends.base import Completion, GenerationRequest
-from dail_harness.eval.grading import GradeJob
+from dail_harness.errors import HarnessError
+from dail_harness.eval.grading import GradeJob, GradingPool
 from dail_harness.sampling import SamplingParams
 from dail_harness.training.config import TrainConfig
+from dail_harness.training.engine import StepSource, Trainer
 from dail_harness.training.examples import Example, sampled_example
+from dail_harness.training.plan import StepBatch, micro_batches, plan_steps
 from dail_harness.verifiers.base import Verdict
+
+if TYPE_CHECKING:
+    from dail_harness.training.recipes import OnlineMethod
 
 
 class OnlineContext:
@@ -89,69 +97,75 @@ class OnlineContext:
         )
 
 
-def online_run(trainer, desc: str) -> dict:
-    """The online loop: every generation batch, this process's share of the prompts is sampled from the live
-    policy and the method turns the scored samples into examples; the batch serves `num_iterations` (mu)
-    optimizer steps, with the policy's log-probabilities at sampling time stored for the ratio when mu > 1.
-    Returns the optimizer steps, passes over the prompts, last log row and examples made."""
-    from dail_harness.errors import HarnessError
-    from dail_harness.eval.grading import GradingPool
-    from dail_harness.training.plan import StepBatch, micro_batches, plan_steps
+class OnlineSource(StepSource):
+    """The online loop's steps: every generation batch, this process's share of the prompts is sampled from the
+    live policy and the method turns the scored samples into examples; the batch serves `num_iterations` (mu)
+    optimizer steps, with the policy's log-probabilities at sampling time stored for the ratio when mu > 1."""
 
-    cfg, method = trainer.cfg, trainer.method
-    rows = method.load_rows(cfg.data)
-    per_step = method.options.prompts_per_step
-    mu = int(getattr(method.options, "num_iterations", 1))
-    if per_step < trainer.world:
-        raise HarnessError(f"--prompts-per-step {per_step} is smaller than the {trainer.world} processes")
-    # --max-steps counts optimizer steps: enough generation batches for them, each serving mu steps
-    generations = plan_steps(
-        len(rows),
-        epochs=int(cfg.epochs or 1),
-        seed=cfg.seed,
-        batch_size=per_step,
-        per_step=1,
-        max_steps=-(-cfg.max_steps // mu) if cfg.max_steps else None,
-        drop_last=cfg.drop_last,
-    )
-    total = cfg.max_steps or len(generations) * mu
-    trainer.build(total)
-    backend = trainer.sampler()
-    made = 0
-    cache: dict[int, StepBatch] = {}
-    with GradingPool(cfg.grade_workers) as pool:
-        ctx = OnlineContext(cfg, backend, pool, trainer.accelerator)
+    def __init__(self, method: OnlineMethod) -> None:
+        self.method = method
+        self.align = int(getattr(method.options, "num_iterations", 1))  # mu: checkpoints at a batch's start
+        self.made = 0
+        self.cache: dict[int, StepBatch] = {}
 
-        def step_batch(step: int) -> StepBatch:
-            nonlocal made
-            g, iteration = divmod(step, mu)
-            if g not in cache:
-                cache.clear()
-                epoch, (prompts,) = generations[g]
-                ctx.step = g
-                sampled, seconds, grading = ctx.sampled_tokens, ctx.sampling_seconds, ctx.grading_seconds
-                rollout = method.rollout(ctx, [rows[i] for i in prompts[trainer.rank :: trainer.world]])
-                if mu > 1:  # the ratio's denominator: the policy that sampled the batch
-                    for example, logps in zip(rollout.examples, trainer.token_logps(rollout.examples)):
-                        example.extras["old_logp"] = logps
-                made += len(rollout.examples)
-                mine = micro_batches(rollout.examples, cfg.batch_size)
-                total_micro = int(sum(ctx.gather([float(len(mine))])))
-                spent = ctx.sampling_seconds - seconds
-                stats = {
-                    "epoch": epoch,
-                    **rollout.stats,
-                    "sampling_tokens_per_s": (ctx.sampled_tokens - sampled) / max(spent, 1e-9),
-                    "sampling_seconds": spent,
-                    "reward_seconds": ctx.grading_seconds - grading,
-                }
-                cache[g] = StepBatch(mine, max(total_micro, 1), stats=stats)
-            batch = cache[g]
-            return StepBatch(
-                batch.micro_batches,
-                batch.total_micro_batches,
-                stats={**batch.stats, "generation": g, "iteration": iteration},
-            )
+    def plan(self, trainer: Trainer) -> int:
+        cfg, mu, per_step = trainer.cfg, self.align, self.method.options.prompts_per_step
+        self.trainer, self.rows = trainer, self.method.load_rows(cfg.data)
+        if per_step < trainer.world:
+            raise HarnessError(f"--prompts-per-step {per_step} is smaller than the {trainer.world} processes")
+        # --max-steps counts optimizer steps: enough generation batches for them, each serving mu steps
+        self.generations = plan_steps(
+            len(self.rows),
+            epochs=int(cfg.epochs or 1),
+            seed=cfg.seed,
+            batch_size=per_step,
+            per_step=1,
+            max_steps=-(-cfg.max_steps // mu) if cfg.max_steps else None,
+            drop_last=cfg.drop_last,
+        )
+        return cfg.max_steps or len(self.generations) * mu
 
-        last = trainer.run(total, step_batch, desc, align=mu)
-    return {"steps": total, "epochs": generations[-1][0] + 1, "last": last, "examples": made}
+    @contextlib.contextmanager
+    def open(self, trainer: Trainer) -> Iterator[None]:
+        """The live policy's sampler and the grading pool, for the steps of this run."""
+        with GradingPool(trainer.cfg.grade_workers) as pool:
+            self.ctx = OnlineContext(trainer.cfg, trainer.sampler(), pool, trainer.accelerator)
+            yield
+
+    def batch(self, step: int) -> StepBatch:
+        g, iteration = divmod(step, self.align)
+        if g not in self.cache:
+            self.cache.clear()
+            self.cache[g] = self.rollout(g)
+        batch = self.cache[g]
+        return StepBatch(
+            batch.micro_batches,
+            batch.total_micro_batches,
+            stats={**batch.stats, "generation": g, "iteration": iteration},
+        )
+
+    def rollout(self, g: int) -> StepBatch:
+        """Generation batch g: sample, score, weigh (and, with mu > 1, store the sampling policy's log-probs)."""
+        ctx, trainer = self.ctx, self.trainer
+        epoch, (prompts,) = self.generations[g]
+        ctx.step = g
+        sampled, seconds, grading = ctx.sampled_tokens, ctx.sampling_seconds, ctx.grading_seconds
+        rollout = self.method.rollout(ctx, [self.rows[i] for i in prompts[trainer.rank :: trainer.world]])
+        if self.align > 1:  # the ratio's denominator: the policy that sampled the batch
+            for example, logps in zip(rollout.examples, trainer.token_logps(rollout.examples)):
+                example.extras["old_logp"] = logps
+        self.made += len(rollout.examples)
+        mine = micro_batches(rollout.examples, trainer.cfg.batch_size)
+        total_micro = int(sum(ctx.gather([float(len(mine))])))
+        spent = ctx.sampling_seconds - seconds
+        stats = {
+            "epoch": epoch,
+            **rollout.stats,
+            "sampling_tokens_per_s": (ctx.sampled_tokens - sampled) / max(spent, 1e-9),
+            "sampling_seconds": spent,
+            "reward_seconds": ctx.grading_seconds - grading,
+        }
+        return StepBatch(mine, max(total_micro, 1), stats=stats)
+
+    def result(self) -> dict:
+        return {"epochs": self.generations[-1][0] + 1, "examples": self.made}

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dail_harness.errors import HarnessError
 from dail_harness.options import Where, as_settings
 from dail_harness.training.config import TrainConfig
-from dail_harness.training.engine import Trainer, offline_run, resolve
-from dail_harness.training.recipes import FileMethod, GenerateMethod
+from dail_harness.training.engine import FileSource, StepSource, Trainer, resolve
+from dail_harness.training.recipes import FileMethod, GenerateMethod, OnlineMethod
 
 
 def train(
@@ -42,19 +42,19 @@ def train(
             f"method '{cfg.method}' makes its examples by '{method.source}', which the engine does "
             "not run (file, generate, online)"
         )
+    if method.source == "online":
+        from dail_harness.training.online import OnlineSource
+
+        assert isinstance(method, OnlineMethod)
+        source: StepSource = OnlineSource(method)
+    else:
+        assert isinstance(method, FileMethod)
+        source = FileSource(method)
     trainer = Trainer(cfg, method, loss, settings)
     try:
-        if method.source == "online":
-            from dail_harness.training.online import online_run
-
-            result = online_run(trainer, desc)
-        else:
-            assert isinstance(method, FileMethod)
-            result = offline_run(trainer, method, desc)
-        trainer.finish(result["steps"])
+        return {**trainer.fit(source, desc), "loss": loss_name}
     finally:
         trainer.close()  # an interrupted run releases its sampling engine too
-    return {**result, "loss": loss_name, "resumed_from": trainer.start_step}
 
 
 def refuse_unused(cfg: TrainConfig, source: str, chosen: dict[str, Where]) -> None:
