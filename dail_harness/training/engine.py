@@ -41,7 +41,14 @@ from dail_harness.training.examples import (
     flat_targets,
 )
 from dail_harness.training.losses import TokenLoss, make_loss
-from dail_harness.training.plan import LENGTH_SETTINGS, StepBatch, micro_batches, offline_batches, plan_steps
+from dail_harness.training.plan import (
+    LENGTH_SETTINGS,
+    StepBatch,
+    StepSource,
+    micro_batches,
+    offline_batches,
+    plan_steps,
+)
 from dail_harness.training.policy import Policy
 from dail_harness.training.recipes import FileMethod, Method, make_method
 
@@ -531,27 +538,6 @@ class Trainer:
             self.record.finish()
         if self.cfg.report_to:
             self.accelerator.end_training()
-
-
-class StepSource:
-    """Where a run's steps come from (`Trainer.fit` runs any of them): `plan` says how many optimizer steps there
-    are (before the model loads), `open` holds what the steps need while they run (e.g. the grading pool),
-    `batch(step)` gives a step's micro-batches, `result` what the run reports besides steps and the last log row.
-    Checkpoints fall on multiples of `align`."""
-
-    align = 1
-
-    def plan(self, trainer: Trainer) -> int:
-        raise NotImplementedError
-
-    def open(self, trainer: Trainer) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()
-
-    def batch(self, step: int) -> StepBatch:
-        raise NotImplementedError
-
-    def result(self) -> dict:
-        return {}
 
 
 class FileSource(StepSource):

@@ -12,20 +12,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dail_harness.backends.base import Completion, GenerationRequest
 from dail_harness.errors import HarnessError
 from dail_harness.eval.grading import GradeJob, GradingPool
 from dail_harness.sampling import SamplingParams
 from dail_harness.training.config import TrainConfig
-from dail_harness.training.engine import StepSource, Trainer
 from dail_harness.training.examples import Example, sampled_example
-from dail_harness.training.plan import StepBatch, micro_batches, plan_steps
+from dail_harness.training.plan import StepBatch, StepSource, micro_batches, plan_steps
 from dail_harness.verifiers.base import Verdict
-
-if TYPE_CHECKING:
-    from dail_harness.training.recipes import OnlineMethod
 
 
 class OnlineContext:
@@ -102,13 +98,13 @@ class OnlineSource(StepSource):
     live policy and the method turns the scored samples into examples; the batch serves `num_iterations` (mu)
     optimizer steps, with the policy's log-probabilities at sampling time stored for the ratio when mu > 1."""
 
-    def __init__(self, method: OnlineMethod) -> None:
+    def __init__(self, method: Any) -> None:  # a recipes.OnlineMethod (recipes imports this module)
         self.method = method
         self.align = int(getattr(method.options, "num_iterations", 1))  # mu: checkpoints at a batch's start
         self.made = 0
         self.cache: dict[int, StepBatch] = {}
 
-    def plan(self, trainer: Trainer) -> int:
+    def plan(self, trainer: Any) -> int:
         cfg, mu, per_step = trainer.cfg, self.align, self.method.options.prompts_per_step
         self.trainer, self.rows = trainer, self.method.load_rows(cfg.data)
         if per_step < trainer.world:
@@ -126,7 +122,7 @@ class OnlineSource(StepSource):
         return cfg.max_steps or len(self.generations) * mu
 
     @contextlib.contextmanager
-    def open(self, trainer: Trainer) -> Iterator[None]:
+    def open(self, trainer: Any) -> Iterator[None]:
         """The live policy's sampler and the grading pool, for the steps of this run."""
         with GradingPool(trainer.cfg.grade_workers) as pool:
             self.ctx = OnlineContext(trainer.cfg, trainer.sampler(), pool, trainer.accelerator)

@@ -8,9 +8,11 @@ online, a step takes `prompts_per_step` prompts, shared among the processes.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from dail_harness.errors import HarnessError
 from dail_harness.training.examples import Example
@@ -83,3 +85,24 @@ def offline_batches(examples: list[Example], steps: list, rank: int, world: int)
 
 def micro_batches(examples: list[Example], size: int) -> list[list[Example]]:
     return [examples[i : i + size] for i in range(0, len(examples), size)]
+
+
+class StepSource:
+    """Where a run's steps come from (`Trainer.fit` runs any of them): `plan` says how many optimizer steps there
+    are (before the model loads), `open` holds what the steps need while they run (e.g. the grading pool),
+    `batch(step)` gives a step's micro-batches, `result` what the run reports besides steps and the last log row.
+    Checkpoints fall on multiples of `align`."""
+
+    align = 1
+
+    def plan(self, trainer: Any) -> int:  # trainer: engine.Trainer (not imported: the engine imports this)
+        raise NotImplementedError
+
+    def open(self, trainer: Any) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def batch(self, step: int) -> StepBatch:
+        raise NotImplementedError
+
+    def result(self) -> dict:
+        return {}

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dail_harness.errors import HarnessError
 from dail_harness.options import Where, as_settings
 from dail_harness.training.config import TrainConfig
-from dail_harness.training.engine import FileSource, StepSource, Trainer, resolve
+from dail_harness.training.engine import FileSource, Trainer, resolve
+from dail_harness.training.plan import StepSource
 from dail_harness.training.recipes import FileMethod, GenerateMethod, OnlineMethod
 
 
