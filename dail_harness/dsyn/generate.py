@@ -29,11 +29,11 @@ from dail_harness.dsyn.prompts import (
 )
 from dail_harness.dsyn.select import SELECT_RULES, authors_correct, traces_path, write_selection
 from dail_harness.errors import HarnessError
-from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option, parse_shard
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingSettings, sampling_option
 from dail_harness.settings import SettingsRecord
+from dail_harness.worklog import WorkLog, resume
 
 ROLLOUT, SAMPLING, ENGINE, RUN, SELECTION = "Mixed rollouts", "Sampling", "Back-end", "Run", "Selection"
 
@@ -216,10 +216,9 @@ def settings_path(out: str | Path) -> Path:
     return Path(str(out) + ".settings.json")
 
 
-def _done(path: Path) -> set[tuple[str, int]]:
-    if not path.exists():
-        return set()
-    return {(str(r["problem_id"]), int(r["sample_index"])) for _, r in iter_jsonl(path, allow_partial_tail=True)}
+def trace_log(out: str | Path) -> WorkLog:
+    """OUT.traces.jsonl: one row per (problem, sample index)."""
+    return WorkLog(traces_path(out), lambda r: (str(r["problem_id"]), int(r["sample_index"])))
 
 
 def waypoints_for(rec: ExpertRecord, mode: str = "auto") -> tuple[list[str], str | None]:
@@ -247,11 +246,10 @@ def run_generate(cfg: GenerateConfig) -> dict:
     if cfg.shard:
         records = records[cfg.shard[0] :: cfg.shard[1]]
     templates = Templates.from_file(cfg.templates) if cfg.templates else Templates()
-    traces = traces_path(cfg.out)
+    log = trace_log(cfg.out)
     record = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")
-    if record.check(cfg.settings()):
-        repair_partial_tail(traces)
-    done = _done(traces)
+    resume(record, cfg.settings(), [log])
+    done = log.done()
     todo = [(r, i) for r in records for i in range(cfg.n) if (r.problem_id, i) not in done]
     stats: dict[str, Any] = {"rows": len(done), "new_rows": 0, "tokens": 0, "student_tokens": 0, "privileged_tokens": 0}
     if todo:
@@ -303,7 +301,7 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
     record.write(cfg.settings())
     by_id = {r.problem_id: r for r in records}
     eos_ids = set(backend.eos_ids)
-    traces = traces_path(cfg.out)
+    log = trace_log(cfg.out)
     bar = tqdm(
         total=len(todo), desc=f"generate ({cfg.mode})", unit="trace", disable=not cfg.progress, dynamic_ncols=True
     )
@@ -353,7 +351,7 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
             r.setdefault("correct", False)
             r.setdefault("extracted", None)
             r["authors_correct"] = authors_correct(r["trace"], r["solution"])
-        append_jsonl(traces, rows)
+        log.append(rows)
         stats["new_rows"] += len(rows)
         bar.update(len(rows))
         elapsed = max(time.monotonic() - start, 1e-9)

@@ -24,12 +24,13 @@ from typing import Any
 from dail_harness.dsyn.expert_data import ExpertRecord, load_expert_data
 from dail_harness.dsyn.prompts import final_answer_of
 from dail_harness.errors import HarnessError
-from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
+from dail_harness.files import iter_jsonl
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, option, parse_shard
 from dail_harness.sampling import SamplingSettings, sampling_option
 from dail_harness.settings import SettingsRecord
 from dail_harness.verifiers.extract import strip_math_delimiters
+from dail_harness.worklog import WorkLog, resume
 
 HINT_PROMPT = """You are helping a student who is stuck on a competition mathematics problem. Below are the problem, an expert solution and its final answer.
 
@@ -222,6 +223,15 @@ def explanations_path(out: str | Path) -> Path:
     return Path(str(out) + ".explanations.jsonl")
 
 
+def explanation_log(out: str | Path) -> WorkLog:
+    return WorkLog(explanations_path(out), lambda r: (str(r["problem_id"]), int(r["attempt"])))
+
+
+def hint_log(out: str | Path) -> WorkLog:
+    """OUT: one row per problem (its hint, or none after every attempt)."""
+    return WorkLog(out, lambda r: str(r["problem_id"]))
+
+
 def fill(template: str, values: dict[str, str]) -> str:
     """The template with each `{name}` of `values` replaced in one pass (inserted text is never re-read)."""
     pattern = "|".join(re.escape("{" + k + "}") for k in values)
@@ -240,9 +250,9 @@ class HintDrawer:
         self.explain_params = cfg.sampling_params(max_tokens=cfg.explain_max_tokens)
         self.rejected = dict.fromkeys(self.records, 0)
         self.explanations: dict[tuple[str, int], str] = {}
-        path = explanations_path(cfg.out)
-        if self.explain_template is not None and path.exists():
-            rows = (r for _, r in iter_jsonl(path, allow_partial_tail=True))
+        self.explanation_log = explanation_log(cfg.out)
+        if self.explain_template is not None:
+            rows = self.explanation_log.rows()
             self.explanations = {(str(r["problem_id"]), int(r["attempt"])): r["explanation"] for r in rows}
 
     def generate(self, kind: str, prompts: dict[str, str], attempt: int, params: Any) -> dict[str, str]:
@@ -267,7 +277,7 @@ class HintDrawer:
                 for pid, text in self.generate("explain", todo, attempt, self.explain_params).items()
             }
             rows = [{"problem_id": pid, "attempt": attempt, "explanation": text} for pid, text in drawn.items()]
-            append_jsonl(explanations_path(self.cfg.out), rows)
+            self.explanation_log.append(rows)
             self.explanations.update({(pid, attempt): text for pid, text in drawn.items()})
         return {pid: self.explanations[(pid, attempt)] for pid in pids}
 
@@ -334,11 +344,9 @@ def generate_hints(cfg: HintsConfig, backend: Any = None) -> dict:
     records, answers = _records(cfg)
     cfg.template(), cfg.explain()  # a bad template fails before anything is loaded
     record = SettingsRecord(Path(str(cfg.out) + ".settings.json"), cfg.out, "hints file")
-    if record.check(cfg.settings()):
-        repair_partial_tail(cfg.out)
-        repair_partial_tail(explanations_path(cfg.out))
-    written = iter_jsonl(cfg.out, allow_partial_tail=True) if Path(cfg.out).exists() else iter(())
-    done = {str(r["problem_id"]) for _, r in written}
+    log = hint_log(cfg.out)
+    resume(record, cfg.settings(), [log, explanation_log(cfg.out)])
+    done = log.done()
     pending = [r.problem_id for r in records if r.problem_id not in done]
     stats = {"problems": len(records), "new": 0, "without_hint": 0, "rejected": 0}
     if not pending:
@@ -352,14 +360,14 @@ def generate_hints(cfg: HintsConfig, backend: Any = None) -> dict:
     bar = tqdm(total=len(pending), desc="hints", unit="problem", disable=not cfg.progress, dynamic_ncols=True)
     for attempt in range(cfg.attempts):
         accepted = drawer.draw(pending, attempt)
-        append_jsonl(cfg.out, accepted)
+        log.append(accepted)
         bar.update(len(accepted))
         kept = {row["problem_id"] for row in accepted}
         pending = [pid for pid in pending if pid not in kept]
         stats["new"] += len(accepted)
         if not pending:
             break
-    append_jsonl(cfg.out, [drawer.row(pid, None, cfg.attempts - 1) for pid in pending])
+    log.append([drawer.row(pid, None, cfg.attempts - 1) for pid in pending])
     bar.update(len(pending))
     bar.close()
     record.finish()

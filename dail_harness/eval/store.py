@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from dail_harness.errors import HarnessError
-from dail_harness.files import append_jsonl, atomic_write_json, iter_jsonl, repair_partial_tail
+from dail_harness.files import atomic_write_json, iter_jsonl
 from dail_harness.settings import SettingsRecord
+from dail_harness.worklog import WorkLog, resume
 
 SETTINGS_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.jsonl", "summary.json"
 
@@ -46,6 +47,7 @@ class RunStore:
         self.samples_path = self.dir / SAMPLES_FILE
         self.summary_path = self.dir / SUMMARY_FILE
         self.record = SettingsRecord(self.settings_path, self.dir, "run")
+        self.samples = WorkLog(self.samples_path, sample_id)
 
     def exists(self) -> bool:
         return self.record.exists()
@@ -57,8 +59,7 @@ class RunStore:
 
     def check(self, settings: dict) -> None:
         """If the run exists, check that `settings` match the ones it was started with."""
-        if self.record.check(settings, GROWABLE):
-            repair_partial_tail(self.samples_path)
+        resume(self.record, settings, [self.samples], may_change=GROWABLE)
 
     def create(self, settings: dict) -> None:
         """Write the settings of a new run (called once there is work to store), or the grown settings and
@@ -75,7 +76,7 @@ class RunStore:
         if not self.samples_path.exists():
             return []
         rows, seen = [], set()
-        for line, row in iter_jsonl(self.samples_path, allow_partial_tail=True):
+        for line, row in iter_jsonl(self.samples_path, allow_partial_tail=True):  # with line numbers for errors
             for f in ("task", "problem_id", "sample_index", "correct"):
                 if f not in row:
                     raise HarnessError("missing field", path=str(self.samples_path), line=line, field=f)
@@ -86,7 +87,7 @@ class RunStore:
         return rows
 
     def append(self, rows: list[dict]) -> None:
-        append_jsonl(self.samples_path, rows)
+        self.samples.append(rows)
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.summary_path, summary)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from dail_harness import registry
 from dail_harness.errors import HarnessError
-from dail_harness.files import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl, repair_partial_tail
+from dail_harness.files import atomic_write_json, atomic_write_jsonl, iter_jsonl
 from dail_harness.settings import SettingsRecord
 from dail_harness.training.config import TrainConfig
 from dail_harness.training.losses import TokenLoss
 from dail_harness.training.recipes import GenerateMethod
+from dail_harness.worklog import WorkLog
 
 ROUND = 32  # problems per generation round: a kill loses at most one round
 FINAL_FILES = (
@@ -124,9 +125,9 @@ def _generate(
     from dail_harness.eval.grading import GradingPool
     from dail_harness.training.online import OnlineContext
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    repair_partial_tail(path)
-    done = {str(r["problem_id"]) for _, r in iter_jsonl(path, allow_partial_tail=True)} if path.exists() else set()
+    log = WorkLog(path, lambda r: str(r["problem_id"]))
+    log.repair()  # the run's settings record was checked before the first iteration
+    done = log.done()
     todo = [r for r in rows if str(r["problem_id"]) not in done]
     if not todo:
         return
@@ -140,7 +141,7 @@ def _generate(
         ctx = OnlineContext(cfg, backend, pool)
         ctx.step = iteration
         for start in range(0, len(todo), ROUND):
-            append_jsonl(path, method.generate(ctx, todo[start : start + ROUND]))
+            log.append(method.generate(ctx, todo[start : start + ROUND]))
 
 
 def _merge(it_dir: Path, world: int, rows: list[dict]) -> dict:
