@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dail_harness.cli.options import load_config_file
+from dail_harness.cli.options import load_config_file, refuse_ignored
 from dail_harness.options import Where, build, fields_of
 
 ROOT = Path(__file__).resolve().parent.parent / "configs"
@@ -37,6 +37,7 @@ def test_config_builds_for_its_command(path):
     wheres = {k: Where("--" + k, path=str(path), key=spelled.get(k, k)) for k in values}
     own = {k: v for k, v in values.items() if k not in extra or k in {f.name for f, _ in fields_of(cls)}}
     cfg = build(cls, own, wheres)
+    refuse_ignored(cfg, {k: w for k, w in wheres.items() if k in own})  # every key is used
     if command == "train":
         method, _ = resolve(cfg, {k: v for k, v in values.items() if k not in own}, wheres)
         refuse_unused(cfg, method.source, {k: w for k, w in wheres.items() if k in own})  # every key is used

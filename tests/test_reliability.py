@@ -246,6 +246,29 @@ def test_a_train_config_key_the_method_would_ignore_names_the_file_and_key(tmp_p
     assert "does not use it" not in err  # grpo samples: temperature is its (the unknown key is the error)
 
 
+@pytest.mark.parametrize(
+    ("args", "flag", "who"),
+    [
+        (["generate", "--mode", "direct", "--tau", "0.5"], "--tau", "--mode mixed"),
+        (["generate", "--mode", "direct", "--draft-tokens", "4"], "--draft-tokens", "--mode mixed"),
+        (["generate", "--mode", "direct", "--proposal", "top20x5"], "--proposal", "--mode mixed"),
+        (["eval", "--task", "aime24", "--answer-tokens", "100"], "--answer-tokens", "--force-answer"),
+        (
+            ["eval", "--task", "aime24", "--thinking", "on", "--budget-mode", "independent"],
+            "--budget-mode",
+            "--budgets",
+        ),
+    ],
+)
+def test_a_generate_or_eval_option_the_run_would_ignore_is_refused(tmp_path, cli, args, flag, who):
+    common = ["--model", "tiny-random", "--out", tmp_path / "r"] + (
+        ["--data", tmp_path / "d.jsonl"] if args[0] == "generate" else []
+    )
+    code, _, err = cli(*args, *common)
+    assert code == 2 and err.startswith(f"error: {flag}: this run does not use it") and who in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_task_option_some_task_of_the_run_reads_is_accepted(tmp_path, cli):
     code, _, err = cli(
         "eval",

@@ -154,6 +154,18 @@ def load_config_file(
     return out
 
 
+def refuse_ignored(cfg: Any, chosen: dict[str, Where]) -> None:
+    """One error for a setting the user chose that this run would not use (the config's `ignored()` says which
+    and who would use them): an accepted setting is a used one."""
+    ignored = getattr(cfg, "ignored", None)
+    if not callable(ignored):
+        return
+    unused = ignored()
+    for name, where in chosen.items():
+        if name in unused:
+            raise where.error(f"this run does not use it: {unused[name]}")
+
+
 def _use_threads(cfg: Any) -> None:
     """A command that computes sets torch's threads before it loads anything (see `models/cpu.py`)."""
     from dail_harness.eval.grading import default_workers
@@ -306,6 +318,7 @@ def _command(
             {k: v for k, v in values.items() if k not in extra_names},
             {k: w for k, w in wheres.items() if k not in extra_names},
         )
+        refuse_ignored(cfg, {k: w for k, w in wheres.items() if k not in extra_names})
         if "threads" in names:
             _use_threads(cfg)
         if extra_fields is None:

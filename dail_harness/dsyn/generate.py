@@ -191,6 +191,12 @@ class GenerateConfig(SamplingSettings):
         if self.select is None:
             self.select = "random" if self.thinking else "first-correct"
 
+    def ignored(self) -> dict[str, str]:
+        """The settings this run would not use, each with who would (the command refuses them when given)."""
+        if self.mode == "direct":
+            return dict.fromkeys(("tau", "draft_tokens", "proposal"), "--mode mixed uses it")
+        return {}
+
     def settings(self) -> dict:
         """What determines the traces (a resume must match; the selection can change without regenerating)."""
         return as_settings(

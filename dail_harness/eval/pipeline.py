@@ -261,6 +261,15 @@ class EvalConfig(TaskSelection, Sampling):
             params.stop.append(THINK_END)  # the authors' first pass stops there
         return params
 
+    def ignored(self) -> dict[str, str]:
+        """The settings this run would not use, each with who would (the command refuses them when given)."""
+        out = {}
+        if not self.thinking and not self.force_answer:
+            out["answer_tokens"] = "--thinking on, --budgets or --force-answer uses it"
+        if not self.budgets:
+            out["budget_mode"] = "--budgets uses it"
+        return out
+
     def conditions(self) -> list[tuple[float, int | None]]:
         temps = self.temperatures or [self.temperature]
         return [(t, b) for t in temps for b in self.budget_list()]
