@@ -13,6 +13,7 @@ the `--backend` name (`dail-harness list backends`, `list rollouts`).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -269,31 +270,73 @@ def run_generate(cfg: GenerateConfig) -> dict:
     return stats
 
 
+@dataclass
+class Drawn:
+    """One finished trace as an engine returns it, before it is graded and stored."""
+
+    problem_id: str
+    sample_index: int
+    token_ids: list[int]
+    student_tokens: int
+    privileged_tokens: int
+    finish_reason: str
+
+
 def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, todo, record, stats) -> None:
+    """Draw the traces of `todo` ((record, sample index) pairs), grade each batch and append it to the traces."""
     from tqdm import tqdm
 
-    from dail_harness.backends.base import GenerationRequest
-    from dail_harness.backends.prompting import render_prompt_ids
-    from dail_harness.eval.grading import GradeJob, GradingPool
-    from dail_harness.rollout.base import RolloutConfig, RolloutRequest
+    from dail_harness.eval.grading import GradingPool
 
-    max_tokens = int(cfg.max_tokens or 0)
-    kwargs = {"enable_thinking": cfg.thinking}
     backend = backend_cls(
         cfg.model,
         device=cfg.device,
         dtype=cfg.dtype,
         batch_size=cfg.batch_size,
-        chat_template_kwargs=kwargs,
+        chat_template_kwargs={"enable_thinking": cfg.thinking},
         seed=cfg.seed,
         **({"enforce_eager": True} if cfg.enforce_eager else {}),
     )
-    tokenizer = backend.tokenizer
+    prompts = _render_prompts(cfg, backend, todo, templates)
+    record.write(cfg.settings())
+    by_id = {r.problem_id: r for r in records}
+    log = trace_log(cfg.out)
+    bar = tqdm(
+        total=len(todo), desc=f"generate ({cfg.mode})", unit="trace", disable=not cfg.progress, dynamic_ncols=True
+    )
+    start = time.monotonic()
+    with backend, GradingPool(cfg.grade_workers) as pool:
+        if engine_cls is not None:
+            batches = _mixed(cfg, engine_cls, backend, todo, prompts)
+        else:
+            batches = _direct(cfg, backend, todo, prompts, by_id, templates)
+        for drawn in batches:
+            rows = _graded_rows(cfg, [_trace_row(cfg, backend, by_id, prompts, d) for d in drawn], pool)
+            log.append(rows)
+            for d in drawn:
+                stats["tokens"] += len(d.token_ids)
+                stats["student_tokens"] += d.student_tokens
+                stats["privileged_tokens"] += d.privileged_tokens
+            stats["new_rows"] += len(rows)
+            bar.update(len(rows))
+            post = {"tok_s": f"{stats['tokens'] / max(time.monotonic() - start, 1e-9):.0f}"}
+            if cfg.mode == "mixed" and stats["tokens"]:
+                post["accept"] = f"{stats['student_tokens'] / stats['tokens']:.2f}"
+            bar.set_postfix(**post)
+    bar.close()
+
+
+def _render_prompts(cfg: GenerateConfig, backend, todo, templates) -> dict[str, tuple[list[int], list[int], str]]:
+    """Each problem's student and privileged prompt ids, and the expert solution the privileged prompt holds
+    (trailing `Solution N:` blocks dropped until it fits the context)."""
+    from dail_harness.backends.prompting import render_prompt_ids
+
+    kwargs = {"enable_thinking": cfg.thinking}
 
     def render(text: str) -> list[int]:
-        return render_prompt_ids(tokenizer, text, chat_template_kwargs=kwargs)
+        return render_prompt_ids(backend.tokenizer, text, chat_template_kwargs=kwargs)
 
-    limit = cfg.max_prompt_tokens or max(256, backend.context_length - max_tokens)
+    limit = cfg.max_prompt_tokens or max(256, backend.context_length - int(cfg.max_tokens or 0))
     prompts = {}
     for rec in {r.problem_id: r for r, _ in todo}.values():
         solution = fit_solution(
@@ -304,122 +347,103 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
             render(privileged_prompt(rec.problem, solution, templates)),
             solution,
         )
-    record.write(cfg.settings())
-    by_id = {r.problem_id: r for r in records}
-    eos_ids = set(backend.eos_ids)
-    log = trace_log(cfg.out)
-    bar = tqdm(
-        total=len(todo), desc=f"generate ({cfg.mode})", unit="trace", disable=not cfg.progress, dynamic_ncols=True
+    return prompts
+
+
+def _mixed(cfg: GenerateConfig, engine_cls, backend, todo, prompts) -> Iterator[list[Drawn]]:
+    """Mixed-policy rollouts through the back-end's engine, batch by batch."""
+    from dail_harness.eval.thinking import think_end_id
+    from dail_harness.rollout.base import RolloutConfig, RolloutRequest
+
+    engine = engine_cls.from_backend(backend)
+    device = str(getattr(getattr(backend, "model", None), "device", "cpu"))
+    rcfg = RolloutConfig(
+        tau=cfg.tau,
+        draft_tokens=engine_cls.default_draft_tokens if cfg.draft_tokens is None else cfg.draft_tokens,
+        max_tokens=int(cfg.max_tokens or 0),
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        proposal=cfg.proposal,
+        static_cache=device.startswith("cuda") if cfg.static_cache is None else cfg.static_cache,
+        compile=cfg.compile,
+        suppress_token_ids=[think_end_id(backend.tokenizer)] if cfg.thinking else [],
     )
-    start = time.monotonic()
-
-    def store(results, pool):
-        rows = []
-        for pid, index, ids, n_student, n_priv, reason in results:
-            rec = by_id[pid]
-            waypoints, answer = waypoints_for(rec, cfg.waypoints)
-            trace = tokenizer.decode([t for t in ids if t not in eos_ids], skip_special_tokens=False)
-            rows.append(
-                {
-                    "problem_id": pid,
-                    "sample_index": index,
-                    "problem": rec.problem,
-                    "solution": rec.solution,
-                    "privileged_solution": prompts[pid][2],
-                    "answer": answer,
-                    "waypoints": waypoints,
-                    "trace": trace,
-                    "mode": cfg.mode,
-                    "tau": cfg.tau if cfg.mode == "mixed" else None,
-                    "draft_tokens": cfg.draft_tokens if cfg.mode == "mixed" else None,
-                    "student_tokens": n_student,
-                    "privileged_tokens": n_priv,
-                    "acceptance_rate": n_student / len(ids) if ids and cfg.mode == "mixed" else None,
-                    "num_tokens": len(ids),
-                    "finish_reason": reason,
-                    "temperature": cfg.temperature,
-                    "top_k": cfg.top_k,
-                    "top_p": cfg.top_p,
-                    "seed": cfg.seed,
-                    "model": cfg.model,
-                }
+    requests = [
+        RolloutRequest(f"{r.problem_id}#{i}", prompts[r.problem_id][0], prompts[r.problem_id][1]) for r, i in todo
+    ]
+    for batch in engine.run(requests, rcfg):
+        yield [
+            Drawn(
+                res.row_id.rsplit("#", 1)[0],
+                int(res.row_id.rsplit("#", 1)[1]),
+                res.token_ids,
+                res.student_tokens,
+                res.privileged_tokens,
+                res.finish_reason,
             )
-            stats["tokens"] += len(ids)
-            stats["student_tokens"] += n_student
-            stats["privileged_tokens"] += n_priv
-        gradable = [r for r in rows if r["answer"]]
-        verdicts = pool.grade(
-            [GradeJob(r["trace"], str(r["answer"]), cfg.answer_type, r["finish_reason"]) for r in gradable]
-        )
-        for r, v in zip(gradable, verdicts):
-            r.update(correct=v.correct, extracted=v.extracted)
-        for r in rows:
-            r.setdefault("correct", False)
-            r.setdefault("extracted", None)
-            r["authors_correct"] = authors_correct(r["trace"], r["solution"])
-        log.append(rows)
-        stats["new_rows"] += len(rows)
-        bar.update(len(rows))
-        elapsed = max(time.monotonic() - start, 1e-9)
-        post = {"tok_s": f"{stats['tokens'] / elapsed:.0f}"}
-        if cfg.mode == "mixed" and stats["tokens"]:
-            post["accept"] = f"{stats['student_tokens'] / stats['tokens']:.2f}"
-        bar.set_postfix(**post)
+            for res in batch
+        ]
 
-    with backend, GradingPool(cfg.grade_workers) as pool:
-        if engine_cls is not None:
-            from dail_harness.eval.thinking import think_end_id
 
-            engine = engine_cls.from_backend(backend)
-            device = str(getattr(getattr(backend, "model", None), "device", "cpu"))
-            rcfg = RolloutConfig(
-                tau=cfg.tau,
-                draft_tokens=engine_cls.default_draft_tokens if cfg.draft_tokens is None else cfg.draft_tokens,
-                max_tokens=max_tokens,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                top_k=cfg.top_k,
-                seed=cfg.seed,
-                batch_size=cfg.batch_size,
-                proposal=cfg.proposal,
-                static_cache=device.startswith("cuda") if cfg.static_cache is None else cfg.static_cache,
-                compile=cfg.compile,
-                suppress_token_ids=[think_end_id(tokenizer)] if cfg.thinking else [],
-            )
-            requests = [
-                RolloutRequest(f"{r.problem_id}#{i}", prompts[r.problem_id][0], prompts[r.problem_id][1])
-                for r, i in todo
-            ]
-            for batch in engine.run(requests, rcfg):
-                store(
-                    [
-                        (
-                            res.row_id.rsplit("#", 1)[0],
-                            int(res.row_id.rsplit("#", 1)[1]),
-                            res.token_ids,
-                            res.student_tokens,
-                            res.privileged_tokens,
-                            res.finish_reason,
-                        )
-                        for res in batch
-                    ],
-                    pool,
-                )
-        else:
-            grouped: dict[str, list[int]] = {}
-            for r, i in todo:
-                grouped.setdefault(r.problem_id, []).append(i)
-            gen_requests = [
-                GenerationRequest(pid, privileged_prompt(by_id[pid].problem, prompts[pid][2], templates), idx)
-                for pid, idx in grouped.items()
-            ]
-            params = cfg.sampling_params(cfg.n, max_tokens=max_tokens)
-            for completions in backend.generate(gen_requests, params):
-                store(
-                    [
-                        (c.request_id, c.sample_index, c.token_ids, 0, c.num_tokens, c.finish_reason)
-                        for c in completions
-                    ],
-                    pool,
-                )
-    bar.close()
+def _direct(cfg: GenerateConfig, backend, todo, prompts, by_id, templates) -> Iterator[list[Drawn]]:
+    """Direct sampling from the privileged student (every token privileged), group by group."""
+    from dail_harness.backends.base import GenerationRequest
+
+    grouped: dict[str, list[int]] = {}
+    for r, i in todo:
+        grouped.setdefault(r.problem_id, []).append(i)
+    requests = [
+        GenerationRequest(pid, privileged_prompt(by_id[pid].problem, prompts[pid][2], templates), idx)
+        for pid, idx in grouped.items()
+    ]
+    for completions in backend.generate(requests, cfg.sampling_params(cfg.n, max_tokens=int(cfg.max_tokens or 0))):
+        yield [Drawn(c.request_id, c.sample_index, c.token_ids, 0, c.num_tokens, c.finish_reason) for c in completions]
+
+
+def _trace_row(cfg: GenerateConfig, backend, by_id, prompts, d: Drawn) -> dict:
+    """The stored row of one trace (D_syn's format, see the module docstring)."""
+    rec = by_id[d.problem_id]
+    waypoints, answer = waypoints_for(rec, cfg.waypoints)
+    eos_ids = set(backend.eos_ids)
+    ids = d.token_ids
+    return {
+        "problem_id": d.problem_id,
+        "sample_index": d.sample_index,
+        "problem": rec.problem,
+        "solution": rec.solution,
+        "privileged_solution": prompts[d.problem_id][2],
+        "answer": answer,
+        "waypoints": waypoints,
+        "trace": backend.tokenizer.decode([t for t in ids if t not in eos_ids], skip_special_tokens=False),
+        "mode": cfg.mode,
+        "tau": cfg.tau if cfg.mode == "mixed" else None,
+        "draft_tokens": cfg.draft_tokens if cfg.mode == "mixed" else None,
+        "student_tokens": d.student_tokens,
+        "privileged_tokens": d.privileged_tokens,
+        "acceptance_rate": d.student_tokens / len(ids) if ids and cfg.mode == "mixed" else None,
+        "num_tokens": len(ids),
+        "finish_reason": d.finish_reason,
+        "temperature": cfg.temperature,
+        "top_k": cfg.top_k,
+        "top_p": cfg.top_p,
+        "seed": cfg.seed,
+        "model": cfg.model,
+    }
+
+
+def _graded_rows(cfg: GenerateConfig, rows: list[dict], pool) -> list[dict]:
+    """Grade the rows that have an answer (ours, and the authors' string equality for every row)."""
+    from dail_harness.eval.grading import GradeJob
+
+    gradable = [r for r in rows if r["answer"]]
+    jobs = [GradeJob(r["trace"], str(r["answer"]), cfg.answer_type, r["finish_reason"]) for r in gradable]
+    for r, v in zip(gradable, pool.grade(jobs)):
+        r.update(correct=v.correct, extracted=v.extracted)
+    for r in rows:
+        r.setdefault("correct", False)
+        r.setdefault("extracted", None)
+        r["authors_correct"] = authors_correct(r["trace"], r["solution"])
+    return rows
