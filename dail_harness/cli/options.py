@@ -87,17 +87,8 @@ PLUGIN_SECTION = "*"
 plugin's options."""
 
 
-def load_config_file(
-    path: Path,
-    allowed: dict[str, Any],
-    sections: dict[str, str | tuple[str, ...]] | None = None,
-    written: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Keys and values of a YAML config file; an unknown key is one error naming the valid ones. `allowed` maps
-    each accepted key (a field's name, or its flag's, e.g. `samples_per_problem` for `n`) to the field name
-    (None: the key itself). `sections` are nested mappings a config may use instead of flat keys: a prefix
-    (`eval: {n: 8}` is `eval_n`), the field names a section holds (`sampling: {temperature: 0.6}`), or
-    PLUGIN_SECTION. `written` receives each field's key as the file spells it (`eval.n`), for messages."""
+def _read_mapping(path: Path) -> dict:
+    """A YAML config file's top-level mapping ({} for an empty file); anything else is one error naming the file."""
     import yaml
 
     if not path.exists():
@@ -113,6 +104,21 @@ def load_config_file(
         return {}
     if not isinstance(data, dict):
         raise HarnessError("expected a mapping of option names to values", path=str(path))
+    return data
+
+
+def load_config_file(
+    path: Path,
+    allowed: dict[str, Any],
+    sections: dict[str, str | tuple[str, ...]] | None = None,
+    written: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Keys and values of a YAML config file; an unknown key is one error naming the valid ones. `allowed` maps
+    each accepted key (a field's name, or its flag's, e.g. `samples_per_problem` for `n`) to the field name
+    (None: the key itself). `sections` are nested mappings a config may use instead of flat keys: a prefix
+    (`eval: {n: 8}` is `eval_n`), the field names a section holds (`sampling: {temperature: 0.6}`), or
+    PLUGIN_SECTION. `written` receives each field's key as the file spells it (`eval.n`), for messages."""
+    data = _read_mapping(path)
     sections = sections or {}
     out: dict[str, Any] = {}
     spelled: dict[str, str] = {}
@@ -291,20 +297,7 @@ def _command(
         values: dict[str, Any] = {}
         wheres: dict[str, Where] = {}
         if kwargs.get("config") is not None:
-            path = kwargs["config"]
-            every = [f for f, _ in fields_of(cls)] + [f for f, _ in plugin_fields]
-            allowed: dict[str, Any] = {f.name: None for f in every}
-            for f in every:  # a flag's own name works as a key too
-                for decl in (spec_of(f).flag or "").split():  # of a `--on/--off` pair, the first
-                    decl = decl.split("/")[0]
-                    if decl.startswith("--"):
-                        allowed.setdefault(decl[2:].replace("-", "_"), f.name)
-            spelled: dict[str, str] = {}
-            sections = getattr(cls, "SECTIONS", None)
-            for key, value in load_config_file(path, allowed, sections, spelled).items():
-                f = by_name[key][0] if key in by_name else next(x for x, _ in fields_of(cls) if x.name == key)
-                values[key] = value
-                wheres[key] = Where(flag_of(f), path=str(path), key=spelled.get(key, key))
+            values, wheres = _config_values(kwargs["config"], cls, plugin_fields)
         for key, value in kwargs.items():
             if key == "config" or key not in by_name:
                 continue
@@ -332,3 +325,19 @@ def _command(
     command.__doc__ = inspect.cleandoc(fn.__doc__ or "") + (f"\n\n{note}" if note else "")
     command.__name__ = fn.__name__
     return command
+
+
+def _config_values(path: Path, cls: type, plugin_fields: list) -> tuple[dict[str, Any], dict[str, Where]]:
+    """A --config file's values by field name, and where each came from (the file and its key as written)."""
+    every = [f for f, _ in fields_of(cls)] + [f for f, _ in plugin_fields]
+    allowed: dict[str, Any] = {f.name: None for f in every}
+    for f in every:  # a flag's own name works as a key too
+        for decl in (spec_of(f).flag or "").split():  # of a `--on/--off` pair, the first
+            decl = decl.split("/")[0]
+            if decl.startswith("--"):
+                allowed.setdefault(decl[2:].replace("-", "_"), f.name)
+    spelled: dict[str, str] = {}
+    values = load_config_file(path, allowed, getattr(cls, "SECTIONS", None), spelled)
+    by_name = {f.name: f for f in every}
+    wheres = {key: Where(flag_of(by_name[key]), path=str(path), key=spelled.get(key, key)) for key in values}
+    return values, wheres
