@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -448,56 +449,15 @@ def _generate_and_grade(
     with opened as backend, GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
         if not store.exists():
             store.create(settings)
-        try:  # thinking mode needs a </think> token; plain runs use it only to count thinking tokens
-            end_id = think_end_id(backend.tokenizer)
-        except HarnessError:
-            if cfg.thinking:
-                raise
-            end_id = None
         bar = tqdm(
             total=sum(m for _, _, m in work), desc="eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True
         )
         tokens, start = 0, time.monotonic()
         for temperature, requests, _ in work:
             params = cfg.params(temperature)
-            if cfg.thinking:
-                stream = generate_budgeted(
-                    backend,
-                    requests,
-                    params,
-                    cfg.budget_list(),
-                    answer_tokens=int(cfg.answer_tokens or DEFAULT_ANSWER_TOKENS),
-                    mode=cfg.budget_mode,
-                    force_answer=cfg.force_answer,
-                )
-            else:
-                stream = ([plain(c, end_id) for c in batch] for batch in backend.generate(requests, params))
-                if cfg.force_answer:
-                    stream = _with_final_answers(stream, backend, requests, params, int(cfg.answer_tokens or 0))
-            for results in stream:
-                results = [
-                    s
-                    for s in results
-                    if (
-                        by_request[s.request_id][0].name,
-                        by_request[s.request_id][1].id,
-                        temperature,
-                        s.budget,
-                        s.sample_index,
-                    )
-                    not in done
-                ]
-                jobs = [
-                    GradeJob(
-                        s.text,
-                        by_request[s.request_id][1].answer,
-                        by_request[s.request_id][1].answer_type,
-                        s.finish_reason,
-                    )
-                    for s in results
-                ]
-                verdicts = pool.grade(jobs)
-                rows = [_sample_row(*by_request[s.request_id], s, v, params) for s, v in zip(results, verdicts)]  # type: ignore[call-arg]
+            for results in _samples(cfg, backend, requests, params):
+                results = [s for s in results if _identity(by_request, s, temperature) not in done]
+                rows = _graded(by_request, results, params, pool)
                 store.append(rows)
                 new_rows += rows
                 tokens += sum(s.num_tokens for s in results)
@@ -510,3 +470,42 @@ def _generate_and_grade(
                     )
         bar.close()
     return new_rows
+
+
+def _samples(cfg: EvalConfig, backend: SamplingBackend, requests, params: SamplingParams) -> Iterator[list[Sampled]]:
+    """One condition's samples in groups as they finish: budget-forced for thinking runs (which need a </think>
+    token: `generate_budgeted` fails before sampling without one), plain otherwise (with the authors'
+    final-answer pass under --force-answer)."""
+    if cfg.thinking:
+        yield from generate_budgeted(
+            backend,
+            requests,
+            params,
+            cfg.budget_list(),
+            answer_tokens=int(cfg.answer_tokens or DEFAULT_ANSWER_TOKENS),
+            mode=cfg.budget_mode,
+            force_answer=cfg.force_answer,
+        )
+        return
+    try:  # plain runs use </think> only to count thinking tokens
+        end_id: int | None = think_end_id(backend.tokenizer)
+    except HarnessError:
+        end_id = None
+    stream = ([plain(c, end_id) for c in batch] for batch in backend.generate(requests, params))
+    if cfg.force_answer:
+        stream = _with_final_answers(stream, backend, requests, params, int(cfg.answer_tokens or 0))
+    yield from stream
+
+
+def _identity(by_request, s: Sampled, temperature: float) -> tuple:
+    """A sample's identity as the store keys it (`store.sample_id`)."""
+    task, problem = by_request[s.request_id][0], by_request[s.request_id][1]
+    return (task.name, problem.id, temperature, s.budget, s.sample_index)
+
+
+def _graded(by_request, results: list[Sampled], params: SamplingParams, pool: GradingPool) -> list[dict]:
+    """The stored rows of a group of samples, graded against their problems' answers in the pool."""
+    problems = [by_request[s.request_id][1] for s in results]
+    jobs = [GradeJob(s.text, p.answer, p.answer_type, s.finish_reason) for s, p in zip(results, problems)]
+    verdicts = pool.grade(jobs)
+    return [_sample_row(*by_request[s.request_id], s, v, params) for s, v in zip(results, verdicts)]  # type: ignore[call-arg]
