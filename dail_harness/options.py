@@ -250,6 +250,23 @@ def check_value(value: Any, f: dataclasses.Field, where: Where) -> None:
                 raise where.error(f"must be {_describe_range(s)}, got {v:g}")
 
 
+def refuse_unused(unused: dict[str, str], chosen: dict[str, Where], context: str = "") -> None:
+    """A setting the run would not use (`unused`: name -> who would use it) is refused when a flag gives it, and
+    named in a warning when a config file does (a flag may have made the file's key moot, e.g. --lora-r 0 over
+    a LoRA config's lora_alpha): either way nothing is ignored silently."""
+    import sys
+
+    for name, where in chosen.items():
+        if name not in unused:
+            continue
+        if where.path is None:
+            raise where.error(f"this run does not use it{context}: {unused[name]}")
+        print(
+            f"warning: {where.path}, key '{where.key}' is not used by this run{context}: {unused[name]}",
+            file=sys.stderr,
+        )
+
+
 def build(cls: type, values: dict[str, Any], wheres: dict[str, Where] | None = None) -> Any:
     """A validated config from raw values (command line and/or config file); missing fields keep
     their defaults. Raises one HarnessError naming the first bad value."""

@@ -239,11 +239,11 @@ def test_train_help_for_a_method_lists_what_it_uses(cli, method, listed, left_ou
 def test_a_train_config_key_the_method_would_ignore_names_the_file_and_key(tmp_path, cli):
     config = tmp_path / "c.yaml"
     config.write_text("method: dail\nmodel: tiny-random\ndata: d.jsonl\nout: r\ntemperature: 0.3\n")
-    code, _, err = cli("train", "--config", config)
-    assert code == 2 and str(config) in err and "temperature" in err and "does not use it" in err, err
+    code, _, err = cli("train", "--config", config)  # a key in a file: a warning naming it (a flag may override)
+    assert f"warning: {config}, key 'temperature' is not used by this run (method 'dail')" in err, err
     config.write_text("method: grpo\nmodel: tiny-random\ndata: d.jsonl\nout: r\ntemperature: 0.3\nlimit: 1\n")
     code, _, err = cli("train", "--config", config)
-    assert "does not use it" not in err  # grpo samples: temperature is its (the unknown key is the error)
+    assert "not used" not in err  # grpo samples: temperature is its (the unknown key is the error)
 
 
 @pytest.mark.parametrize(
@@ -258,15 +258,56 @@ def test_a_train_config_key_the_method_would_ignore_names_the_file_and_key(tmp_p
             "--budget-mode",
             "--budgets",
         ),
+        (["eval", "--task", "aime24", "--temperatures", "0.6,1", "--temperature", "0.3"], "--temperature", "replaces"),
+        (["generate", "--mode", "direct", "--static-cache"], "--static-cache", "--mode mixed"),
+        (["data", "hints", "--style", "solution", "--explain-max-tokens", "9"], "--explain-max-tokens", "--style nurl"),
     ],
 )
 def test_a_generate_or_eval_option_the_run_would_ignore_is_refused(tmp_path, cli, args, flag, who):
     common = ["--model", "tiny-random", "--out", tmp_path / "r"] + (
-        ["--data", tmp_path / "d.jsonl"] if args[0] == "generate" else []
+        ["--data", tmp_path / "d.jsonl"] if args[0] in ("generate", "data") else []
     )
     code, _, err = cli(*args, *common)
     assert code == 2 and err.startswith(f"error: {flag}: this run does not use it") and who in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_config_key_a_flag_made_moot_is_a_warning_not_an_error(tmp_path, cli):
+    """`--lora-r 0` over a LoRA config: its lora_alpha is named in a warning (the flag wins), not refused."""
+    config = tmp_path / "c.yaml"
+    config.write_text("method: sft\nmodel: tiny-random\ndata: missing.jsonl\nlora_r: 8\nlora_alpha: 16\n")
+    code, _, err = cli("train", "--config", config, "--lora-r", "0", "--out", tmp_path / "r")
+    assert f"warning: {config}, key 'lora_alpha' is not used by this run" in err, err
+    assert code == 2 and "missing.jsonl" in err  # the run went on to its own checks
+
+
+def test_a_bad_evaluation_setting_fails_before_any_training(tmp_path, cli):
+    """An unknown --eval-task, or a back-end that cannot sample the trained model, fails before step 1 (it used to
+    fail after the last step, losing the run)."""
+    from test_training import TRAIN, write_dsyn
+
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    base = ["train", "--method", "dail", "--data", data, "--max-steps", "1", *TRAIN]
+    code, _, err = cli(*base, "--eval-task", "aime42", "--out", tmp_path / "a")
+    assert code == 2 and "aime42" in err and not (tmp_path / "a" / "train_log.jsonl").exists(), err
+    full = [a for i, a in enumerate(base) if "--lora-alpha" not in base[max(i - 1, 0) : i + 1]]
+    code, _, err = cli(*full, "--lora-r", "0", "--backend", "vllm", "--eval-task", "aime24", "--out", tmp_path / "b")
+    assert code == 2 and "--lora-r 0" in err and not (tmp_path / "b" / "train_log.jsonl").exists(), err
+
+
+def test_an_older_run_that_recorded_a_setting_its_method_never_uses_resumes(tmp_path, cli):
+    """Runs written before such settings were refused recorded them (e.g. --temperature 0.3 for dail): the
+    rerun extends them instead of being stuck between 'not used' and 'different settings'."""
+    from test_training import TRAIN, write_dsyn
+
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    base = ["train", "--method", "dail", "--data", data, *TRAIN, "--out", tmp_path / "r"]
+    assert cli(*base, "--max-steps", "1")[0] == 0
+    record = tmp_path / "r" / "train_config.json"
+    settings = json.loads(record.read_text())
+    record.write_text(json.dumps({**settings, "temperature": 0.3, "max_tokens": 7}))
+    code, out, err = cli(*base, "--max-steps", "2")
+    assert code == 0 and "trained 2 steps" in out, err
 
 
 def test_a_task_option_some_task_of_the_run_reads_is_accepted(tmp_path, cli):

@@ -71,6 +71,14 @@ class SamplingBackend(ABC):
     """The model's context length (prompt plus generated tokens)."""
 
     @classmethod
+    def check_policy(cls, cfg) -> None:
+        """Fail before training if this back-end cannot sample the model a run with settings `cfg` trains."""
+        if cls.for_policy.__func__ is SamplingBackend.for_policy.__func__:  # type: ignore[attr-defined]
+            from dail_harness.errors import HarnessError
+
+            raise HarnessError(f"the '{cls.name}' back-end cannot sample from a model being trained; use --backend hf")
+
+    @classmethod
     def for_policy(cls, model, tokenizer, cfg) -> SamplingBackend:
         """A back-end that samples from a model being trained (methods that sample during training)."""
         from dail_harness.errors import HarnessError

@@ -171,6 +171,11 @@ class VLLMBackend(SamplingBackend):
         """Set by `PolicyOnVLLM`: the adapter every request of the next generate call runs with."""
 
     @classmethod
+    def check_policy(cls, cfg) -> None:
+        """vLLM samples a run's model only as a LoRA adapter it can serve (checked from the settings)."""
+        servable_lora(cfg.lora_r or None, set(cfg.lora_targets), False)
+
+    @classmethod
     def for_policy(cls, model, tokenizer, cfg) -> SamplingBackend:
         """Sample from the model being trained: the base model in vLLM, the LoRA adapter reloaded before every
         generate call (see `PolicyOnVLLM`)."""
@@ -241,6 +246,25 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 VLLM_LORA_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
+def servable_lora(r: int | None, targets: set[str], modules_to_save: bool) -> int:
+    """The vLLM LoRA rank that serves an adapter of rank r on `targets` (None: no adapter, every weight trained);
+    one error saying why vLLM cannot serve it otherwise."""
+    if r is None:
+        raise HarnessError(
+            "--backend vllm samples a LoRA adapter during training; with --lora-r 0 every weight "
+            "trains and vLLM would have to reload the model each step: use --backend hf"
+        )
+    if not targets <= VLLM_LORA_TARGETS or modules_to_save:
+        raise HarnessError(
+            f"vLLM serves LoRA on {', '.join(sorted(VLLM_LORA_TARGETS))} only (this run's targets: "
+            f"{', '.join(sorted(targets))}); change --lora-targets or use --backend hf"
+        )
+    rank = next((k for k in VLLM_LORA_RANKS if k >= r), None)
+    if rank is None:
+        raise HarnessError(f"vLLM supports LoRA ranks up to {VLLM_LORA_RANKS[-1]}, this run has {r}")
+    return rank
+
+
 class PolicyOnVLLM(SamplingBackend):
     """A vLLM engine in this process that samples with the adapter as it is now: before every generate call
     the adapter is saved and sent as a LoRA request with a new name and id (vLLM caches adapters by id and
@@ -253,21 +277,12 @@ class PolicyOnVLLM(SamplingBackend):
 
         from dail_harness.models.loading import resolve_model
 
-        if not hasattr(model, "peft_config"):
-            raise HarnessError(
-                "--backend vllm samples a LoRA adapter during training; with --lora-r 0 every weight "
-                "trains and vLLM would have to reload the model each step: use --backend hf"
-            )
-        lora = model.peft_config["default"]
-        targets = set(lora.target_modules or ())
-        if not targets <= VLLM_LORA_TARGETS or lora.modules_to_save:
-            raise HarnessError(
-                f"vLLM serves LoRA on {', '.join(sorted(VLLM_LORA_TARGETS))} only (this run's targets: "
-                f"{', '.join(sorted(targets))}); change --lora-targets or use --backend hf"
-            )
-        rank = next((r for r in VLLM_LORA_RANKS if r >= lora.r), None)
-        if rank is None:
-            raise HarnessError(f"vLLM supports LoRA ranks up to {VLLM_LORA_RANKS[-1]}, this run has {lora.r}")
+        lora = model.peft_config["default"] if hasattr(model, "peft_config") else None
+        rank = servable_lora(
+            None if lora is None else lora.r,
+            set(lora.target_modules or ()) if lora else set(),
+            bool(lora and lora.modules_to_save),
+        )
         self.model = model
         self.engine = VLLMBackend(
             resolve_model(cfg.model),

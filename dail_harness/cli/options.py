@@ -17,7 +17,17 @@ from typing import Any
 import typer
 
 from dail_harness.errors import HarnessError, did_you_mean
-from dail_harness.options import Where, base_type, build, default_of, fields_of, flag_of, has_default, spec_of
+from dail_harness.options import (
+    Where,
+    base_type,
+    build,
+    default_of,
+    fields_of,
+    flag_of,
+    has_default,
+    refuse_unused,
+    spec_of,
+)
 
 CONFIG_HELP = (
     "YAML file of settings (keys are the option names, e.g. `temperature: 0.6`); flags override it. Relative paths "
@@ -164,12 +174,8 @@ def refuse_ignored(cfg: Any, chosen: dict[str, Where]) -> None:
     """One error for a setting the user chose that this run would not use (the config's `ignored()` says which
     and who would use them): an accepted setting is a used one."""
     ignored = getattr(cfg, "ignored", None)
-    if not callable(ignored):
-        return
-    unused = ignored()
-    for name, where in chosen.items():
-        if name in unused:
-            raise where.error(f"this run does not use it: {unused[name]}")
+    if callable(ignored):
+        refuse_unused(ignored(), chosen)
 
 
 def _use_threads(cfg: Any) -> None:

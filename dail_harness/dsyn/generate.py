@@ -195,7 +195,9 @@ class GenerateConfig(SamplingSettings):
     def ignored(self) -> dict[str, str]:
         """The settings this run would not use, each with who would (the command refuses them when given)."""
         if self.mode == "direct":
-            return dict.fromkeys(("tau", "draft_tokens", "proposal"), "--mode mixed uses it")
+            out = dict.fromkeys(("tau", "draft_tokens", "proposal"), "--mode mixed uses it")
+            out.update(dict.fromkeys(("static_cache", "compile"), "the hf engine of --mode mixed uses it"))
+            return out
         return {}
 
     def settings(self) -> dict:

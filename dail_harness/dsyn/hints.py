@@ -118,6 +118,12 @@ class HintsConfig(SamplingSettings):
     dtype: str | None = option(None, help="float32, bfloat16 ... (default: bf16 on GPU, fp32 on CPU).")
     progress: bool = option(True, help="Show a progress bar.")
 
+    def ignored(self) -> dict[str, str]:
+        """The settings this run would not use, each with who would (the command refuses them when given)."""
+        if self.style == "solution":
+            return dict.fromkeys(("explain_max_tokens", "explain_template"), "--style nurl uses it")
+        return {}
+
     def settings(self) -> dict:
         """What a resume must match; `--style solution` records exactly what it did before the two-step style
         existed, so an older hints file resumes under it."""

@@ -269,6 +269,8 @@ class EvalConfig(TaskSelection, Sampling):
             out["answer_tokens"] = "--thinking on, --budgets or --force-answer uses it"
         if not self.budgets:
             out["budget_mode"] = "--budgets uses it"
+        if self.temperatures:
+            out["temperature"] = "--temperatures replaces it (one condition per temperature)"
         return out
 
     def conditions(self) -> list[tuple[float, int | None]]:

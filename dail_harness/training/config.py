@@ -287,6 +287,8 @@ class TrainConfig(SamplingSettings):
         if not evaluates:
             for name in EVAL_OPTIONS:
                 out[name] = "--eval-task uses it"
+        if source == "generate" and not evaluates:  # STaR's generation runs alone; its engine takes what it wants
+            out["vllm_memory"] = "the evaluations during training (--eval-task) with --backend vllm use it"
         if source == "online":
             out["loss_mask"] = "the KL losses of methods that train on a file use it"
             for name in ("grad_accum", "max_length", "overlong"):

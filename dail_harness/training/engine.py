@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 
 from dail_harness import registry
+from dail_harness.backends.base import SamplingBackend
 from dail_harness.dsyn.prompts import Templates
 from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, atomic_write_jsonl, iter_jsonl
 from dail_harness.options import Where
+from dail_harness.sampling import SAMPLING_SETTINGS
 from dail_harness.settings import SettingsRecord
 from dail_harness.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, step_of
 from dail_harness.training.chunked import chunked_sums
@@ -271,7 +273,9 @@ class Trainer:
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.settings = {**settings, "processes": self.world}  # a step's data order depends on it
         self.record = SettingsRecord(self.out / "train_config.json", self.out, "training run")
-        self.record.check(self.settings, may_change=LENGTH_SETTINGS)  # a longer run extends a finished one
+        # a longer run extends a finished one; a setting this method never uses may differ from an older record's
+        moot = tuple(cfg.unused(method.source, ""))
+        self.record.check(self.settings, may_change=(*LENGTH_SETTINGS, *moot))
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         )
@@ -337,6 +341,7 @@ class Trainer:
         """Train on a step source from the last checkpoint to the end and save the result: plan, build, loop,
         finish. Returns the steps, the last log row and what the source reports."""
         total = source.plan(self)
+        self.check_sampling(source)
         self.build(total)
         with source.open(self):
             last = self.run(total, source.batch, desc, align=source.align)
@@ -372,6 +377,8 @@ class Trainer:
             last = self.log_row(step, batch, sums, lr, t0, t_update)
             every = self.cfg.eval_every or total_steps  # without --eval-every: at the end only
             if self.cfg.eval_task and ((step + 1) % every == 0 or step + 1 == total_steps):
+                if step + 1 == total_steps and self.accelerator.is_main_process:  # a failing evaluation loses no step
+                    save_checkpoint(self.out, step + 1, self.policy.state_dict(), self.optimizer, self.scheduler)
                 last.update(self.evaluate(step + 1))
             self.after_step(last, bar, checkpoint=(step + 1) % align == 0 and step + 1 < total_steps)
         bar.close()
@@ -467,7 +474,17 @@ class Trainer:
         if checkpoint and row["step"] % self.cfg.save_every == 0:
             save_checkpoint(self.out, row["step"], self.policy.state_dict(), self.optimizer, self.scheduler)
 
-    def sampler(self):
+    def check_sampling(self, source: StepSource) -> None:
+        """Before any training (every process): the evaluation tasks load, and the run's back-end can sample the
+        model this run trains (e.g. vLLM serves LoRA only), so a bad setting never costs a run its steps."""
+        from dail_harness.eval.pipeline import load_tasks
+
+        if self.cfg.eval_task:
+            load_tasks(self.eval_config(0))
+        if self.cfg.eval_task or self.method.source != "file":
+            registry.get("backends", self.cfg.backend).check_policy(self.cfg)
+
+    def sampler(self) -> SamplingBackend:
         """The live policy as a sampling back-end of the run's --backend (hf: in memory; vllm: the adapter as it
         is at each call). One per run: methods that sample and the evaluations during training share it."""
         if getattr(self, "_sampler", None) is None:
@@ -500,7 +517,16 @@ class Trainer:
             progress=False,
             thinking=cfg.thinking,
         )
-        return build(EvalConfig, values, {k: Where("--eval-" + k.replace("_", "-")) for k in values})
+        flags = {
+            "task": "--eval-task",
+            "n": "--eval-n",
+            "k": "--eval-n",
+            "limit": "--eval-limit",
+            "seed": "--eval-seed",
+        }
+        flags.update({k: "--eval-" + k.replace("_", "-") for k in SAMPLING_SETTINGS if k != "seed"})
+        flags["max_tokens"] = "--eval-max-tokens" if cfg.eval_max_tokens else "--max-tokens"
+        return build(EvalConfig, values, {k: Where(flags.get(k, "--" + k.replace("_", "-"))) for k in values})
 
     def evaluate(self, step: int) -> dict:
         """pass@k of the live model on --eval-task (main process; a normal run directory in OUT/evals), sampled
@@ -524,7 +550,8 @@ class Trainer:
         return out
 
     def close(self) -> None:
-        """Release the policy's sampling back-end (a vLLM engine and its adapter directory)."""
+        """Release the policy's sampling back-end (vLLM: its adapter directory; the engine stays cached for reuse,
+        `backends.vllm.release_engines` frees it)."""
         sampler, self._sampler = getattr(self, "_sampler", None), None
         if sampler is not None:
             sampler.close()

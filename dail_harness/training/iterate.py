@@ -49,7 +49,7 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
     rank, world = state.process_index, state.num_processes
     out = Path(cfg.out)
     record = SettingsRecord(out / "train_config.json", out, "training run")
-    record.check({**settings, "processes": world})
+    record.check({**settings, "processes": world}, may_change=tuple(cfg.unused(method.source, "")))  # moot ones
     rows = method.load_rows(cfg.data)
     iterations = int(getattr(method.options, "iterations", 1))
     history, last, total, resumed = [], {}, 0, 0
@@ -132,9 +132,12 @@ def _generate(
     if not todo:
         return
     backend_cls = registry.get("backends", cfg.backend)
+    # the engine's own settings: hf's batch, vLLM's tensor parallelism (it runs alone: no policy beside it)
+    vllm = cfg.backend == "vllm"
+    engine = {"tensor_parallel_size": cfg.tensor_parallel_size} if vllm else {"batch_size": cfg.sample_batch_size}
     with (
         backend_cls(
-            model, device=cfg.device, chat_template_kwargs={"enable_thinking": cfg.thinking}, seed=cfg.seed
+            model, device=cfg.device, chat_template_kwargs={"enable_thinking": cfg.thinking}, seed=cfg.seed, **engine
         ) as backend,
         GradingPool(cfg.grade_workers) as pool,
     ):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dail_harness.errors import HarnessError
 from dail_harness.options import Where, as_settings
+from dail_harness.options import refuse_unused as refuse
 from dail_harness.training.config import TrainConfig
 from dail_harness.training.engine import FileSource, Trainer, resolve
 from dail_harness.training.plan import StepSource
@@ -59,13 +60,11 @@ def train(
 
 
 def refuse_unused(cfg: TrainConfig, source: str, chosen: dict[str, Where]) -> None:
-    """One error for the first setting the user chose that method `cfg.method` would not use, naming who would."""
+    """A setting the user chose that method `cfg.method` would not use, naming who would: an error for a flag, a
+    warning for a config key (see `options.refuse_unused`)."""
     from dail_harness import registry
 
     if not chosen:
         return
     samplers = ", ".join(e.name for e in registry.entries("methods") if getattr(e.obj, "source", "file") != "file")
-    unused = cfg.unused(source, samplers)
-    for name, where in chosen.items():
-        if name in unused:
-            raise where.error(f"this run does not use it (method '{cfg.method}'): {unused[name]}")
+    refuse(cfg.unused(source, samplers), chosen, f" (method '{cfg.method}')")
