@@ -282,21 +282,7 @@ def _command(
     fields = [(f, tp) for f, tp in fields_of(cls) if spec_of(f).cli and f.name not in hidden]
     names = {f.name for f, _ in fields}
     plugin_fields = [(f, tp) for f, tp in (extra_fields or []) if f.name not in names]
-    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-    annotations: dict[str, Any] = {"ctx": typer.Context}
-    for f, tp in fields + plugin_fields:
-        annotation, info = _param(f, tp, show_default=(f, tp) not in plugin_fields, hidden=f.name in left_out)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
-        annotations[f.name] = annotation
-    params.append(
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=Path | None,
-            default=typer.Option(None, "--config", help=CONFIG_HELP, rich_help_panel="Config"),
-        )
-    )
-    annotations["config"] = Path | None
+    params, annotations = _signature(fields, plugin_fields, left_out)
 
     def command(ctx: typer.Context, **kwargs: Any) -> Any:
         by_name = {f.name: (f, tp) for f, tp in fields + plugin_fields}
@@ -347,3 +333,17 @@ def _config_values(path: Path, cls: type, plugin_fields: list) -> tuple[dict[str
     by_name = {f.name: f for f in every}
     wheres = {key: Where(flag_of(by_name[key]), path=str(path), key=spelled.get(key, key)) for key in values}
     return values, wheres
+
+
+def _signature(fields: list, plugin_fields: list, left_out: set[str]) -> tuple[list[inspect.Parameter], dict]:
+    """The parameters (and annotations) Typer reads a command's flags from: one per field, then --config."""
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    annotations: dict[str, Any] = {"ctx": typer.Context}
+    for f, tp in fields + plugin_fields:
+        annotation, info = _param(f, tp, show_default=(f, tp) not in plugin_fields, hidden=f.name in left_out)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
+        annotations[f.name] = annotation
+    config = typer.Option(None, "--config", help=CONFIG_HELP, rich_help_panel="Config")
+    params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None, default=config))
+    annotations["config"] = Path | None
+    return params, annotations
