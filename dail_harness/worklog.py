@@ -10,10 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
 from dail_harness.settings import SettingsRecord
+
+T = TypeVar("T")
+
+
+def share(items: list[T], shard: tuple[int, int] | None) -> list[T]:
+    """Shard i of N of a job's items (index % N == i): `--shard i/N` of eval, generate and data hints, and a
+    process's share (rank, world) of STaR's generation. None: all of them."""
+    if shard is None:
+        return list(items)
+    i, n = shard
+    return items[i::n]
 
 
 class WorkLog:

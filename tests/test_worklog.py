@@ -42,3 +42,12 @@ def test_growable_settings_may_change(tmp_path):
     assert resume(record, {"seed": 1, "n": 8}, [log], may_change=("n",))
     with pytest.raises(HarnessError, match="n: 4 -> 8"):
         resume(record, {"seed": 1, "n": 8}, [log])
+
+
+def test_the_shards_of_a_job_cover_its_items_once():
+    from dail_harness.worklog import share
+
+    items = list(range(10))
+    parts = [share(items, (i, 3)) for i in range(3)]
+    assert sorted(x for p in parts for x in p) == items and parts[1] == [1, 4, 7]
+    assert share(items, None) == items

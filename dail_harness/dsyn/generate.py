@@ -34,7 +34,7 @@ from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option, parse_shard
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingSettings, sampling_option
 from dail_harness.settings import SettingsRecord
-from dail_harness.worklog import WorkLog, resume
+from dail_harness.worklog import WorkLog, resume, share
 
 ROLLOUT, SAMPLING, ENGINE, RUN, SELECTION = "Mixed rollouts", "Sampling", "Back-end", "Run", "Selection"
 
@@ -252,8 +252,7 @@ def run_generate(cfg: GenerateConfig) -> dict:
     records = load_expert_data(cfg.data)
     if cfg.limit:
         records = records[: cfg.limit]
-    if cfg.shard:
-        records = records[cfg.shard[0] :: cfg.shard[1]]
+    records = share(records, cfg.shard)
     templates = Templates.from_file(cfg.templates) if cfg.templates else Templates()
     log = trace_log(cfg.out)
     record = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")

@@ -30,7 +30,7 @@ from dail_harness.options import PATH, PATH_OR_NAME, as_settings, option, parse_
 from dail_harness.sampling import SamplingSettings, sampling_option
 from dail_harness.settings import SettingsRecord
 from dail_harness.verifiers.extract import strip_math_delimiters
-from dail_harness.worklog import WorkLog, resume
+from dail_harness.worklog import WorkLog, resume, share
 
 HINT_PROMPT = """You are helping a student who is stuck on a competition mathematics problem. Below are the problem, an expert solution and its final answer.
 
@@ -328,7 +328,7 @@ def _records(cfg: HintsConfig) -> tuple[list[ExpertRecord], dict[str, str]]:
     """The problems of this run (limit, shard) and their answers; a problem without one is an error."""
     records = load_expert_data(cfg.data)
     records = records[: cfg.limit] if cfg.limit else records
-    records = records[cfg.shard[0] :: cfg.shard[1]] if cfg.shard else records
+    records = share(records, cfg.shard)
     answers = {r.problem_id: final_answer_of(r.solution, r.answer) for r in records}
     missing = next((r for r in records if not answers[r.problem_id]), None)
     if missing is not None:

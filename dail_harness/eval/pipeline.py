@@ -39,6 +39,7 @@ from dail_harness.records import Problem
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingParams, SamplingSettings, sampling_option
 from dail_harness.verifiers.base import Verdict
 from dail_harness.verifiers.simple import simple_correct
+from dail_harness.worklog import share
 
 SAMPLING, TASK, THINKING, ENGINE, RUN = "Sampling", "Task", "Thinking models", "Back-end", "Run"
 
@@ -304,10 +305,7 @@ def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
         problems = task.load()
         if cfg.limit is not None:
             problems = problems[: cfg.limit]
-        problems = [p for p in problems if not is_listed(excluded, task.name, p.id)]
-        if cfg.shard is not None:
-            i, n = cfg.shard
-            problems = problems[i::n]
+        problems = share([p for p in problems if not is_listed(excluded, task.name, p.id)], cfg.shard)
         loaded.append((task, problems))
     if not any(ps for _, ps in loaded):
         raise HarnessError("no problems selected (check --limit, --shard and --exclude)")

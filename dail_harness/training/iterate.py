@@ -25,7 +25,7 @@ from dail_harness.settings import SettingsRecord
 from dail_harness.training.config import TrainConfig
 from dail_harness.training.losses import TokenLoss
 from dail_harness.training.recipes import GenerateMethod
-from dail_harness.worklog import WorkLog
+from dail_harness.worklog import WorkLog, share
 
 ROUND = 32  # problems per generation round: a kill loses at most one round
 FINAL_FILES = (
@@ -57,7 +57,7 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
         it_dir = out / f"iter-{r}"
         generator = cfg.model if r == 0 else _generation_model(out / f"iter-{r - 1}", cfg)
         mine = it_dir / f"generated.{rank}-of-{world}.jsonl"
-        _generate(cfg, method, rows[rank::world], generator, mine, r)
+        _generate(cfg, method, share(rows, (rank, world)), generator, mine, r)
         state.wait_for_everyone()
         counts = _merge(it_dir, world, rows) if state.is_main_process else {}
         state.wait_for_everyone()
