@@ -184,24 +184,29 @@ class GroupRLMethod(OnlineMethod):
                     share=[share * on] * length,
                 )
             )
-        group_stds = [bessel_std(g) for g in rewards] if o.scale_rewards != "batch" else [batch_std] * len(rewards)
+        stats.update(self.group_stats(ctx, groups, rewards, flat, batch_std))
+        return Rollout(examples, stats)
+
+    def group_stats(self, ctx: OnlineContext, groups, rewards, flat: list[float], batch_std: float) -> dict:
+        """The step's logged statistics over every process: rewards, shares of solved and unsolved groups, groups
+        with no reward spread, completion lengths and the share cut at --max-tokens."""
+        scored = [s for g in groups for s in g]
+        batch = self.options.scale_rewards == "batch"
+        group_stds = [batch_std] * len(rewards) if batch else [bessel_std(g) for g in rewards]
         solved_all = ctx.gather([float(all(s.correct for s in g)) for g in groups])
         solved_none = ctx.gather([float(not any(s.correct for s in g)) for g in groups])
         zero_std = ctx.gather([float(math.isclose(sd, 0.0, abs_tol=1e-12)) for sd in group_stds])
         lengths = ctx.gather([float(len(s.completion.token_ids)) for s in scored])
         truncated = ctx.gather([float(s.completion.finish_reason == "length") for s in scored])
-        stats.update(
-            {
-                "reward": sum(flat) / len(flat),
-                "reward_std": batch_std,
-                "frac_reward_zero_std": _mean(zero_std),
-                "solved_all": _mean(solved_all),
-                "solved_none": _mean(solved_none),
-                "completion_length": sum(lengths) / len(lengths),
-                "clipped_ratio": sum(truncated) / len(truncated),
-            }
-        )
-        return Rollout(examples, stats)
+        return {
+            "reward": sum(flat) / len(flat),
+            "reward_std": batch_std,
+            "frac_reward_zero_std": _mean(zero_std),
+            "solved_all": _mean(solved_all),
+            "solved_none": _mean(solved_none),
+            "completion_length": sum(lengths) / len(lengths),
+            "clipped_ratio": sum(truncated) / len(truncated),
+        }
 
 
 def _mean(values: list[float]) -> float:
