@@ -86,6 +86,19 @@ def _refuse_mismatched_shards(sharded: list[list[tuple[int, Path, dict]]]) -> No
             )
 
 
+def _complete_rows(rows: list[dict], n: int) -> tuple[list[dict], int]:
+    """The first n samples of each (problem, condition) that has all n, and how many problems lack some."""
+    complete, incomplete = [], 0
+    by_condition = defaultdict(list)
+    for r in rows:
+        by_condition[condition_of(r)].append(r)
+    for cond_rows in by_condition.values():
+        full = {(p.task, p.problem_id) for p in group_rows(cond_rows) if p.n >= n}
+        incomplete += len({(r["task"], str(r["problem_id"])) for r in cond_rows}) - len(full)
+        complete += [r for r in cond_rows if (r["task"], str(r["problem_id"])) in full and int(r["sample_index"]) < n]
+    return complete, incomplete
+
+
 def report_run(
     dirs: Sequence[str | Path] | str | Path,
     ks: Sequence[int] | None = None,
@@ -114,14 +127,7 @@ def report_run(
         rows = [r for r in rows if not is_listed(exclude, r["task"], r["problem_id"])]
         if not rows:
             raise HarnessError("--exclude leaves no problem of this run", path=str(paths[0]))
-    complete, incomplete = [], 0
-    by_condition = defaultdict(list)
-    for r in rows:
-        by_condition[condition_of(r)].append(r)
-    for cond_rows in by_condition.values():
-        full = {(p.task, p.problem_id) for p in group_rows(cond_rows) if p.n >= n}
-        incomplete += len({(r["task"], str(r["problem_id"])) for r in cond_rows}) - len(full)
-        complete += [r for r in cond_rows if (r["task"], str(r["problem_id"])) in full and int(r["sample_index"]) < n]
+    complete, incomplete = _complete_rows(rows, n)
     if not complete:
         raise HarnessError(f"no problem has all n={n} samples yet; finish the run first", path=str(paths[0]))
     too_large = [k for k in ks or () if k > n]
@@ -232,6 +238,19 @@ def format_table(reports: list[dict]) -> str:
     text = "\n".join(
         "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines
     )
+    notes = _notes(reports, rows)
+    return (
+        text
+        + (
+            "\n(pass@k, mean accuracy and no-answer rate in %; unbiased pass@k; str-eq acc: the authors' "
+            "string-equality grader on the last box, for comparison)"
+        )
+        + ("\n" + "\n".join(notes) if notes else "")
+    )
+
+
+def _notes(reports: list[dict], rows: list[dict]) -> list[str]:
+    """The lines under the table: left-out problems, merged or missing shards, forced answers, budget matches."""
     notes = sorted(
         {
             f"note: {r['run']}: {r['incomplete']} problem(s) without all n samples were left out"
@@ -255,15 +274,7 @@ def format_table(reports: list[dict]) -> str:
             total = rep["shards"][0][1]
             missing = ", ".join(f"{i}/{total}" for i in rep["missing_shards"])
             notes.append(f"note: {rep['run']}: shard(s) {missing} missing: their problems are not in these numbers")
-    notes += budget_matches(reports)
-    return (
-        text
-        + (
-            "\n(pass@k, mean accuracy and no-answer rate in %; unbiased pass@k; str-eq acc: the authors' "
-            "string-equality grader on the last box, for comparison)"
-        )
-        + ("\n" + "\n".join(notes) if notes else "")
-    )
+    return notes + budget_matches(reports)
 
 
 def budget_curve(rep: dict, k: int) -> list[tuple[int, float]]:
