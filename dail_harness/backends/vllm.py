@@ -43,6 +43,16 @@ def release_engines() -> None:
     gc.collect()
 
 
+def cached_engine(vllm: Any, engine_args: dict[str, Any]) -> Any:
+    """The engine for these arguments: the cached one if they match (a rerun in the same process, or each
+    training step's sampler), else a new one, after releasing the old (one at a time: two would not fit)."""
+    key = tuple(sorted(engine_args.items()))
+    if key not in _ENGINES:
+        release_engines()
+        _ENGINES[key] = vllm.LLM(**engine_args)
+    return _ENGINES[key]
+
+
 CPU_KV_SEQUENCES = 4  # full-length sequences the CPU KV cache holds at once (more when they are shorter)
 
 
@@ -160,11 +170,7 @@ class VLLMBackend(SamplingBackend):
             engine_args["max_model_len"] = max_model_len
         if max_lora_rank:  # sampling from a LoRA adapter (the model being trained)
             engine_args.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
-        key = tuple(sorted(engine_args.items()))
-        if key not in _ENGINES:
-            release_engines()  # one engine at a time: a second would not fit next to the first
-            _ENGINES[key] = vllm.LLM(**engine_args)
-        self.llm = _ENGINES[key]
+        self.llm = cached_engine(vllm, engine_args)
         self._vllm = vllm
         self.context_length = int(self.llm.model_config.max_model_len)
         self.lora_request: Any = None
