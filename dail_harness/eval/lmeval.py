@@ -76,9 +76,16 @@ def export_tasks(
         gen = {"until": [], "do_sample": temperature > 0, "max_gen_toks": max_tokens}
         if temperature > 0:
             gen.update(temperature=temperature, top_p=top_p)
-        yaml = (
-            textwrap.dedent(f"""\
-            # Written by `dail-harness lm-eval-export` from the dail-harness task '{task.name}'.
+        atomic_write_text(out / f"{lm_name}.yaml", _task_yaml(task.name, lm_name, data, n, ks, gen))
+        names.append(lm_name)
+    return names
+
+
+def _task_yaml(name: str, lm_name: str, data: Path, n: int, ks: list[int], gen: dict) -> str:
+    """The lm-eval task file: our prompts and answers from `data`, n repeats, pass@k by our grader."""
+    return (
+        textwrap.dedent(f"""\
+            # Written by `dail-harness lm-eval-export` from the dail-harness task '{name}'.
             task: {lm_name}
             dataset_path: json
             dataset_kwargs:
@@ -98,12 +105,9 @@ def export_tasks(
                     k: {n}
             metric_list:
             """)
-            + "".join(f"  - metric: pass@{k}\n    aggregation: mean\n    higher_is_better: true\n" for k in ks)
-            + "metadata:\n  version: 1.0\n"
-        )
-        atomic_write_text(out / f"{lm_name}.yaml", yaml)
-        names.append(lm_name)
-    return names
+        + "".join(f"  - metric: pass@{k}\n    aggregation: mean\n    higher_is_better: true\n" for k in ks)
+        + "metadata:\n  version: 1.0\n"
+    )
 
 
 def run_lm_eval(
