@@ -105,18 +105,7 @@ def generate_budgeted(
     limits = {b: (b if b is not None else params.max_tokens) for b in budgets}
     for start in range(0, len(requests), PROBLEMS_PER_ROUND):
         group = requests[start : start + PROBLEMS_PER_ROUND]
-        # phase 1: one trace per sample (shared) or per sample and budget (independent)
-        runs = [(None, max(limits.values()))] if mode == "shared" else [(b, limits[b]) for b in budgets]
-        traces: dict[tuple, Completion] = {}
-        for tag, limit in runs:
-            reqs = [
-                replace(r, request_id=r.request_id if tag is None else f"{r.request_id}#budget={tag}") for r in group
-            ]
-            think_params = replace(params, max_tokens=limit, stop_token_ids=[end_id], stop=[])
-            for batch in backend.generate(reqs, think_params):
-                for c in batch:
-                    traces[(c.request_id, c.sample_index)] = c
-                    stats["thinking_generated"] += c.num_tokens
+        traces = _think(backend, group, params, limits, budgets, mode, end_id, stats)
         # phase 2: one answer per distinct (trace, cut point)
         plans, answer_reqs = [], {}
         for r in group:
@@ -140,24 +129,39 @@ def generate_budgeted(
             for c in batch:
                 answers[(c.request_id, c.sample_index)] = c
                 stats["answer_generated"] += c.num_tokens
-        out = []
-        for r, i, b, aid, cut, prefix, forced in plans:
-            a = answers[(aid, i)]
-            thinking_text = tok.decode(prefix, skip_special_tokens=False)
-            out.append(
-                Sampled(
-                    r.request_id,
-                    i,
-                    thinking_text + a.text,
-                    len(prefix) + a.num_tokens,
-                    a.prompt_tokens - len(prefix),
-                    a.finish_reason,
-                    budget=b,
-                    thinking_tokens=cut,
-                    answer_tokens=a.num_tokens,
-                    forced_close=forced,
-                    forced_answer=force_answer,
-                    token_ids=list(prefix) + list(a.token_ids),
-                )
-            )
-        yield out
+        yield [
+            _joined(tok, r, i, b, cut, prefix, forced, answers[(aid, i)], force_answer)
+            for r, i, b, aid, cut, prefix, forced in plans
+        ]
+
+
+def _think(backend, group, params, limits, budgets, mode, end_id, stats) -> dict[tuple, Completion]:
+    """Phase 1: one trace per sample (shared) or per sample and budget (independent), stopped at </think>."""
+    runs = [(None, max(limits.values()))] if mode == "shared" else [(b, limits[b]) for b in budgets]
+    traces: dict[tuple, Completion] = {}
+    for tag, limit in runs:
+        reqs = [replace(r, request_id=r.request_id if tag is None else f"{r.request_id}#budget={tag}") for r in group]
+        think_params = replace(params, max_tokens=limit, stop_token_ids=[end_id], stop=[])
+        for batch in backend.generate(reqs, think_params):
+            for c in batch:
+                traces[(c.request_id, c.sample_index)] = c
+                stats["thinking_generated"] += c.num_tokens
+    return traces
+
+
+def _joined(tok, r, i, b, cut, prefix, forced, a: Completion, force_answer: bool) -> Sampled:
+    """One sample at one budget: its (cut and closed) thinking, then its answer."""
+    return Sampled(
+        r.request_id,
+        i,
+        tok.decode(prefix, skip_special_tokens=False) + a.text,
+        len(prefix) + a.num_tokens,
+        a.prompt_tokens - len(prefix),
+        a.finish_reason,
+        budget=b,
+        thinking_tokens=cut,
+        answer_tokens=a.num_tokens,
+        forced_close=forced,
+        forced_answer=force_answer,
+        token_ids=list(prefix) + list(a.token_ids),
+    )
