@@ -152,29 +152,7 @@ class MixedPolicyEngine:
         while len(rows):
             K = draft.k
             m = torch.tensor([min(len(traces[i].tokens), cfg.max_tokens) for i in rows.tolist()], device=dev)
-            if not use_privileged:  # tau <= 0: every draft is accepted, nothing to verify
-                assert student is not None
-                drafts = self._draft(student, key_s[rows], m, K, cfg)
-                accepted = torch.full((len(rows),), K, device=dev)
-                resampled = None
-            elif not use_student:  # tau > 1: every token comes from the privileged student
-                assert priv is not None
-                logits = priv.forward(priv.pending[:, None])[:, -1]
-                drafts = self._sample(logits, key_p[rows], m, cfg)[:, None]
-                accepted = torch.zeros(len(rows), dtype=torch.long, device=dev)
-                resampled = drafts[:, 0]
-            else:
-                assert student is not None and priv is not None
-                drafts = self._draft(student, key_s[rows], m, K, cfg)
-                verify = priv.forward(torch.cat([priv.pending[:, None], drafts], dim=1))  # [B, K+1, V]
-                probs = torch.softmax(suppress(verify[:, :K], cfg.suppress_token_ids), dim=-1)
-                p_draft = probs.gather(2, drafts[:, :, None])[:, :, 0]
-                ok = p_draft >= cfg.tau
-                accepted = torch.where(ok.all(1), torch.full_like(m, K), (~ok).int().argmax(1))
-                # per-draft acceptance, from the drafts each row actually examined
-                draft.observe(float((accepted + (accepted < K).long()).sum()), float(accepted.sum()))
-                j = accepted.clamp(max=K - 1)
-                resampled = self._sample(verify[torch.arange(len(rows), device=dev), j], key_p[rows], m + j, cfg)
+            drafts, accepted, resampled = self._propose(student, priv, key_s[rows], key_p[rows], m, K, cfg, draft)
             # commit per row: accepted drafts, then the resample (if there was a rejection)
             new_tokens, keep_counts = [], []
             for b, i in enumerate(rows.tolist()):
@@ -191,17 +169,7 @@ class MixedPolicyEngine:
                 keep_counts.append(len(kept))
             last = torch.tensor(new_tokens, device=dev)
             kept_counts = torch.tensor(keep_counts, device=dev)
-            # caches: of the entries added this round, the first `kept` are committed history
-            # (pending token + accepted drafts); the newest committed token becomes pending
-            if student is not None:
-                student.keep_last(K, kept_counts.clamp(max=K))
-                student.pending = last
-            if priv is not None:
-                if use_student:
-                    priv.keep_last(K + 1, kept_counts.clamp(max=K))
-                else:
-                    priv.keep_last(1, kept_counts.clamp(max=1))
-                priv.pending = last
+            _advance(student, priv, K, kept_counts, last)
             done = torch.tensor([traces[i].finished(cfg.max_tokens) for i in rows.tolist()], device=dev)
             if done.all():
                 break
@@ -215,6 +183,27 @@ class MixedPolicyEngine:
                 if ctx is not None and len(rows):
                     ctx.maybe_compact()
         return [t.result() for t in traces]
+
+    def _propose(self, student, priv, key_s, key_p, m, K: int, cfg: RolloutConfig, draft: DraftLength):
+        """One round for the active rows: (drafts [B, K'], accepted per row, the privileged resample per row or
+        None). The student drafts K tokens and the privileged student keeps those with probability >= tau, then
+        resamples the first rejected one; tau <= 0 skips verifying, tau > 1 skips drafting."""
+        dev = m.device
+        if priv is None:  # tau <= 0: every draft is accepted, nothing to verify
+            return self._draft(student, key_s, m, K, cfg), torch.full((len(m),), K, device=dev), None
+        if student is None:  # tau > 1: every token comes from the privileged student
+            logits = priv.forward(priv.pending[:, None])[:, -1]
+            drafts = self._sample(logits, key_p, m, cfg)[:, None]
+            return drafts, torch.zeros(len(m), dtype=torch.long, device=dev), drafts[:, 0]
+        drafts = self._draft(student, key_s, m, K, cfg)
+        verify = priv.forward(torch.cat([priv.pending[:, None], drafts], dim=1))  # [B, K+1, V]
+        probs = torch.softmax(suppress(verify[:, :K], cfg.suppress_token_ids), dim=-1)
+        ok = probs.gather(2, drafts[:, :, None])[:, :, 0] >= cfg.tau
+        accepted = torch.where(ok.all(1), torch.full_like(m, K), (~ok).int().argmax(1))
+        # per-draft acceptance, from the drafts each row actually examined
+        draft.observe(float((accepted + (accepted < K).long()).sum()), float(accepted.sum()))
+        j = accepted.clamp(max=K - 1)
+        return drafts, accepted, self._sample(verify[torch.arange(len(m), device=dev), j], key_p, m + j, cfg)
 
     @torch.inference_mode()
     def _run_lockstep(self, requests: list[RolloutRequest], cfg: RolloutConfig) -> list[RolloutResult]:
@@ -300,3 +289,17 @@ class MixedPolicyEngine:
             token = self._sample(logits, keys, m + j, cfg)
             drafts.append(token)
         return torch.stack(drafts, dim=1)
+
+
+def _advance(student: KVContext | None, priv: KVContext | None, K: int, kept: torch.Tensor, last: torch.Tensor) -> None:
+    """The caches after a round: of the entries added this round, the first `kept` per row are committed history
+    (the pending token and the accepted drafts), and the newest committed token becomes pending."""
+    if student is not None:
+        student.keep_last(K, kept.clamp(max=K))
+        student.pending = last
+    if priv is not None:
+        if student is not None:
+            priv.keep_last(K + 1, kept.clamp(max=K))
+        else:  # tau > 1: one privileged token a round
+            priv.keep_last(1, kept.clamp(max=1))
+        priv.pending = last
