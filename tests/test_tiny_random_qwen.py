@@ -157,7 +157,9 @@ def test_mixed_rollouts_equal_the_token_by_token_definition(tok, K):
 
 
 @pytest.mark.slow
-def test_vllm_greedy_equals_hf_on_the_real_tokenizer():
+def test_vllm_greedy_and_mixed_rollouts_equal_hf_on_the_real_tokenizer(tok):
+    """Plain requests pass through the mixed-rollout engine's logits processor untouched (greedy equals hf), and
+    mixed rollouts inside the engine equal the token-by-token definition on the real vocabulary."""
     try:
         import vllm  # noqa: F401
     except ImportError:
@@ -167,6 +169,9 @@ def test_vllm_greedy_equals_hf_on_the_real_tokenizer():
     from dail_harness import registry
     from dail_harness.backends.base import GenerationRequest
     from dail_harness.backends.vllm import release_engines
+    from dail_harness.rollout.base import RolloutConfig, RolloutRequest
+    from dail_harness.rollout.reference import reference_rollout
+    from dail_harness.rollout.vllm import VLLMMixedRollout
     from dail_harness.sampling import SamplingParams
 
     requests = [
@@ -175,13 +180,11 @@ def test_vllm_greedy_equals_hf_on_the_real_tokenizer():
         GenerationRequest("t/c", "  \n\nLet n be a positive integer.", [0]),
     ]
     params = SamplingParams(temperature=0, top_p=1.0, max_tokens=16, presence_penalty=0.0, seed=0)
-    out = []
-    for name, kwargs in (("vllm", {"dtype": "float32"}), ("hf", {"device": "cpu"})):
-        backend = registry.get("backends", name)(MODEL, **kwargs)
-        out.append({(c.request_id, c.sample_index): c for b in backend.generate(requests, params) for c in b})
-        del backend
-    release_engines()
-    v, h = out
+    vllm_b = registry.get("backends", "vllm")(MODEL, dtype="float32", enforce_eager=True, mixed_rollouts=True)
+    hf_b = registry.get("backends", "hf")(MODEL, device="cpu")
+    v, h = (
+        {(c.request_id, c.sample_index): c for b in x.generate(requests, params) for c in b} for x in (vllm_b, hf_b)
+    )
     assert set(v) == set(h)
     for key in v:
         assert (v[key].token_ids, v[key].text, v[key].prompt_tokens) == (
@@ -189,3 +192,27 @@ def test_vllm_greedy_equals_hf_on_the_real_tokenizer():
             h[key].text,
             h[key].prompt_tokens,
         )
+    problems = [("What is 1+1?", "1+1=2, so \\boxed{2}."), ("Let n = 5. Find n+1.", "n+1 = 6.")]
+    reqs = [
+        RolloutRequest(
+            f"p{i}", render_prompt_ids(tok, student_prompt(x)), render_prompt_ids(tok, privileged_prompt(x, s))
+        )
+        for i, (x, s) in enumerate(problems)
+    ]
+    with torch.no_grad():
+        logits = hf_b.model(input_ids=torch.tensor([reqs[0].privileged_ids])).logits[0, -1]
+    tau = float(torch.softmax(logits, -1).sort().values[-3])
+    engine = VLLMMixedRollout.from_backend(vllm_b)
+    cfg = RolloutConfig(tau=tau, max_tokens=12, temperature=1.0, top_p=1.0, seed=3, batch_size=2)
+    got = [r for batch in engine.run(reqs, cfg) for r in batch]
+    ref_cfg = RolloutConfig(**{**cfg.__dict__, "suppress_token_ids": [engine.sentinel]})
+    for g, req in zip(got, reqs, strict=True):
+        ref = reference_rollout(hf_b.model, req, ref_cfg, vllm_b.eos_ids)
+        assert (g.token_ids, g.student_tokens, g.privileged_tokens) == (
+            ref.token_ids,
+            ref.student_tokens,
+            ref.privileged_tokens,
+        )
+    assert engine.sentinel == len(tok) - 1 and max(t for g in got for t in g.token_ids) > 1000
+    del vllm_b, engine
+    release_engines()

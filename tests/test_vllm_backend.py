@@ -174,10 +174,11 @@ def test_budget_forcing_with_vllm_matches_hf_greedy(tmp_path, cli):
 
 
 def test_mixed_rollouts_on_vllm_follow_the_same_law_as_the_engine(backends):
-    """vLLM path (draft, prompt-logprob verify, resample) vs the hf engine: first-two-token law (chi-square)."""
+    """vLLM drafting path (draft, prompt-logprob verify, resample; --draft-tokens K > 1) vs the hf engine:
+    first-two-token law (chi-square). Its randomness is vLLM's, not keyed, so the law is what can agree."""
     from dail_harness.rollout.base import RolloutConfig, RolloutRequest
     from dail_harness.rollout.hf import MixedPolicyEngine
-    from dail_harness.rollout.vllm import VLLMMixedRollout
+    from dail_harness.rollout.vllm_drafts import VLLMDraftedRollout
 
     vllm_b, hf_b = backends
     tok = hf_b.tokenizer
@@ -189,7 +190,7 @@ def test_mixed_rollouts_on_vllm_follow_the_same_law_as_the_engine(backends):
     rows = [RolloutRequest(f"r{i}", req.student_ids, req.privileged_ids) for i in range(n)]
     cfg = RolloutConfig(tau=tau, draft_tokens=4, max_tokens=2, temperature=0.05, top_p=1.0, seed=3, batch_size=n)
     counts, acc = [], []
-    for engine in (MixedPolicyEngine(hf_b.model, tok, []), VLLMMixedRollout(vllm_b.llm, [])):
+    for engine in (MixedPolicyEngine(hf_b.model, tok, []), VLLMDraftedRollout(vllm_b.llm, [])):
         res = [r for b in engine.run(rows, cfg) for r in b]
         counts.append(Counter(tuple(r.token_ids) for r in res))
         acc.append(sum(r.student_tokens for r in res) / (2 * n))

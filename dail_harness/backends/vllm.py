@@ -46,7 +46,7 @@ def release_engines() -> None:
 def cached_engine(vllm: Any, engine_args: dict[str, Any]) -> Any:
     """The engine for these arguments: the cached one if they match (a rerun in the same process, or each
     training step's sampler), else a new one, after releasing the old (one at a time: two would not fit)."""
-    key = tuple(sorted(engine_args.items()))
+    key = tuple(sorted((k, repr(v)) for k, v in engine_args.items()))
     if key not in _ENGINES:
         release_engines()
         _ENGINES[key] = vllm.LLM(**engine_args)
@@ -82,6 +82,25 @@ def cpu_kv_cache_bytes(path: str, max_model_len: int | None, dtype: str) -> int:
             "--gpu-memory-utilization"
         )
     return min(one * CPU_KV_SEQUENCES, free // 2)
+
+
+def mixed_rollout_engine_args(path: str, max_model_len: int | None) -> dict[str, Any]:
+    """What an engine for mixed rollouts needs (rollout/vllm.py): the pairing logits processor, and settings that
+    keep a pair's two requests in the same steps: no chunked prefill, a step budget that fits both contexts of a
+    pair at full length, synchronous scheduling (the processor reads each row's tokens before the step)."""
+    from transformers import AutoConfig
+
+    from dail_harness.rollout.vllm_pairs import WORKER_EXTENSION, PairedMixing
+
+    config: Any = AutoConfig.from_pretrained(path)
+    context = max_model_len or int(getattr(getattr(config, "text_config", config), "max_position_embeddings", 4096))
+    return dict(
+        logits_processors=[PairedMixing],
+        worker_extension_cls=WORKER_EXTENSION,
+        enable_chunked_prefill=False,
+        max_num_batched_tokens=max(2 * context, 8192),
+        async_scheduling=False,
+    )
 
 
 def _on_gpu() -> bool:
@@ -132,6 +151,7 @@ class VLLMBackend(SamplingBackend):
         chat_template_kwargs: dict | None = None,
         max_lora_rank: int | None = None,
         enforce_eager: bool = False,
+        mixed_rollouts: bool = False,
         **_unused,
     ):
         vllm = _import_vllm()
@@ -168,6 +188,8 @@ class VLLMBackend(SamplingBackend):
             engine_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(path, max_model_len, engine_args["dtype"])
         if max_model_len:
             engine_args["max_model_len"] = max_model_len
+        if mixed_rollouts:
+            engine_args.update(mixed_rollout_engine_args(path, max_model_len))
         if max_lora_rank:  # sampling from a LoRA adapter (the model being trained)
             engine_args.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         self.llm = cached_engine(vllm, engine_args)

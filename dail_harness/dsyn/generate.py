@@ -70,9 +70,8 @@ class GenerateConfig(SamplingSettings):
     draft_tokens: int | None = option(
         None,
         ge=0,
-        help="1: token by token, student and privileged rows sharing each "
-        "forward pass (the hf default); K > 1: the student drafts K tokens per verify "
-        "pass (8: the vllm default); 0: adaptive K.",
+        help="1 (the default): token by token, student and privileged rows sharing each forward pass (hf) or "
+        "paired inside the engine (vllm); K > 1: the student drafts K tokens per verify pass; 0: adaptive K.",
         panel=ROLLOUT,
     )
     n: int = option(
@@ -153,7 +152,13 @@ class GenerateConfig(SamplingSettings):
         help="Privileged prompts longer than this drop trailing `Solution N:` blocks (default: context - max tokens).",
         panel=RUN,
     )
-    batch_size: int = option(16, ge=1, help="Rollouts per batch.", panel=ENGINE)
+    batch_size: int | None = option(
+        None,
+        ge=1,
+        help="Rollouts per batch (hf: one forward batch; vllm: one engine call, stored when it returns). "
+        "Default: 16 with hf, 128 with vllm.",
+        panel=ENGINE,
+    )
     enforce_eager: bool = option(
         False, help="vLLM: skip torch.compile and CUDA-graph capture (starts in seconds; decodes slower).", panel=ENGINE
     )
@@ -198,6 +203,8 @@ class GenerateConfig(SamplingSettings):
             out = dict.fromkeys(("tau", "draft_tokens", "proposal"), "--mode mixed uses it")
             out.update(dict.fromkeys(("static_cache", "compile"), "the hf engine of --mode mixed uses it"))
             return out
+        if self.backend != "hf":
+            return dict.fromkeys(("static_cache", "compile"), "the hf engine of --mode mixed uses it")
         return {}
 
     def settings(self) -> dict:
@@ -248,6 +255,8 @@ def run_generate(cfg: GenerateConfig) -> dict:
     engine_cls = registry.get("rollouts", cfg.backend) if cfg.mode == "mixed" else None
     if engine_cls is not None and cfg.draft_tokens is None:
         cfg.draft_tokens = engine_cls.default_draft_tokens
+    if cfg.batch_size is None:
+        cfg.batch_size = getattr(engine_cls, "default_batch_size", 16)
     registry.get("verifiers", cfg.answer_type)  # an unknown verifier fails before any model loads
     records = load_expert_data(cfg.data)
     if cfg.limit:
@@ -297,6 +306,7 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
         chat_template_kwargs={"enable_thinking": cfg.thinking},
         seed=cfg.seed,
         **({"enforce_eager": True} if cfg.enforce_eager else {}),
+        **(getattr(engine_cls, "backend_options", {}) if engine_cls is not None else {}),
     )
     prompts = _render_prompts(cfg, backend, todo, templates)
     record.write(cfg.settings())
@@ -366,7 +376,7 @@ def _mixed(cfg: GenerateConfig, engine_cls, backend, todo, prompts) -> Iterator[
         top_p=cfg.top_p,
         top_k=cfg.top_k,
         seed=cfg.seed,
-        batch_size=cfg.batch_size,
+        batch_size=int(cfg.batch_size or 16),
         proposal=cfg.proposal,
         static_cache=device.startswith("cuda") if cfg.static_cache is None else cfg.static_cache,
         compile=cfg.compile,

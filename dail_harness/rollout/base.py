@@ -192,3 +192,40 @@ def authors_proposal(
         accepted |= ok
     fallback = keyed_gumbel_sample(p_top, key_p, positions, 1.0, 1.0)
     return torch.where(accepted, token, fallback), accepted
+
+
+def choose_tokens(
+    s_logits: torch.Tensor | None,
+    p_logits: torch.Tensor | None,
+    key_s: torch.Tensor,
+    key_p: torch.Tensor,
+    positions: torch.Tensor,
+    cfg: RolloutConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One position of a batch of traces: (token, from the student?) per row, from the student's and the
+    privileged student's raw logits at that position (either may be None: tau <= 0 needs no privileged row,
+    tau > 1 no student row). The student proposes, the privileged student keeps the token when its probability
+    is >= tau and otherwise resamples; or the authors' top-20 proposal with `proposal="top20x5"`. Every engine
+    that runs token by token (hf lockstep, the vLLM logits processor) calls this, so they share one rule."""
+    from dail_harness.sampling import keyed_gumbel_sample
+
+    def sample(logits, keys):
+        return keyed_gumbel_sample(
+            suppress(logits, cfg.suppress_token_ids), keys, positions, cfg.temperature, cfg.top_p, cfg.top_k
+        )
+
+    rows, dev = len(positions), positions.device
+    if cfg.proposal == "top20x5":
+        assert s_logits is not None and p_logits is not None
+        ids = cfg.suppress_token_ids
+        return authors_proposal(suppress(s_logits, ids), suppress(p_logits, ids), key_s, key_p, positions, cfg.tau)
+    if p_logits is None:
+        assert s_logits is not None
+        return sample(s_logits, key_s), torch.ones(rows, dtype=torch.bool, device=dev)
+    resampled = sample(p_logits, key_p)
+    if s_logits is None:
+        return resampled, torch.zeros(rows, dtype=torch.bool, device=dev)
+    token = sample(s_logits, key_s)
+    probs = torch.softmax(suppress(p_logits, cfg.suppress_token_ids), dim=-1)
+    accepted = probs.gather(1, token[:, None])[:, 0] >= cfg.tau
+    return torch.where(accepted, token, resampled), accepted

@@ -42,7 +42,7 @@ from dail_harness.rollout.base import (
     RolloutRequest,
     RolloutResult,
     Trace,
-    authors_proposal,
+    choose_tokens,
     role_keys,
     suppress,
 )
@@ -232,8 +232,13 @@ class MixedPolicyEngine:
             logits = ctx.forward(ctx.pending[:, None])[:, -1]
             live = len(rows)
             pos = torch.full((live,), step, device=dev)
-            token, accepted = self._lockstep_token(
-                logits, key_s[rows], key_p[rows], pos, cfg, use_student, use_privileged
+            token, accepted = choose_tokens(
+                logits[:live] if use_student else None,
+                logits[-live:] if use_privileged else None,
+                key_s[rows],
+                key_p[rows],
+                pos,
+                cfg,
             )
             active = ~done[rows]
             tokens[rows, step] = torch.where(active, token, tokens[rows, step])
@@ -261,27 +266,6 @@ class MixedPolicyEngine:
             )
             for i, r in enumerate(requests)
         ]
-
-    def _lockstep_token(self, logits, key_s, key_p, pos, cfg: RolloutConfig, use_student: bool, use_privileged: bool):
-        """One position of every live row: (token, from the student?). Student rows are the first `live` rows of
-        `logits`, privileged rows the last: the student proposes, the privileged student keeps the token when its
-        probability is >= tau and otherwise resamples (or the authors' top-20 proposal with --proposal top20x5)."""
-        live, dev = len(pos), pos.device
-        if cfg.proposal == "top20x5":
-            suppressed = suppress(logits, cfg.suppress_token_ids)
-            return authors_proposal(suppressed[:live], suppressed[-live:], key_s, key_p, pos, cfg.tau)
-        if use_student:
-            token = self._sample(logits[:live], key_s, pos, cfg)
-            accepted = torch.ones(live, dtype=torch.bool, device=dev)
-        if not use_privileged:
-            return token, accepted
-        p_logits = logits[-live:]
-        resampled = self._sample(p_logits, key_p, pos, cfg)
-        if not use_student:
-            return resampled, torch.zeros(live, dtype=torch.bool, device=dev)
-        probs = torch.softmax(suppress(p_logits, cfg.suppress_token_ids), dim=-1)
-        accepted = probs.gather(1, token[:, None])[:, 0] >= cfg.tau
-        return torch.where(accepted, token, resampled), accepted
 
     def _draft(self, student: KVContext, keys, m, K, cfg) -> torch.Tensor:
         """K student tokens per row, autoregressively from the pending token."""
