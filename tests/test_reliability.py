@@ -290,9 +290,9 @@ def test_a_bad_evaluation_setting_fails_before_any_training(tmp_path, cli):
     base = ["train", "--method", "dail", "--data", data, "--max-steps", "1", *TRAIN]
     code, _, err = cli(*base, "--eval-task", "aime42", "--out", tmp_path / "a")
     assert code == 2 and "aime42" in err and not (tmp_path / "a" / "train_log.jsonl").exists(), err
-    full = [a for i, a in enumerate(base) if "--lora-alpha" not in base[max(i - 1, 0) : i + 1]]
-    code, _, err = cli(*full, "--lora-r", "0", "--backend", "vllm", "--eval-task", "aime24", "--out", tmp_path / "b")
-    assert code == 2 and "--lora-r 0" in err and not (tmp_path / "b" / "train_log.jsonl").exists(), err
+    head = ["--lora-targets", "q_proj,lm_head", "--backend", "vllm", "--eval-task", "aime24"]  # vLLM: no LoRA on lm_head
+    code, _, err = cli(*base, *head, "--out", tmp_path / "b")
+    assert code == 2 and "vLLM serves LoRA on" in err and not (tmp_path / "b" / "train_log.jsonl").exists(), err
 
 
 def test_an_older_run_that_recorded_a_setting_its_method_never_uses_resumes(tmp_path, cli):
@@ -359,5 +359,6 @@ def test_a_task_option_some_task_of_the_run_reads_is_accepted(tmp_path, cli):
 def test_generate_refuses_an_engine_flag_its_back_end_ignores(tmp_path, cli):
     data = tmp_path / "e.jsonl"
     data.write_text('{"problem_id": "a", "problem": "1+1?", "solution": "2"}\n')
-    code, _, err = cli("generate", "--data", data, "--model", "tiny-random", "--enforce-eager", "--out", tmp_path / "o")
+    args = ["generate", "--data", data, "--model", "tiny-random", "--backend", "hf", "--enforce-eager"]
+    code, _, err = cli(*args, "--out", tmp_path / "o")
     assert code == 2 and "--enforce-eager: the 'hf' back-end does not use it" in err

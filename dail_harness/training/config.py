@@ -173,7 +173,13 @@ class TrainConfig(SamplingSettings):
     max_tokens: int = sampling_option(
         "max_tokens", 512, help="Maximum new tokens per sample of methods that sample.", panel=SAMPLE
     )
-    backend: str = option("hf", help="Sampling back-end of methods that sample (hf: the live model).", panel=SAMPLE)
+    backend: str = option(
+        "auto",
+        help="Sampling back-end of methods that sample and of --eval-task: hf (the live model), vllm (an engine in "
+        "this process with the policy's weights or adapter), or auto (vllm for an online or generating method that "
+        "samples at least 50,000 tokens where vLLM is installed and can serve the policy, else hf; printed).",
+        panel=SAMPLE,
+    )
     vllm_memory: float = option(
         0.3,
         gt=0,
@@ -279,10 +285,10 @@ class TrainConfig(SamplingSettings):
         if not samples and not evaluates:
             for name in ("backend", "vllm_memory", "tensor_parallel_size", "sample_batch_size", "grade_workers"):
                 out[name] = f"methods that sample ({sampling_methods}) and --eval-task use it"
-        if self.backend != "vllm":
+        if self.backend == "hf":
             out.setdefault("vllm_memory", "--backend vllm uses it")
             out.setdefault("tensor_parallel_size", "--backend vllm uses it")
-        else:
+        elif self.backend == "vllm":
             out.setdefault("sample_batch_size", "--backend hf uses it (vLLM schedules its own batches)")
         if not evaluates:
             for name in EVAL_OPTIONS:
