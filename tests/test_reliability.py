@@ -290,7 +290,8 @@ def test_a_bad_evaluation_setting_fails_before_any_training(tmp_path, cli):
     base = ["train", "--method", "dail", "--data", data, "--max-steps", "1", *TRAIN]
     code, _, err = cli(*base, "--eval-task", "aime42", "--out", tmp_path / "a")
     assert code == 2 and "aime42" in err and not (tmp_path / "a" / "train_log.jsonl").exists(), err
-    head = ["--lora-targets", "q_proj,lm_head", "--backend", "vllm", "--eval-task", "aime24"]  # vLLM: no LoRA on lm_head
+    # vLLM serves no LoRA on lm_head
+    head = ["--lora-targets", "q_proj,lm_head", "--backend", "vllm", "--eval-task", "aime24"]
     code, _, err = cli(*base, *head, "--out", tmp_path / "b")
     assert code == 2 and "vLLM serves LoRA on" in err and not (tmp_path / "b" / "train_log.jsonl").exists(), err
 
