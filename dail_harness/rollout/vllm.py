@@ -34,6 +34,25 @@ PAIRS_PER_CALL = 128
 STALLS_BEFORE_ALONE, STALLS_BEFORE_ERROR = 2, 4
 
 
+TESTED_VLLM = "0.32"
+
+
+def warn_untested_vllm() -> None:
+    """The pairing relies on vLLM internals (batch updates of logits processors, live output lists, scheduler
+    pause): say so once when the installed vLLM is not the tested one."""
+    import sys
+
+    import vllm
+
+    if not str(vllm.__version__).startswith(TESTED_VLLM + ".") and not getattr(warn_untested_vllm, "said", False):
+        warn_untested_vllm.said = True  # type: ignore[attr-defined]
+        print(
+            f"warning: mixed rollouts on vLLM are tested with vLLM {TESTED_VLLM}.x, this is {vllm.__version__}: "
+            "run tests/test_vllm_mixed.py before trusting its traces",
+            file=sys.stderr,
+        )
+
+
 def sentinel_token(vocab_size: int, eos_ids: list[int]) -> int:
     """The id forced on a row whose partner is out of step: the last vocabulary id that is not an end token."""
     return next(t for t in range(vocab_size - 1, -1, -1) if t not in set(eos_ids))
@@ -59,6 +78,7 @@ class VLLMMixedRollout:
             raise HarnessError("mixed rollouts on vLLM need an engine built with VLLMBackend(mixed_rollouts=True)")
         if config.speculative_config is not None:
             raise HarnessError("mixed rollouts on vLLM cannot run with speculative decoding (no logits processors)")
+        warn_untested_vllm()
         self.llm, self.eos_ids = llm, list(eos_ids)
         self.max_model_len = int(config.model_config.max_model_len)
         self.sentinel = sentinel_token(int(config.model_config.get_vocab_size()), self.eos_ids)
