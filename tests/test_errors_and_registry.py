@@ -258,3 +258,21 @@ def test_an_undeclared_plugin_task_still_takes_its_options(tmp_path, isolated_re
         name = "legacy"
 
     refuse_unused_options([Legacy()], {"anything": "1"})  # it reads self.options itself: no refusal
+
+
+def test_the_registry_loads_without_vllm(tmp_path):
+    """Without vLLM installed (the demo's environment) every built-in plugin module still imports: the vLLM ones
+    import vLLM only when used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['vllm'] = None\n"
+        "from dail_harness import registry\n"
+        "for kind in registry.KINDS:\n"
+        "    registry.entries(kind)\n"
+        "print(registry.get('rollouts', 'vllm').__name__, registry.get('backends', 'vllm').__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["VLLMMixedRollout", "VLLMBackend"]

@@ -75,7 +75,16 @@ def points(total: int, seed: str, count: int = POINTS) -> list[int]:
 
 
 def check_killed_runs(
-    cli, argv, out_of, watched_of, total: int, compare, seed: str, tmp_path: Path, sig: int = signal.SIGKILL
+    cli,
+    argv,
+    out_of,
+    watched_of,
+    total: int,
+    compare,
+    seed: str,
+    tmp_path: Path,
+    sig: int = signal.SIGKILL,
+    count: int | None = None,
 ) -> None:
     """The reference run, then a run killed with `sig` at each seeded point and rerun: equal to the reference.
     A ctrl-C (SIGINT) must end with exit code 130 and exactly one line on stderr (no worker tracebacks)."""
@@ -83,7 +92,8 @@ def check_killed_runs(
     code, _, err = cli(*argv, *out_of(ref))
     assert code == 0, err
     assert lines(watched_of(ref)) == total
-    for k in points(total, seed, POINTS if sig == signal.SIGKILL else 1):  # one ctrl-C point: the suite's time
+    count = count or (POINTS if sig == signal.SIGKILL else 1)  # one ctrl-C point: the suite's time
+    for k in points(total, seed, count):
         run = tmp_path / f"killed-at-{k}"
         ended = kill_when([*argv, *out_of(run)], watched_of(run), k, sig)
         assert ended is not None, f"the run ended before {k} rows"
@@ -154,6 +164,26 @@ def test_generate_killed_at_random_points_resumes_to_the_same_traces(tmp_path, c
     out = lambda d: ["--data", data, "--out", f"{d}.jsonl"]
     watched = lambda d: Path(f"{d}.jsonl.traces.jsonl")
     check_killed_runs(cli, GENERATE, out, watched, 12, compare, "generate", tmp_path)
+
+
+@pytest.mark.slow
+def test_generate_on_vllm_killed_resumes_to_the_same_traces(tmp_path, cli):
+    """Mixed rollouts inside vLLM (keyed, paired requests): kill -9 mid-run (a fresh engine on the rerun) and the
+    traces are the uninterrupted run's. One kill point: each killed run starts its own engine."""
+    pytest.importorskip("vllm")
+    data = tmp_path / "expert.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in EXPERT))
+    argv = ["generate", "--model", "tiny-random", "--n", "2", "--max-tokens", "24", "--batch-size", "2"]
+    argv += ["--backend", "vllm", "--enforce-eager", "--tau", "0.002", "--grade-workers", "0", "--no-progress"]
+
+    def compare(ref, run):
+        key = ("problem_id", "sample_index")
+        traces = lambda d: jsonl(Path(f"{d}.jsonl.traces.jsonl"))
+        assert key_rows(traces(run), key) == key_rows(traces(ref), key)
+
+    out = lambda d: ["--data", data, "--out", f"{d}.jsonl"]
+    watched = lambda d: Path(f"{d}.jsonl.traces.jsonl")
+    check_killed_runs(cli, argv, out, watched, 12, compare, "generate-vllm", tmp_path, count=1)
 
 
 @pytest.mark.slow

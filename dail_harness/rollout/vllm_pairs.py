@@ -25,8 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from vllm.v1.sample.logits_processor import LogitsProcessor
-from vllm.v1.sample.logits_processor.interface import MoveDirectionality
+
+try:
+    from vllm.v1.sample.logits_processor import LogitsProcessor
+    from vllm.v1.sample.logits_processor.interface import MoveDirectionality
+except ImportError:  # the registry imports every rollout module; without vLLM nothing here is ever built
+    LogitsProcessor = object  # type: ignore[assignment,misc]
+    MoveDirectionality = None  # type: ignore[assignment,misc]
 
 from dail_harness.rollout.base import RolloutConfig, choose_tokens
 
