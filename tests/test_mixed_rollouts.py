@@ -607,3 +607,26 @@ def test_generate_drops_empty_traces_so_train_accepts_what_it_selects(tmp_path, 
         "cpu",
     )
     assert code == 0, err
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_prefill_computes_no_logits_over_the_prompt(setup, static):
+    """The prompt's logits are never used (its last token is fed at the first step): the head runs on one position,
+    not on every prompt position (at 64 rows x 640 tokens x a 151,669-token vocabulary that was ~25 GB)."""
+    from transformers import StaticCache
+
+    from dail_harness.rollout.contexts import KVContext, StaticKVContext
+
+    _, _, model, reqs = setup
+    widths = []
+    hook = model.lm_head.register_forward_hook(lambda mod, args, out: widths.append(args[0].shape[1]))
+    try:
+        prompts = [r.privileged_ids for r in reqs]
+        if static:
+            cache = StaticCache(config=model.config, max_cache_len=1024)
+            StaticKVContext(model, prompts, 0, "cpu", cache)
+        else:
+            KVContext(model, prompts, 0, "cpu")
+    finally:
+        hook.remove()
+    assert widths == [1] and max(len(p) for p in prompts) > 100

@@ -37,7 +37,14 @@ class KVContext:
         self.pending = torch.tensor([p[-1] for p in prompts], dtype=torch.long, device=device)
         if width > 0:
             pos = (mask.cumsum(1) - 1).clamp(min=0)
-            model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache, use_cache=True)
+            model(  # only the caches matter: logits_to_keep=1 skips the head over every prompt position
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append tokens [B, q] (all valid for now) and return their logits [B, q, V] (float32)."""
@@ -98,9 +105,9 @@ class StaticKVContext(KVContext):
         self.pending = torch.tensor([p[-1] for p in prompts], dtype=torch.long, device=device)
         self.length = 0
         pos = (self.mask[:, :width].cumsum(1) - 1).clamp(min=0)
-        self._run(ids, pos, self.model)  # the prefill stays eager: its width varies from batch to batch
+        self._run(ids, pos, self.model, logits_to_keep=1)  # eager: its width varies; only the caches matter
 
-    def _run(self, tokens: torch.Tensor, pos: torch.Tensor, forward) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, pos: torch.Tensor, forward, **kwargs) -> torch.Tensor:
         q = tokens.shape[1]
         cache_position = torch.arange(self.length, self.length + q, device=tokens.device)
         if forward is not self.model:
@@ -112,6 +119,7 @@ class StaticKVContext(KVContext):
             past_key_values=self.cache,
             cache_position=cache_position,
             use_cache=True,
+            **kwargs,
         )
         self.length += q
         return out.logits
