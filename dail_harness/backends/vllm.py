@@ -92,6 +92,41 @@ def cpu_kv_cache_bytes(path: str, max_model_len: int | None, dtype: str) -> int:
     return min(one * CPU_KV_SEQUENCES, free // 2)
 
 
+def engine_arguments(
+    path: str,
+    *,
+    seed: int,
+    dtype: str,
+    tensor_parallel_size: int,
+    enforce_eager: bool,
+    memory: float | None,
+    max_model_len: int | None,
+) -> dict[str, Any]:
+    """The engine every vllm back-end starts with: the harness's worker extension and logits processor, prefix
+    caching, the command line's settings only (`generation_config="vllm"`), and on CPU a KV cache sized from the
+    model and the context (`memory` None) instead of vLLM's memory share."""
+    from dail_harness.rollout.vllm_pairs import PairedMixing
+
+    args: dict[str, Any] = dict(
+        model=path,
+        seed=seed,
+        dtype=dtype,
+        enable_prefix_caching=True,
+        tensor_parallel_size=tensor_parallel_size,
+        generation_config="vllm",
+        enforce_eager=enforce_eager,
+        worker_extension_cls=WORKER_EXTENSION,  # weights pushed during training, mixed-rollout counts
+        logits_processors=[PairedMixing],  # keyed sampling and mixed rollouts; other requests pass through
+    )
+    if memory is not None:
+        args["gpu_memory_utilization"] = memory
+    else:  # on CPU the share counts this whole process's memory: size the KV cache instead
+        args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(path, max_model_len, dtype)
+    if max_model_len:
+        args["max_model_len"] = max_model_len
+    return args
+
+
 def mixed_rollout_engine_args(path: str, max_model_len: int | None) -> dict[str, Any]:
     """What an engine for mixed rollouts needs (rollout/vllm.py): the pairing logits processor, and settings that
     keep a pair's two requests in the same steps: no chunked prefill, a step budget that fits both contexts of a
@@ -175,28 +210,18 @@ class VLLMBackend(SamplingBackend):
         self.system_prompt = system_prompt
         self.use_chat_template = use_chat_template
         self.chat_template_kwargs = chat_template_kwargs or {}
-        from dail_harness.rollout.vllm_pairs import PairedMixing
-
         if dtype is None and not gpu:
             dtype, why = cpu_dtype()
             print(f"vllm on CPU: {dtype} ({why}); --dtype overrides", file=sys.stderr)
-        engine_args: dict[str, Any] = dict(
-            model=path,
+        engine_args = engine_arguments(
+            path,
             seed=seed,
             dtype=dtype or "auto",
-            enable_prefix_caching=True,
             tensor_parallel_size=tensor_parallel_size,
-            generation_config="vllm",
             enforce_eager=enforce_eager,
-            worker_extension_cls=WORKER_EXTENSION,  # weights pushed during training, mixed-rollout counts
-            logits_processors=[PairedMixing],  # keyed sampling and mixed rollouts; other requests pass through
+            memory=gpu_memory_utilization or 0.9 if gpu or gpu_memory_utilization else None,
+            max_model_len=max_model_len,
         )
-        if gpu or gpu_memory_utilization:
-            engine_args["gpu_memory_utilization"] = gpu_memory_utilization or 0.9
-        else:  # on CPU the share counts this whole process's memory: size the KV cache instead
-            engine_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(path, max_model_len, engine_args["dtype"])
-        if max_model_len:
-            engine_args["max_model_len"] = max_model_len
         if mixed_rollouts:
             engine_args.update(mixed_rollout_engine_args(path, max_model_len))
         if sleep_mode:  # a policy's engine frees its memory while the policy trains (PolicyOnVLLM)
