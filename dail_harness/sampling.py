@@ -161,8 +161,11 @@ def warp_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k: i
     """Temperature, then top-k, then top-p over what top-k kept (vLLM's order): float32 scores with -inf
     outside the kept set."""
     scores = logits.float() / temperature
-    scores = scores.masked_fill(top_k_mask(scores, top_k), float("-inf"))
-    return scores.masked_fill(top_p_mask(scores, top_p), float("-inf"))
+    if 0 < top_k < scores.shape[-1]:
+        scores = scores.masked_fill(top_k_mask(scores, top_k), float("-inf"))
+    if top_p < 1.0:
+        scores = scores.masked_fill(top_p_mask(scores, top_p), float("-inf"))
+    return scores
 
 
 def keyed_gumbel_sample(

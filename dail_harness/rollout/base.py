@@ -222,10 +222,22 @@ def choose_tokens(
     if p_logits is None:
         assert s_logits is not None
         return sample(s_logits, key_s), torch.ones(rows, dtype=torch.bool, device=dev)
-    resampled = sample(p_logits, key_p)
     if s_logits is None:
-        return resampled, torch.zeros(rows, dtype=torch.bool, device=dev)
+        return sample(p_logits, key_p), torch.zeros(rows, dtype=torch.bool, device=dev)
     token = sample(s_logits, key_s)
     probs = torch.softmax(suppress(p_logits, cfg.suppress_token_ids), dim=-1)
     accepted = probs.gather(1, token[:, None])[:, 0] >= cfg.tau
-    return torch.where(accepted, token, resampled), accepted
+    if dev.type != "cpu":  # one dense draw for every row: no host sync on an accelerator
+        return torch.where(accepted, token, sample(p_logits, key_p)), accepted
+    rejected = torch.nonzero(~accepted).flatten()  # on a CPU, draw only the rows that need it
+    if len(rejected):
+        token = token.clone()
+        token[rejected] = keyed_gumbel_sample(
+            suppress(p_logits[rejected], cfg.suppress_token_ids),
+            key_p[rejected],
+            positions[rejected],
+            cfg.temperature,
+            cfg.top_p,
+            cfg.top_k,
+        )
+    return token, accepted
