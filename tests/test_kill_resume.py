@@ -167,26 +167,6 @@ def test_generate_killed_at_random_points_resumes_to_the_same_traces(tmp_path, c
 
 
 @pytest.mark.slow
-def test_generate_on_vllm_killed_resumes_to_the_same_traces(tmp_path, cli):
-    """Mixed rollouts inside vLLM (keyed, paired requests): kill -9 mid-run (a fresh engine on the rerun) and the
-    traces are the uninterrupted run's. One kill point: each killed run starts its own engine."""
-    pytest.importorskip("vllm")
-    data = tmp_path / "expert.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in EXPERT))
-    argv = ["generate", "--model", "tiny-random", "--n", "2", "--max-tokens", "24", "--batch-size", "2"]
-    argv += ["--backend", "vllm", "--enforce-eager", "--tau", "0.002", "--grade-workers", "0", "--no-progress"]
-
-    def compare(ref, run):
-        key = ("problem_id", "sample_index")
-        traces = lambda d: jsonl(Path(f"{d}.jsonl.traces.jsonl"))
-        assert key_rows(traces(run), key) == key_rows(traces(ref), key)
-
-    out = lambda d: ["--data", data, "--out", f"{d}.jsonl"]
-    watched = lambda d: Path(f"{d}.jsonl.traces.jsonl")
-    check_killed_runs(cli, argv, out, watched, 12, compare, "generate-vllm", tmp_path, count=1)
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_train_killed_at_random_points_resumes_to_the_same_curve_and_adapter(tmp_path, cli, sig):
     data = tmp_path / "dsyn.jsonl"
