@@ -168,6 +168,9 @@ class PairedMixing(LogitsProcessor):
 
     def _plan_step(self) -> None:
         """Which rows pair up this step (on the host, from the live output lists), sent to the device once."""
+        if not self.rows:  # plain requests only: nothing to plan, nothing to send to the device each step
+            self.groups, self.sentinel_rows = [], self.sentinel_rows[:0]
+            return
         by_pair: dict[str, dict[str, tuple[int, RowSpec, list[int]]]] = defaultdict(dict)
         for index, (spec, out) in self.rows.items():
             by_pair[spec.pair][spec.role] = (index, spec, out)
