@@ -46,6 +46,7 @@ ADDED_LATER: dict[str, object] = {
     "model_fingerprint": ANY,
     "limit": ANY,
     "ks": ANY,
+    "sample_block": None,
 }
 """Settings that records written by dail-harness 0.1.0 before them lack, with the value such a run had (ANY: not
 recorded then, so any value resumes): an older run directory still resumes and extends."""

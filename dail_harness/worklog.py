@@ -13,18 +13,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
+from dail_harness.scale.shards import Shard
 from dail_harness.settings import SettingsRecord
 
 T = TypeVar("T")
 
 
 def share(items: list[T], shard: tuple[int, int] | None) -> list[T]:
-    """Shard i of N of a job's items (index % N == i): `--shard i/N` of eval, generate and data hints, and a
-    process's share (rank, world) of STaR's generation. None: all of them."""
+    """Shard i of N of a job's whole items (the sharding rule of scale/shards.py without sample blocks): `--shard
+    i/N` of data hints, and a process's share (rank, world) of STaR's generation. None: all of them."""
     if shard is None:
         return list(items)
-    i, n = shard
-    return items[i::n]
+    whole = Shard(shard[0], shard[1])
+    return [x for position, x in enumerate(items) if whole.owns(position, 0)]
 
 
 class WorkLog:

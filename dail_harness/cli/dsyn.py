@@ -11,6 +11,7 @@ from dail_harness.cli.options import config_command
 from dail_harness.dsyn.generate import GenerateConfig
 from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.options import PATH, option
+from dail_harness.scale.launch import Launch, detect, pin_engine
 
 
 @config_command(app, "generate", GenerateConfig)
@@ -19,7 +20,20 @@ def generate_cmd(cfg: GenerateConfig) -> None:
     from dail_harness.dsyn.generate import run_generate
 
     load_plugins(cfg.plugin_dir)
-    stats = run_generate(cfg)
+    launch = detect()
+    if cfg.dry_run:
+        _print_plan(cfg, launch)
+        return
+    if launch.launched:
+        from dail_harness.dsyn.launched import run_launched_generate
+
+        cfg.device = pin_engine(launch, 1, cfg.backend, cfg.device)
+        stats = run_launched_generate(cfg, launch)
+        if not stats["merged"]:
+            return
+        typer.echo(f"merged {launch.world} shards into {cfg.out}.traces.jsonl")
+    else:
+        stats = run_generate(cfg)
     msg = (
         f"{cfg.out}.traces.jsonl: {stats['rows']} traces ({stats['new_rows']} new, {stats['tokens']} tokens generated)"
     )
@@ -33,6 +47,17 @@ def generate_cmd(cfg: GenerateConfig) -> None:
         + (f"; {s['empty_traces']} empty traces dropped (nothing to train on)" if s.get("empty_traces") else "")
         + f"; problems by number of correct traces: {s['correct_per_problem']}"
     )
+
+
+def _print_plan(cfg: GenerateConfig, launch: Launch) -> None:
+    """--dry-run: the samples, a bound on the new tokens, and every rank's share and devices."""
+    from dail_harness.dsyn.generate import load_records
+    from dail_harness.scale.plan import Work, format_plan
+
+    work = [Work(p, cfg.n, int(cfg.max_tokens or 0)) for p in range(len(load_records(cfg)))]
+    if cfg.shard is not None:  # the plan of the N shards, as if each were a process
+        launch = Launch(cfg.shard[0], cfg.shard[1], cfg.shard[0], cfg.shard[1], "--shard")
+    typer.echo(format_plan(f"generate ({cfg.mode})", work, launch, 1, cfg.sample_block))
 
 
 @dataclass(kw_only=True)

@@ -15,6 +15,7 @@ from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S
 from dail_harness.eval.pipeline import EvalConfig
 from dail_harness.options import PATH, option
+from dail_harness.scale.launch import Launch, detect, pin_engine
 
 
 @dataclass(kw_only=True)
@@ -65,9 +66,39 @@ def eval_cmd(cfg: EvalConfig) -> None:
             "identical, so pass@k for every k equals pass@1",
             err=True,
         )
+    launch = detect()
+    if cfg.dry_run:
+        _print_plan(cfg, launch)
+        return
+    if launch.launched:
+        from dail_harness.eval.launched import run_launched
+
+        cfg.device = pin_engine(launch, cfg.tensor_parallel_size, cfg.backend, cfg.device)
+        merged = run_launched(cfg, launch)
+        if merged is not None:
+            typer.echo(format_table([report_from_summary(Path(cfg.out).name, merged)]))
+            typer.echo(f"merged {launch.world} shards into {Path(cfg.out) / 'samples.jsonl'} and summary.json")
+        return
     summary = run_eval(cfg)
+    if cfg.shard is not None and "pass_at_k" not in summary:
+        typer.echo(
+            f"shard {cfg.shard[0]}/{cfg.shard[1]}: {summary['shard']['samples']} samples in "
+            f"{Path(cfg.out) / 'samples.jsonl'} (its blocks split problems: `dail-harness report` the shards together)"
+        )
+        return
     typer.echo(format_table([report_from_summary(Path(cfg.out).name, summary)]))
     typer.echo(f"wrote {Path(cfg.out) / 'samples.jsonl'} and {Path(cfg.out) / 'summary.json'}")
+
+
+def _print_plan(cfg: EvalConfig, launch) -> None:
+    """--dry-run: the samples, a bound on the new tokens, and every rank's share and devices."""
+    from dail_harness.eval.pipeline import load_tasks, plan_work
+    from dail_harness.scale.plan import format_plan
+
+    work = plan_work(cfg, load_tasks(cfg))
+    if cfg.shard is not None:  # the plan of the N shards, as if each were a process
+        launch = Launch(cfg.shard[0], cfg.shard[1], cfg.shard[0], cfg.shard[1], "--shard")
+    typer.echo(format_plan("eval", work, launch, cfg.tensor_parallel_size, cfg.sample_block))
 
 
 @dataclass(kw_only=True)

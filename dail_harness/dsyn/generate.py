@@ -34,8 +34,11 @@ from dail_harness.errors import HarnessError
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option, parse_shard
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingSettings, sampling_option
+from dail_harness.scale.launch import detect as detect_launch
+from dail_harness.scale.plan import JobProgress
+from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, as_shard
 from dail_harness.settings import SettingsRecord
-from dail_harness.worklog import WorkLog, resume, share
+from dail_harness.worklog import WorkLog, resume
 
 ROLLOUT, SAMPLING, ENGINE, RUN, SELECTION = "Mixed rollouts", "Sampling", "Back-end", "Run", "Selection"
 
@@ -177,7 +180,20 @@ class GenerateConfig(SamplingSettings):
     compile: bool = option(False, help="With static caches on CUDA: compile the forward (CUDA graphs).", panel=ENGINE)
     limit: int | None = option(None, ge=1, help="Only the first L problems.", panel=RUN)
     shard: tuple[int, int] | None = option(
-        None, parse=parse_shard, metavar="i/N", help="Only problems with index % N == i.", panel=RUN
+        None,
+        parse=parse_shard,
+        metavar="i/N",
+        help="Only shard i of N: trace s of the problem at position p of P is in shard (p + (s // B) * P) % N, "
+        "B = --sample-block. Under torchrun, accelerate launch or srun the shards are the processes: leave it out.",
+        panel=RUN,
+    )
+    sample_block: int = option(
+        DEFAULT_SAMPLE_BLOCK, ge=1, help="Traces of one problem that stay in one shard.", panel=RUN
+    )
+    dry_run: bool = option(
+        False,
+        help="Print the plan (traces, token bound, shards, devices) and exit without loading a model.",
+        panel=RUN,
     )
     device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=ENGINE)
     threads: int | None = threads_option(ENGINE)
@@ -208,14 +224,20 @@ class GenerateConfig(SamplingSettings):
         if self.mode == "direct":
             out = dict.fromkeys(("tau", "draft_tokens", "proposal"), "--mode mixed uses it")
             out.update(dict.fromkeys(("static_cache", "compile"), "the hf engine of --mode mixed uses it"))
-            return out
+            return {**out, **self._unsharded()}
+        out = {}
         if self.backend == "vllm":
-            return dict.fromkeys(("static_cache", "compile"), "the hf engine of --mode mixed uses it")
+            out = dict.fromkeys(("static_cache", "compile"), "the hf engine of --mode mixed uses it")
+        return {**out, **self._unsharded()}
+
+    def _unsharded(self) -> dict[str, str]:
+        if self.shard is None and not detect_launch().launched:
+            return {"sample_block": "--shard or a launcher (torchrun, accelerate launch, srun) uses it"}
         return {}
 
     def settings(self) -> dict:
         """What determines the traces (a resume must match; the selection can change without regenerating)."""
-        return as_settings(
+        settings = as_settings(
             self,
             exclude=(
                 "out",
@@ -230,8 +252,11 @@ class GenerateConfig(SamplingSettings):
                 "grade_workers",
                 "plugin_dir",
                 "threads",
+                "dry_run",
             ),
         )
+        settings["sample_block"] = self.sample_block if self.shard else None
+        return settings
 
 
 def settings_path(out: str | Path) -> Path:
@@ -251,15 +276,16 @@ def waypoints_for(rec: ExpertRecord, mode: str = "auto") -> tuple[list[str], str
     return extract_waypoints(rec.solution, answer=answer, numbers_only=numbers_only), answer
 
 
-def run_generate(cfg: GenerateConfig) -> dict:
-    """Generate the traces OUT.traces.jsonl lacks (graded as they are stored), then select into OUT."""
+def load_records(cfg: GenerateConfig) -> list[ExpertRecord]:
+    """The expert records of the run (the first --limit), in the order that positions them for sharding."""
     registry.get("verifiers", cfg.answer_type)  # an unknown verifier fails before any model loads
     records = load_expert_data(cfg.data)
-    if cfg.limit:
-        records = records[: cfg.limit]
-    records = share(records, cfg.shard)
-    record = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")
-    choice = auto_backend(cfg, len(records), record) if cfg.backend == AUTO else None
+    return records[: cfg.limit] if cfg.limit else records
+
+
+def resolve_engine(cfg: GenerateConfig, problems: int, record: SettingsRecord, announce_choice: bool = True):
+    """Settle --backend auto, the engine's draft tokens and batch size; (back-end class, rollout engine class)."""
+    choice = auto_backend(cfg, problems, record) if cfg.backend == AUTO else None
     if choice is not None:
         cfg.backend = choice[0]
     backend_cls = registry.get("backends", cfg.backend)
@@ -267,7 +293,7 @@ def run_generate(cfg: GenerateConfig) -> dict:
 
     given = {"device": cfg.device, "enforce_eager": cfg.enforce_eager or None}
     refuse_unused_engine_options(cfg.backend, backend_cls, {k: v for k, v in given.items() if v is not None})
-    if choice is not None:
+    if choice is not None and announce_choice:
         from dail_harness.backends.auto import announce
 
         announce("generate", *choice)
@@ -276,11 +302,25 @@ def run_generate(cfg: GenerateConfig) -> dict:
         cfg.draft_tokens = engine_cls.default_draft_tokens
     if cfg.batch_size is None:
         cfg.batch_size = getattr(engine_cls, "default_batch_size", 16)
+    return backend_cls, engine_cls
+
+
+def run_generate(cfg: GenerateConfig) -> dict:
+    """Generate the traces OUT.traces.jsonl lacks (graded as they are stored), then select into OUT."""
+    records = load_records(cfg)
+    record = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")
+    backend_cls, engine_cls = resolve_engine(cfg, len(records), record)
     templates = Templates.from_file(cfg.templates) if cfg.templates else Templates()
     log = trace_log(cfg.out)
     resume(record, cfg.settings(), [log])
     done = log.done()
-    todo = [(r, i) for r in records for i in range(cfg.n) if (r.problem_id, i) not in done]
+    shard = as_shard(cfg.shard, cfg.sample_block, len(records))
+    todo = [
+        (r, i)
+        for position, r in enumerate(records)
+        for i in (range(cfg.n) if shard is None else shard.indices(position, range(cfg.n)))
+        if (r.problem_id, i) not in done
+    ]
     stats: dict[str, Any] = {"rows": len(done), "new_rows": 0, "tokens": 0, "student_tokens": 0, "privileged_tokens": 0}
     if todo:
         _generate(cfg, backend_cls, engine_cls, records, templates, todo, record, stats)
@@ -322,8 +362,6 @@ class Drawn:
 
 def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, todo, record, stats) -> None:
     """Draw the traces of `todo` ((record, sample index) pairs), grade each batch and append it to the traces."""
-    from tqdm import tqdm
-
     from dail_harness.eval.grading import GradingPool
 
     backend = backend_cls(
@@ -340,9 +378,8 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
     record.write(cfg.settings())
     by_id = {r.problem_id: r for r in records}
     log = trace_log(cfg.out)
-    bar = tqdm(
-        total=len(todo), desc=f"generate ({cfg.mode})", unit="trace", disable=not cfg.progress, dynamic_ncols=True
-    )
+    bound = len(todo) * int(cfg.max_tokens or 0)
+    bar = JobProgress(f"generate ({cfg.mode})", "trace", len(todo), bound, cfg.progress, detect_launch())
     start = time.monotonic()
     with backend, GradingPool(cfg.grade_workers) as pool:
         if engine_cls is not None:
@@ -357,11 +394,10 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
                 stats["student_tokens"] += d.student_tokens
                 stats["privileged_tokens"] += d.privileged_tokens
             stats["new_rows"] += len(rows)
-            bar.update(len(rows))
             post = {"tok_s": f"{stats['tokens'] / max(time.monotonic() - start, 1e-9):.0f}"}
             if cfg.mode == "mixed" and stats["tokens"]:
                 post["accept"] = f"{stats['student_tokens'] / stats['tokens']:.2f}"
-            bar.set_postfix(**post)
+            bar.update(len(rows), **post)
     bar.close()
 
 

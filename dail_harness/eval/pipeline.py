@@ -20,7 +20,7 @@ from dail_harness import registry
 from dail_harness.backends.base import GenerationRequest, SamplingBackend
 from dail_harness.errors import HarnessError
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
-from dail_harness.eval.metrics import parse_k, power_of_two_grid, summarize_conditions
+from dail_harness.eval.metrics import condition_of, parse_k, power_of_two_grid, summarize_conditions
 from dail_harness.eval.problem_ids import is_listed, read_id_file
 from dail_harness.eval.store import RunStore, sample_id
 from dail_harness.eval.task import Task, make_task, refuse_unused_options
@@ -37,9 +37,11 @@ from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, on_off, option, parse_shard
 from dail_harness.records import Problem
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingParams, SamplingSettings, sampling_option
+from dail_harness.scale.launch import detect as detect_launch
+from dail_harness.scale.plan import JobProgress, Work
+from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, Shard, as_shard
 from dail_harness.verifiers.base import Verdict
 from dail_harness.verifiers.simple import simple_correct
-from dail_harness.worklog import share
 
 SAMPLING, TASK, THINKING, ENGINE, RUN = "Sampling", "Task", "Thinking models", "Back-end", "Run"
 
@@ -103,7 +105,14 @@ class TaskSelection:
 class Sampling(SamplingSettings):
     """How many samples per problem, at which k, with which decoding settings (the paper's by default)."""
 
-    n: int | None = option(None, ge=1, help="Samples per problem (default: the largest k).", panel=SAMPLING)
+    n: int | None = option(
+        None,
+        ge=1,
+        flag="--n --samples-per-problem",
+        help="Samples per problem (default: the largest k). Under torchrun write --samples-per-problem: torchrun's "
+        "own parser reads --n as an abbreviation of its options.",
+        panel=SAMPLING,
+    )
     k: str | None = option(
         None, help="'128': pass@k at 1,2,4,...,128 (and n = 128); '1,8,64': exactly those k.", panel=SAMPLING
     )
@@ -178,8 +187,22 @@ class EvalConfig(TaskSelection, Sampling):
         None,
         parse=parse_shard,
         metavar="i/N",
-        help="Only problems with index % N == i (report merges shards).",
+        help="Only shard i of N: sample s of the problem at position p of P is in shard (p + (s // B) * P) % N, "
+        "B = --sample-block (report merges shards). Under torchrun, accelerate launch or srun the shards are the "
+        "processes: leave it out.",
         panel=TASK,
+    )
+    sample_block: int = option(
+        DEFAULT_SAMPLE_BLOCK,
+        ge=1,
+        help="Samples of one problem that stay in one shard (small benchmarks at large k spread over more "
+        "processes than they have problems).",
+        panel=TASK,
+    )
+    dry_run: bool = option(
+        False,
+        help="Print the plan (samples, token bound, shards, devices) and exit without loading a model.",
+        panel=RUN,
     )
     system_prompt: str | None = option(None, help="System prompt (default: the chat template's own).", panel=TASK)
     thinking: bool = option(
@@ -272,6 +295,8 @@ class EvalConfig(TaskSelection, Sampling):
             out["budget_mode"] = "--budgets uses it"
         if self.temperatures:
             out["temperature"] = "--temperatures replaces it (one condition per temperature)"
+        if self.shard is None and not detect_launch().launched:
+            out["sample_block"] = "--shard or a launcher (torchrun, accelerate launch, srun) uses it"
         return out
 
     def conditions(self) -> list[tuple[float, int | None]]:
@@ -305,11 +330,47 @@ def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
         problems = task.load()
         if cfg.limit is not None:
             problems = problems[: cfg.limit]
-        problems = share([p for p in problems if not is_listed(excluded, task.name, p.id)], cfg.shard)
-        loaded.append((task, problems))
+        loaded.append((task, [p for p in problems if not is_listed(excluded, task.name, p.id)]))
     if not any(ps for _, ps in loaded):
-        raise HarnessError("no problems selected (check --limit, --shard and --exclude)")
+        raise HarnessError("no problems selected (check --limit and --exclude)")
     return loaded
+
+
+def shard_of(cfg: EvalConfig, tasks) -> Shard | None:
+    """This run's shard; problems are positioned across the run's tasks in order."""
+    return as_shard(cfg.shard, cfg.sample_block, sum(len(ps) for _, ps in tasks))
+
+
+def positioned(tasks) -> Iterator[tuple[int, Task, Problem]]:
+    """(position in the whole run, task, problem) of every problem: what the sharding rule deals out."""
+    position = 0
+    for task, problems in tasks:
+        for p in problems:
+            yield position, task, p
+            position += 1
+
+
+def owned_samples(shard: Shard | None, position: int, n: int) -> list[int]:
+    """The sample indices of the problem at `position` that this run (or its shard) draws."""
+    return list(range(n)) if shard is None else shard.indices(position, range(n))
+
+
+def sample_bound(cfg: EvalConfig, budget: int | None) -> int:
+    """At most how many new tokens one sample of a condition takes (thinking budget or max tokens, plus answer)."""
+    answer = int(cfg.answer_tokens or 0) if cfg.thinking or cfg.force_answer else 0
+    return (budget if budget is not None else cfg.max_tokens) + answer
+
+
+def plan_work(cfg: EvalConfig, tasks) -> list[Work]:
+    """Each problem's samples per condition with a bound on the new tokens of one (for the cost estimate)."""
+    work = []
+    for _, budget in cfg.conditions():
+        work += [Work(position, cfg.num_samples, sample_bound(cfg, budget)) for position, _, _ in positioned(tasks)]
+    return work
+
+
+def reqs_of(work) -> list[GenerationRequest]:
+    return [r for _, requests, _ in work for r in requests]
 
 
 def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]], fingerprint: str | None) -> dict:
@@ -328,6 +389,7 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]], finge
         "force_answer": cfg.force_answer,
         "budget_mode": cfg.budget_mode if cfg.budgets else None,
         "shard": list(cfg.shard) if cfg.shard else None,
+        "sample_block": cfg.sample_block if cfg.shard else None,
         "limit": cfg.limit,
         "ks": cfg.ks,
         "prompt_templates": {t.name: t.options.get("prompt_template") or t.prompt_template for t, _ in tasks},
@@ -373,7 +435,8 @@ def _sample_row(task: Task, problem: Problem, s: Sampled, verdict: Verdict, para
 def run_eval(cfg: EvalConfig, backend: SamplingBackend | None = None, fingerprint: str | None = None) -> dict:
     """Sample, grade and store what the run directory lacks; return the summary (also summary.json). A
     `backend` already loaded (e.g. the model being trained) is used instead of loading `cfg.model`; its
-    `fingerprint` then names the weights (the run's identity in run.json)."""
+    `fingerprint` then names the weights (the run's identity in run.json). A shard's summary covers the
+    problems whose n samples are all in it (none when its blocks split them): `report` merges shards."""
     from dail_harness.models.fingerprint import model_fingerprint
 
     tasks = load_tasks(cfg)
@@ -384,45 +447,65 @@ def run_eval(cfg: EvalConfig, backend: SamplingBackend | None = None, fingerprin
         store.create(settings)
     rows = store.load_samples()
     done = {sample_id(r) for r in rows}
-    n = cfg.num_samples
-
-    by_request: dict[str, tuple[Task, Problem]] = {}
-    work = []  # (temperature, requests, rows missing)
-    for temperature in dict.fromkeys(t for t, _ in cfg.conditions()):
-        budgets = cfg.budget_list()
-        requests, missing_rows = [], 0
-        for task, problems in tasks:
-            for p in problems:
-                rid = f"{task.name}/{p.id}"
-                by_request[rid] = (task, p)
-                lacking = [
-                    (i, b) for i in range(n) for b in budgets if (task.name, p.id, temperature, b, i) not in done
-                ]
-                if lacking:
-                    indices = sorted({i for i, _ in lacking})
-                    requests.append(GenerationRequest(rid, task.render_prompt(p), indices))
-                    missing_rows += len(indices) * len(budgets)
-        if requests:
-            work.append((temperature, requests, missing_rows))
+    by_request, work = _missing_work(cfg, tasks, done)
     if work:
         rows += _generate_and_grade(cfg, work, by_request, store, settings, done, backend)
+    elif not store.exists():  # a shard that owns no sample of this run
+        store.create(settings)
+    summary = summarize_run(cfg, tasks, rows, settings)
+    summary["provenance"] = store.finish()
+    store.write_summary(summary)
+    return summary
 
+
+def _missing_work(cfg: EvalConfig, tasks, done: set) -> tuple[dict[str, tuple[Task, Problem]], list]:
+    """The requests for the (problem, condition, sample index) rows this run or shard owns and lacks, per
+    temperature: (temperature, requests, rows missing)."""
+    n, budgets, shard = cfg.num_samples, cfg.budget_list(), shard_of(cfg, tasks)
+    by_request: dict[str, tuple[Task, Problem]] = {}
+    work = []
+    for temperature in dict.fromkeys(t for t, _ in cfg.conditions()):
+        requests, missing_rows = [], 0
+        for position, task, p in positioned(tasks):
+            rid = f"{task.name}/{p.id}"
+            by_request[rid] = (task, p)
+            indices = [
+                i
+                for i in owned_samples(shard, position, n)
+                if any((task.name, p.id, temperature, b, i) not in done for b in budgets)
+            ]
+            if indices:
+                requests.append(GenerationRequest(rid, task.render_prompt(p), indices))
+                missing_rows += len(indices) * len(budgets)
+        if requests:
+            work.append((temperature, requests, missing_rows))
+    return by_request, work
+
+
+def summarize_run(cfg: EvalConfig, tasks, rows: list[dict], settings: dict) -> dict:
+    """summary.json of a run (or a shard): pass@k over the selected problems that have all n samples."""
+    n = cfg.num_samples
     selected = {(t.name, p.id) for t, ps in tasks for p in ps}
     rows = [r for r in rows if (r["task"], str(r["problem_id"])) in selected and int(r["sample_index"]) < n]
+    head = {"task": "+".join(t.name for t, _ in tasks), "model": cfg.model, "backend": cfg.backend, "n": n}
+    if cfg.shard is not None:
+        counts: dict = {}
+        for r in rows:
+            key = (r["task"], str(r["problem_id"]), condition_of(r))
+            counts[key] = counts.get(key, 0) + 1
+        complete = {(t, p) for (t, p, _), c in counts.items() if c >= n}
+        rows = [r for r in rows if (r["task"], str(r["problem_id"])) in complete]
+        head["shard"] = {"shard": list(cfg.shard), "samples": sum(counts.values()), "complete_problems": len(complete)}
+        if not rows:
+            return {**head, "ks": cfg.ks, "settings": settings, "per_problem": []}
     metrics = summarize_conditions(rows, cfg.ks, n, cfg.conditions())
-    summary = {
-        "task": "+".join(t.name for t, _ in tasks),
-        "model": cfg.model,
-        "backend": cfg.backend,
-        "n": n,
+    return {
+        **head,
         "ks": cfg.ks,
         **{k: v for k, v in metrics.items() if k != "per_problem"},
         "settings": settings,
         "per_problem": metrics["per_problem"],
-        "provenance": store.finish(),
     }
-    store.write_summary(summary)
-    return summary
 
 
 def _with_final_answers(stream, backend, requests, params, answer_tokens: int):
@@ -437,8 +520,6 @@ def _generate_and_grade(
     cfg: EvalConfig, work, by_request, store: RunStore, settings: dict, done: set, loaded: SamplingBackend | None = None
 ) -> list[dict]:
     """Generate and grade the missing samples, appending each graded group to the store; returns the new rows."""
-    from tqdm import tqdm
-
     new_rows: list[dict] = []
     if loaded is not None:
         opened: Any = contextlib.nullcontext(loaded)
@@ -449,9 +530,8 @@ def _generate_and_grade(
     with opened as backend, GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
         if not store.exists():
             store.create(settings)
-        bar = tqdm(
-            total=sum(m for _, _, m in work), desc="eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True
-        )
+        bound = sum(len(r.sample_indices) * sum(sample_bound(cfg, b) for b in cfg.budget_list()) for r in reqs_of(work))
+        bar = JobProgress("eval", "sample", sum(m for _, _, m in work), bound, cfg.progress, detect_launch())
         tokens, start = 0, time.monotonic()
         for temperature, requests, _ in work:
             params = cfg.params(temperature)
@@ -461,13 +541,12 @@ def _generate_and_grade(
                 store.append(rows)
                 new_rows += rows
                 tokens += sum(s.num_tokens for s in results)
-                bar.update(len(rows))
-                if rows:
-                    bar.set_postfix(
-                        T=temperature,
-                        tok_s=f"{tokens / max(time.monotonic() - start, 1e-9):.0f}",
-                        acc=f"{sum(r['correct'] for r in rows) / len(rows):.2f}",
-                    )
+                bar.update(
+                    len(rows),
+                    T=temperature,
+                    tok_s=f"{tokens / max(time.monotonic() - start, 1e-9):.0f}",
+                    acc=f"{sum(r['correct'] for r in rows) / max(1, len(rows)):.2f}",
+                )
         bar.close()
     return new_rows
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from dail_harness.errors import HarnessError
 from dail_harness.eval.metrics import condition_of, group_rows, power_of_two_grid, summarize_conditions
 from dail_harness.eval.problem_ids import is_listed
-from dail_harness.eval.store import RunStore, sample_id
+from dail_harness.eval.store import SETTINGS_FILE, RunStore, sample_id
 from dail_harness.settings import settings_changes
 
 
@@ -127,9 +127,13 @@ def report_run(
         rows = [r for r in rows if not is_listed(exclude, r["task"], r["problem_id"])]
         if not rows:
             raise HarnessError("--exclude leaves no problem of this run", path=str(paths[0]))
+    shards = sorted(tuple(RunStore(d).read_settings().get("shard") or ()) for d in paths)
+    missing_shards = [i for i in range(shards[0][1]) if (i, shards[0][1]) not in shards] if shards[0] else []
     complete, incomplete = _complete_rows(rows, n)
     if not complete:
-        raise HarnessError(f"no problem has all n={n} samples yet; finish the run first", path=str(paths[0]))
+        listed = ", ".join(f"{i}/{shards[0][1]}" for i in missing_shards)
+        note = f"; shard(s) {listed} missing" if missing_shards else ""
+        raise HarnessError(f"no problem has all n={n} samples yet{note}; finish the run first", path=str(paths[0]))
     too_large = [k for k in ks or () if k > n]
     if too_large:
         raise HarnessError(
@@ -139,10 +143,8 @@ def report_run(
     conditions = [c for c in run_conditions(settings) if c in {condition_of(r) for r in complete}]
     summary = summarize_conditions(complete, ks, n, conditions)
     summary.pop("per_problem")
-    shards = sorted(tuple(RunStore(d).read_settings().get("shard") or ()) for d in paths)
     first = label or paths[0].name
     name = first if len(paths) == 1 else f"{first}+{len(paths) - 1} shard(s)"
-    missing_shards = [i for i in range(shards[0][1]) if (i, shards[0][1]) not in shards] if shards[0] else []
     return {
         "run": name,
         "dirs": [str(d) for d in paths],
@@ -168,14 +170,35 @@ def report_from_summary(name: str, summary: dict) -> dict:
     }
 
 
+def launched_shards(d: Path) -> list[Path]:
+    """The shard directories of a launched eval that has not merged yet (OUT/shards/i-of-W, the most recent W);
+    [] for any other directory."""
+    if (d / SETTINGS_FILE).exists() or not (d / "shards").is_dir():
+        return []
+    sets: dict[str, list[Path]] = defaultdict(list)
+    for s in (d / "shards").iterdir():
+        if (s / SETTINGS_FILE).exists() and "-of-" in s.name:
+            sets[s.name.split("-of-")[1]].append(s)
+    if not sets:
+        return []
+    latest = max(sets.values(), key=lambda ds: max((s / SETTINGS_FILE).stat().st_mtime for s in ds))
+    return sorted(latest)
+
+
 def report_runs(
     dirs: Sequence[str | Path],
     ks: Sequence[int] | None = None,
     tasks: Sequence[str] | None = None,
     exclude: set[str] | None = None,
 ) -> list[dict]:
-    groups = group_runs(dirs)
-    labels = short_labels([g[0] for g in groups])
+    expanded: list[Path] = []
+    named: dict[Path, Path] = {}  # a launched run's shard directory -> the run directory it belongs to
+    for d in map(Path, dirs):
+        shards = launched_shards(d)
+        expanded += shards or [d]
+        named.update({s.resolve(): d for s in shards})
+    groups = group_runs(expanded)
+    labels = short_labels([named.get(g[0].resolve(), g[0]) for g in groups])
     return [report_run(g, ks, tasks, exclude, label) for g, label in zip(groups, labels)]
 
 

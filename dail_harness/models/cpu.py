@@ -126,9 +126,21 @@ def threads_option(panel: str | None = None) -> Any:
     return option(None, ge=1, help=THREADS_HELP, panel=panel)
 
 
+def launched_share(cores: int, machine_cores: int, processes_here: int) -> int:
+    """The cores of one of `processes_here` launched processes on a node: a launcher that bound each process to
+    its own cores (srun's default) already gave it its share; one that did not (torchrun without
+    OMP_NUM_THREADS) leaves every process the whole machine, which is split evenly."""
+    if processes_here > 1 and cores >= machine_cores:
+        return max(1, cores // processes_here)
+    return cores
+
+
 def use_threads(requested: int | None, workers: int) -> int | None:
     """Set torch's (and the tokenizers') threads for a command that computes; returns the count set, if any."""
-    n, _ = choose_threads(process_cores(), workers, requested, os.environ)
+    from dail_harness.scale.launch import detect
+
+    cores = launched_share(process_cores(), os.cpu_count() or 1, detect().local_world)
+    n, _ = choose_threads(cores, workers, requested, os.environ)
     if n is None:
         return None
     import torch

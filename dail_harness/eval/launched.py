@@ -1,0 +1,92 @@
+"""`eval` under torchrun, accelerate launch or srun: each process draws its shard, the last one done merges.
+
+Rank r of W evaluates shard r/W (blocks of --sample-block samples, see scale/shards.py) into
+OUT/shards/r-of-W, an ordinary run directory that resumes on its own. When a rank has stored its shard it
+checks whether every shard's samples are present; the one that finds them all (the last to finish) writes
+OUT/run.json, OUT/samples.jsonl (every sample, in problem order) and OUT/summary.json, so OUT is a plain run
+directory for `report`. Until then `report OUT` reports the finished shards and names the missing ones.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from dail_harness.errors import HarnessError
+from dail_harness.eval.pipeline import EvalConfig, load_tasks, positioned, run_eval, run_settings, summarize_run
+from dail_harness.eval.store import GROWABLE, RunStore, sample_id
+from dail_harness.files import atomic_write_jsonl
+from dail_harness.scale.launch import Launch
+from dail_harness.scale.shards import lacking_per_shard, shard_dir, waiting_message
+from dail_harness.settings import settings_changes
+
+
+def run_launched(cfg: EvalConfig, launch: Launch) -> dict | None:
+    """Evaluate this process's shard, then merge if it was the last; the merged summary, or None if shards
+    are still running."""
+    from dail_harness.models.fingerprint import model_fingerprint
+
+    if cfg.shard is not None:
+        raise HarnessError(
+            f"--shard {cfg.shard[0]}/{cfg.shard[1]} under a launcher of {launch.world} processes: each process "
+            "would draw the same shard; leave --shard out (the processes are the shards)"
+        )
+    tasks = load_tasks(cfg)
+    settings = run_settings(cfg, tasks, model_fingerprint(cfg.model))
+    RunStore(cfg.out).check(settings)  # another run in OUT is refused before any sampling
+    own = replace(
+        cfg,
+        shard=(launch.rank, launch.world),
+        out=str(shard_dir(cfg.out, launch.rank, launch.world)),
+        progress=cfg.progress and launch.rank == 0,
+    )
+    run_eval(own)
+    return merge_shards(cfg, launch.world, tasks, settings)
+
+
+def _shard_rows(cfg: EvalConfig, world: int, settings: dict) -> list[dict]:
+    """The stored samples of the shards whose settings are this run's (a stale shard directory counts as
+    missing: its rank refuses it when it starts)."""
+    rows = []
+    for i in range(world):
+        store = RunStore(shard_dir(cfg.out, i, world))
+        if not store.exists():
+            continue
+        own = {**settings, "shard": [i, world], "sample_block": cfg.sample_block}
+        if settings_changes(store.read_settings(), own, GROWABLE) is None:
+            rows += store.load_samples()
+    return rows
+
+
+def merge_shards(cfg: EvalConfig, world: int, tasks, settings: dict) -> dict | None:
+    """Write OUT as one run from its W shards when all their samples are there; else say which are missing."""
+    top = RunStore(cfg.out)
+    rows = _shard_rows(cfg, world, settings) + (top.load_samples() if top.exists() else [])
+    by_id = {sample_id(r): r for r in reversed(rows)}  # one row per sample (the first stored wins)
+    n, order = cfg.num_samples, dict[tuple[str, str], int]()
+    absent = []  # (position, sample index) of every sample no shard has stored yet
+    for t, b in cfg.conditions():
+        for position, task, p in positioned(tasks):
+            order.setdefault((task.name, p.id), position)
+            absent += [(position, i) for i in range(n) if (task.name, p.id, float(t), b, i) not in by_id]
+    lacking = lacking_per_shard(absent, world, cfg.sample_block, len(order))
+    if lacking:
+        print(waiting_message(f"eval {Path(cfg.out)}", lacking, world), file=sys.stderr)
+        return None
+    top.create(settings)
+    merged = sorted(
+        (r for r in by_id.values() if (r["task"], str(r["problem_id"])) in order and int(r["sample_index"]) < n),
+        key=lambda r: (
+            order[(r["task"], str(r["problem_id"]))],
+            float(r["temperature"]),
+            r.get("budget") or 0,
+            int(r["sample_index"]),
+        ),
+    )
+    atomic_write_jsonl(top.samples_path, merged)
+    summary = summarize_run(cfg, tasks, merged, settings)
+    summary["shards_merged"] = world
+    summary["provenance"] = top.finish()
+    top.write_summary(summary)
+    return summary

@@ -1,0 +1,1 @@
+"""Running one job over many processes: launchers, device placement, sharding and merging."""

@@ -1,0 +1,266 @@
+"""Scale-out: launcher detection, device placement, the sharding rule, the cost plan, and eval and generate
+under torchrun with 2 and 3 processes, whose merged output equals a one-process run (also after a kill -9 of
+one rank and a rerun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dail_harness.errors import HarnessError
+from dail_harness.scale.launch import Launch, detect, engine_placement
+from dail_harness.scale.plan import Work, format_plan, per_rank
+from dail_harness.scale.shards import Shard
+
+# ---- which process is this ----
+
+
+def test_detect_reads_torchrun_accelerate_and_srun():
+    assert detect({}) == Launch()
+    torchrun = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    assert detect(torchrun) == Launch(5, 8, 1, 4, "torchrun")
+    assert detect(torchrun).node == 1
+    srun = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_TASKS_PER_NODE": "2(x2)"}
+    assert detect(srun) == Launch(3, 4, 1, 2, "srun")
+    assert detect({**srun, "SLURM_TASKS_PER_NODE": "", "SLURM_NNODES": "2"}).local_world == 2
+    assert detect({**srun, "SLURM_NTASKS_PER_NODE": "4", "SLURM_LOCALID": "3"}).local_world == 4
+    # torchrun started by srun (one task per node): torchrun numbers the processes
+    assert detect({**srun, **torchrun}).launcher == "torchrun"
+    # a one-task Slurm job, or WORLD_SIZE=1, is not a launch
+    assert not detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}).launched
+    assert not detect({"WORLD_SIZE": "1"}).launched
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"WORLD_SIZE": "2"}, "RANK is not set"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "rank 2 is not in 0..1"),
+        ({"WORLD_SIZE": "two", "RANK": "0"}, "WORLD_SIZE='two' is not an integer"),
+        ({"WORLD_SIZE": "4", "RANK": "1", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "2"}, "local rank 2"),
+    ],
+)
+def test_detect_refuses_a_broken_launcher_environment(env, message):
+    with pytest.raises(HarnessError, match=message):
+        detect(env)
+
+
+# ---- where its engine goes ----
+
+
+def test_each_process_gets_its_own_devices():
+    rank3 = Launch(3, 8, 3, 4, "torchrun")
+    assert engine_placement(rank3, 1, "hf", None, 4, {}) == ("cuda:3", {})
+    assert engine_placement(rank3, 1, "vllm", None, 4, {}) == (None, {"CUDA_VISIBLE_DEVICES": "3"})
+    two = Launch(1, 4, 1, 2, "torchrun")
+    assert engine_placement(two, 2, "vllm", None, 4, {}) == (None, {"CUDA_VISIBLE_DEVICES": "2,3"})
+    # an existing CUDA_VISIBLE_DEVICES list is narrowed, not replaced by physical indices
+    assert engine_placement(two, 2, "vllm", None, 4, {"CUDA_VISIBLE_DEVICES": "4,5,6,7"}) == (
+        None,
+        {"CUDA_VISIBLE_DEVICES": "6,7"},
+    )
+    # --device, one process, or no GPU: nothing changes
+    assert engine_placement(rank3, 1, "hf", "cuda:0", 4, {}) == ("cuda:0", {})
+    assert engine_placement(Launch(), 1, "hf", None, 4, {}) == (None, {})
+    assert engine_placement(rank3, 1, "hf", None, 0, {}) == (None, {})
+    with pytest.raises(HarnessError, match=r"4 processes per node x 2 device.*need 8 devices.*launch 2 processes"):
+        engine_placement(rank3, 2, "vllm", None, 4, {})
+
+
+def test_processes_on_one_node_split_its_cores_unless_the_launcher_bound_them():
+    from dail_harness.models.cpu import launched_share
+
+    assert launched_share(16, 16, 4) == 4  # torchrun: every process sees the machine
+    assert launched_share(4, 16, 4) == 4  # srun bound each task to its 4 cores already
+    assert launched_share(2, 2, 3) == 1 and launched_share(8, 8, 1) == 8
+
+
+# ---- which samples a shard draws ----
+
+
+def test_shards_partition_the_samples_and_keep_them_when_the_job_grows():
+    for count, block in [(1, None), (3, None), (2, 4), (5, 2), (64, 16)]:
+        owners = {(p, i): Shard(0, count, block).owner(p, i) for p in range(30) for i in range(128)}
+        for index in range(count):
+            mine = {(p, i) for p in range(30) for i in Shard(index, count, block).indices(p, range(128))}
+            assert mine == {k for k, o in owners.items() if o == index}
+        # a larger n or limit adds samples; it never moves one already drawn
+        assert all(Shard(0, count, block).owner(p, i) == o for (p, i), o in owners.items() if p < 10 and i < 64)
+    # whole items without blocks (the old --shard rule), blocks spread 30 problems x 128 over 64 processes
+    assert [Shard(0, 3).owner(p, 7) for p in range(6)] == [0, 1, 2, 0, 1, 2]
+    shares = per_rank([Work(p, 128, 10) for p in range(30)], 64, 16)
+    assert all(s > 0 for s, _ in shares) and sum(s for s, _ in shares) == 30 * 128
+
+
+def test_the_plan_lists_every_rank_with_its_devices_and_share():
+    work = [Work(p, 128, 4096) for p in range(30)]
+    plan = format_plan("eval", work, Launch(0, 16, 0, 8, "torchrun"), 2, 16)
+    lines = plan.splitlines()
+    assert lines[0] == "eval: 3,840 samples, at most 15,728,640 new tokens, over 16 processes"
+    assert "2 node(s) x 8" in lines[1] and "over 2 device(s): 16 devices per node" in lines[1]
+    assert len(lines) == 3 + 16
+    assert lines[3 + 9].split()[:4] == ["9", "1", "1", "cuda:2,cuda:3"]
+
+
+# ---- the commands' plan and refusals ----
+
+
+def test_dry_run_prints_the_plan_without_loading_a_model(cli, monkeypatch, tmp_path):
+    argv = ["eval", "--task", "aime24", "--model", "no/such/model", "--k", "128", "--out", tmp_path / "r"]
+    code, out, err = cli(*argv, "--dry-run")
+    assert code == 0, err
+    assert out.splitlines()[0] == "eval: 3,840 samples, at most 30,720,000 new tokens" and not (tmp_path / "r").exists()
+    for key, value in {"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8", "RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    code, out, err = cli(*argv, "--dry-run", "--tensor-parallel-size", "2", "--backend", "vllm")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "over 16 processes" in lines[0] and "2 node(s) x 8" in lines[1] and len(lines) == 3 + 16
+    assert sum(int(x.split()[4].replace(",", "")) for x in lines[3:]) == 3840
+    data = tmp_path / "expert.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in EXPERT))
+    code, out, err = cli("generate", "--model", "no/such/model", "--data", data, "--out", tmp_path / "d", "--dry-run")
+    assert code == 0, err
+    assert out.splitlines()[0] == "generate (mixed): 128 samples, at most 262,144 new tokens, over 16 processes"
+
+
+def test_settings_a_run_would_not_use_are_refused(cli, monkeypatch, tmp_path):
+    argv = ["eval", "--task", "aime24", "--model", "tiny-random", "--n", "2", "--out", tmp_path / "r"]
+    code, _, err = cli(*argv, "--sample-block", "4")
+    assert code == 2 and "--sample-block" in err and "--shard or a launcher" in err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    code, _, err = cli(*argv, "--shard", "0/2")
+    assert code != 0 and "leave --shard out" in err and not (tmp_path / "r").exists()
+
+
+def test_a_shard_that_owns_no_sample_finishes_with_an_empty_share(cli, tmp_path):
+    argv = ["eval", "--task", "aime24", "--model", "tiny-random", "--limit", "1", "--n", "2", "--max-tokens", "4"]
+    code, out, err = cli(*argv, "--shard", "1/2", "--sample-block", "2", "--out", tmp_path / "r", "--no-progress")
+    assert code == 0, err
+    assert "shard 1/2: 0 samples" in out and (tmp_path / "r" / "run.json").exists()
+
+
+# ---- real launches (torchrun, tiny-random, 2 CPU cores) ----
+
+# --samples-per-problem: torchrun's parser would read --n as an ambiguous abbreviation of its own options
+EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--limit", "3", "--samples-per-problem", "6"]
+EVAL += ["--max-tokens", "12"]
+EVAL += ["--batch-size", "4", "--grade-workers", "0", "--no-progress", "--device", "cpu"]
+EXPERT = [
+    {"problem_id": f"p{i}", "problem": f"What is {i} + {i}?", "solution": f"{i} + {i} = {2 * i}.", "answer": str(2 * i)}
+    for i in range(4)
+]
+GENERATE = ["generate", "--model", "tiny-random", "--samples-per-problem", "3", "--max-tokens", "12"]
+GENERATE += ["--batch-size", "4"]
+GENERATE += ["--grade-workers", "0", "--no-progress", "--device", "cpu", "--backend", "hf"]
+
+
+def torchrun(nproc: int, argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m"] + [
+        "dail_harness",
+        *map(str, argv),
+    ]
+
+
+def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def samples(run_dir: Path) -> dict:
+    rows = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+    return {(r["task"], r["problem_id"], r["sample_index"]): (r["completion"], r["correct"]) for r in rows}
+
+
+@pytest.mark.slow
+def test_eval_under_torchrun_equals_one_process_and_report_names_a_missing_shard(tmp_path, cli):
+    single = tmp_path / "single"
+    assert cli(*EVAL, "--out", single)[0] == 0
+    launched = tmp_path / "launched"
+    proc = run(torchrun(2, [*EVAL, "--sample-block", "2", "--out", launched]))
+    assert "merged 2 shards" in proc.stdout
+    # each rank says what it will draw; a rank without a bar gives its ETA after its first batch
+    # (3 problems x 3 blocks of 2 samples, dealt round-robin: rank 0 draws 5 blocks, rank 1 draws 4)
+    assert "eval (rank 1/2): 8 samples to draw, at most 96 new tokens" in proc.stderr
+    assert re.search(r"eval \(rank 1/2\): [1-7]/8 samples after \d+ s, about [\d.]+ min left", proc.stderr)
+    assert samples(launched) == samples(single)
+    assert len((launched / "samples.jsonl").read_text().splitlines()) == 3 * 6  # no sample twice
+    got, want = (json.loads((d / "summary.json").read_text()) for d in (launched, single))
+    assert got["pass_at_k_exact"] == want["pass_at_k_exact"] and got["shards_merged"] == 2
+    # each shard drew its blocks: rank r has the samples with (position + i // 2) % 2 == r
+    order = list(dict.fromkeys(pid for (_, pid, _) in samples(launched)))
+    for r in range(2):
+        drawn = {(pid, i) for (_, pid, i) in samples(launched / "shards" / f"{r}-of-2")}
+        assert drawn == {(pid, i) for pos, pid in enumerate(order) for i in range(6) if (pos + i // 2) % 2 == r}
+    # the merged run is an ordinary run: a one-process rerun into it has nothing to do
+    code, out, _ = cli(*EVAL, "--out", launched)
+    assert code == 0 and samples(launched) == samples(single) and "pass@" in out
+    # an unmerged launch: report merges the shards there are, and names a missing one
+    for name in ("run.json", "samples.jsonl", "summary.json"):
+        (launched / name).unlink()
+    code, out, _ = cli("report", launched, "--no-plot", "--json")
+    (entry,) = json.loads(out)
+    assert entry["pass_at_k"] == want["pass_at_k"] and entry["shards"] == [[0, 2], [1, 2]]
+    for p in (launched / "shards" / "1-of-2").iterdir():
+        p.unlink()
+    code, _, err = cli("report", launched, "--no-plot")
+    assert code != 0 and "shard(s) 1/2 missing" in err, err
+
+
+@pytest.mark.slow
+def test_generate_under_torchrun_with_three_ranks_survives_a_killed_rank(tmp_path, cli):
+    data = tmp_path / "expert.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in EXPERT))
+    argv = [*GENERATE, "--data", data]
+    single = tmp_path / "single.jsonl"
+    assert cli(*argv, "--out", single)[0] == 0
+    out = tmp_path / "launched.jsonl"
+    cmd = torchrun(3, [*argv, "--sample-block", "1", "--out", out])
+    watched = Path(str(out) + ".shards") / "1-of-3.jsonl.traces.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    killed = False
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if watched.exists() and watched.read_bytes().count(b"\n") >= 1:
+            rank1 = [pid for pid in _children(proc.pid) if _environ(pid).get("RANK") == "1"]
+            for pid in rank1:
+                os.kill(pid, signal.SIGKILL)
+            killed = bool(rank1)
+            break
+        time.sleep(0.02)
+    proc.communicate(timeout=300)
+    assert killed, "rank 1 finished before it could be killed"
+    assert proc.returncode != 0
+    rerun = run(cmd)
+    assert "merged 3 shards" in rerun.stdout
+    traces = [json.loads(x) for x in Path(str(out) + ".traces.jsonl").read_text().splitlines()]
+    expected = [json.loads(x) for x in Path(str(single) + ".traces.jsonl").read_text().splitlines()]
+    assert [(r["problem_id"], r["sample_index"], r["trace"]) for r in traces] == [
+        (r["problem_id"], r["sample_index"], r["trace"]) for r in expected
+    ]
+    assert out.read_text() == single.read_text()  # the same selection
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(x.split("=", 1) for x in raw.decode(errors="replace").split("\0") if "=" in x)
