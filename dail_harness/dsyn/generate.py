@@ -34,7 +34,7 @@ from dail_harness.errors import HarnessError
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option, parse_shard
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingSettings, sampling_option
-from dail_harness.scale.launch import detect as detect_launch
+from dail_harness.scale.launch import current as current_launch
 from dail_harness.scale.plan import JobProgress
 from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, as_shard
 from dail_harness.settings import SettingsRecord
@@ -231,7 +231,7 @@ class GenerateConfig(SamplingSettings):
         return {**out, **self._unsharded()}
 
     def _unsharded(self) -> dict[str, str]:
-        if self.shard is None and not detect_launch().launched:
+        if self.shard is None and not current_launch().launched:
             return {"sample_block": "--shard or a launcher (torchrun, accelerate launch, srun) uses it"}
         return {}
 
@@ -379,7 +379,7 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
     by_id = {r.problem_id: r for r in records}
     log = trace_log(cfg.out)
     bound = len(todo) * int(cfg.max_tokens or 0)
-    bar = JobProgress(f"generate ({cfg.mode})", "trace", len(todo), bound, cfg.progress, detect_launch())
+    bar = JobProgress(f"generate ({cfg.mode})", "trace", len(todo), bound, cfg.progress, current_launch())
     start = time.monotonic()
     with backend, GradingPool(cfg.grade_workers) as pool:
         if engine_cls is not None:

@@ -37,7 +37,7 @@ from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, on_off, option, parse_shard
 from dail_harness.records import Problem
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingParams, SamplingSettings, sampling_option
-from dail_harness.scale.launch import detect as detect_launch
+from dail_harness.scale.launch import current as current_launch
 from dail_harness.scale.plan import JobProgress, Work
 from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, Shard, as_shard
 from dail_harness.verifiers.base import Verdict
@@ -295,7 +295,7 @@ class EvalConfig(TaskSelection, Sampling):
             out["budget_mode"] = "--budgets uses it"
         if self.temperatures:
             out["temperature"] = "--temperatures replaces it (one condition per temperature)"
-        if self.shard is None and not detect_launch().launched:
+        if self.shard is None and not current_launch().launched:
             out["sample_block"] = "--shard or a launcher (torchrun, accelerate launch, srun) uses it"
         return out
 
@@ -531,7 +531,7 @@ def _generate_and_grade(
         if not store.exists():
             store.create(settings)
         bound = sum(len(r.sample_indices) * sum(sample_bound(cfg, b) for b in cfg.budget_list()) for r in reqs_of(work))
-        bar = JobProgress("eval", "sample", sum(m for _, _, m in work), bound, cfg.progress, detect_launch())
+        bar = JobProgress("eval", "sample", sum(m for _, _, m in work), bound, cfg.progress, current_launch())
         tokens, start = 0, time.monotonic()
         for temperature, requests, _ in work:
             params = cfg.params(temperature)

@@ -137,9 +137,9 @@ def launched_share(cores: int, machine_cores: int, processes_here: int) -> int:
 
 def use_threads(requested: int | None, workers: int) -> int | None:
     """Set torch's (and the tokenizers') threads for a command that computes; returns the count set, if any."""
-    from dail_harness.scale.launch import detect
+    from dail_harness.scale.launch import current
 
-    cores = launched_share(process_cores(), os.cpu_count() or 1, detect().local_world)
+    cores = launched_share(process_cores(), os.cpu_count() or 1, current().local_world)
     n, _ = choose_threads(cores, workers, requested, os.environ)
     if n is None:
         return None

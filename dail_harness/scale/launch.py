@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from dail_harness.errors import HarnessError
@@ -85,6 +86,27 @@ def detect(env: Mapping[str, str] | None = None) -> Launch:
             "processes per node"
         )
     return launch
+
+
+_current: Launch | None = None
+
+
+@contextmanager
+def remembered() -> Iterator[Launch]:
+    """Read the launch from the environment once, for one command: engines change the environment after they
+    start (vLLM sets WORLD_SIZE, LOCAL_RANK ... for its own workers), and `current()` must keep answering with
+    what the launcher said. Every command runs inside this."""
+    global _current
+    before, _current = _current, detect()
+    try:
+        yield _current
+    finally:
+        _current = before
+
+
+def current() -> Launch:
+    """The launch this command started in (read at its start, see `remembered`; read now outside a command)."""
+    return _current if _current is not None else detect()
 
 
 def local_devices(local_rank: int, tensor_parallel_size: int) -> list[int]:
