@@ -125,16 +125,49 @@ def _fmix32(h: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
+CPU_CHUNK_ELEMENTS = 1 << 19
+"""On a CPU the noise is made a few rows at a time (about 4 MB of int64 per step), so the hash's passes stay in the
+cache instead of streaming [B, V] int64 temporaries through memory: 15x faster for a 152k vocabulary."""
+
+_TOKEN_TERMS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _token_term(vocab_size: int, device: torch.device) -> torch.Tensor:
+    """(token id * 0x27D4EB2F) mod 2^32 for every token id, computed once per vocabulary size and device."""
+    key = (vocab_size, str(device))
+    if key not in _TOKEN_TERMS:
+        _TOKEN_TERMS[key] = (torch.arange(vocab_size, device=device, dtype=torch.int64) * 0x27D4EB2F) & M32
+    return _TOKEN_TERMS[key]
+
+
+def _fmix32_(h: torch.Tensor) -> torch.Tensor:
+    """`_fmix32` in place (the same bits, without a temporary per step)."""
+    h.bitwise_xor_(h >> 16)
+    h.mul_(0x85EBCA6B).bitwise_and_(M32)
+    h.bitwise_xor_(h >> 13)
+    h.mul_(0xC2B2AE35).bitwise_and_(M32)
+    return h.bitwise_xor_(h >> 16)
+
+
+def row_chunks(rows: int, vocab_size: int, device: torch.device) -> list[slice]:
+    """The row slices noise is made in: all rows at once on an accelerator, a few at a time on a CPU."""
+    step = rows if device.type != "cpu" else max(1, CPU_CHUNK_ELEMENTS // max(1, vocab_size))
+    return [slice(s, s + step) for s in range(0, rows, max(1, step))]
+
+
 def keyed_uniform(keys: torch.Tensor, positions: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Uniform(0, 1) noise of shape [B, V], a pure function of (key, position, token id)."""
     keys = keys.to(torch.int64)
     positions = positions.to(device=keys.device, dtype=torch.int64)
     lo, hi = keys & M32, (keys >> 32) & M32
     row = _fmix32(lo ^ _fmix32((positions * 0x9E3779B1 + 0x7F4A7C15) & M32))
-    row = _fmix32(row ^ hi)
-    tok = torch.arange(vocab_size, device=keys.device, dtype=torch.int64)
-    bits = _fmix32(_fmix32(row[:, None] ^ ((tok[None, :] * 0x27D4EB2F) & M32)) ^ row[:, None])
-    return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    row = _fmix32(row ^ hi)[:, None]
+    tok = _token_term(vocab_size, keys.device)[None, :]
+    out = torch.empty(len(keys), vocab_size, dtype=torch.float32, device=keys.device)
+    for rows in row_chunks(len(keys), vocab_size, keys.device):
+        bits = _fmix32_(_fmix32_(tok ^ row[rows]).bitwise_xor_(row[rows])).bitwise_right_shift_(8)
+        torch.add(bits.to(torch.float32), 0.5, out=out[rows]).mul_(1.0 / (1 << 24))
+    return out
 
 
 def top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -180,9 +213,11 @@ def keyed_gumbel_sample(
     if temperature == 0:
         return logits.argmax(dim=-1)
     scores = warp_logits(logits, temperature, top_p, top_k)
-    u = keyed_uniform(keys, positions, logits.shape[-1])
-    gumbel = -torch.log(-torch.log(u))
-    return (scores + gumbel).argmax(dim=-1)
+    token = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+    for rows in row_chunks(scores.shape[0], scores.shape[-1], scores.device):  # Gumbel G = -log(-log u)
+        log_log = keyed_uniform(keys[rows], positions[rows], scores.shape[-1]).log_().neg_().log_()
+        token[rows] = (scores[rows] - log_log).argmax(dim=-1)
+    return token
 
 
 def apply_presence_penalty(

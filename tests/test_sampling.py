@@ -27,6 +27,33 @@ def test_keyed_uniform_is_a_pure_function_of_key_position_token():
     assert ((a > 0) & (a < 1)).all()
 
 
+def _murmur_uniform(key: int, position: int, token: int) -> float:
+    """The keyed noise written out in Python integers (the definition the tensor code must reproduce)."""
+    m = 0xFFFFFFFF
+
+    def fmix(h: int) -> int:
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) & m
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) & m
+        return h ^ (h >> 16)
+
+    row = fmix(fmix((key & m) ^ fmix((position * 0x9E3779B1 + 0x7F4A7C15) & m)) ^ ((key >> 32) & m))
+    bits = fmix(fmix(row ^ ((token * 0x27D4EB2F) & m)) ^ row)
+    return float((np.float32(bits >> 8) + np.float32(0.5)) * np.float32(1 / (1 << 24)))  # in float32, as defined
+
+
+def test_keyed_uniform_equals_its_definition_in_every_row_chunk():
+    """On a CPU the noise is made a few rows at a time (151,936 tokens: 3 rows per chunk, 7 rows = 3 chunks)."""
+    keys = [stable_key("chunk", i) for i in range(7)]
+    positions = [0, 1, 17, 255, 4096, 3, 99]
+    for vocab in (151_936, 50):
+        u = keyed_uniform(torch.tensor(keys), torch.tensor(positions), vocab)
+        for row in range(7):
+            for token in {0, 1, vocab // 2, vocab - 1, (row * 7919) % vocab}:
+                assert float(u[row, token]) == _murmur_uniform(keys[row], positions[row], token)
+
+
 def test_keyed_uniform_is_uniform():
     keys = torch.tensor([stable_key("u", i) for i in range(200)])
     u = keyed_uniform(keys, torch.arange(200), 500).flatten().numpy()
