@@ -1,11 +1,6 @@
 """End to end on tiny-random: eval, resume (including after kill -9), report, grade."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -111,28 +106,6 @@ def test_interrupted_run_resumes_to_identical_samples(reference_run, tmp_path, c
         json.loads((out / "summary.json").read_text())["pass_at_k"]
         == json.loads((reference_run / "summary.json").read_text())["pass_at_k"]
     )
-
-
-@pytest.mark.slow
-def test_kill_9_leaves_a_valid_store_and_rerun_completes(reference_run, tmp_path):
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "dail_harness", *EVAL, "--batch-size", "1", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    samples = out / "samples.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if samples.exists() and samples.read_bytes().count(b"\n") >= 3:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = RunStore(out).load_samples()  # the store reads cleanly after the kill
-    assert 0 < len(partial) <= 12
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
-    ref, res = samples_by_id(reference_run), samples_by_id(out)
-    assert set(res) == set(ref)
-    assert all(res[k]["completion"] == ref[k]["completion"] for k in ref)
-    assert (out / "samples.jsonl").read_bytes().count(b"\n") == 12
 
 
 def test_different_settings_are_refused(reference_run, cli):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,14 +29,23 @@ def test_detect_reads_torchrun_accelerate_and_srun():
     torchrun = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
     assert detect(torchrun) == Launch(5, 8, 1, 4, "torchrun")
     assert detect(torchrun).node == 1
-    srun = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_TASKS_PER_NODE": "2(x2)"}
+    srun = {
+        "SLURM_PROCID": "3",
+        "SLURM_STEP_NUM_TASKS": "4",
+        "SLURM_LOCALID": "1",
+        "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
+    }
     assert detect(srun) == Launch(3, 4, 1, 2, "srun")
-    assert detect({**srun, "SLURM_TASKS_PER_NODE": "", "SLURM_NNODES": "2"}).local_world == 2
-    assert detect({**srun, "SLURM_NTASKS_PER_NODE": "4", "SLURM_LOCALID": "3"}).local_world == 4
+    assert detect({**srun, "SLURM_STEP_TASKS_PER_NODE": "", "SLURM_STEP_NUM_NODES": "2"}).local_world == 2
+    assert detect({**srun, "SLURM_STEP_TASKS_PER_NODE": "", "SLURM_NTASKS_PER_NODE": "4", "SLURM_LOCALID": "3"}) == (
+        Launch(3, 4, 3, 4, "srun")
+    )
+    # a batch script's own command (no srun) sees the job's tasks but is one process
+    assert not detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "16", "SLURM_NTASKS_PER_NODE": "8"}).launched
     # torchrun started by srun (one task per node): torchrun numbers the processes
     assert detect({**srun, **torchrun}).launcher == "torchrun"
-    # a one-task Slurm job, or WORLD_SIZE=1, is not a launch
-    assert not detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}).launched
+    # a one-task srun, or WORLD_SIZE=1, is not a launch
+    assert not detect({"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "1"}).launched
     assert not detect({"WORLD_SIZE": "1"}).launched
 
 
@@ -71,6 +81,9 @@ def test_each_process_gets_its_own_devices():
     assert engine_placement(rank3, 1, "hf", "cuda:0", 4, {}) == ("cuda:0", {})
     assert engine_placement(Launch(), 1, "hf", None, 4, {}) == (None, {})
     assert engine_placement(rank3, 1, "hf", None, 0, {}) == (None, {})
+    # srun --gpus-per-task: each process sees only its own GPUs already
+    assert engine_placement(rank3, 1, "hf", None, 1, {}) == ("cuda:0", {})
+    assert engine_placement(rank3, 2, "vllm", None, 2, {"CUDA_VISIBLE_DEVICES": "6,7"}) == (None, {})
     with pytest.raises(HarnessError, match=r"4 processes per node x 2 device.*need 8 devices.*launch 2 processes"):
         engine_placement(rank3, 2, "vllm", None, 4, {})
 
@@ -88,12 +101,14 @@ def test_processes_on_one_node_split_its_cores_unless_the_launcher_bound_them():
 
 def test_shards_partition_the_samples_and_keep_them_when_the_job_grows():
     for count, block in [(1, None), (3, None), (2, 4), (5, 2), (64, 16)]:
-        owners = {(p, i): Shard(0, count, block).owner(p, i) for p in range(30) for i in range(128)}
+        owners = {(p, i): Shard(0, count, block, 30).owner(p, i) for p in range(30) for i in range(128)}
         for index in range(count):
-            mine = {(p, i) for p in range(30) for i in Shard(index, count, block).indices(p, range(128))}
+            mine = {(p, i) for p in range(30) for i in Shard(index, count, block, 30).indices(p, range(128))}
             assert mine == {k for k, o in owners.items() if o == index}
-        # a larger n or limit adds samples; it never moves one already drawn
-        assert all(Shard(0, count, block).owner(p, i) == o for (p, i), o in owners.items() if p < 10 and i < 64)
+        # a larger n adds samples to the shards without moving any (the owner depends on P, not on n)
+        assert all(Shard(0, count, block, 30).owner(p, i) == o for (p, i), o in owners.items() if i < 64)
+    # a larger --limit (P) moves samples past the first block: harmless, a process skips samples stored anywhere
+    assert Shard(0, 5, 2, 31).owner(0, 2) != Shard(0, 5, 2, 30).owner(0, 2)
     # whole items without blocks (the old --shard rule), blocks spread 30 problems x 128 over 64 processes
     assert [Shard(0, 3).owner(p, 7) for p in range(6)] == [0, 1, 2, 0, 1, 2]
     shares = per_rank([Work(p, 128, 10) for p in range(30)], 64, 16)
@@ -140,6 +155,17 @@ def test_settings_a_run_would_not_use_are_refused(cli, monkeypatch, tmp_path):
     monkeypatch.setenv("RANK", "1")
     code, _, err = cli(*argv, "--shard", "0/2")
     assert code != 0 and "leave --shard out" in err and not (tmp_path / "r").exists()
+
+
+def test_a_shard_from_before_sample_blocks_is_refused_with_what_to_do(cli, tmp_path):
+    argv = ["eval", "--task", "aime24", "--model", "tiny-random", "--limit", "2", "--n", "2", "--max-tokens", "4"]
+    out = tmp_path / "r"
+    assert cli(*argv, "--shard", "0/2", "--out", out, "--no-progress")[0] == 0
+    settings = json.loads((out / "run.json").read_text())
+    del settings["sample_block"]  # as an older dail-harness wrote it
+    (out / "run.json").write_text(json.dumps(settings))
+    code, _, err = cli(*argv, "--shard", "0/2", "--out", out, "--no-progress")
+    assert code != 0 and "shard started by an older dail-harness" in err and len(err.splitlines()) == 1
 
 
 def test_a_shard_that_owns_no_sample_finishes_with_an_empty_share(cli, tmp_path):
@@ -206,6 +232,8 @@ def test_eval_under_torchrun_equals_one_process_and_report_names_a_missing_shard
     # the merged run is an ordinary run: a one-process rerun into it has nothing to do
     code, out, _ = cli(*EVAL, "--out", launched)
     assert code == 0 and samples(launched) == samples(single) and "pass@" in out
+    grown_out = tmp_path / "grown"  # the merged run without its shards, grown below
+    shutil.copytree(launched, grown_out, ignore=shutil.ignore_patterns("shards"))
     # an unmerged launch: report merges the shards there are, and names a missing one
     for name in ("run.json", "samples.jsonl", "summary.json"):
         (launched / name).unlink()
@@ -216,6 +244,14 @@ def test_eval_under_torchrun_equals_one_process_and_report_names_a_missing_shard
         p.unlink()
     code, _, err = cli("report", launched, "--no-plot")
     assert code != 0 and "shard(s) 1/2 missing" in err, err
+    # a launch that grows n, with the shard directories gone: the ranks draw only the samples OUT lacks
+    grown = [*EVAL[: EVAL.index("--samples-per-problem")], "--samples-per-problem", "8"]
+    grown += EVAL[EVAL.index("--samples-per-problem") + 2 :]
+    run(torchrun(2, [*grown, "--sample-block", "2", "--out", grown_out]))
+    drawn = [samples(grown_out / "shards" / f"{r}-of-2") for r in range(2)]
+    assert sorted(i for shard in drawn for (_, _, i) in shard) == [6, 6, 6, 7, 7, 7]  # 3 problems x 2 new samples
+    assert cli(*grown, "--out", single)[0] == 0  # the one-process run grown the same way
+    assert samples(grown_out) == samples(single)
 
 
 @pytest.mark.slow
@@ -243,7 +279,7 @@ def test_generate_under_torchrun_with_three_ranks_survives_a_killed_rank(tmp_pat
     single = tmp_path / "single.jsonl"
     assert cli(*argv, "--out", single)[0] == 0
     out = tmp_path / "launched.jsonl"
-    cmd = torchrun(3, [*argv, "--sample-block", "1", "--out", out])
+    cmd = torchrun(3, [*argv, "--sample-block", "1", "--batch-size", "1", "--out", out])  # one trace per append
     watched = Path(str(out) + ".shards") / "1-of-3.jsonl.traces.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
@@ -259,6 +295,7 @@ def test_generate_under_torchrun_with_three_ranks_survives_a_killed_rank(tmp_pat
         time.sleep(0.02)
     proc.communicate(timeout=300)
     assert killed, "rank 1 finished before it could be killed"
+    assert watched.read_bytes().count(b"\n") < 4  # killed mid-shard: rank 1 owns 4 of the 12 traces
     assert proc.returncode != 0
     rerun = run(cmd)
     assert "merged 3 shards" in rerun.stdout

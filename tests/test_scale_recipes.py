@@ -79,7 +79,12 @@ def test_every_recipe_plans_the_world_its_launcher_starts(launcher, args, argv, 
         assert parsed.module and parsed.training_script == "dail_harness"
     world, per_node = world_of(launcher, args)
     if launcher == "srun":
-        env = {"SLURM_PROCID": "0", "SLURM_NTASKS": str(world), "SLURM_NTASKS_PER_NODE": str(per_node)}
+        nodes = world // per_node
+        env = {
+            "SLURM_PROCID": "0",
+            "SLURM_STEP_NUM_TASKS": str(world),
+            "SLURM_STEP_TASKS_PER_NODE": f"{per_node}(x{nodes})",
+        }
     else:
         env = {"RANK": "0", "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(per_node)}
     for key, value in env.items():

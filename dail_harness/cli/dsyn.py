@@ -11,7 +11,7 @@ from dail_harness.cli.options import config_command
 from dail_harness.dsyn.generate import GenerateConfig
 from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.options import PATH, option
-from dail_harness.scale.launch import Launch, current, pin_engine
+from dail_harness.scale.launch import Launch, current
 
 
 @config_command(app, "generate", GenerateConfig)
@@ -27,8 +27,7 @@ def generate_cmd(cfg: GenerateConfig) -> None:
     if launch.launched:
         from dail_harness.dsyn.launched import run_launched_generate
 
-        cfg.device = pin_engine(launch, 1, cfg.backend, cfg.device)
-        stats = run_launched_generate(cfg, launch)
+        stats = run_launched_generate(cfg, launch)  # places the engine once --backend auto is settled
         if not stats["merged"]:
             return
         typer.echo(f"merged {launch.world} shards into {cfg.out}.traces.jsonl")

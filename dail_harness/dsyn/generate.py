@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,7 +37,7 @@ from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingSettings, sampling_option
 from dail_harness.scale.launch import current as current_launch
 from dail_harness.scale.plan import JobProgress
-from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, as_shard
+from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, as_shard, refuse_old_sharding
 from dail_harness.settings import SettingsRecord
 from dail_harness.worklog import WorkLog, resume
 
@@ -305,21 +306,24 @@ def resolve_engine(cfg: GenerateConfig, problems: int, record: SettingsRecord, a
     return backend_cls, engine_cls
 
 
-def run_generate(cfg: GenerateConfig) -> dict:
-    """Generate the traces OUT.traces.jsonl lacks (graded as they are stored), then select into OUT."""
+def run_generate(cfg: GenerateConfig, known: AbstractSet = frozenset()) -> dict:
+    """Generate the traces OUT.traces.jsonl lacks (graded as they are stored), then select into OUT. `known`:
+    (problem id, sample index) of traces stored elsewhere (a launched run's other files), not drawn again."""
     records = load_records(cfg)
     record = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")
     backend_cls, engine_cls = resolve_engine(cfg, len(records), record)
     templates = Templates.from_file(cfg.templates) if cfg.templates else Templates()
     log = trace_log(cfg.out)
+    refuse_old_sharding(record)
     resume(record, cfg.settings(), [log])
     done = log.done()
     shard = as_shard(cfg.shard, cfg.sample_block, len(records))
+    skip = done | set(known)
     todo = [
         (r, i)
         for position, r in enumerate(records)
         for i in (range(cfg.n) if shard is None else shard.indices(position, range(cfg.n)))
-        if (r.problem_id, i) not in done
+        if (r.problem_id, i) not in skip
     ]
     stats: dict[str, Any] = {"rows": len(done), "new_rows": 0, "tokens": 0, "student_tokens": 0, "privileged_tokens": 0}
     if todo:

@@ -41,31 +41,36 @@ def run_launched(cfg: EvalConfig, launch: Launch) -> dict | None:
         out=str(shard_dir(cfg.out, launch.rank, launch.world)),
         progress=cfg.progress and launch.rank == 0,
     )
-    run_eval(own)
+    known = {sample_id(r) for r in launched_rows(cfg, settings)}  # drawn by an earlier launch or run into OUT
+    run_eval(own, known=known)
     return merge_shards(cfg, launch.world, tasks, settings)
 
 
-def _shard_rows(cfg: EvalConfig, world: int, settings: dict) -> list[dict]:
-    """The stored samples of the shards whose settings are this run's (a stale shard directory counts as
-    missing: its rank refuses it when it starts)."""
-    rows = []
-    for i in range(world):
-        store = RunStore(shard_dir(cfg.out, i, world))
+def launched_rows(cfg: EvalConfig, settings: dict) -> list[dict]:
+    """Every stored sample of this run: OUT's own (its settings were checked) and those of every shard directory
+    under OUT/shards whose settings are this run's, whatever the number of processes that drew them."""
+    top = RunStore(cfg.out)
+    rows = top.load_samples() if top.exists() else []
+    root = Path(cfg.out) / "shards"
+    for d in sorted(root.glob("*-of-*")) if root.is_dir() else []:
+        store = RunStore(d)
         if not store.exists():
             continue
-        own = {**settings, "shard": [i, world], "sample_block": cfg.sample_block}
-        if settings_changes(store.read_settings(), own, GROWABLE) is None:
+        theirs = store.read_settings()
+        ours = {**settings, "shard": theirs.get("shard"), "sample_block": theirs.get("sample_block")}
+        if settings_changes(theirs, ours, GROWABLE) is None:
             rows += store.load_samples()
     return rows
 
 
 def merge_shards(cfg: EvalConfig, world: int, tasks, settings: dict) -> dict | None:
-    """Write OUT as one run from its W shards when all their samples are there; else say which are missing."""
+    """Write OUT as one run when every sample of the run is stored somewhere; else say which shards still owe
+    samples. Every stored sample is kept (a smaller --n or --limit reports fewer, as a one-process run does);
+    the samples go first and run.json last, so a merge cut short leaves OUT to the shards."""
     top = RunStore(cfg.out)
-    rows = _shard_rows(cfg, world, settings) + (top.load_samples() if top.exists() else [])
-    by_id = {sample_id(r): r for r in reversed(rows)}  # one row per sample (the first stored wins)
+    by_id = {sample_id(r): r for r in reversed(launched_rows(cfg, settings))}  # one row per sample
     n, order = cfg.num_samples, dict[tuple[str, str], int]()
-    absent = []  # (position, sample index) of every sample no shard has stored yet
+    absent = []  # (position, sample index) of every sample not stored yet
     for t, b in cfg.conditions():
         for position, task, p in positioned(tasks):
             order.setdefault((task.name, p.id), position)
@@ -74,19 +79,24 @@ def merge_shards(cfg: EvalConfig, world: int, tasks, settings: dict) -> dict | N
     if lacking:
         print(waiting_message(f"eval {Path(cfg.out)}", lacking, world), file=sys.stderr)
         return None
-    top.create(settings)
-    merged = sorted(
-        (r for r in by_id.values() if (r["task"], str(r["problem_id"])) in order and int(r["sample_index"]) < n),
-        key=lambda r: (
-            order[(r["task"], str(r["problem_id"]))],
-            float(r["temperature"]),
-            r.get("budget") or 0,
-            int(r["sample_index"]),
-        ),
-    )
+    merged = sorted(by_id.values(), key=lambda r: _row_order(r, order))
     atomic_write_jsonl(top.samples_path, merged)
+    top.create(settings)
     summary = summarize_run(cfg, tasks, merged, settings)
     summary["shards_merged"] = world
     summary["provenance"] = top.finish()
     top.write_summary(summary)
     return summary
+
+
+def _row_order(row: dict, order: dict) -> tuple:
+    """Problems in the run's order (others after), then condition and sample index."""
+    t = row.get("temperature")
+    return (
+        order.get((row["task"], str(row["problem_id"])), len(order)),
+        row["task"],
+        str(row["problem_id"]),
+        -1.0 if t is None else float(t),
+        row.get("budget") or 0,
+        int(row["sample_index"]),
+    )

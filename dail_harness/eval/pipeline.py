@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,7 +40,7 @@ from dail_harness.records import Problem
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingParams, SamplingSettings, sampling_option
 from dail_harness.scale.launch import current as current_launch
 from dail_harness.scale.plan import JobProgress, Work
-from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, Shard, as_shard
+from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, Shard, as_shard, refuse_old_sharding
 from dail_harness.verifiers.base import Verdict
 from dail_harness.verifiers.simple import simple_correct
 
@@ -432,21 +433,28 @@ def _sample_row(task: Task, problem: Problem, s: Sampled, verdict: Verdict, para
     }
 
 
-def run_eval(cfg: EvalConfig, backend: SamplingBackend | None = None, fingerprint: str | None = None) -> dict:
+def run_eval(
+    cfg: EvalConfig,
+    backend: SamplingBackend | None = None,
+    fingerprint: str | None = None,
+    known: AbstractSet = frozenset(),
+) -> dict:
     """Sample, grade and store what the run directory lacks; return the summary (also summary.json). A
     `backend` already loaded (e.g. the model being trained) is used instead of loading `cfg.model`; its
     `fingerprint` then names the weights (the run's identity in run.json). A shard's summary covers the
-    problems whose n samples are all in it (none when its blocks split them): `report` merges shards."""
+    problems whose n samples are all in it (none when its blocks split them): `report` merges shards. `known`:
+    ids of samples stored elsewhere (a launched run's other directories), not drawn again."""
     from dail_harness.models.fingerprint import model_fingerprint
 
     tasks = load_tasks(cfg)
     store = RunStore(cfg.out)
     settings = run_settings(cfg, tasks, model_fingerprint(cfg.model) if backend is None else fingerprint)
+    refuse_old_sharding(store.record)
     store.check(settings)
     if store.exists():  # a resumed or extended run: record its (possibly grown) settings and this invocation
         store.create(settings)
     rows = store.load_samples()
-    done = {sample_id(r) for r in rows}
+    done = {sample_id(r) for r in rows} | set(known)
     by_request, work = _missing_work(cfg, tasks, done)
     if work:
         rows += _generate_and_grade(cfg, work, by_request, store, settings, done, backend)
@@ -489,11 +497,13 @@ def summarize_run(cfg: EvalConfig, tasks, rows: list[dict], settings: dict) -> d
     rows = [r for r in rows if (r["task"], str(r["problem_id"])) in selected and int(r["sample_index"]) < n]
     head = {"task": "+".join(t.name for t, _ in tasks), "model": cfg.model, "backend": cfg.backend, "n": n}
     if cfg.shard is not None:
+        conditions = [(float(t), b) for t, b in cfg.conditions()]
         counts: dict = {}
         for r in rows:
             key = (r["task"], str(r["problem_id"]), condition_of(r))
             counts[key] = counts.get(key, 0) + 1
-        complete = {(t, p) for (t, p, _), c in counts.items() if c >= n}
+        full = {key for key, c in counts.items() if c >= n}
+        complete = {(t, p) for t, p, _ in full if all((t, p, c) in full for c in conditions)}
         rows = [r for r in rows if (r["task"], str(r["problem_id"])) in complete]
         head["shard"] = {"shard": list(cfg.shard), "samples": sum(counts.values()), "complete_problems": len(complete)}
         if not rows:

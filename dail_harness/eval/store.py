@@ -24,8 +24,7 @@ def _more_problems(old: int | None, new: int | None) -> bool:
 GROWABLE = {"sampling.n": None, "ks": None, "limit": _more_problems}
 """Settings that only say how many samples and problems to take: keyed sampling makes sample i of a problem
 the same whatever n is, so any n extends the run (or reports its first n samples), and a larger --limit adds
-problems (the first L problems of a task, then sharded, keep their shard). A smaller limit, or another
---exclude list (it moves problems between shards), is refused."""
+problems (the first L problems of each task). A smaller limit, or another --exclude list, is refused."""
 
 
 def sample_id(row: dict) -> tuple:

@@ -1,8 +1,10 @@
 """Which process of a launched job this is, and which local devices its engine takes.
 
 torchrun and `accelerate launch` set RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE; srun sets SLURM_PROCID,
-SLURM_NTASKS, SLURM_LOCALID and SLURM_NTASKS_PER_NODE (or SLURM_TASKS_PER_NODE). torchrun's variables win: under
-srun with one task per node that starts torchrun, the node's torchrun numbers the processes.
+SLURM_LOCALID and its step's SLURM_STEP_NUM_TASKS and SLURM_STEP_TASKS_PER_NODE. A batch script's own commands
+(not started by srun) also see SLURM_PROCID=0 and the job's SLURM_NTASKS, but no step variables: they are one
+process. torchrun's variables win: under srun with one task per node that starts torchrun, the node's torchrun
+numbers the processes.
 
 Placement: with T devices per engine (vLLM's tensor parallelism), local process l takes local devices
 l*T .. l*T+T-1, so a node with G GPUs runs G/T processes (`torchrun --nproc-per-node G/T`), W/T engines in all.
@@ -54,13 +56,14 @@ def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
 
 
 def _slurm_tasks_per_node(env: Mapping[str, str], world: int) -> int:
-    """SLURM_NTASKS_PER_NODE, else the first count of SLURM_TASKS_PER_NODE ('4(x2),3'), else tasks / nodes."""
-    if env.get("SLURM_NTASKS_PER_NODE", "").strip():
-        return _int(env, "SLURM_NTASKS_PER_NODE")
-    match = re.match(r"\s*(\d+)", env.get("SLURM_TASKS_PER_NODE", ""))
+    """The first count of the step's SLURM_STEP_TASKS_PER_NODE ('4(x2),3'), else SLURM_NTASKS_PER_NODE, else the
+    step's tasks over its nodes."""
+    match = re.match(r"\s*(\d+)", env.get("SLURM_STEP_TASKS_PER_NODE", ""))
     if match:
         return int(match.group(1))
-    nodes = _int(env, "SLURM_NNODES", _int(env, "SLURM_JOB_NUM_NODES", 1))
+    if env.get("SLURM_NTASKS_PER_NODE", "").strip():
+        return _int(env, "SLURM_NTASKS_PER_NODE")
+    nodes = _int(env, "SLURM_STEP_NUM_NODES", _int(env, "SLURM_NNODES", 1))
     return max(1, world // max(1, nodes))
 
 
@@ -72,8 +75,8 @@ def detect(env: Mapping[str, str] | None = None) -> Launch:
         rank = _int(env, "RANK", 0 if world == 1 else None)
         local_world = _int(env, "LOCAL_WORLD_SIZE", world)
         launch = Launch(rank, world, _int(env, "LOCAL_RANK", rank % local_world), local_world, "torchrun")
-    elif env.get("SLURM_NTASKS", "").strip() and env.get("SLURM_PROCID", "").strip():
-        world = _int(env, "SLURM_NTASKS")
+    elif env.get("SLURM_STEP_NUM_TASKS", "").strip() and env.get("SLURM_PROCID", "").strip():
+        world = _int(env, "SLURM_STEP_NUM_TASKS")
         local_world = _slurm_tasks_per_node(env, world)
         launch = Launch(_int(env, "SLURM_PROCID"), world, _int(env, "SLURM_LOCALID", 0), local_world, "srun")
     else:
@@ -148,6 +151,8 @@ def engine_placement(
     when --device was given."""
     if not launch.launched or device is not None or not visible:
         return device, {}
+    if visible == tensor_parallel_size:  # the launcher gave each process its own GPUs (srun --gpus-per-task)
+        return (None if backend == "vllm" else "cuda:0"), {}
     check_devices(launch, tensor_parallel_size, visible)
     mine = local_devices(launch.local_rank, tensor_parallel_size)
     if backend == "vllm":

@@ -4,8 +4,9 @@ Work is cut by (item, block of sample indices): the (item, block) pairs are deal
 so sample s of the item at position p of P belongs to shard (p + (s // block) * P) % N. A small benchmark at large
 k (30 AIME problems x 128 samples in blocks of 16: 240 pairs) thus spreads evenly over many more processes than
 it has problems; block = None keeps whole items together (p % N). A larger --n adds blocks without moving any
-sample; a larger --limit (P) moves some to another shard, which draws them again (keyed sampling: the same
-samples) and the merge keeps one copy. Keyed sampling makes the union of the shards a one-process run's samples.
+sample; a larger --limit (P) moves most samples past the first block to other shards, which is harmless: a
+launched process skips samples stored anywhere in the run (its output or any shard directory). Keyed sampling
+makes the union of the shards a one-process run's samples.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from dail_harness.errors import HarnessError
+from dail_harness.settings import SettingsRecord
 
 DEFAULT_SAMPLE_BLOCK = 16
 
@@ -38,6 +42,18 @@ class Shard:
     def indices(self, position: int, indices: Iterable[int]) -> list[int]:
         """The sample indices of `indices` this shard owns for the item at `position`."""
         return [i for i in indices if self.owns(position, i)]
+
+
+def refuse_old_sharding(record: SettingsRecord) -> None:
+    """A shard started before sample blocks (problems split by index % N within each task) cannot be finished
+    under today's rule: say so instead of a settings difference the user cannot undo."""
+    if record.exists():
+        old = record.read()
+        if old.get("shard") and "sample_block" not in old:
+            raise HarnessError(
+                f"{record.target} is a shard started by an older dail-harness (problems split by index % N); "
+                "finish it with that version, or start the shards again in a new --out"
+            )
 
 
 def as_shard(spec: tuple[int, int] | None, block: int | None, items: int) -> Shard | None:
