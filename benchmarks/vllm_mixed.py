@@ -170,7 +170,7 @@ def bench_model(name: str, args) -> list[dict]:
         )
 
     llm = engine(path, mixed=False, kv_bytes=kv)
-    plain(llm, requests[1], 4, eos)  # warm-up
+    plain(llm, requests[min(pairs_list)][:1], 4, eos)  # warm-up
     base = {p: plain(llm, requests[p], args.new_tokens, eos) for p in pairs_list}
     for p in pairs_list:
         record(p, "plain (llm.generate)", args.new_tokens, base[p], None)
