@@ -37,6 +37,23 @@ def timed(cmd: list[str], threads: int) -> float:
     return time.perf_counter() - t
 
 
+def side_by_side(args, argv: list[str], one_out: Path, dp_out: Path) -> tuple[float, float]:
+    """Wall times of one process with procs x threads, then of torchrun with procs processes x threads."""
+    one = timed([sys.executable, "-m", "dail_harness", *argv, "--out", str(one_out)], args.procs * args.threads)
+    return one, timed([*launcher(args.procs), "dail_harness", *argv, "--out", str(dp_out)], args.threads)
+
+
+def result(job: str, args, times: tuple[float, float], merge: float | None, same: bool) -> dict:
+    return {
+        "job": job,
+        "samples": args.problems * args.n,
+        "one_s": times[0],
+        "dp_s": times[1],
+        "merge_s": merge,
+        "same": same,
+    }
+
+
 def launcher(procs: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", "-m"]
 
@@ -53,8 +70,7 @@ def eval_job(args, work: Path) -> dict:
     argv = ["eval", "--task", "aime24", "--model", args.model, "--limit", str(args.problems)]
     argv += ["--samples-per-problem", str(args.n)]
     argv += ["--max-tokens", str(args.max_tokens), "--grade-workers", "0", "--no-progress", "--device", "cpu"]
-    one = timed([sys.executable, "-m", "dail_harness", *argv, "--out", str(work / "one")], args.procs * args.threads)
-    many = timed([*launcher(args.procs), "dail_harness", *argv, "--out", str(work / "dp")], args.threads)
+    times = side_by_side(args, argv, work / "one", work / "dp")
     from dail_harness.eval.launched import merge_shards
     from dail_harness.eval.pipeline import EvalConfig, load_tasks, run_settings
     from dail_harness.models.fingerprint import model_fingerprint
@@ -68,14 +84,7 @@ def eval_job(args, work: Path) -> dict:
     merge_shards(cfg, args.procs, tasks, settings)
     merge = time.perf_counter() - t
     same = rows_of(work / "one" / "samples.jsonl") == rows_of(work / "dp" / "samples.jsonl")
-    return {
-        "job": "eval",
-        "samples": args.problems * args.n,
-        "one_s": one,
-        "dp_s": many,
-        "merge_s": merge,
-        "same": same,
-    }
+    return result("eval", args, times, merge, same)
 
 
 def generate_job(args, work: Path) -> dict:
@@ -84,19 +93,9 @@ def generate_job(args, work: Path) -> dict:
     argv = ["generate", "--model", args.model, "--data", str(data), "--samples-per-problem", str(args.n)]
     argv += ["--backend", "hf"]
     argv += ["--max-tokens", str(args.max_tokens), "--grade-workers", "0", "--no-progress", "--device", "cpu"]
-    one = timed(
-        [sys.executable, "-m", "dail_harness", *argv, "--out", str(work / "one.jsonl")], args.procs * args.threads
-    )
-    many = timed([*launcher(args.procs), "dail_harness", *argv, "--out", str(work / "dp.jsonl")], args.threads)
+    times = side_by_side(args, argv, work / "one.jsonl", work / "dp.jsonl")
     same = rows_of(work / "one.jsonl.traces.jsonl") == rows_of(work / "dp.jsonl.traces.jsonl")
-    return {
-        "job": "generate",
-        "samples": args.problems * args.n,
-        "one_s": one,
-        "dp_s": many,
-        "merge_s": None,
-        "same": same,
-    }
+    return result("generate", args, times, None, same)
 
 
 def main() -> None:

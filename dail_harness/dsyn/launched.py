@@ -22,9 +22,8 @@ from dail_harness.dsyn.generate import (
     trace_log,
 )
 from dail_harness.dsyn.select import traces_path, write_selection
-from dail_harness.errors import HarnessError
 from dail_harness.files import atomic_write_jsonl
-from dail_harness.scale.launch import Launch, pin_engine
+from dail_harness.scale.launch import Launch, pin_engine, refuse_manual_shard
 from dail_harness.scale.shards import lacking_per_shard, shard_file, waiting_message
 from dail_harness.settings import SettingsRecord, settings_changes
 from dail_harness.worklog import resume
@@ -33,11 +32,7 @@ from dail_harness.worklog import resume
 def run_launched_generate(cfg: GenerateConfig, launch: Launch) -> dict[str, Any]:
     """Draw this process's shard, then merge if it was the last; its stats, with `merged` True when OUT was
     written."""
-    if cfg.shard is not None:
-        raise HarnessError(
-            f"--shard {cfg.shard[0]}/{cfg.shard[1]} under a launcher of {launch.world} processes: each process "
-            "would draw the same shard; leave --shard out (the processes are the shards)"
-        )
+    refuse_manual_shard(cfg.shard, launch)
     records = load_records(cfg)
     top = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")
     resolve_engine(cfg, len(records), top, announce_choice=launch.rank == 0)  # every rank resolves alike

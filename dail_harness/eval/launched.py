@@ -13,11 +13,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from dail_harness.errors import HarnessError
 from dail_harness.eval.pipeline import EvalConfig, load_tasks, positioned, run_eval, run_settings, summarize_run
 from dail_harness.eval.store import GROWABLE, RunStore, sample_id
 from dail_harness.files import atomic_write_jsonl
-from dail_harness.scale.launch import Launch
+from dail_harness.scale.launch import Launch, refuse_manual_shard
 from dail_harness.scale.shards import lacking_per_shard, shard_dir, waiting_message
 from dail_harness.settings import settings_changes
 
@@ -27,11 +26,7 @@ def run_launched(cfg: EvalConfig, launch: Launch) -> dict | None:
     are still running."""
     from dail_harness.models.fingerprint import model_fingerprint
 
-    if cfg.shard is not None:
-        raise HarnessError(
-            f"--shard {cfg.shard[0]}/{cfg.shard[1]} under a launcher of {launch.world} processes: each process "
-            "would draw the same shard; leave --shard out (the processes are the shards)"
-        )
+    refuse_manual_shard(cfg.shard, launch)
     tasks = load_tasks(cfg)
     settings = run_settings(cfg, tasks, model_fingerprint(cfg.model))
     RunStore(cfg.out).check(settings)  # another run in OUT is refused before any sampling

@@ -112,6 +112,15 @@ def current() -> Launch:
     return _current if _current is not None else detect()
 
 
+def refuse_manual_shard(shard: tuple[int, int] | None, launch: Launch) -> None:
+    """`--shard` under a launcher would have every process draw the same shard: the processes are the shards."""
+    if shard is not None:
+        raise HarnessError(
+            f"--shard {shard[0]}/{shard[1]} under a launcher of {launch.world} processes: each process "
+            "would draw the same shard; leave --shard out (the processes are the shards)"
+        )
+
+
 def local_devices(local_rank: int, tensor_parallel_size: int) -> list[int]:
     """The local device indices of local process `local_rank` when each engine spans `tensor_parallel_size`."""
     return list(range(local_rank * tensor_parallel_size, (local_rank + 1) * tensor_parallel_size))
