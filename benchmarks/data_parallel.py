@@ -73,6 +73,7 @@ def eval_job(args, work: Path) -> dict:
     times = side_by_side(args, argv, work / "one", work / "dp")
     from dail_harness.eval.launched import merge_shards
     from dail_harness.eval.pipeline import EvalConfig, load_tasks, run_settings
+    from dail_harness.eval.store import RunStore
     from dail_harness.models.fingerprint import model_fingerprint
 
     cfg = EvalConfig(task=["aime24"], model=args.model, out=str(work / "dp"), limit=args.problems, n=args.n)
@@ -81,7 +82,7 @@ def eval_job(args, work: Path) -> dict:
     tasks = load_tasks(cfg)
     settings = run_settings(cfg, tasks, model_fingerprint(args.model))
     t = time.perf_counter()
-    merge_shards(cfg, args.procs, tasks, settings)
+    merge_shards(cfg, args.procs, tasks, RunStore(cfg.out).job(settings))
     merge = time.perf_counter() - t
     same = rows_of(work / "one" / "samples.jsonl") == rows_of(work / "dp" / "samples.jsonl")
     return result("eval", args, times, merge, same)

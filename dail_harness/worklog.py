@@ -1,31 +1,26 @@
-"""The finished work of a resumable job, kept as an append-only JSONL file of keyed rows.
+"""The one resumable job: work items keyed by (item, sample index) -> produce -> grade -> append -> skip on rerun.
 
-eval's samples, generate's traces, data hints' hints and explanations, and STaR's generated rows are all
-work items keyed by (item, sample index or attempt): each finished group is appended in one write, a kill
-can only cut the last line short, and a rerun (after its settings record has said the settings match)
-repairs that line, reads the keys already done and produces only the rest.
+eval's samples, generate's traces, data hints' hints and explanations, and STaR's generated rows are all work
+items keyed by (item, sample index or attempt). A `Job` holds the settings record that says what its `WorkLog`
+holds: a rerun with other settings is refused (naming them), a matching one repairs the line a kill cut short
+and reads the keys already stored; `pending` says which samples of which items this process owns (its shard)
+and lacks; `Job.run` stores each finished, graded group in one durable write as it comes, the record first so
+that no row is ever without one. Each job supplies only what is its own: its items, how it draws and grades
+them, and the row it stores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
 from dail_harness.scale.shards import Shard
 from dail_harness.settings import SettingsRecord
 
 T = TypeVar("T")
-
-
-def share(items: list[T], shard: tuple[int, int] | None) -> list[T]:
-    """Shard i of N of a job's whole items (the sharding rule of scale/shards.py without sample blocks): `--shard
-    i/N` of data hints, and a process's share (rank, world) of STaR's generation. None: all of them."""
-    if shard is None:
-        return list(items)
-    whole = Shard(shard[0], shard[1])
-    return [x for position, x in enumerate(items) if whole.owns(position, 0)]
 
 
 class WorkLog:
@@ -66,3 +61,78 @@ def resume(
     for log in logs:
         log.repair()
     return True
+
+
+@dataclass(frozen=True)
+class Pending(Generic[T]):
+    """An item of a job and the sample indices of it that this process owns and has not stored."""
+
+    position: int
+    """Where the item stands among the job's items: what the sharding rule deals out."""
+    item: T
+    indices: list[int]
+
+
+def pending(items: Sequence[T], n: int, shard: Shard | None, stored: Callable[[T, int], bool]) -> list[Pending[T]]:
+    """Per item, in order, the indices in range(n) that `shard` owns (all without one) and `stored` says are
+    missing; items with none are left out."""
+    work = []
+    for position, item in enumerate(items):
+        owned = range(n) if shard is None else shard.indices(position, range(n))
+        missing = [i for i in owned if not stored(item, i)]
+        if missing:
+            work.append(Pending(position, item, missing))
+    return work
+
+
+class Job:
+    """A resumable job's settings record, its work log (and any side logs, e.g. hints' explanations), and the
+    loop that stores its finished work."""
+
+    def __init__(
+        self,
+        record: SettingsRecord | None,
+        settings: dict,
+        log: WorkLog,
+        side_logs: Iterable[WorkLog] = (),
+        may_change: Iterable[str] | Mapping[str, Any] = (),
+    ):
+        self.record, self.settings, self.log = record, settings, log
+        self.side_logs, self.may_change = list(side_logs), may_change
+        self.new_rows = 0
+
+    def resume(self) -> set:
+        """Refuse a rerun whose settings differ (except the growable ones), repair the logs of a matching earlier
+        run, and return the keys it stored. Without a record of its own (a part of a larger run whose record
+        the caller checked) the logs are only repaired."""
+        if self.record is None:
+            for log in [self.log, *self.side_logs]:
+                log.repair()
+        else:
+            resume(self.record, self.settings, [self.log, *self.side_logs], self.may_change)
+        return self.log.done()
+
+    def start(self) -> None:
+        """Record the settings (a new job, or an earlier one's grown settings and this invocation)."""
+        if self.record is not None:
+            self.record.path.parent.mkdir(parents=True, exist_ok=True)
+            self.record.write(self.settings)
+
+    def run(self, groups: Iterable[list[dict]], stored: Callable[[list[dict]], object] | None = None) -> list[dict]:
+        """Append each finished group durably as it comes (after the settings record, written here if the job
+        has none yet) and report it to `stored`; the new rows."""
+        new: list[dict] = []
+        for rows in groups:
+            if self.record is not None and not self.record.exists():
+                self.start()
+            if rows:
+                self.log.append(rows)
+                new += rows
+                self.new_rows += len(rows)
+            if stored is not None:
+                stored(rows)
+        return new
+
+    def finish(self) -> dict | None:
+        """Stamp this invocation's end in the record; its provenance."""
+        return None if self.record is None else self.record.finish()

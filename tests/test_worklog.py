@@ -44,10 +44,50 @@ def test_growable_settings_may_change(tmp_path):
         resume(record, {"seed": 1, "n": 8}, [log])
 
 
-def test_the_shards_of_a_job_cover_its_items_once():
-    from dail_harness.worklog import share
+def test_pending_deals_every_sample_to_one_shard_and_leaves_out_what_is_stored():
+    from dail_harness.scale.shards import Shard
+    from dail_harness.worklog import pending
 
-    items = list(range(10))
-    parts = [share(items, (i, 3)) for i in range(3)]
-    assert sorted(x for p in parts for x in p) == items and parts[1] == [1, 4, 7]
-    assert share(items, None) == items
+    items, n = ["a", "b", "c"], 5
+    stored = {("b", 1), ("c", 4)}
+    parts = [pending(items, n, Shard(i, 2, 2, len(items)), lambda x, i: (x, i) in stored) for i in range(2)]
+    drawn = sorted((w.item, i) for part in parts for w in part for i in w.indices)
+    assert drawn == sorted({(x, i) for x in items for i in range(n)} - stored)
+    # shard 0 of 2 in blocks of 2 over 3 items: block b of item p goes to (p + 3b) % 2
+    assert [(w.position, w.item, w.indices) for w in parts[0]] == [
+        (0, "a", [0, 1, 4]),
+        (1, "b", [2, 3]),
+        (2, "c", [0, 1]),
+    ]
+    whole = pending(items, 1, None, lambda x, _: x == "b")
+    assert [(w.position, w.item, w.indices) for w in whole] == [(0, "a", [0]), (2, "c", [0])]
+
+
+def test_a_job_records_its_settings_before_its_first_row_and_a_rerun_draws_only_the_rest(tmp_path):
+    from dail_harness.worklog import Job
+
+    def job(seed=1):
+        record = SettingsRecord(tmp_path / "out.settings.json", tmp_path / "out", "job")
+        return Job(record, {"seed": seed}, WorkLog(tmp_path / "out.jsonl", key))
+
+    def groups(todo, die_after=None):
+        for number, (item, index) in enumerate(todo):
+            if number == die_after:
+                raise KeyboardInterrupt  # killed while producing the next group
+            yield [{"item": item, "index": index}]
+
+    first = job()
+    assert first.resume() == set() and not first.record.exists()
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        first.run(groups([("a", 0), ("a", 1), ("b", 0)], die_after=2), lambda rows: seen.append(first.record.exists()))
+    assert seen == [True, True]  # the record was there when each group was stored
+    with pytest.raises(HarnessError, match="seed: 1 -> 2"):
+        job(seed=2).resume()
+    again = job()
+    done = again.resume()
+    assert done == {("a", 0), ("a", 1)}
+    assert again.run(groups([k for k in [("a", 0), ("a", 1), ("b", 0)] if k not in done])) == [
+        {"item": "b", "index": 0}
+    ]
+    assert again.log.done() == {("a", 0), ("a", 1), ("b", 0)} and again.finish() is not None

@@ -69,6 +69,7 @@ class SamplingBackend(ABC):
     """Every token id that ends a sequence (the tokenizer's EOS and the generation config's)."""
     context_length: int = 32768
     """The model's context length (prompt plus generated tokens)."""
+    _rollout_engine: Any = None
 
     @classmethod
     def check_policy(cls, cfg) -> None:
@@ -101,6 +102,16 @@ class SamplingBackend(ABC):
     @abstractmethod
     def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:
         """Yield completions in groups as they finish (the caller stores each group at once)."""
+
+    def rollout(self, requests: list, cfg: Any) -> Iterator[list]:
+        """Mixed-policy rollouts (`rollout.base.RolloutRequest`: a student and a privileged context per trace,
+        with the `RolloutConfig`'s mixing rule) on this back-end's model: the sampling interface's paired form,
+        run by the engine registered under "rollouts" by the back-end's name; results in groups as they finish."""
+        from dail_harness import registry
+
+        if self._rollout_engine is None:
+            self._rollout_engine = registry.get("rollouts", self.name).from_backend(self)
+        yield from self._rollout_engine.run(requests, cfg)
 
     def close(self) -> None:  # noqa: B027 (an optional hook: most back-ends hold nothing to release)
         """Release the model and any engine resources."""

@@ -12,7 +12,6 @@ the `--backend` name (`dail-harness list backends`, `list rollouts`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from dail_harness.scale.launch import current as current_launch
 from dail_harness.scale.plan import JobProgress
 from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, as_shard, refuse_old_sharding
 from dail_harness.settings import SettingsRecord
-from dail_harness.worklog import WorkLog, resume
+from dail_harness.worklog import Job, Pending, WorkLog, pending
 
 ROLLOUT, SAMPLING, ENGINE, RUN, SELECTION = "Mixed rollouts", "Sampling", "Back-end", "Run", "Selection"
 
@@ -313,22 +312,16 @@ def run_generate(cfg: GenerateConfig, known: AbstractSet = frozenset()) -> dict:
     record = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")
     backend_cls, engine_cls = resolve_engine(cfg, len(records), record)
     templates = Templates.from_file(cfg.templates) if cfg.templates else Templates()
-    log = trace_log(cfg.out)
     refuse_old_sharding(record)
-    resume(record, cfg.settings(), [log])
-    done = log.done()
-    shard = as_shard(cfg.shard, cfg.sample_block, len(records))
+    job = Job(record, cfg.settings(), trace_log(cfg.out))
+    done = job.resume()
     skip = done | set(known)
-    todo = [
-        (r, i)
-        for position, r in enumerate(records)
-        for i in (range(cfg.n) if shard is None else shard.indices(position, range(cfg.n)))
-        if (r.problem_id, i) not in skip
-    ]
+    shard = as_shard(cfg.shard, cfg.sample_block, len(records))
+    todo = pending(records, cfg.n, shard, lambda r, i: (r.problem_id, i) in skip)
     stats: dict[str, Any] = {"rows": len(done), "new_rows": 0, "tokens": 0, "student_tokens": 0, "privileged_tokens": 0}
     if todo:
-        _generate(cfg, backend_cls, engine_cls, records, templates, todo, record, stats)
-        record.finish()
+        _generate(cfg, backend_cls, engine_cls, records, templates, todo, job, stats)
+        job.finish()
     stats["rows"] += stats["new_rows"]
     stats["acceptance_rate"] = (
         stats["student_tokens"] / stats["tokens"] if stats["tokens"] and cfg.mode == "mixed" else None
@@ -364,8 +357,10 @@ class Drawn:
     finish_reason: str
 
 
-def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, todo, record, stats) -> None:
-    """Draw the traces of `todo` ((record, sample index) pairs), grade each batch and append it to the traces."""
+def _generate(
+    cfg: GenerateConfig, backend_cls, engine_cls, records, templates, todo: list[Pending], job: Job, stats
+) -> None:
+    """Draw the traces `todo` lacks, grade each batch and store it as it finishes."""
     from dail_harness.eval.grading import GradingPool
 
     backend = backend_cls(
@@ -379,29 +374,33 @@ def _generate(cfg: GenerateConfig, backend_cls, engine_cls, records, templates, 
         **(getattr(engine_cls, "backend_options", {}) if engine_cls is not None else {}),
     )
     prompts = _render_prompts(cfg, backend, todo, templates)
-    record.write(cfg.settings())
+    job.start()
     by_id = {r.problem_id: r for r in records}
-    log = trace_log(cfg.out)
-    bound = len(todo) * int(cfg.max_tokens or 0)
-    bar = JobProgress(f"generate ({cfg.mode})", "trace", len(todo), bound, cfg.progress, current_launch())
-    start = time.monotonic()
+    traces = sum(len(w.indices) for w in todo)
+    bound = traces * int(cfg.max_tokens or 0)
+    bar = JobProgress(f"generate ({cfg.mode})", "trace", traces, bound, cfg.progress, current_launch())
+
+    def stored(rows: list[dict]) -> None:
+        for key in ("student_tokens", "privileged_tokens"):
+            stats[key] += sum(r[key] for r in rows)
+        stats["tokens"] += sum(r["num_tokens"] for r in rows)
+        mixed = cfg.mode == "mixed" and stats["tokens"]
+        bar.update(
+            len(rows),
+            sum(r["num_tokens"] for r in rows),
+            **({"accept": f"{stats['student_tokens'] / stats['tokens']:.2f}"} if mixed else {}),
+        )
+
     with backend, GradingPool(cfg.grade_workers) as pool:
-        if engine_cls is not None:
-            batches = _mixed(cfg, engine_cls, backend, todo, prompts)
-        else:
-            batches = _direct(cfg, backend, todo, prompts, by_id, templates)
-        for drawn in batches:
-            rows = _graded_rows(cfg, [_trace_row(cfg, backend, by_id, prompts, d) for d in drawn], pool)
-            log.append(rows)
-            for d in drawn:
-                stats["tokens"] += len(d.token_ids)
-                stats["student_tokens"] += d.student_tokens
-                stats["privileged_tokens"] += d.privileged_tokens
-            stats["new_rows"] += len(rows)
-            post = {"tok_s": f"{stats['tokens'] / max(time.monotonic() - start, 1e-9):.0f}"}
-            if cfg.mode == "mixed" and stats["tokens"]:
-                post["accept"] = f"{stats['student_tokens'] / stats['tokens']:.2f}"
-            bar.update(len(rows), **post)
+        batches = (
+            _mixed(cfg, backend, todo, prompts)
+            if engine_cls is not None
+            else _direct(cfg, backend, todo, prompts, templates)
+        )
+        graded = (
+            _graded_rows(cfg, [_trace_row(cfg, backend, by_id, prompts, d) for d in drawn], pool) for drawn in batches
+        )
+        stats["new_rows"] += len(job.run(graded, stored))
     bar.close()
 
 
@@ -417,7 +416,7 @@ def _render_prompts(cfg: GenerateConfig, backend, todo, templates) -> dict[str, 
 
     limit = cfg.max_prompt_tokens or max(256, backend.context_length - int(cfg.max_tokens or 0))
     prompts = {}
-    for rec in {r.problem_id: r for r, _ in todo}.values():
+    for rec in (w.item for w in todo):
         solution = fit_solution(
             rec.solution, lambda s, rec=rec: len(render(privileged_prompt(rec.problem, s, templates))) <= limit
         )
@@ -429,16 +428,15 @@ def _render_prompts(cfg: GenerateConfig, backend, todo, templates) -> dict[str, 
     return prompts
 
 
-def _mixed(cfg: GenerateConfig, engine_cls, backend, todo, prompts) -> Iterator[list[Drawn]]:
-    """Mixed-policy rollouts through the back-end's engine, batch by batch."""
+def _mixed(cfg: GenerateConfig, backend, todo: list[Pending], prompts) -> Iterator[list[Drawn]]:
+    """Mixed-policy rollouts through the back-end's paired sampling, batch by batch."""
     from dail_harness.eval.thinking import think_end_id
     from dail_harness.rollout.base import RolloutConfig, RolloutRequest
 
-    engine = engine_cls.from_backend(backend)
     device = str(getattr(getattr(backend, "model", None), "device", "cpu"))
     rcfg = RolloutConfig(
         tau=cfg.tau,
-        draft_tokens=engine_cls.default_draft_tokens if cfg.draft_tokens is None else cfg.draft_tokens,
+        draft_tokens=1 if cfg.draft_tokens is None else cfg.draft_tokens,
         max_tokens=int(cfg.max_tokens or 0),
         temperature=cfg.temperature,
         top_p=cfg.top_p,
@@ -451,9 +449,9 @@ def _mixed(cfg: GenerateConfig, engine_cls, backend, todo, prompts) -> Iterator[
         suppress_token_ids=[think_end_id(backend.tokenizer)] if cfg.thinking else [],
     )
     requests = [
-        RolloutRequest(f"{r.problem_id}#{i}", prompts[r.problem_id][0], prompts[r.problem_id][1]) for r, i in todo
+        RolloutRequest(f"{w.item.problem_id}#{i}", *prompts[w.item.problem_id][:2]) for w in todo for i in w.indices
     ]
-    for batch in engine.run(requests, rcfg):
+    for batch in backend.rollout(requests, rcfg):
         yield [
             Drawn(
                 res.row_id.rsplit("#", 1)[0],
@@ -467,16 +465,15 @@ def _mixed(cfg: GenerateConfig, engine_cls, backend, todo, prompts) -> Iterator[
         ]
 
 
-def _direct(cfg: GenerateConfig, backend, todo, prompts, by_id, templates) -> Iterator[list[Drawn]]:
+def _direct(cfg: GenerateConfig, backend, todo: list[Pending], prompts, templates) -> Iterator[list[Drawn]]:
     """Direct sampling from the privileged student (every token privileged), group by group."""
     from dail_harness.backends.base import GenerationRequest
 
-    grouped: dict[str, list[int]] = {}
-    for r, i in todo:
-        grouped.setdefault(r.problem_id, []).append(i)
     requests = [
-        GenerationRequest(pid, privileged_prompt(by_id[pid].problem, prompts[pid][2], templates), idx)
-        for pid, idx in grouped.items()
+        GenerationRequest(
+            w.item.problem_id, privileged_prompt(w.item.problem, prompts[w.item.problem_id][2], templates), w.indices
+        )
+        for w in todo
     ]
     for completions in backend.generate(requests, cfg.sampling_params(cfg.n, max_tokens=int(cfg.max_tokens or 0))):
         yield [Drawn(c.request_id, c.sample_index, c.token_ids, 0, c.num_tokens, c.finish_reason) for c in completions]

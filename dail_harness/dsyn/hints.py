@@ -17,6 +17,7 @@ again (settings in OUT.settings.json).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,12 @@ from dail_harness.files import iter_jsonl
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, option, parse_shard
 from dail_harness.sampling import SamplingSettings, sampling_option
+from dail_harness.scale.launch import current as current_launch
+from dail_harness.scale.plan import JobProgress
+from dail_harness.scale.shards import as_shard
 from dail_harness.settings import SettingsRecord
 from dail_harness.verifiers.extract import strip_math_delimiters
-from dail_harness.worklog import WorkLog, resume, share
+from dail_harness.worklog import Job, WorkLog, pending
 
 HINT_PROMPT = """You are helping a student who is stuck on a competition mathematics problem. Below are the problem, an expert solution and its final answer.
 
@@ -316,6 +320,18 @@ class HintDrawer:
             accepted.append(self.row(pid, hint, attempt))
         return accepted
 
+    def rounds(self, pids: list[str]) -> Iterator[list[dict]]:
+        """The accepted rows of each attempt in turn (each attempt draws for the problems still without a hint),
+        then a row without a hint for each problem whose every attempt leaked the answer."""
+        for attempt in range(self.cfg.attempts):
+            accepted = self.draw(pids, attempt)
+            yield accepted
+            kept = {row["problem_id"] for row in accepted}
+            pids = [pid for pid in pids if pid not in kept]
+            if not pids:
+                return
+        yield [self.row(pid, None, self.cfg.attempts - 1) for pid in pids]
+
     def row(self, pid: str, hint: str | None, attempt: int) -> dict:
         row = {"problem_id": pid, "hint": hint, "attempts": attempt + 1, "rejected": self.rejected[pid]}
         row["model"] = self.cfg.model
@@ -325,10 +341,9 @@ class HintDrawer:
 
 
 def _records(cfg: HintsConfig) -> tuple[list[ExpertRecord], dict[str, str]]:
-    """The problems of this run (limit, shard) and their answers; a problem without one is an error."""
+    """The problems of this run (limit) and their answers; a problem without one is an error."""
     records = load_expert_data(cfg.data)
     records = records[: cfg.limit] if cfg.limit else records
-    records = share(records, cfg.shard)
     answers = {r.problem_id: final_answer_of(r.solution, r.answer) for r in records}
     missing = next((r for r in records if not answers[r.problem_id]), None)
     if missing is not None:
@@ -341,43 +356,32 @@ def _records(cfg: HintsConfig) -> tuple[list[ExpertRecord], dict[str, str]]:
 
 
 def generate_hints(cfg: HintsConfig, backend: Any = None) -> dict:
-    """Draw hints for the problems the output file lacks; returns counts (problems, new, without a hint,
-    rejected draws). `backend` may be a loaded sampling back-end (tests)."""
-    from tqdm import tqdm
-
+    """Draw hints for the problems the output file lacks (of its shard, with --shard); returns counts (problems,
+    new, without a hint, rejected draws). `backend` may be a loaded sampling back-end (tests)."""
     from dail_harness import registry
 
     records, answers = _records(cfg)
     cfg.template(), cfg.explain()  # a bad template fails before anything is loaded
     record = SettingsRecord(Path(str(cfg.out) + ".settings.json"), cfg.out, "hints file")
-    log = hint_log(cfg.out)
-    resume(record, cfg.settings(), [log, explanation_log(cfg.out)])
-    done = log.done()
-    pending = [r.problem_id for r in records if r.problem_id not in done]
-    stats = {"problems": len(records), "new": 0, "without_hint": 0, "rejected": 0}
-    if not pending:
+    job = Job(record, cfg.settings(), hint_log(cfg.out), side_logs=[explanation_log(cfg.out)])
+    done = job.resume()
+    shard = as_shard(cfg.shard, None, len(records))
+    todo = pending(records, 1, shard, lambda r, _: r.problem_id in done)
+    owned = len(records) if shard is None else sum(shard.owns(p, 0) for p in range(len(records)))
+    stats = {"problems": owned, "new": 0, "without_hint": 0, "rejected": 0}
+    if not todo:
         return stats
     if backend is None:
         backend = registry.get("backends", cfg.backend)(
             cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size, seed=cfg.seed
         )
-    record.write(cfg.settings())
-    drawer = HintDrawer(cfg, backend, [r for r in records if r.problem_id in set(pending)], answers)
-    bar = tqdm(total=len(pending), desc="hints", unit="problem", disable=not cfg.progress, dynamic_ncols=True)
-    for attempt in range(cfg.attempts):
-        accepted = drawer.draw(pending, attempt)
-        log.append(accepted)
-        bar.update(len(accepted))
-        kept = {row["problem_id"] for row in accepted}
-        pending = [pid for pid in pending if pid not in kept]
-        stats["new"] += len(accepted)
-        if not pending:
-            break
-    log.append([drawer.row(pid, None, cfg.attempts - 1) for pid in pending])
-    bar.update(len(pending))
+    job.start()
+    drawer = HintDrawer(cfg, backend, [w.item for w in todo], answers)
+    per_problem = cfg.attempts * (cfg.max_tokens + (cfg.explain_max_tokens if cfg.explain() else 0))
+    bar = JobProgress("hints", "problem", len(todo), len(todo) * per_problem, cfg.progress, current_launch())
+    new = job.run(drawer.rounds([w.item.problem_id for w in todo]), lambda rows: bar.update(len(rows)))
     bar.close()
-    record.finish()
-    stats["new"] += len(pending)
-    stats["without_hint"] = len(pending)
+    job.finish()
+    stats.update(new=len(new), without_hint=sum(1 for r in new if r["hint"] is None))
     stats["rejected"] = sum(drawer.rejected.values())
     return stats

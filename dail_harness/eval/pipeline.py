@@ -10,7 +10,6 @@ from `samples.jsonl` are generated, and each finished group is graded and append
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from dail_harness.scale.plan import JobProgress, Work
 from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, Shard, as_shard, refuse_old_sharding
 from dail_harness.verifiers.base import Verdict
 from dail_harness.verifiers.simple import simple_correct
+from dail_harness.worklog import Job, pending
 
 SAMPLING, TASK, THINKING, ENGINE, RUN = "Sampling", "Task", "Thinking models", "Back-end", "Run"
 
@@ -351,11 +351,6 @@ def positioned(tasks) -> Iterator[tuple[int, Task, Problem]]:
             position += 1
 
 
-def owned_samples(shard: Shard | None, position: int, n: int) -> list[int]:
-    """The sample indices of the problem at `position` that this run (or its shard) draws."""
-    return list(range(n)) if shard is None else shard.indices(position, range(n))
-
-
 def sample_bound(cfg: EvalConfig, budget: int | None) -> int:
     """At most how many new tokens one sample of a condition takes (thinking budget or max tokens, plus answer)."""
     answer = int(cfg.answer_tokens or 0) if cfg.thinking or cfg.force_answer else 0
@@ -370,8 +365,14 @@ def plan_work(cfg: EvalConfig, tasks) -> list[Work]:
     return work
 
 
-def reqs_of(work) -> list[GenerationRequest]:
-    return [r for _, requests, _ in work for r in requests]
+@dataclass(frozen=True)
+class ConditionWork:
+    """What one temperature of the run still needs: a request per problem with the sample indices it lacks, and
+    how many rows they make (one per thinking budget)."""
+
+    temperature: float
+    requests: list[GenerationRequest]
+    rows: int
 
 
 def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]], fingerprint: str | None) -> dict:
@@ -448,45 +449,42 @@ def run_eval(
 
     tasks = load_tasks(cfg)
     store = RunStore(cfg.out)
-    settings = run_settings(cfg, tasks, model_fingerprint(cfg.model) if backend is None else fingerprint)
     refuse_old_sharding(store.record)
-    store.check(settings)
+    job = store.job(run_settings(cfg, tasks, model_fingerprint(cfg.model) if backend is None else fingerprint))
+    job.resume()
     if store.exists():  # a resumed or extended run: record its (possibly grown) settings and this invocation
-        store.create(settings)
+        job.start()
     rows = store.load_samples()
     done = {sample_id(r) for r in rows} | set(known)
     by_request, work = _missing_work(cfg, tasks, done)
     if work:
-        rows += _generate_and_grade(cfg, work, by_request, store, settings, done, backend)
+        rows += _generate_and_grade(cfg, work, by_request, job, done, backend)
     elif not store.exists():  # a shard that owns no sample of this run
-        store.create(settings)
-    summary = summarize_run(cfg, tasks, rows, settings)
-    summary["provenance"] = store.finish()
+        job.start()
+    summary = summarize_run(cfg, tasks, rows, job.settings)
+    summary["provenance"] = job.finish()
     store.write_summary(summary)
     return summary
 
 
-def _missing_work(cfg: EvalConfig, tasks, done: set) -> tuple[dict[str, tuple[Task, Problem]], list]:
+def _missing_work(cfg: EvalConfig, tasks, done: AbstractSet) -> tuple[dict[str, tuple[Task, Problem]], list]:
     """The requests for the (problem, condition, sample index) rows this run or shard owns and lacks, per
-    temperature: (temperature, requests, rows missing)."""
+    temperature, and each request's (task, problem)."""
     n, budgets, shard = cfg.num_samples, cfg.budget_list(), shard_of(cfg, tasks)
-    by_request: dict[str, tuple[Task, Problem]] = {}
+    problems = [(task, p) for _, task, p in positioned(tasks)]
+    by_request = {f"{task.name}/{p.id}": (task, p) for task, p in problems}
     work = []
     for temperature in dict.fromkeys(t for t, _ in cfg.conditions()):
-        requests, missing_rows = [], 0
-        for position, task, p in positioned(tasks):
-            rid = f"{task.name}/{p.id}"
-            by_request[rid] = (task, p)
-            indices = [
-                i
-                for i in owned_samples(shard, position, n)
-                if any((task.name, p.id, temperature, b, i) not in done for b in budgets)
+
+        def stored(problem: tuple[Task, Problem], i: int, temperature=temperature) -> bool:
+            return all((problem[0].name, problem[1].id, temperature, b, i) in done for b in budgets)
+
+        todo = pending(problems, n, shard, stored)
+        if todo:
+            requests = [
+                GenerationRequest(f"{t.name}/{p.id}", t.render_prompt(p), w.indices) for w in todo for t, p in [w.item]
             ]
-            if indices:
-                requests.append(GenerationRequest(rid, task.render_prompt(p), indices))
-                missing_rows += len(indices) * len(budgets)
-        if requests:
-            work.append((temperature, requests, missing_rows))
+            work.append(ConditionWork(temperature, requests, sum(len(w.indices) for w in todo) * len(budgets)))
     return by_request, work
 
 
@@ -527,10 +525,9 @@ def _with_final_answers(stream, backend, requests, params, answer_tokens: int):
 
 
 def _generate_and_grade(
-    cfg: EvalConfig, work, by_request, store: RunStore, settings: dict, done: set, loaded: SamplingBackend | None = None
+    cfg: EvalConfig, work: list[ConditionWork], by_request, job: Job, done: AbstractSet, loaded=None
 ) -> list[dict]:
-    """Generate and grade the missing samples, appending each graded group to the store; returns the new rows."""
-    new_rows: list[dict] = []
+    """Generate and grade the missing samples, storing each graded group as it finishes; returns the new rows."""
     if loaded is not None:
         opened: Any = contextlib.nullcontext(loaded)
     else:
@@ -538,25 +535,22 @@ def _generate_and_grade(
         opened = registry.get("backends", cfg.backend)(cfg.model, **options)
     # Load the model before creating the run directory: a bad model leaves nothing behind.
     with opened as backend, GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
-        if not store.exists():
-            store.create(settings)
-        bound = sum(len(r.sample_indices) * sum(sample_bound(cfg, b) for b in cfg.budget_list()) for r in reqs_of(work))
-        bar = JobProgress("eval", "sample", sum(m for _, _, m in work), bound, cfg.progress, current_launch())
-        tokens, start = 0, time.monotonic()
-        for temperature, requests, _ in work:
-            params = cfg.params(temperature)
-            for results in _samples(cfg, backend, requests, params):
-                results = [s for s in results if _identity(by_request, s, temperature) not in done]
-                rows = _graded(by_request, results, params, pool)
-                store.append(rows)
-                new_rows += rows
-                tokens += sum(s.num_tokens for s in results)
-                bar.update(
-                    len(rows),
-                    T=temperature,
-                    tok_s=f"{tokens / max(time.monotonic() - start, 1e-9):.0f}",
-                    acc=f"{sum(r['correct'] for r in rows) / max(1, len(rows)):.2f}",
-                )
+        per_sample = sum(sample_bound(cfg, b) for b in cfg.budget_list())
+        bound = sum(len(r.sample_indices) * per_sample for w in work for r in w.requests)
+        bar = JobProgress("eval", "sample", sum(w.rows for w in work), bound, cfg.progress, current_launch())
+
+        def graded(w: ConditionWork) -> Iterator[list[dict]]:
+            params = cfg.params(w.temperature)
+            for results in _samples(cfg, backend, w.requests, params):
+                results = [s for s in results if _identity(by_request, s, w.temperature) not in done]
+                yield _graded(by_request, results, params, pool)
+
+        def stored(rows: list[dict]) -> None:
+            accuracy = sum(r["correct"] for r in rows) / max(1, len(rows))
+            tokens = sum(r["num_tokens"] for r in rows)
+            bar.update(len(rows), tokens, T=rows[0]["temperature"] if rows else "", acc=f"{accuracy:.2f}")
+
+        new_rows = job.run((rows for w in work for rows in graded(w)), stored)
         bar.close()
     return new_rows
 

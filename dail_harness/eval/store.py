@@ -12,7 +12,7 @@ from pathlib import Path
 from dail_harness.errors import HarnessError
 from dail_harness.files import atomic_write_json, iter_jsonl
 from dail_harness.settings import SettingsRecord
-from dail_harness.worklog import WorkLog, resume
+from dail_harness.worklog import Job, WorkLog
 
 SETTINGS_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.jsonl", "summary.json"
 
@@ -56,9 +56,13 @@ class RunStore:
             raise HarnessError(f"not a run directory (no {SETTINGS_FILE})", path=str(self.dir))
         return self.record.read()
 
+    def job(self, settings: dict) -> Job:
+        """The run as a resumable job with these settings (the amounts of GROWABLE may grow)."""
+        return Job(self.record, settings, self.samples, may_change=GROWABLE)
+
     def check(self, settings: dict) -> None:
         """If the run exists, check that `settings` match the ones it was started with."""
-        resume(self.record, settings, [self.samples], may_change=GROWABLE)
+        self.job(settings).resume()
 
     def create(self, settings: dict) -> None:
         """Write the settings of a new run (called once there is work to store), or the grown settings and

@@ -74,16 +74,19 @@ class JobProgress:
 
         self.what, self.unit, self.total, self.launch = what, unit, total, launch
         self.quiet_rank = launch.launched and not show
-        self.done, self.start = 0, time.monotonic()
+        self.done, self.tokens, self.start = 0, 0, time.monotonic()
         if show or launch.launched:
             rank = f" (rank {launch.rank}/{launch.world})" if launch.launched else ""
             print(f"{what}{rank}: {total:,} {unit}s to draw, at most {token_bound:,} new tokens", file=sys.stderr)
         self.bar = tqdm(total=total, desc=what, unit=unit, disable=not show, dynamic_ncols=True)
 
-    def update(self, n: int, **postfix: object) -> None:
+    def update(self, n: int, tokens: int = 0, **postfix: object) -> None:
+        """`n` more units done, with `tokens` new tokens (shown as tokens per second) and other figures."""
         self.bar.update(n)
-        if postfix and n:
-            self.bar.set_postfix(**postfix)
+        self.tokens += tokens
+        if n:
+            rate = self.tokens / max(time.monotonic() - self.start, 1e-9)
+            self.bar.set_postfix(tok_s=f"{rate:.0f}", **postfix)
         first = self.done == 0 and n > 0
         self.done += n
         if first and self.quiet_rank and self.done < self.total:

@@ -21,11 +21,12 @@ from pathlib import Path
 from dail_harness import registry
 from dail_harness.errors import HarnessError
 from dail_harness.files import atomic_write_json, atomic_write_jsonl, iter_jsonl
+from dail_harness.scale.shards import Shard
 from dail_harness.settings import SettingsRecord
 from dail_harness.training.config import TrainConfig
 from dail_harness.training.losses import TokenLoss
 from dail_harness.training.recipes import GenerateMethod
-from dail_harness.worklog import WorkLog, share
+from dail_harness.worklog import Job, WorkLog, pending
 
 ROUND = 32  # problems per generation round: a kill loses at most one round
 FINAL_FILES = (
@@ -57,7 +58,7 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
         it_dir = out / f"iter-{r}"
         generator = cfg.model if r == 0 else _generation_model(out / f"iter-{r - 1}", cfg)
         mine = it_dir / f"generated.{rank}-of-{world}.jsonl"
-        _generate(cfg, method, share(rows, (rank, world)), generator, mine, r)
+        _generate(cfg, method, rows, Shard(rank, world, None, len(rows)), generator, mine, r)
         state.wait_for_everyone()
         counts = _merge(it_dir, world, rows) if state.is_main_process else {}
         state.wait_for_everyone()
@@ -119,16 +120,16 @@ def _generation_model(previous: Path, cfg: TrainConfig) -> str:
 
 
 def _generate(
-    cfg: TrainConfig, method: GenerateMethod, rows: list[dict], model: str, path: Path, iteration: int
+    cfg: TrainConfig, method: GenerateMethod, rows: list[dict], shard: Shard, model: str, path: Path, iteration: int
 ) -> None:
-    """This process's share of the generation, appended in rounds to `path` (skipping what it holds)."""
+    """This process's shard of the generation, stored in rounds to `path` (skipping what it holds; the run's
+    settings record was checked before the first iteration)."""
     from dail_harness.eval.grading import GradingPool
     from dail_harness.training.online import OnlineContext
 
-    log = WorkLog(path, lambda r: str(r["problem_id"]))
-    log.repair()  # the run's settings record was checked before the first iteration
-    done = log.done()
-    todo = [r for r in rows if str(r["problem_id"]) not in done]
+    job = Job(None, {}, WorkLog(path, lambda r: str(r["problem_id"])))
+    done = job.resume()
+    todo = [w.item for w in pending(rows, 1, shard, lambda r, _: str(r["problem_id"]) in done)]
     if not todo:
         return
     backend_cls = registry.get("backends", cfg.backend)
@@ -143,8 +144,7 @@ def _generate(
     ):
         ctx = OnlineContext(cfg, backend, pool)
         ctx.step = iteration
-        for start in range(0, len(todo), ROUND):
-            log.append(method.generate(ctx, todo[start : start + ROUND]))
+        job.run(method.generate(ctx, todo[start : start + ROUND]) for start in range(0, len(todo), ROUND))
 
 
 def _merge(it_dir: Path, world: int, rows: list[dict]) -> dict:
