@@ -42,9 +42,13 @@ class SamplingParams:
     """Stop strings; the completion ends before the first one (it is not included)."""
     stop_token_ids: list[int] = field(default_factory=list)
     """Token ids that end a sample (kept in its token ids), e.g. `</think>` for a thinking phase."""
+    logprobs: bool = False
+    """Return each generated token's log-probability under the model's raw distribution (its log-softmax before
+    penalties, temperature, top-k and top-p: vLLM's `raw_logprobs`) in `Completion.logprobs`."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings that determine the samples (what a run records; asking for log-probs changes none)."""
+        return {k: v for k, v in asdict(self).items() if k != "logprobs"}
 
 
 SAMPLING_PANEL = "Sampling"

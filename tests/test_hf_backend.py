@@ -35,6 +35,31 @@ def test_static_cache_path_matches_eager_and_batch_size_does_not_matter():
     assert len(a) == 5 and len({t for t, _, _ in a.values()}) == 5
 
 
+@pytest.mark.parametrize("temperature, penalty", [(0.0, 0.0), (0.9, 1.5)], ids=["greedy", "keyed-penalty"])
+def test_asked_log_probs_are_the_models_own_log_softmax_of_each_generated_token(temperature, penalty):
+    """Against a float64 forward pass over prompt + completion: the raw distribution (before penalty, temperature,
+    top-p), one value per returned token, and the same samples as without asking (asking changes nothing)."""
+    import torch
+
+    backend = HFBackend("tiny-random", device="cpu", batch_size=3)
+    params = SamplingParams(temperature=temperature, top_p=0.9, presence_penalty=penalty, max_tokens=10, seed=5)
+    asked = SamplingParams(**{**params.__dict__, "logprobs": True})
+    reqs = [GenerationRequest("t/a", "What is 1+1?", [0, 1]), GenerationRequest("t/b", "Find the area.", [0])]
+    plain = {(c.request_id, c.sample_index): c for b in backend.generate(reqs, params) for c in b}
+    got = {(c.request_id, c.sample_index): c for b in backend.generate(reqs, asked) for c in b}
+    assert {k: c.token_ids for k, c in got.items()} == {k: c.token_ids for k, c in plain.items()}
+    assert all(c.logprobs is None for c in plain.values()) and asked.to_dict() == params.to_dict()
+    model = backend.model.double()
+    for (rid, _), c in got.items():
+        prompt = backend.render(next(r for r in reqs if r.request_id == rid))
+        ids = torch.tensor([prompt + c.token_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, len(prompt) - 1 : -1].double(), -1)
+        want = logp.gather(1, torch.tensor(c.token_ids)[:, None]).squeeze(1)
+        assert c.logprobs is not None and len(c.logprobs) == len(c.token_ids) == c.num_tokens
+        assert torch.allclose(torch.tensor(c.logprobs, dtype=torch.float64), want, atol=1e-4), (rid, c.logprobs)
+
+
 @pytest.mark.slow
 def test_benchmarks_run_on_cpu(tmp_path):
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}

@@ -121,6 +121,22 @@ def test_keyed_samples_equal_hf_samples(backends):
     assert again[("t/b", 2)].token_ids == v[("t/b", 2)].token_ids
 
 
+@pytest.mark.parametrize("presence", [0.0, 1.5], ids=["keyed", "vllm-sampler"])
+def test_asked_log_probs_equal_hf_for_the_same_tokens(backends, presence):
+    """vLLM's raw log-probs of each sampled token (the harness's logits processor and a penalty do not enter them)
+    equal hf's for the same tokens (hf's are checked against a float64 forward in test_hf_backend)."""
+    params = SamplingParams(temperature=0.9, top_p=0.9, presence_penalty=presence, max_tokens=16, seed=3, logprobs=True)
+    v = _run(backends[0], PROMPTS, params)
+    for key, c in v.items():
+        assert c.logprobs is not None and len(c.logprobs) == len(c.token_ids)
+        request = next(r for r in PROMPTS if r.request_id == key[0])
+        reference = backends[1].render(request) + c.token_ids
+        with torch.no_grad():
+            logits = backends[1].model(torch.tensor([reference])).logits[0, -len(c.token_ids) - 1 : -1]
+        want = torch.log_softmax(logits.double(), -1).gather(1, torch.tensor(c.token_ids)[:, None]).squeeze(1)
+        assert torch.allclose(torch.tensor(c.logprobs, dtype=torch.float64), want, atol=1e-3), key
+
+
 def test_eval_with_vllm_matches_hf_greedy_end_to_end(tmp_path, cli):
     common = [
         "eval",

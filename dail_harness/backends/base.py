@@ -35,6 +35,8 @@ class Completion:
     """`stop` (end of sequence, a stop token or a stop string) or `length` (hit max tokens)."""
     token_ids: list[int] = field(default_factory=list)
     """The generated token ids (a stop token included), for exact continuation."""
+    logprobs: list[float] | None = None
+    """With `SamplingParams.logprobs`: each token id's log-probability under the model's raw distribution."""
 
 
 def refuse_unused_engine_options(name: str, backend_cls: type, given: dict[str, Any]) -> None:

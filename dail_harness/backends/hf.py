@@ -28,8 +28,18 @@ class KeyedSamplingProcessor:
 
     def __init__(self, keys: torch.Tensor, prompt_width: int, params: SamplingParams):
         self.keys, self.prompt_width, self.params = keys, prompt_width, params
+        self.logprobs: list[torch.Tensor] = []
+        """With params.logprobs: per step, each row's raw log-probability of the token generate picks (the argmax
+        of what this returns)."""
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        chosen = self._choose(input_ids, scores)
+        if self.params.logprobs:
+            token = chosen.argmax(-1, keepdim=True)
+            self.logprobs.append(torch.log_softmax(scores.float(), -1).gather(1, token).squeeze(1))
+        return chosen
+
+    def _choose(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         p = self.params
         generated = input_ids[:, self.prompt_width :]
         scores = apply_presence_penalty(scores.float(), generated, p.presence_penalty)
@@ -121,12 +131,19 @@ class HFBackend(SamplingBackend):
     def _generate_batch(self, chunk, prompts, params, cfg) -> list[Completion]:
         ids = [prompts[rid] for rid, _ in chunk]
         keys = [sample_key(params.seed, rid, i) for rid, i in chunk]
-        generated = self.decode_ids(ids, keys, params, cfg)
-        return [self._finish(rid, i, len(prompts[rid]), toks, params) for (rid, i), toks in zip(chunk, generated)]
+        generated, logprobs = self._decode(ids, keys, params, cfg)
+        return [
+            self._finish(rid, i, len(prompts[rid]), toks, params, lps)
+            for (rid, i), toks, lps in zip(chunk, generated, logprobs or [None] * len(chunk))
+        ]
 
-    @torch.inference_mode()
     def decode_ids(self, ids: list[list[int]], keys: list[int], params: SamplingParams, cfg=None) -> list[list[int]]:
         """Generate for a batch of prompt ids (one key per row); returns the new token ids per row."""
+        return self._decode(ids, keys, params, cfg)[0]
+
+    @torch.inference_mode()
+    def _decode(self, ids: list[list[int]], keys: list[int], params: SamplingParams, cfg=None):
+        """The new token ids per row, and with params.logprobs their raw log-probabilities (else None)."""
         from transformers import LogitsProcessorList
 
         cfg = cfg or self._generation_config(params)
@@ -148,10 +165,17 @@ class HFBackend(SamplingBackend):
             logits_processor=LogitsProcessorList([processor]),
             **kwargs,
         )
-        return out[:real, width:].tolist()
+        logprobs = torch.stack(processor.logprobs, 1)[:real].tolist() if params.logprobs else None
+        return out[:real, width:].tolist(), logprobs
 
     def _finish(
-        self, request_id: str, sample_index: int, prompt_tokens: int, toks: list[int], params: SamplingParams
+        self,
+        request_id: str,
+        sample_index: int,
+        prompt_tokens: int,
+        toks: list[int],
+        params: SamplingParams,
+        logprobs: list[float] | None = None,
     ) -> Completion:
         """Cut a generated row at its end (EOS or stop string) and decode it."""
         stops = set(self.eos_ids) | set(params.stop_token_ids)
@@ -169,7 +193,8 @@ class HFBackend(SamplingBackend):
             if end_at is None:  # generation halted after the stop string; the rest is padding
                 while kept and kept[-1] == self.tokenizer.pad_token_id:
                     kept = kept[:-1]
-        return Completion(request_id, sample_index, text, len(kept), prompt_tokens, reason, token_ids=list(kept))
+        lps = None if logprobs is None else logprobs[: len(kept)]
+        return Completion(request_id, sample_index, text, len(kept), prompt_tokens, reason, list(kept), lps)
 
     def close(self) -> None:
         self.model = None

@@ -117,6 +117,7 @@ def engine_arguments(
         enforce_eager=enforce_eager,
         worker_extension_cls=WORKER_EXTENSION,  # weights pushed during training, mixed-rollout counts
         logits_processors=[PairedMixing],  # keyed sampling and mixed rollouts; other requests pass through
+        logprobs_mode="raw_logprobs",  # asked-for log-probs are the model's own, before any processing
     )
     if memory is not None:
         args["gpu_memory_utilization"] = memory
@@ -265,6 +266,7 @@ class VLLMBackend(SamplingBackend):
             stop=list(params.stop) or None,
             stop_token_ids=list(params.stop_token_ids) or None,
             skip_special_tokens=False,
+            logprobs=0 if params.logprobs else None,  # the sampled token's (raw: the engine's logprobs mode)
         )
         if self.keyed(params):  # the logits processor draws, with the sample's key; vLLM takes its one token
             from dail_harness.rollout.vllm_pairs import keyed_sampling_args
@@ -322,9 +324,15 @@ class VLLMBackend(SamplingBackend):
                             len(out.prompt_token_ids),
                             reason,
                             token_ids=list(o.token_ids),
+                            logprobs=_sampled_logprobs(o) if params.logprobs else None,
                         )
                     )
             yield batch
+
+
+def _sampled_logprobs(output) -> list[float]:
+    """The log-probability of each sampled token (vLLM lists the sampled one at every position)."""
+    return [float(step[t].logprob) for step, t in zip(output.logprobs, output.token_ids)]
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
