@@ -318,3 +318,29 @@ def _environ(pid: int) -> dict[str, str]:
     except OSError:
         return {}
     return dict(x.split("=", 1) for x in raw.decode(errors="replace").split("\0") if "=" in x)
+
+
+@pytest.mark.slow
+def test_data_hints_and_the_harp_filter_under_torchrun_equal_one_process(tmp_path, cli):
+    """Item 1's other sampling jobs: `data hints` (whole problems, attempts until a hint hides the answer) and
+    `data harp`'s filter (an eval of its own) give a one-process run's files when two processes share them."""
+    data = tmp_path / "expert.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in EXPERT))
+    hints = ["data", "hints", "--data", data, "--model", "tiny-random", "--attempts", "2", "--max-tokens", "8"]
+    hints += ["--explain-max-tokens", "8", "--no-progress", "--device", "cpu"]
+    assert cli(*hints, "--out", tmp_path / "single.jsonl")[0] == 0
+    launched = tmp_path / "launched.jsonl"
+    proc = run(torchrun(2, [*hints, "--out", launched]))
+    assert "merged 2 shards" in proc.stdout
+    for suffix in ("", ".explanations.jsonl"):  # one process stores rows as they finish, the merge in data order
+        ours = sorted(Path(f"{launched}{suffix}").read_text().splitlines())
+        assert ours and ours == sorted(Path(f"{tmp_path / 'single.jsonl'}{suffix}").read_text().splitlines()), suffix
+
+    harp = ["data", "harp", "--filter-model", "tiny-random", "--limit", "4", "--samples-per-problem", "2"]
+    harp += ["--max-tokens", "8"]
+    harp += ["--dedup-against", ""]
+    assert cli(*harp, "--out", tmp_path / "harp-single.jsonl")[0] == 0
+    proc = run(torchrun(2, [*harp, "--out", tmp_path / "harp-launched.jsonl"]))
+    assert "share of the filter is stored" in proc.stdout and "merged" not in proc.stdout  # one rank wrote it
+    assert (tmp_path / "harp-launched.jsonl").read_text() == (tmp_path / "harp-single.jsonl").read_text()
+    assert samples(tmp_path / "harp-launched.filter" / "eval") == samples(tmp_path / "harp-single.filter" / "eval")

@@ -26,7 +26,12 @@ class HarpConfig:
     filter_model: str | None = option(
         None, path=PATH_OR_NAME, help="Keep only problems this model fails in all --n samples."
     )
-    n: int = option(32, ge=1, help="Samples per problem for the filter (the paper: 32).")
+    n: int = option(
+        32,
+        ge=1,
+        flag="--n --samples-per-problem",
+        help="Samples per problem for the filter (the paper: 32). Under torchrun write --samples-per-problem.",
+    )
     filter_dir: str | None = option(
         None, path=PATH, help="Run directory of the filter's eval (resumable; default OUT.filter)."
     )
@@ -62,7 +67,11 @@ def data_harp_cmd(cfg: HarpConfig) -> None:
     )
     if cfg.filter_model:
         filter_dir = Path(cfg.filter_dir) if cfg.filter_dir else Path(cfg.out).with_suffix(".filter")
-        records = _filter_unsolved(records, cfg, filter_dir)
+        filtered = _filter_unsolved(records, cfg, filter_dir)
+        if filtered is None:
+            typer.echo("this process's share of the filter is stored; the last process to finish writes the data")
+            return
+        records = filtered
         typer.echo(f"kept {len(records)} problems that {cfg.filter_model} never solved in {cfg.n} samples")
     if cfg.dedup_against:
         records = _report_overlaps(records, cfg.dedup_against, cfg.drop_overlaps)
@@ -71,29 +80,38 @@ def data_harp_cmd(cfg: HarpConfig) -> None:
 
 
 def _filter_unsolved(records, cfg: HarpConfig, run_dir):
-    """The paper's filter: keep the problems the model fails in all n samples (an eval run; resumable)."""
+    """The paper's filter: keep the problems the model fails in all n samples (an eval run; resumable). Under a
+    launcher each process evaluates its shard; None unless this process merged the run (it was the last)."""
     from dail_harness.eval.pipeline import EvalConfig, run_eval
     from dail_harness.eval.store import RunStore
     from dail_harness.files import atomic_write_jsonl
+    from dail_harness.scale.launch import current, pin_engine
 
     run_dir.mkdir(parents=True, exist_ok=True)
     data = run_dir / "problems.jsonl"
     if not data.exists():
         atomic_write_jsonl(data, [{"id": r.problem_id, "problem": r.problem, "answer": r.answer} for r in records])
     sampling = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_tokens") if getattr(cfg, k) is not None}
-    run_eval(
-        EvalConfig(
-            task=["file"],
-            model=str(cfg.filter_model),
-            out=str(run_dir / "eval"),
-            n=cfg.n,
-            k="1",
-            backend=cfg.backend,
-            data=str(data),
-            answer_type="integer",
-            **sampling,
-        )
+    eval_cfg = EvalConfig(
+        task=["file"],
+        model=str(cfg.filter_model),
+        out=str(run_dir / "eval"),
+        n=cfg.n,
+        k="1",
+        backend=cfg.backend,
+        data=str(data),
+        answer_type="integer",
+        **sampling,
     )
+    launch = current()
+    if launch.launched:
+        from dail_harness.eval.launched import run_launched
+
+        eval_cfg.device = pin_engine(launch, 1, eval_cfg.backend, eval_cfg.device)
+        if run_launched(eval_cfg, launch) is None:
+            return None
+    else:
+        run_eval(eval_cfg)
     solved = {r["problem_id"] for r in RunStore(run_dir / "eval").load_samples() if r["correct"]}
     return [r for r in records if r.problem_id not in solved]
 
@@ -175,8 +193,18 @@ def data_hints_cmd(cfg: HintsConfig) -> None:
     hint from that explanation (`--style solution`: one step from the expert solution and the answer); hints that
     reveal the answer are drawn again (up to --attempts)."""
     from dail_harness.dsyn.hints import generate_hints
+    from dail_harness.scale.launch import current
 
-    stats = generate_hints(cfg)
+    launch = current()
+    if launch.launched:
+        from dail_harness.dsyn.launched import run_launched_hints
+
+        stats = run_launched_hints(cfg, launch)
+        if not stats["merged"]:
+            return  # the last rank to finish merges (it printed which shards are still drawing)
+        typer.echo(f"merged {launch.world} shards into {cfg.out}")
+    else:
+        stats = generate_hints(cfg)
     typer.echo(
         f"{cfg.out}: {stats['problems']} problems, {stats['new']} new rows, {stats['without_hint']} without "
         f"a hint after {cfg.attempts} attempts, {stats['rejected']} draws rejected for revealing the answer"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,7 +240,7 @@ def explanation_log(out: str | Path) -> WorkLog:
 
 def hint_log(out: str | Path) -> WorkLog:
     """OUT: one row per problem (its hint, or none after every attempt)."""
-    return WorkLog(out, lambda r: str(r["problem_id"]))
+    return WorkLog(out, hint_key)
 
 
 def fill(template: str, values: dict[str, str]) -> str:
@@ -340,7 +341,17 @@ class HintDrawer:
         return row
 
 
-def _records(cfg: HintsConfig) -> tuple[list[ExpertRecord], dict[str, str]]:
+def hint_key(row: dict) -> str:
+    return str(row["problem_id"])
+
+
+def hints_job(cfg: HintsConfig) -> Job:
+    """The hints file OUT as a resumable job (settings in OUT.settings.json, explanations beside it)."""
+    record = SettingsRecord(Path(str(cfg.out) + ".settings.json"), cfg.out, "hints file")
+    return Job(record, cfg.settings(), hint_log(cfg.out), side_logs=[explanation_log(cfg.out)])
+
+
+def hint_records(cfg: HintsConfig) -> tuple[list[ExpertRecord], dict[str, str]]:
     """The problems of this run (limit) and their answers; a problem without one is an error."""
     records = load_expert_data(cfg.data)
     records = records[: cfg.limit] if cfg.limit else records
@@ -355,16 +366,16 @@ def _records(cfg: HintsConfig) -> tuple[list[ExpertRecord], dict[str, str]]:
     return records, {pid: str(a) for pid, a in answers.items()}
 
 
-def generate_hints(cfg: HintsConfig, backend: Any = None) -> dict:
+def generate_hints(cfg: HintsConfig, backend: Any = None, known: AbstractSet = frozenset()) -> dict:
     """Draw hints for the problems the output file lacks (of its shard, with --shard); returns counts (problems,
-    new, without a hint, rejected draws). `backend` may be a loaded sampling back-end (tests)."""
+    new, without a hint, rejected draws). `backend` may be a loaded sampling back-end (tests). `known`: problems
+    whose hint is stored elsewhere (a launched run's other files), not drawn again."""
     from dail_harness import registry
 
-    records, answers = _records(cfg)
+    records, answers = hint_records(cfg)
     cfg.template(), cfg.explain()  # a bad template fails before anything is loaded
-    record = SettingsRecord(Path(str(cfg.out) + ".settings.json"), cfg.out, "hints file")
-    job = Job(record, cfg.settings(), hint_log(cfg.out), side_logs=[explanation_log(cfg.out)])
-    done = job.resume()
+    job = hints_job(cfg)
+    done = job.resume() | set(known)
     shard = as_shard(cfg.shard, None, len(records))
     todo = pending(records, 1, shard, lambda r, _: r.problem_id in done)
     owned = len(records) if shard is None else sum(shard.owns(p, 0) for p in range(len(records)))

@@ -1,9 +1,12 @@
-"""`generate` under torchrun, accelerate launch or srun: each process draws its shard, the last one done merges.
+"""`generate` and `data hints` under torchrun, accelerate launch or srun: each process draws its shard, the last
+one done merges (scale/merge.py).
 
 Rank r of W writes shard r/W (blocks of --sample-block traces, see scale/shards.py) to OUT.shards/r-of-W.jsonl
 (with its own .traces.jsonl and .settings.json, resumable on its own). The rank that finds every trace of
 every problem stored (the last to finish) writes OUT.traces.jsonl (problem order), OUT.settings.json and the
-selection OUT, exactly what one process would have written.
+selection OUT, exactly what one process would have written. `data hints` deals whole problems (a hint is drawn
+attempt after attempt until one hides the answer) to OUT.shards/r-of-W.jsonl; the merge writes OUT (one row per
+problem, in data order), OUT.explanations.jsonl and OUT.settings.json.
 """
 
 from __future__ import annotations
@@ -19,7 +22,18 @@ from dail_harness.dsyn.generate import (
     settings_path,
     trace_log,
 )
+from dail_harness.dsyn.hints import (
+    HintsConfig,
+    explanation_log,
+    explanations_path,
+    generate_hints,
+    hint_key,
+    hint_log,
+    hint_records,
+    hints_job,
+)
 from dail_harness.dsyn.select import write_selection
+from dail_harness.files import atomic_write_jsonl
 from dail_harness.scale.launch import Launch, pin_engine, refuse_manual_shard
 from dail_harness.scale.merge import complete, file_parts, publish, stored_rows
 from dail_harness.scale.shards import shard_file
@@ -75,3 +89,42 @@ def merge_generated(cfg: GenerateConfig, records, world: int, top: Job) -> dict 
     publish(top, sorted(by_key.values(), key=lambda r: (position.get(trace_key(r)[0], last), *trace_key(r))))
     top.finish()
     return {"rows": len(by_key), "selection": write_selection(cfg.out, str(cfg.select), cfg.select_by, cfg.seed)}
+
+
+def run_launched_hints(cfg: HintsConfig, launch: Launch) -> dict[str, Any]:
+    """Draw the hints of this process's problems, then merge if it was the last; its counts, with `merged`."""
+    refuse_manual_shard(cfg.shard, launch)
+    records, _ = hint_records(cfg)
+    cfg.device = pin_engine(launch, 1, cfg.backend, cfg.device)
+    top = hints_job(cfg)
+    top.resume()  # another hints file in OUT is refused before any sampling
+    own = replace(
+        cfg,
+        shard=(launch.rank, launch.world),
+        out=str(shard_file(cfg.out, launch.rank, launch.world)),
+        progress=cfg.progress and launch.rank == 0,
+    )
+    known = {hint_key(r) for r in stored_rows(top, file_parts(cfg.out, hint_log))}
+    stats = generate_hints(own, known=known)
+    stats["merged"] = merge_hints(cfg, records, launch.world, top)
+    if stats["merged"]:
+        stats["problems"] = len(records)
+    return stats
+
+
+def merge_hints(cfg: HintsConfig, records, world: int, top: Job) -> bool:
+    """Write OUT (one row per problem, data order) and its explanations when every problem has its row somewhere;
+    else say which shards still owe problems."""
+    expected = [(p, 0, r.problem_id) for p, r in enumerate(records)]
+    rows = stored_rows(top, file_parts(cfg.out, hint_log))
+    by_id = complete(f"data hints {cfg.out}", rows, hint_key, expected, world, None, len(records))
+    if by_id is None:
+        return False
+    position = {r.problem_id: p for p, r in enumerate(records)}
+    explained = Job(top.record, top.settings, explanation_log(cfg.out))
+    steps = {(hint_key(r), int(r["attempt"])): r for r in stored_rows(explained, file_parts(cfg.out, explanation_log))}
+    order = sorted(steps, key=lambda k: (position.get(k[0], len(position)), k[0], k[1]))
+    atomic_write_jsonl(explanations_path(cfg.out), [steps[k] for k in order])
+    publish(top, sorted(by_id.values(), key=lambda r: (position.get(hint_key(r), len(position)), hint_key(r))))
+    top.finish()
+    return True

@@ -58,7 +58,16 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
         it_dir = out / f"iter-{r}"
         generator = cfg.model if r == 0 else _generation_model(out / f"iter-{r - 1}", cfg)
         mine = it_dir / f"generated.{rank}-of-{world}.jsonl"
-        _generate(cfg, method, rows, Shard(rank, world, None, len(rows)), generator, mine, r)
+        device = cfg.device or str(state.device)  # each process's engine on its own device
+        _generate(
+            dataclasses.replace(cfg, device=device),
+            method,
+            rows,
+            Shard(rank, world, None, len(rows)),
+            generator,
+            mine,
+            r,
+        )
         state.wait_for_everyone()
         counts = _merge(it_dir, world, rows) if state.is_main_process else {}
         state.wait_for_everyone()
