@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -179,9 +180,12 @@ def test_grpo_trains_with_vllm_in_the_loop(cli, tmp_path):
     assert code == 2 and "vLLM serves LoRA on" in err
 
 
-def test_grpo_full_weights_on_vllm_resumes_to_the_same_curve(cli, tmp_path):
-    """--lora-r 0 --backend vllm: the engine samples the live weights with keyed draws, so a run stopped after 2
-    steps and resumed to 3 (a fresh process would start a fresh engine) logs the curve of an uninterrupted run."""
+def test_grpo_full_weights_on_vllm_killed_and_resumed_logs_the_same_curve(cli, tmp_path):
+    """--lora-r 0 --backend vllm: the engine samples the live weights with keyed draws, so a run killed with
+    kill -9 once it has logged 2 of its 3 steps, then rerun (a fresh engine in a fresh process state), logs the
+    curve of an uninterrupted run."""
+    from test_kill_resume import kill_when
+
     data = tmp_path / "p.jsonl"
     data.write_text(
         "".join(
@@ -192,7 +196,7 @@ def test_grpo_full_weights_on_vllm_resumes_to_the_same_curve(cli, tmp_path):
     common = ["train", "--method", "grpo", "--backend", "vllm", "--data", data, "--model", "tiny-random"]
     common += ["--lora-r", "0", "--prompts-per-step", "2", "--group-size", "3", "--max-tokens", "8", "--lr", "1e-3"]
     common += ["--lr-schedule", "constant", "--temperature", "1.0", "--device", "cpu", "--no-progress"]
-    common += ["--grade-workers", "0", "--reward", "digit-share", "--plugin-dir", EXAMPLES]
+    common += ["--grade-workers", "0", "--reward", "digit-share", "--plugin-dir", EXAMPLES, "--save-every", "1"]
 
     def curve(out):
         rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -200,11 +204,11 @@ def test_grpo_full_weights_on_vllm_resumes_to_the_same_curve(cli, tmp_path):
 
     code, _, err = cli(*common, "--max-steps", "3", "--out", tmp_path / "whole")
     assert code == 0, err
-    code, _, err = cli(*common, "--max-steps", "2", "--out", tmp_path / "cut")
-    assert code == 0, err
     from dail_harness.backends.vllm import release_engines
 
-    release_engines()  # the resumed run starts a fresh engine, as a new process would
+    release_engines()  # the killed run's process needs the memory; the resumed run starts a fresh engine
+    ended = kill_when([*common, "--max-steps", "3", "--out", tmp_path / "cut"], tmp_path / "cut" / "train_log.jsonl", 2)
+    assert ended is not None and ended[0] == -signal.SIGKILL, "the run finished before it could be killed"
     code, _, err = cli(*common, "--max-steps", "3", "--out", tmp_path / "cut")
     assert code == 0, err
     whole = curve(tmp_path / "whole")
