@@ -23,6 +23,8 @@ from dail_harness.scale.shards import Shard
 
 # ---- which process is this ----
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def test_detect_reads_torchrun_accelerate_and_srun():
     assert detect({}) == Launch()
@@ -86,6 +88,16 @@ def test_each_process_gets_its_own_devices():
     assert engine_placement(rank3, 2, "vllm", None, 2, {"CUDA_VISIBLE_DEVICES": "6,7"}) == (None, {})
     with pytest.raises(HarnessError, match=r"4 processes per node x 2 device.*need 8 devices.*launch 2 processes"):
         engine_placement(rank3, 2, "vllm", None, 4, {})
+
+
+def test_a_colocated_training_engine_runs_on_its_ranks_device_one_per_rank():
+    from dail_harness.errors import HarnessError
+    from dail_harness.scale.launch import colocated_engine_args
+
+    assert colocated_engine_args(1, 2) == {}  # one process: the engine as a standalone job would start it
+    assert colocated_engine_args(8, 1) == {"distributed_executor_backend": "external_launcher"}
+    with pytest.raises(HarnessError, match="one per rank"):
+        colocated_engine_args(8, 2)
 
 
 def test_processes_on_one_node_split_its_cores_unless_the_launcher_bound_them():
@@ -272,6 +284,29 @@ def test_vllm_engines_under_torchrun_one_per_rank_equal_one_process(tmp_path, cl
 
 
 @pytest.mark.slow
+def test_grpo_under_torchrun_samples_with_one_colocated_vllm_engine_per_rank(tmp_path, cli):
+    """Training launched with 2 processes, full weights, --backend vllm: each rank's engine runs in its process
+    through vLLM's external launcher (on GPUs: on the rank's own device, not all on device 0), gets its rank's
+    updated weights pushed, and the run logs the one-process curve (keyed draws: hf's samples)."""
+    pytest.importorskip("vllm")
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({k: r[k] for k in ("problem_id", "problem", "answer")}) + "\n" for r in EXPERT))
+    argv = ["train", "--method", "grpo", "--data", data, "--model", "tiny-random", "--lora-r", "0"]
+    argv += ["--prompts-per-step", "2", "--group-size", "3", "--max-tokens", "8", "--lr", "1e-3", "--max-steps", "2"]
+    argv += ["--lr-schedule", "constant", "--temperature", "1.0", "--device", "cpu", "--no-progress"]
+    argv += ["--grade-workers", "0", "--reward", "digit-share", "--plugin-dir", ROOT / "docs" / "examples"]
+    assert cli(*argv, "--backend", "hf", "--out", tmp_path / "single")[0] == 0
+    proc = run(torchrun(2, [*argv, "--backend", "vllm", "--out", tmp_path / "launched"]))
+    assert (proc.stdout + proc.stderr).count("Using external launcher") == 2
+
+    def curve(out: Path) -> list:
+        rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"], r["reward"], r["completion_length"]) for r in rows]
+
+    assert curve(tmp_path / "launched") == curve(tmp_path / "single") and len(curve(tmp_path / "single")) == 2
+
+
+@pytest.mark.slow
 def test_generate_under_torchrun_with_three_ranks_survives_a_killed_rank(tmp_path, cli):
     data = tmp_path / "expert.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in EXPERT))
@@ -320,27 +355,38 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(x.split("=", 1) for x in raw.decode(errors="replace").split("\0") if "=" in x)
 
 
-@pytest.mark.slow
-def test_data_hints_and_the_harp_filter_under_torchrun_equal_one_process(tmp_path, cli):
+def test_data_hints_and_the_harp_filter_launched_equal_one_process(tmp_path, cli, monkeypatch):
     """Item 1's other sampling jobs: `data hints` (whole problems, attempts until a hint hides the answer) and
-    `data harp`'s filter (an eval of its own) give a one-process run's files when two processes share them."""
+    `data harp`'s filter (an eval of its own) give a one-process run's files when two launched ranks share them.
+    Nothing passes between ranks, so they run here one after the other, under the variables torchrun sets (the
+    torchrun tests above cover real concurrent launches of the same mechanism)."""
     data = tmp_path / "expert.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in EXPERT))
     hints = ["data", "hints", "--data", data, "--model", "tiny-random", "--attempts", "2", "--max-tokens", "8"]
     hints += ["--explain-max-tokens", "8", "--no-progress", "--device", "cpu"]
-    assert cli(*hints, "--out", tmp_path / "single.jsonl")[0] == 0
-    launched = tmp_path / "launched.jsonl"
-    proc = run(torchrun(2, [*hints, "--out", launched]))
-    assert "merged 2 shards" in proc.stdout
-    for suffix in ("", ".explanations.jsonl"):  # one process stores rows as they finish, the merge in data order
-        ours = sorted(Path(f"{launched}{suffix}").read_text().splitlines())
-        assert ours and ours == sorted(Path(f"{tmp_path / 'single.jsonl'}{suffix}").read_text().splitlines()), suffix
-
     harp = ["data", "harp", "--filter-model", "tiny-random", "--limit", "4", "--samples-per-problem", "2"]
-    harp += ["--max-tokens", "8"]
-    harp += ["--dedup-against", ""]
+    harp += ["--max-tokens", "8", "--dedup-against", ""]
+    assert cli(*hints, "--out", tmp_path / "single.jsonl")[0] == 0
     assert cli(*harp, "--out", tmp_path / "harp-single.jsonl")[0] == 0
-    proc = run(torchrun(2, [*harp, "--out", tmp_path / "harp-launched.jsonl"]))
-    assert "share of the filter is stored" in proc.stdout and "merged" not in proc.stdout  # one rank wrote it
+
+    def launched(argv: list) -> list[str]:
+        outputs = []
+        for rank in (1, 0):
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("LOCAL_RANK", str(rank))
+            for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+                monkeypatch.setenv(name, "2")
+            code, out, err = cli(*argv)
+            assert code == 0, err
+            outputs.append(out + err)
+        return outputs
+
+    first, last = launched([*hints, "--out", tmp_path / "launched.jsonl"])
+    assert "shard(s) 0/2" in first and "merged 2 shards" in last
+    for suffix in ("", ".explanations.jsonl"):  # one process stores rows as they finish, the merge in data order
+        ours = sorted(Path(f"{tmp_path / 'launched.jsonl'}{suffix}").read_text().splitlines())
+        assert ours and ours == sorted(Path(f"{tmp_path / 'single.jsonl'}{suffix}").read_text().splitlines()), suffix
+    first, last = launched([*harp, "--out", tmp_path / "harp-launched.jsonl"])
+    assert "share of the filter is stored" in first and "wrote" in last
     assert (tmp_path / "harp-launched.jsonl").read_text() == (tmp_path / "harp-single.jsonl").read_text()
     assert samples(tmp_path / "harp-launched.filter" / "eval") == samples(tmp_path / "harp-single.filter" / "eval")

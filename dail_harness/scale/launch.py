@@ -178,3 +178,19 @@ def pin_engine(launch: Launch, tensor_parallel_size: int, backend: str, device: 
     device, env = engine_placement(launch, tensor_parallel_size, backend, device, visible_gpus(), os.environ)
     os.environ.update(env)
     return device
+
+
+def colocated_engine_args(process_group_world: int, tensor_parallel_size: int) -> dict[str, object]:
+    """What a vLLM engine inside a launched training run asks for (TRL's colocate mode): with more than one
+    process in the group, vLLM's `external_launcher` executor, which runs the engine in this process on the
+    process's own device (LOCAL_RANK) within the launcher's process group, instead of every process's engine on
+    device 0. One engine per rank: tensor parallelism there would need every rank of a group to sample the same
+    prompts, which the training loop does not arrange, so it is refused."""
+    if process_group_world <= 1:
+        return {}
+    if tensor_parallel_size > 1:
+        raise HarnessError(
+            f"--tensor-parallel-size {tensor_parallel_size} inside a launched training run of {process_group_world} "
+            "processes: vLLM's engine runs one per rank there (each on its rank's GPU); use --tensor-parallel-size 1"
+        )
+    return {"distributed_executor_backend": "external_launcher"}
