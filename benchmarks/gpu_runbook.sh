@@ -25,7 +25,7 @@ case "${1:-}" in
   grpo)      # GRPO step vs TRL's GRPOTrainer on a Qwen2.5-1.5B shape (the image lacks trl: carry its wheels in .whl)
     timeout 560 python benchmarks/grpo_step.py --preset qwen2.5-1.5b --steps 2 --prompts 8 --group 8 --max-tokens 256 \
       --json "$out/grpo_step.json" 2>&1 | tee "$out/grpo_step.log" ;;
-  fsdp)      # FSDP2 through accelerate on the GPU (one process: does the engine run, checkpoint and resume sharded?)
+  fsdp)      # FSDP2 through accelerate on the GPU: the training loop refuses FSDP until it supports it (one error line)
     for m in dail grpo; do
       extra=""; [ "$m" = grpo ] && extra="--lora-r 0 --prompts-per-step 2 --group-size 2 --max-tokens 16 --data $out/p.jsonl"
       [ "$m" = grpo ] && python -c "import json; print(json.dumps({'problem_id': 'a', 'problem': 'What is 2+3?', 'answer': '5'}))" > "$out/p.jsonl"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,8 @@ def launches() -> list[tuple[str, list[str], list[str]]]:
             for var, value in SHELL.items():
                 line = line.replace(var, value)
             argv = shlex.split(line)
+            if argv[0] == "srun" and "torchrun" in argv:  # one torchrun per node: torchrun numbers the processes
+                argv = argv[argv.index("torchrun") :]
             if argv[0] == "srun":
                 at = argv.index("dail-harness")
                 out.append(("srun", argv[1:at], argv[at + 1 :]))
@@ -61,7 +64,9 @@ def world_of(launcher: str, args: list[str]) -> tuple[int, int]:
 def test_the_page_has_every_launcher_and_job():
     found = launches()
     assert {launcher for launcher, _, _ in found} == {"torchrun", "accelerate launch", "srun"}
-    assert {argv[0] for _, _, argv in found} == {"eval", "generate"}
+    assert {argv[0] for _, _, argv in found} == {"eval", "generate", "train"}
+    methods = {option(argv, "--config") for _, _, argv in found if argv[0] == "train"}
+    assert any("dail" in str(m) for m in methods) and any("grpo" in str(m) for m in methods)
     assert any(world_of(launcher, args)[0] > world_of(launcher, args)[1] for launcher, args, _ in found)  # multi-node
 
 
@@ -96,11 +101,23 @@ def test_every_recipe_plans_the_world_its_launcher_starts(launcher, args, argv, 
         for i in range(4)
     ]
     (tmp_path / "data" / "e1-verifiable.jsonl").write_text("".join(json.dumps(r) + "\n" for r in expert))
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")  # their paths resolve against their own directory
+    (tmp_path / "runs").mkdir()
+    shutil.copy(tmp_path / "data" / "e1-verifiable.jsonl", tmp_path / "runs" / "dsyn-qwen2.5-7b-mixed.jsonl")
+    before = set(tmp_path.rglob("*"))
     code, out, err = cli(*argv, "--dry-run")
     assert code == 0, err
+    assert set(tmp_path.rglob("*")) == before  # nothing written
     lines = out.splitlines()
+    if argv[0] == "train":
+        assert lines[0].startswith(f"train ({'grpo' if 'grpo' in option(argv, '--config') else 'dail'}, "), lines
+        assert f"launch: {world} process(es) = {world // per_node} node(s) x {per_node}, torchrun" in lines[2]
+        assert len(lines) == 4 + world and lines[-1].endswith(f"cuda:{per_node - 1}")
+        if "--backend" in argv:  # GRPO: one colocated vLLM engine per rank
+            assert "one vLLM engine in each process on its device (external launcher)" in lines[2]
+        return
     tp = int(option(argv, "--tensor-parallel-size", default="1") or 1)
     assert lines[0].endswith(f"over {world} processes"), lines[0]
     assert f"{world // per_node} node(s) x {per_node}, {'srun' if launcher == 'srun' else 'torchrun'}" in lines[1]
     assert f"over {tp} device(s): {per_node * tp} devices per node" in lines[1]
-    assert len(lines) == 3 + world and not list(tmp_path.glob("runs/**/*.json*"))
+    assert len(lines) == 3 + world

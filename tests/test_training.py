@@ -629,6 +629,19 @@ def test_fsdp_on_cpu_processes_is_refused_not_silently_run_as_ddp(tmp_path):
     assert not (tmp_path / "r" / "train_log.jsonl").exists()
 
 
+def test_fsdp_on_accelerators_is_refused_until_the_loop_supports_it():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from dail_harness.errors import HarnessError
+    from dail_harness.training.engine import check_fsdp
+
+    with pytest.raises(HarnessError, match="FSDP is not supported by the training loop yet"):
+        check_fsdp(SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=8))
+    check_fsdp(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU, num_processes=8))  # DDP runs
+
+
 def test_max_steps_overrides_epochs_cycling_through_the_data_in_keyed_order():
     from dail_harness.training.plan import epoch_order, plan_steps
 

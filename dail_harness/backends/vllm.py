@@ -245,6 +245,9 @@ class VLLMBackend(SamplingBackend):
         serve (checked from the settings)."""
         if cfg.lora_r:
             servable_lora(cfg.lora_r, set(cfg.lora_targets), False)
+        from dail_harness.scale.launch import colocated_engine_args, current
+
+        colocated_engine_args(current().world, cfg.tensor_parallel_size)  # one engine per rank under a launcher
 
     @classmethod
     def for_policy(cls, model, tokenizer, cfg) -> SamplingBackend:

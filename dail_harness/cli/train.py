@@ -84,9 +84,12 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
     `train --method M --help` lists the options method M (and its loss) uses; a setting the run would ignore is
     refused. Multi-GPU (DDP): `torchrun --nproc_per_node N -m dail_harness train ...` or `accelerate launch -m
     dail_harness train ...`."""
-    from dail_harness.training.run import train
+    from dail_harness.training.run import plan_text, train
 
     load_plugins(cfg.plugin_dir)
+    if cfg.dry_run:
+        typer.echo(plan_text(cfg, extras.values, extras.wheres, extras.chosen))
+        return
     result = train(cfg, extras.values, extras.wheres, chosen=extras.chosen)
     for it in result.get("iterations", []):
         counts = ", ".join(f"{k} {v}" for k, v in it.items() if k not in ("iteration", "steps", "final_loss"))

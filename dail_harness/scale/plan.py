@@ -64,6 +64,23 @@ def format_plan(what: str, work: list[Work], launch: Launch, tensor_parallel_siz
     return "\n".join(lines)
 
 
+def format_training_plan(head: str, step: str, launch: Launch, engine: str, cpu: bool) -> str:
+    """`train --dry-run`: the run and its steps, then one line per rank (node, local rank, the device its
+    policy replica, and any colocated sampling engine, sits on)."""
+    world, local = launch.world, launch.local_world
+    lines = [
+        head,
+        step,
+        f"launch: {world} process(es) = {max(1, world // local)} node(s) x {local}, {launcher_name(launch)}; "
+        f"{'one policy replica per process (DDP)' if world > 1 else 'one policy'}; {engine}",
+        f"{'rank':>5} {'node':>5} {'local':>5}  device",
+    ]
+    for rank in range(world):
+        device = "cpu" if cpu else f"cuda:{rank % local}"
+        lines.append(f"{rank:>5} {rank // local:>5} {rank % local:>5}  {device}")
+    return "\n".join(lines)
+
+
 class JobProgress:
     """The progress of one process's sampling: its cost line, then a bar where one is shown (a process alone, or
     rank 0 of a launch); every other launched rank prints its cost line and one ETA line after its first batch

@@ -145,6 +145,12 @@ class TrainConfig(SamplingSettings):
     gradient_checkpointing: bool = option(True, help="Recompute activations in backward (less memory).", panel=OPTIM)
     seed: int = option(0, help="Seed of the data order, LoRA initialisation and sampling.", panel=RUN)
     save_every: int = option(50, ge=1, help="Checkpoint every N optimizer steps.", panel=RUN)
+    dry_run: bool = option(
+        False,
+        help="Print the plan (steps, what one step takes, every rank's device and sampling engine) and exit "
+        "without loading a model.",
+        panel=RUN,
+    )
     thinking: bool = option(
         False,
         parse=on_off,
@@ -319,6 +325,7 @@ class TrainConfig(SamplingSettings):
                 "progress",
                 "report_to",
                 "save_every",
+                "dry_run",
                 "device",
                 "plugin_dir",
                 "loss_opt",

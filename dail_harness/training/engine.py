@@ -229,14 +229,21 @@ def check_length(out: Path, ckpt: Path | None, total_steps: int, cfg: TrainConfi
 
 
 def check_fsdp(accelerator) -> None:
-    """Refuse an FSDP launch that accelerate would silently run as DDP. accelerate (1.x) turns FSDP on only
-    for accelerator devices (its MULTI_GPU/NPU/XPU/... types); on CPU processes ACCELERATE_USE_FSDP and an
-    `accelerate config` FSDP section are ignored and the model is replicated, not sharded."""
+    """Refuse FSDP, which the loop does not support yet (on accelerators), and an FSDP launch that accelerate
+    would silently run as DDP. accelerate (1.x) turns FSDP on only for accelerator devices (its
+    MULTI_GPU/NPU/XPU/... types); on CPU processes ACCELERATE_USE_FSDP and an `accelerate config` FSDP section are
+    ignored and the model is replicated, not sharded."""
     import os
 
     from accelerate.utils import DistributedType
 
     asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise HarnessError(
+            "FSDP is not supported by the training loop yet: its chunked loss reads the LM head's weights outside "
+            "the sharded forward and its checkpoints are whole state dicts. Train with DDP (one replica per "
+            "process; LoRA runs fit one GPU each), see docs/SCALE.md"
+        )
     if asked and accelerator.distributed_type != DistributedType.FSDP:
         raise HarnessError(
             "FSDP was asked for (ACCELERATE_USE_FSDP), but accelerate runs FSDP only on GPUs and other "

@@ -133,7 +133,10 @@ def _generate(
 ) -> None:
     """This process's shard of the generation, stored in rounds to `path` (skipping what it holds; the run's
     settings record was checked before the first iteration)."""
+    import torch.distributed as dist
+
     from dail_harness.eval.grading import GradingPool
+    from dail_harness.scale.launch import colocated_engine_args
     from dail_harness.training.online import OnlineContext
 
     job = Job(None, {}, WorkLog(path, lambda r: str(r["problem_id"])))
@@ -144,7 +147,11 @@ def _generate(
     backend_cls = registry.get("backends", cfg.backend)
     # the engine's own settings: hf's batch, vLLM's tensor parallelism (it runs alone: no policy beside it)
     vllm = cfg.backend == "vllm"
-    engine = {"tensor_parallel_size": cfg.tensor_parallel_size} if vllm else {"batch_size": cfg.sample_batch_size}
+    engine: dict = {"batch_size": cfg.sample_batch_size}
+    if vllm:  # under a launcher, in this process on its device (scale/launch.py)
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        engine = {"tensor_parallel_size": cfg.tensor_parallel_size}
+        engine["colocated"] = colocated_engine_args(world, cfg.tensor_parallel_size)
     with (
         backend_cls(
             model, device=cfg.device, chat_template_kwargs={"enable_thinking": cfg.thinking}, seed=cfg.seed, **engine

@@ -25,22 +25,7 @@ def train(
     """Train with the method's examples (a file, a generation phase, or the live policy every step) and save
     the adapter (or, with --lora-r 0, the model). `chosen`: the settings the user set, where each came from; one
     this run would ignore is refused."""
-    method, loss = resolve(cfg, given, wheres)
-    choice = auto_backend(cfg, method, chosen or {}) if cfg.backend == AUTO else None
-    if choice is not None:
-        cfg.backend = choice[0]
-    refuse_unused(cfg, method.source, chosen or {})
-    if choice is not None and choice[1]:
-        from dail_harness.backends.auto import announce
-
-        announce("train", *choice)
-    loss_name = cfg.loss or method.default_loss
-    settings = {
-        **cfg.settings(),
-        "loss": loss_name,
-        "method_options": as_settings(method.options),
-        "loss_options": as_settings(loss.options),
-    }
+    method, loss, loss_name, settings = prepare(cfg, given, wheres, chosen)
     desc = f"train ({cfg.method}, {loss_name})"
     if method.source == "generate":
         from dail_harness.training.iterate import generate_then_train
@@ -65,6 +50,81 @@ def train(
         return {**trainer.fit(source, desc), "loss": loss_name}
     finally:
         trainer.close()  # an interrupted run releases its sampling engine too
+
+
+def prepare(cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | None, chosen: dict[str, Where] | None):
+    """The method and loss of a run, its back-end settled and its settings checked: (method, loss, loss name,
+    the settings a resume must match)."""
+    method, loss = resolve(cfg, given, wheres)
+    choice = auto_backend(cfg, method, chosen or {}) if cfg.backend == AUTO else None
+    if choice is not None:
+        cfg.backend = choice[0]
+    refuse_unused(cfg, method.source, chosen or {})
+    if choice is not None and choice[1]:
+        from dail_harness.backends.auto import announce
+
+        announce("train", *choice)
+    loss_name = cfg.loss or method.default_loss
+    settings = {
+        **cfg.settings(),
+        "loss": loss_name,
+        "method_options": as_settings(method.options),
+        "loss_options": as_settings(loss.options),
+    }
+    return method, loss, loss_name, settings
+
+
+def plan_text(
+    cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | None, chosen: dict[str, Where] | None
+) -> str:
+    """`train --dry-run`: the run's steps and what one step takes, and every rank's device and sampling engine,
+    checked as the run would check them, without loading a model."""
+    import math
+    from pathlib import Path
+
+    from dail_harness.scale.launch import colocated_engine_args, current
+    from dail_harness.scale.plan import format_training_plan
+
+    method, _, loss_name, _ = prepare(cfg, given, wheres, chosen)
+    if not Path(cfg.data).is_file():
+        raise HarnessError("no such file", path=cfg.data)
+    launch, rows, o = current(), data_rows(cfg.data), method.options
+    world = launch.world
+    if method.source == "online":
+        per_step, unit = int(getattr(o, "prompts_per_step", 1)), "prompts"
+        step = f"one optimizer step: {per_step} prompts x {getattr(o, 'group_size', 1)} samples, "
+        step += f"at most {math.ceil(per_step / world)} prompt(s) per process"
+    else:
+        per_step, unit = cfg.batch_size * cfg.grad_accum * world, "examples"
+        step = f"one optimizer step: {per_step} sequences (batch {cfg.batch_size} x grad-accum {cfg.grad_accum} x "
+        step += f"{world} processes)"
+    every = "per iteration" if method.source == "generate" else "in all"
+    epochs = cfg.epochs or 1  # resolved from the method's default by now
+    steps = (
+        f"{cfg.max_steps} steps (--max-steps)"
+        if cfg.max_steps
+        else f"about {epochs * math.ceil(rows / per_step)} steps ({epochs} epoch(s) of {rows} {unit})"
+    )
+    head = f"train ({cfg.method}, loss {loss_name}): {rows:,} data rows; {steps} {every}"
+    if method.source == "file":
+        engine = f"sampling only for --eval-task, {cfg.backend} on the policy"
+    elif cfg.backend == "vllm":
+        colocated = colocated_engine_args(world, cfg.tensor_parallel_size)
+        engine = "sampling: one vLLM engine in each process" + (
+            " on its device (external launcher)" if colocated else ""
+        )
+    else:
+        engine = f"sampling: {cfg.backend} on the policy in each process"
+    return format_training_plan(head, step, launch, engine, cfg.device == "cpu")
+
+
+def data_rows(path: str) -> int:
+    """The non-empty lines of a data file (0 if it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
 
 
 def refuse_unused(cfg: TrainConfig, source: str, chosen: dict[str, Where]) -> None:
@@ -111,12 +171,7 @@ def sampled_tokens(cfg: TrainConfig, method) -> int:
     generation, problems x iterations x two passes (direct and hinted)."""
     import math
 
-    o = method.options
-    try:
-        with open(cfg.data, encoding="utf-8") as f:
-            rows = sum(1 for line in f if line.strip())
-    except OSError:
-        rows = 0
+    o, rows = method.options, data_rows(cfg.data)
     if method.source == "online":
         per_step = getattr(o, "prompts_per_step", 1)
         steps = cfg.max_steps or int((cfg.epochs or 1) * math.ceil(rows / per_step))
