@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
-from dail_harness.scale.shards import Shard
 from dail_harness.settings import SettingsRecord
 
 T = TypeVar("T")
@@ -63,6 +62,12 @@ def resume(
     return True
 
 
+class Dealing(Protocol):
+    """Which sample indices of the item at a position a process owns (`scale.shards.Shard` is the one rule)."""
+
+    def indices(self, position: int, indices: Iterable[int]) -> list[int]: ...
+
+
 @dataclass(frozen=True)
 class Pending(Generic[T]):
     """An item of a job and the sample indices of it that this process owns and has not stored."""
@@ -73,7 +78,7 @@ class Pending(Generic[T]):
     indices: list[int]
 
 
-def pending(items: Sequence[T], n: int, shard: Shard | None, stored: Callable[[T, int], bool]) -> list[Pending[T]]:
+def pending(items: Sequence[T], n: int, shard: Dealing | None, stored: Callable[[T, int], bool]) -> list[Pending[T]]:
     """Per item, in order, the indices in range(n) that `shard` owns (all without one) and `stored` says are
     missing; items with none are left out."""
     work = []
