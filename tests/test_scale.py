@@ -187,6 +187,28 @@ def test_a_shard_that_owns_no_sample_finishes_with_an_empty_share(cli, tmp_path)
     assert "shard 1/2: 0 samples" in out and (tmp_path / "r" / "run.json").exists()
 
 
+def test_report_merges_shards_grown_apart_at_their_newest_n(cli, tmp_path):
+    """A rerun with a larger n that stopped before every shard resumed leaves shards of one run with different
+    n: report merges them at the newest n (the samples a shard still lacks count as incomplete problems), and
+    once every shard has grown it equals a one-process run."""
+    small = [*EVAL[: EVAL.index("--samples-per-problem")], "--samples-per-problem", "4"]
+    small += EVAL[EVAL.index("--samples-per-problem") + 2 :]
+    shards = [tmp_path / f"s{i}" for i in range(2)]
+    for i, d in enumerate(shards):
+        assert cli(*small, "--shard", f"{i}/2", "--out", d)[0] == 0
+    assert cli(*EVAL, "--shard", "1/2", "--out", shards[1])[0] == 0  # only shard 1 grew to n = 6
+    code, out, err = cli("report", *shards, "--no-plot", "--json")
+    assert code == 0, err
+    (entry,) = json.loads(out)
+    assert entry["n"] == 6 and entry["incomplete_problems"] == 2 and entry["num_problems"] == 1  # shard 0: 2 of 3
+    assert cli(*EVAL, "--shard", "0/2", "--out", shards[0])[0] == 0
+    assert cli(*EVAL, "--out", tmp_path / "single")[0] == 0
+    merged, single = (
+        json.loads(cli("report", *d, "--no-plot", "--json")[1])[0] for d in (shards, [tmp_path / "single"])
+    )
+    assert merged["pass_at_k"] == single["pass_at_k"] and merged["incomplete_problems"] == 0
+
+
 # ---- real launches (torchrun, tiny-random, 2 CPU cores) ----
 
 # --samples-per-problem: torchrun's parser would read --n as an ambiguous abbreviation of its own options

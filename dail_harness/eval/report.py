@@ -44,7 +44,11 @@ def short_labels(paths: Sequence[Path]) -> list[str]:
 
 
 def _identity(settings: dict) -> str:
-    return json.dumps({k: v for k, v in settings.items() if k != "shard"}, sort_keys=True)
+    """What makes shards one run: their settings but the shard and the amounts a run may grow by (n, ks, limit:
+    a shard stopped before a rerun grew them still belongs to the run, reported at its newest n)."""
+    same = {k: v for k, v in settings.items() if k not in ("shard", "ks", "limit")}
+    same["sampling"] = {k: v for k, v in (settings.get("sampling") or {}).items() if k != "n"}
+    return json.dumps(same, sort_keys=True)
 
 
 def group_runs(dirs: Sequence[str | Path]) -> list[list[Path]]:
@@ -110,7 +114,10 @@ def report_run(
     problems of `exclude`. Problems that lack some of their n samples in a condition (an unfinished run) are
     left out of that condition and counted."""
     paths = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
-    settings = RunStore(paths[0]).read_settings()
+    # shards of one run may have been grown apart (a rerun with a larger n stopped before every shard resumed):
+    # the newest settings, the largest n and limit, say what the run is; samples it lacks count as incomplete
+    every = [RunStore(d).read_settings() for d in paths]
+    settings = max(every, key=lambda s: (int(s["sampling"]["n"]), s.get("limit") is None, s.get("limit") or 0))
     n = int(settings["sampling"]["n"])
     rows = list({sample_id(r): r for d in reversed(paths) for r in RunStore(d).load_samples()}.values())
     if not rows:
