@@ -131,3 +131,36 @@ def test_grpo_benchmark_runs_against_trl(tmp_path):
     results = json.loads((tmp_path / "r.json").read_text())
     assert [r["tool"] for r in results] == ["dail-harness", "trl GRPOTrainer"]
     assert all(r["samples_per_s"] > 0 and r["steps"] == 1 for r in results)
+
+
+def test_back_ends_take_only_their_own_settings_and_swallow_nothing(tmp_path, cli):
+    """No back-end takes **kwargs: `open_backend` refuses an option the chosen back-end has no parameter for (one
+    line naming it), passes an engine seed only to a back-end that has one, and leaves unset (None) options out."""
+    from dail_harness.backends.base import open_backend
+    from dail_harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="--tensor-parallel-size: the 'hf' back-end does not use it"):
+        open_backend("hf", "tiny-random", 0, tensor_parallel_size=2)
+    with pytest.raises(TypeError):
+        HFBackend("tiny-random", device="cpu", tensor_parallel_size=2)  # type: ignore[call-arg]
+    backend = open_backend("hf", "tiny-random", 7, device="cpu", batch_size=None)  # hf draws keyed: no engine seed
+    assert isinstance(backend, HFBackend) and backend.batch_size == 8  # its own default
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"problem_id": "a", "problem": "1+1?", "solution": "2", "answer": "2"}\n')
+    code, _, err = cli("data", "hints", "--data", data, "--model", "tiny-random", "--out", tmp_path / "h.jsonl")
+    assert code == 0, err
+    code, _, err = cli(
+        "data",
+        "hints",
+        "--data",
+        data,
+        "--model",
+        "tiny-random",
+        "--out",
+        tmp_path / "v.jsonl",
+        "--backend",
+        "vllm",
+        "--batch-size",
+        "4",
+    )
+    assert code == 2 and "--batch-size: the 'vllm' back-end does not use it" in err, err

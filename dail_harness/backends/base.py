@@ -45,8 +45,8 @@ def refuse_unused_engine_options(name: str, backend_cls: type, given: dict[str, 
     import inspect
 
     params = inspect.signature(backend_cls).parameters  # the constructor's, without self
-    if any(v.kind == v.VAR_KEYWORD and not p.startswith("_") for p, v in params.items()):
-        return  # a back-end that takes **options says it uses them (`**_unused` says it does not)
+    if any(v.kind == v.VAR_KEYWORD for v in params.values()):
+        return  # a back-end that takes **options says it uses them
     named = {p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)}
     for key in given:
         if key not in named:
@@ -58,10 +58,27 @@ def refuse_unused_engine_options(name: str, backend_cls: type, given: dict[str, 
             )
 
 
+def open_backend(name: str, model: Any, seed: int | None = None, **options: Any) -> SamplingBackend:
+    """Back-end `name` on `model` with `options` (a None value is unset and left out). An option the back-end has
+    no parameter for is one error naming it: no back-end swallows an argument. `seed` goes to back-ends with an
+    engine seed of their own (`engine_seed`); the others draw every sample from `SamplingParams.seed`."""
+    from dail_harness import registry
+
+    cls = registry.get("backends", name)
+    given = {k: v for k, v in options.items() if v is not None}
+    if cls.engine_seed and seed is not None:
+        given["seed"] = seed
+    refuse_unused_engine_options(name, cls, given)
+    return cls(model, **given)
+
+
 class SamplingBackend(ABC):
-    """Base class; subclasses register with `@registry.register("backends", NAME)`."""
+    """Base class; subclasses register with `@registry.register("backends", NAME)` and take their engine
+    settings as named constructor parameters (built through `open_backend`)."""
 
     name = ""
+    engine_seed = False
+    """The engine has a seed of its own (vLLM's sampler, used where keyed draws do not apply)."""
     tokenizer: Any = None
     """The tokenizer prompts are rendered with (set by subclasses)."""
     system_prompt: str | None = None

@@ -67,7 +67,6 @@ class HFBackend(SamplingBackend):
         use_chat_template: bool = True,
         system_prompt: str | None = None,
         chat_template_kwargs: dict | None = None,
-        **_unused,
     ):
         self.model_name = model if isinstance(model, str) else type(model).__name__
         self.device = device or default_device()
@@ -98,7 +97,6 @@ class HFBackend(SamplingBackend):
             (model, tokenizer),
             device=device,
             chat_template_kwargs={"enable_thinking": cfg.thinking},
-            seed=cfg.seed,
             batch_size=cfg.sample_batch_size,
         )
 

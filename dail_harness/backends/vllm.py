@@ -176,6 +176,7 @@ class VLLMBackend(SamplingBackend):
     """vLLM offline engine: one request per problem with n samples, prefix caching, TP on GPUs."""
 
     name = "vllm"
+    engine_seed = True
 
     def __init__(
         self,
@@ -194,7 +195,6 @@ class VLLMBackend(SamplingBackend):
         mixed_rollouts: bool = False,
         sleep_mode: bool = False,
         colocated: dict[str, Any] | None = None,
-        **_unused,
     ):
         if colocated:  # inside a launched training run: the executor runs in this process (scale/launch.py)
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"

@@ -284,7 +284,8 @@ def load_records(cfg: GenerateConfig) -> list[ExpertRecord]:
 
 
 def resolve_engine(cfg: GenerateConfig, problems: int, record: SettingsRecord, announce_choice: bool = True):
-    """Settle --backend auto, the engine's draft tokens and batch size; (back-end class, rollout engine class)."""
+    """Settle --backend auto, the engine's draft tokens and batch size; the rollout engine class (None for
+    direct sampling)."""
     choice = auto_backend(cfg, problems, record) if cfg.backend == AUTO else None
     if choice is not None:
         cfg.backend = choice[0]
@@ -302,7 +303,7 @@ def resolve_engine(cfg: GenerateConfig, problems: int, record: SettingsRecord, a
         cfg.draft_tokens = engine_cls.default_draft_tokens
     if cfg.batch_size is None:
         cfg.batch_size = getattr(engine_cls, "default_batch_size", 16)
-    return backend_cls, engine_cls
+    return engine_cls
 
 
 def run_generate(cfg: GenerateConfig, known: AbstractSet = frozenset()) -> dict:
@@ -310,7 +311,7 @@ def run_generate(cfg: GenerateConfig, known: AbstractSet = frozenset()) -> dict:
     (problem id, sample index) of traces stored elsewhere (a launched run's other files), not drawn again."""
     records = load_records(cfg)
     record = SettingsRecord(settings_path(cfg.out), cfg.out, "D_syn file")
-    backend_cls, engine_cls = resolve_engine(cfg, len(records), record)
+    engine_cls = resolve_engine(cfg, len(records), record)
     templates = Templates.from_file(cfg.templates) if cfg.templates else Templates()
     refuse_old_sharding(record)
     job = Job(record, cfg.settings(), trace_log(cfg.out))
@@ -320,7 +321,7 @@ def run_generate(cfg: GenerateConfig, known: AbstractSet = frozenset()) -> dict:
     todo = pending(records, cfg.n, shard, lambda r, i: (r.problem_id, i) in skip)
     stats: dict[str, Any] = {"rows": len(done), "new_rows": 0, "tokens": 0, "student_tokens": 0, "privileged_tokens": 0}
     if todo:
-        _generate(cfg, backend_cls, engine_cls, records, templates, todo, job, stats)
+        _generate(cfg, engine_cls, records, templates, todo, job, stats)
         job.finish()
     stats["rows"] += stats["new_rows"]
     stats["acceptance_rate"] = (
@@ -357,20 +358,20 @@ class Drawn:
     finish_reason: str
 
 
-def _generate(
-    cfg: GenerateConfig, backend_cls, engine_cls, records, templates, todo: list[Pending], job: Job, stats
-) -> None:
+def _generate(cfg: GenerateConfig, engine_cls, records, templates, todo: list[Pending], job: Job, stats) -> None:
     """Draw the traces `todo` lacks, grade each batch and store it as it finishes."""
+    from dail_harness.backends.base import open_backend
     from dail_harness.eval.grading import GradingPool
 
-    backend = backend_cls(
+    backend = open_backend(
+        cfg.backend,
         cfg.model,
+        cfg.seed,
         device=cfg.device,
         dtype=cfg.dtype,
-        batch_size=cfg.batch_size,
+        batch_size=None if cfg.backend == "vllm" else cfg.batch_size,  # vLLM's is the rollout's pairs per call
         chat_template_kwargs={"enable_thinking": cfg.thinking},
-        seed=cfg.seed,
-        **({"enforce_eager": True} if cfg.enforce_eager else {}),
+        enforce_eager=cfg.enforce_eager or None,
         **(getattr(engine_cls, "backend_options", {}) if engine_cls is not None else {}),
     )
     prompts = _render_prompts(cfg, backend, todo, templates)

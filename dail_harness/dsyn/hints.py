@@ -370,7 +370,6 @@ def generate_hints(cfg: HintsConfig, backend: Any = None, known: AbstractSet = f
     """Draw hints for the problems the output file lacks (of its shard, with --shard); returns counts (problems,
     new, without a hint, rejected draws). `backend` may be a loaded sampling back-end (tests). `known`: problems
     whose hint is stored elsewhere (a launched run's other files), not drawn again."""
-    from dail_harness import registry
 
     records, answers = hint_records(cfg)
     cfg.template(), cfg.explain()  # a bad template fails before anything is loaded
@@ -383,8 +382,10 @@ def generate_hints(cfg: HintsConfig, backend: Any = None, known: AbstractSet = f
     if not todo:
         return stats
     if backend is None:
-        backend = registry.get("backends", cfg.backend)(
-            cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size, seed=cfg.seed
+        from dail_harness.backends.base import open_backend
+
+        backend = open_backend(
+            cfg.backend, cfg.model, cfg.seed, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size
         )
     job.start()
     drawer = HintDrawer(cfg, backend, [w.item for w in todo], answers)

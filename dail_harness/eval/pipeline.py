@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dail_harness import registry
-from dail_harness.backends.base import GenerationRequest, SamplingBackend
+from dail_harness.backends.base import GenerationRequest, SamplingBackend, open_backend
 from dail_harness.errors import HarnessError
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
 from dail_harness.eval.metrics import condition_of, parse_k, power_of_two_grid, summarize_conditions
@@ -531,8 +530,8 @@ def _generate_and_grade(
     if loaded is not None:
         opened: Any = contextlib.nullcontext(loaded)
     else:
-        options = {**cfg.backend_options(), "chat_template_kwargs": {"enable_thinking": cfg.thinking}, "seed": cfg.seed}
-        opened = registry.get("backends", cfg.backend)(cfg.model, **options)
+        thinking = {"enable_thinking": cfg.thinking}
+        opened = open_backend(cfg.backend, cfg.model, cfg.seed, **cfg.backend_options(), chat_template_kwargs=thinking)
     # Load the model before creating the run directory: a bad model leaves nothing behind.
     with opened as backend, GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:
         per_sample = sum(sample_bound(cfg, b) for b in cfg.budget_list())

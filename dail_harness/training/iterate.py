@@ -18,7 +18,6 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from dail_harness import registry
 from dail_harness.errors import HarnessError
 from dail_harness.files import atomic_write_json, atomic_write_jsonl, iter_jsonl
 from dail_harness.scale.shards import Shard
@@ -135,6 +134,7 @@ def _generate(
     settings record was checked before the first iteration)."""
     import torch.distributed as dist
 
+    from dail_harness.backends.base import open_backend
     from dail_harness.eval.grading import GradingPool
     from dail_harness.scale.launch import colocated_engine_args
     from dail_harness.training.online import OnlineContext
@@ -144,17 +144,16 @@ def _generate(
     todo = [w.item for w in pending(rows, 1, shard, lambda r, _: str(r["problem_id"]) in done)]
     if not todo:
         return
-    backend_cls = registry.get("backends", cfg.backend)
-    # the engine's own settings: hf's batch, vLLM's tensor parallelism (it runs alone: no policy beside it)
-    vllm = cfg.backend == "vllm"
-    engine: dict = {"batch_size": cfg.sample_batch_size}
-    if vllm:  # under a launcher, in this process on its device (scale/launch.py)
+    # the engine's own settings: hf's batch and device, vLLM's tensor parallelism (it runs alone: no policy beside
+    # it; under a launcher in this process, on its device: scale/launch.py)
+    engine: dict = {"batch_size": cfg.sample_batch_size, "device": cfg.device}
+    if cfg.backend == "vllm":
         world = dist.get_world_size() if dist.is_initialized() else 1
         engine = {"tensor_parallel_size": cfg.tensor_parallel_size}
         engine["colocated"] = colocated_engine_args(world, cfg.tensor_parallel_size)
     with (
-        backend_cls(
-            model, device=cfg.device, chat_template_kwargs={"enable_thinking": cfg.thinking}, seed=cfg.seed, **engine
+        open_backend(
+            cfg.backend, model, cfg.seed, chat_template_kwargs={"enable_thinking": cfg.thinking}, **engine
         ) as backend,
         GradingPool(cfg.grade_workers) as pool,
     ):
