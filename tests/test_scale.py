@@ -329,6 +329,34 @@ def test_grpo_under_torchrun_samples_with_one_colocated_vllm_engine_per_rank(tmp
 
 
 @pytest.mark.slow
+def test_star_under_torchrun_with_more_ranks_than_problems_builds_every_engine_and_merges(tmp_path):
+    """STaR's generation with vLLM under a launch: a vLLM engine in a process group is built by every rank
+    together, so the rank without a problem builds its engine too (no hang), writes no file, and the merge
+    takes the other rank's rows."""
+    pytest.importorskip("vllm")
+    data = tmp_path / "p.jsonl"
+    row = {
+        "problem_id": "p0",
+        "problem": "What is 1 + 1?",
+        "answer": "2",
+        "solution": "1 + 1 = 2.",
+        "answer_type": "coin",
+    }
+    data.write_text(json.dumps(row) + "\n")
+    argv = ["train", "--method", "star", "--backend", "vllm", "--data", data, "--out", tmp_path / "run"]
+    argv += ["--max-tokens", "8", "--epochs", "1", "--grad-accum", "1", "--plugin-dir", ROOT / "tests" / "plugins"]
+    argv += ["--model", "tiny-random", "--no-progress", "--device", "cpu", "--lora-r", "8", "--grade-workers", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(torchrun(2, argv), capture_output=True, text=True, timeout=300, env=env)
+    assert (proc.stdout + proc.stderr).count("Using external launcher") == 2, proc.stderr[-3000:]
+    merged = [json.loads(x) for x in (tmp_path / "run" / "iter-0" / "generated.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in merged] == ["p0"]
+    assert not (tmp_path / "run" / "iter-0" / "generated.1-of-2.jsonl").exists()  # rank 1 had no problem
+    # this deterministic coin drops p0, so the run stops there, saying so (both ranks, one line each)
+    assert proc.returncode != 0 and "the method kept nothing to train on" in proc.stderr
+
+
+@pytest.mark.slow
 def test_generate_under_torchrun_with_three_ranks_survives_a_killed_rank(tmp_path, cli):
     data = tmp_path / "expert.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in EXPERT))

@@ -99,8 +99,10 @@ class SamplingBackend(ABC):
             raise HarnessError(f"the '{cls.name}' back-end cannot sample from a model being trained; use --backend hf")
 
     @classmethod
-    def for_policy(cls, model, tokenizer, cfg) -> SamplingBackend:
-        """A back-end that samples from a model being trained (methods that sample during training)."""
+    def for_policy(cls, model, tokenizer, cfg, every_rank: bool = True) -> SamplingBackend:
+        """A back-end that samples from a model being trained (methods that sample during training).
+        `every_rank`: every process of a launched run builds one (online methods), or the main process alone (its
+        evaluations): an engine whose construction is collective must know."""
         from dail_harness.errors import HarnessError
 
         raise HarnessError(f"the '{cls.name}' back-end cannot sample from a model being trained; use --backend hf")

@@ -90,8 +90,9 @@ class HFBackend(SamplingBackend):
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", None) or 32768)
 
     @classmethod
-    def for_policy(cls, model, tokenizer, cfg) -> HFBackend:
-        """Sample from the model being trained, in memory (its adapter on), with keyed randomness."""
+    def for_policy(cls, model, tokenizer, cfg, every_rank: bool = True) -> HFBackend:
+        """Sample from the model being trained, in memory (its adapter on), with keyed randomness (nothing to
+        coordinate between processes, whichever of them build one)."""
         device = str(next(model.parameters()).device)
         return cls(
             (model, tokenizer),

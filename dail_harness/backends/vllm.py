@@ -250,10 +250,12 @@ class VLLMBackend(SamplingBackend):
         colocated_engine_args(current().world, cfg.tensor_parallel_size)  # one engine per rank under a launcher
 
     @classmethod
-    def for_policy(cls, model, tokenizer, cfg) -> SamplingBackend:
+    def for_policy(cls, model, tokenizer, cfg, every_rank: bool = True) -> SamplingBackend:
         """Sample from the model being trained: the engine in this process, with the policy's weights loaded into
-        it before a generate call after they changed, or its LoRA adapter (see `PolicyOnVLLM`)."""
-        return PolicyOnVLLM(model, cfg)
+        it before a generate call after they changed, or its LoRA adapter (see `PolicyOnVLLM`). Built by every
+        rank of a launch, the engines join the launch's process group (one per rank); built by the main process
+        alone (its evaluations), the engine is a standalone one on that process's device."""
+        return PolicyOnVLLM(model, cfg, every_rank)
 
     def load_weights(self, named_tensors) -> None:
         """Replace the served weights (Hugging Face names) and drop the prefix cache, whose entries the old
@@ -376,7 +378,7 @@ class PolicyOnVLLM(SamplingBackend):
 
     name = "vllm"
 
-    def __init__(self, model, cfg):
+    def __init__(self, model, cfg, every_rank: bool = True):
         import tempfile
 
         import torch.distributed as dist
@@ -398,7 +400,7 @@ class PolicyOnVLLM(SamplingBackend):
             gpu_memory_utilization=cfg.vllm_memory if _on_gpu() else None,
             sleep_mode=self.sleeps,
             colocated=colocated_engine_args(
-                dist.get_world_size() if dist.is_initialized() else 1, cfg.tensor_parallel_size
+                dist.get_world_size() if dist.is_initialized() and every_rank else 1, cfg.tensor_parallel_size
             ),
         )
         self.tokenizer, self.eos_ids = self.engine.tokenizer, self.engine.eos_ids

@@ -123,6 +123,8 @@ def build_cached(target: Path, build_tokenizer: Callable[[], Any], build_model: 
     both end with one)."""
     if (target / "config.json").exists():
         return target
+    if _waits_for_rank_zero():
+        return _wait_for(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(target.parent, f".{target.name}.")
     from dail_harness.models.quiet import quiet_transformers
@@ -141,6 +143,31 @@ def build_cached(target: Path, build_tokenizer: Callable[[], Any], build_model: 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+BUILD_WAIT_S = 600.0
+
+
+def _waits_for_rank_zero() -> bool:
+    """In a launched process group, transformers writes a model's weights on rank 0 only (its
+    `should_save_on_this_rank`): another rank's build would hold a tokenizer and no model, so it waits."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+
+
+def _wait_for(target: Path) -> Path:
+    """`target` once rank 0 has built it (renamed into place whole)."""
+    import time
+
+    from dail_harness.errors import HarnessError
+
+    deadline = time.monotonic() + BUILD_WAIT_S
+    while not (target / "config.json").exists():
+        if time.monotonic() > deadline:
+            raise HarnessError(f"waited {BUILD_WAIT_S:.0f} s for rank 0 to build {target.name}", path=str(target))
+        time.sleep(0.2)
     return target
 
 

@@ -493,10 +493,12 @@ class Trainer:
 
     def sampler(self) -> SamplingBackend:
         """The live policy as a sampling back-end of the run's --backend (hf: in memory; vllm: the adapter as it
-        is at each call). One per run: methods that sample and the evaluations during training share it."""
+        is at each call). One per run: methods that sample and the evaluations during training share it. Online
+        methods build it on every process; a file method's evaluations on the main process alone."""
         if getattr(self, "_sampler", None) is None:
             backend_cls = registry.get("backends", self.cfg.backend)
-            self._sampler = backend_cls.for_policy(self.policy.model, self.tokenizer, self.cfg)
+            every_rank = self.method.source == "online"
+            self._sampler = backend_cls.for_policy(self.policy.model, self.tokenizer, self.cfg, every_rank)
         return self._sampler
 
     def eval_config(self, step: int):

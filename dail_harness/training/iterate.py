@@ -142,13 +142,13 @@ def _generate(
     job = Job(None, {}, WorkLog(path, lambda r: str(r["problem_id"])))
     done = job.resume()
     todo = [w.item for w in pending(rows, 1, shard, lambda r, _: str(r["problem_id"]) in done)]
-    if not todo:
-        return
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if not todo and (cfg.backend != "vllm" or world == 1):
+        return  # (a launched vLLM engine is built by every rank together, so a rank with nothing to do joins)
     # the engine's own settings: hf's batch and device, vLLM's tensor parallelism (it runs alone: no policy beside
     # it; under a launcher in this process, on its device: scale/launch.py)
     engine: dict = {"batch_size": cfg.sample_batch_size, "device": cfg.device}
     if cfg.backend == "vllm":
-        world = dist.get_world_size() if dist.is_initialized() else 1
         engine = {"tensor_parallel_size": cfg.tensor_parallel_size}
         engine["colocated"] = colocated_engine_args(world, cfg.tensor_parallel_size)
     with (
@@ -160,14 +160,19 @@ def _generate(
         ctx = OnlineContext(cfg, backend, pool)
         ctx.step = iteration
         job.run(method.generate(ctx, todo[start : start + ROUND]) for start in range(0, len(todo), ROUND))
+    if cfg.backend == "vllm":  # the training that follows needs the device's memory
+        from dail_harness.backends.vllm import release_engines
+
+        release_engines()
 
 
 def _merge(it_dir: Path, world: int, rows: list[dict]) -> dict:
     """All processes' rows in data order (`generated.jsonl`), the kept ones (`train.jsonl`), and the counts."""
-    by_id = {}
+    by_id: dict[str, dict] = {}
     for p in range(world):
-        for _, r in iter_jsonl(it_dir / f"generated.{p}-of-{world}.jsonl", allow_partial_tail=True):
-            by_id[str(r["problem_id"])] = r
+        part = it_dir / f"generated.{p}-of-{world}.jsonl"
+        for _, r in iter_jsonl(part, allow_partial_tail=True) if part.exists() else ():  # none: a rank without problems
+            by_id.setdefault(str(r["problem_id"]), r)
     merged = [by_id[str(r["problem_id"])] for r in rows if str(r["problem_id"]) in by_id]
     atomic_write_jsonl(it_dir / "generated.jsonl", merged)
     atomic_write_jsonl(it_dir / "train.jsonl", [r for r in merged if r.get("trace")])
