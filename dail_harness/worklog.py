@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, iter_jsonl, repair_partial_tail
 from dail_harness.settings import SettingsRecord
 
@@ -114,8 +115,27 @@ class Job:
             for log in [self.log, *self.side_logs]:
                 log.repair()
         else:
+            self._refuse_rows_without_record()
             resume(self.record, self.settings, [self.log, *self.side_logs], self.may_change)
         return self.log.done()
+
+    def _refuse_rows_without_record(self) -> None:
+        """Rows with no settings record (a merge cut short between its rows and its record, or a file this job did
+        not write) would be taken for this job's: one error instead."""
+        assert self.record is not None
+        if not self.record.exists() and any(True for _ in self.log.rows()):
+            raise HarnessError(
+                f"{self.log.path} holds rows but {self.record.path.name} is missing (a merge of a launched run cut "
+                "short, or another job's file): rerun the launch to merge again, or move the file away",
+                path=str(self.log.path),
+            )
+
+    def discard_unrecorded(self) -> None:
+        """A launched job's OUT: rows without a record are a merge cut short (its shards hold every row), so they
+        go, and the next merge writes them again."""
+        if self.record is not None and not self.record.exists():
+            for log in [self.log, *self.side_logs]:
+                log.path.unlink(missing_ok=True)
 
     def start(self) -> None:
         """Record the settings (a new job, or an earlier one's grown settings and this invocation)."""

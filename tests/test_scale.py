@@ -209,6 +209,38 @@ def test_report_merges_shards_grown_apart_at_their_newest_n(cli, tmp_path):
     assert merged["pass_at_k"] == single["pass_at_k"] and merged["incomplete_problems"] == 0
 
 
+def test_a_merge_cut_between_its_rows_and_its_record_is_redone_by_a_rerun(cli, tmp_path, monkeypatch):
+    """The merge writes OUT's samples first and run.json last: cut between the two, a one-process run into OUT
+    refuses the rows it cannot vouch for, and a rerun of the launch merges again (ranks run in turn here)."""
+    out = tmp_path / "launched"
+
+    def rank(r: int) -> tuple[int, str, str]:
+        for name, value in (("RANK", r), ("LOCAL_RANK", r), ("WORLD_SIZE", 2), ("LOCAL_WORLD_SIZE", 2)):
+            monkeypatch.setenv(name, str(value))
+        return cli(*EVAL, "--out", out)
+
+    assert rank(1)[0] == 0 and rank(0)[0] == 0
+    merged = samples(out)
+    (out / "run.json").unlink()  # the merge was killed after writing samples.jsonl
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name)
+    code, _, err = cli(*EVAL, "--out", out)
+    assert code != 0 and "holds rows but run.json is missing" in err, err
+    assert rank(0)[0] == 0 and (out / "run.json").exists() and samples(out) == merged
+
+
+def test_training_under_srun_alone_is_refused_before_anything_runs(cli, tmp_path, monkeypatch):
+    """accelerate reads torchrun's variables: srun's tasks would each train alone into one --out."""
+    for name, value in (("SLURM_PROCID", "1"), ("SLURM_LOCALID", "1"), ("SLURM_STEP_NUM_TASKS", "2")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(EXPERT[0]) + "\n")
+    code, _, err = cli("train", "--method", "sft", "--data", data, "--model", "tiny-random", "--out", tmp_path / "r")
+    assert code == 2 and "start one torchrun per node under srun" in err, err
+    assert not (tmp_path / "r").exists()
+
+
 # ---- real launches (torchrun, tiny-random, 2 CPU cores) ----
 
 # --samples-per-problem: torchrun's parser would read --n as an ambiguous abbreviation of its own options
@@ -432,7 +464,7 @@ def test_data_hints_and_the_harp_filter_launched_equal_one_process(tmp_path, cli
         return outputs
 
     first, last = launched([*hints, "--out", tmp_path / "launched.jsonl"])
-    assert "shard(s) 0/2" in first and "merged 2 shards" in last
+    assert "shard(s) 0/2" in first and "merged 2 shards" in last and f": {len(EXPERT)} problems, " in last
     for suffix in ("", ".explanations.jsonl"):  # one process stores rows as they finish, the merge in data order
         ours = sorted(Path(f"{tmp_path / 'launched.jsonl'}{suffix}").read_text().splitlines())
         assert ours and ours == sorted(Path(f"{tmp_path / 'single.jsonl'}{suffix}").read_text().splitlines()), suffix

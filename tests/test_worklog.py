@@ -78,10 +78,16 @@ def test_a_job_records_its_settings_before_its_first_row_and_a_rerun_draws_only_
 
     first = job()
     assert first.resume() == set() and not first.record.exists()
-    seen = []
+    seen, append = [], first.log.append
+
+    def append_watched(rows):
+        seen.append(first.record.exists())  # whether the record is there when a row is written
+        append(rows)
+
+    first.log.append = append_watched  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
-        first.run(groups([("a", 0), ("a", 1), ("b", 0)], die_after=2), lambda rows: seen.append(first.record.exists()))
-    assert seen == [True, True]  # the record was there when each group was stored
+        first.run(groups([("a", 0), ("a", 1), ("b", 0)], die_after=2))
+    assert seen == [True, True]
     with pytest.raises(HarnessError, match="seed: 1 -> 2"):
         job(seed=2).resume()
     again = job()
@@ -91,3 +97,15 @@ def test_a_job_records_its_settings_before_its_first_row_and_a_rerun_draws_only_
         {"item": "b", "index": 0}
     ]
     assert again.log.done() == {("a", 0), ("a", 1), ("b", 0)} and again.finish() is not None
+
+
+def test_rows_without_a_settings_record_are_refused_not_taken_for_this_jobs(tmp_path):
+    from dail_harness.worklog import Job
+
+    log = WorkLog(tmp_path / "out.jsonl", key)
+    log.append([{"item": "a", "index": 0}])  # e.g. a merge cut short between its rows and its record
+    job = Job(SettingsRecord(tmp_path / "out.settings.json", tmp_path / "out", "job"), {"seed": 1}, log)
+    with pytest.raises(HarnessError, match=r"holds rows but out\.settings\.json is missing"):
+        job.resume()
+    job.discard_unrecorded()  # what a launched job does: its shards hold every row
+    assert job.resume() == set() and not log.path.exists()

@@ -54,6 +54,7 @@ def run_launched_generate(cfg: GenerateConfig, launch: Launch) -> dict[str, Any]
     resolve_engine(cfg, len(records), record, announce_choice=launch.rank == 0)  # every rank resolves alike
     cfg.device = pin_engine(launch, 1, cfg.backend, cfg.device)  # on the back-end chosen, not `auto`
     top = Job(record, cfg.settings(), trace_log(cfg.out))
+    top.discard_unrecorded()  # rows without a record in OUT: a merge cut short, redone below
     top.resume()  # another D_syn in OUT is refused before any sampling
     own = replace(
         cfg,
@@ -97,6 +98,7 @@ def run_launched_hints(cfg: HintsConfig, launch: Launch) -> dict[str, Any]:
     records, _ = hint_records(cfg)
     cfg.device = pin_engine(launch, 1, cfg.backend, cfg.device)
     top = hints_job(cfg)
+    top.discard_unrecorded()  # rows without a record in OUT: a merge cut short, redone below
     top.resume()  # another hints file in OUT is refused before any sampling
     own = replace(
         cfg,
@@ -106,25 +108,30 @@ def run_launched_hints(cfg: HintsConfig, launch: Launch) -> dict[str, Any]:
     )
     known = {hint_key(r) for r in stored_rows(top, file_parts(cfg.out, hint_log))}
     stats = generate_hints(own, known=known)
-    stats["merged"] = merge_hints(cfg, records, launch.world, top)
-    if stats["merged"]:
-        stats["problems"] = len(records)
+    merged = merge_hints(cfg, records, launch.world, top)
+    stats["merged"] = merged is not None
+    if merged is not None:  # the counts of the whole file, not of this rank's shard
+        stats.update(problems=len(merged), new=len(merged), without_hint=sum(r["hint"] is None for r in merged))
+        stats["rejected"] = sum(int(r.get("rejected", 0)) for r in merged)
     return stats
 
 
-def merge_hints(cfg: HintsConfig, records, world: int, top: Job) -> bool:
+def merge_hints(cfg: HintsConfig, records, world: int, top: Job) -> list[dict] | None:
     """Write OUT (one row per problem, data order) and its explanations when every problem has its row somewhere;
     else say which shards still owe problems."""
     expected = [(p, 0, r.problem_id) for p, r in enumerate(records)]
     rows = stored_rows(top, file_parts(cfg.out, hint_log))
     by_id = complete(f"data hints {cfg.out}", rows, hint_key, expected, world, None, len(records))
     if by_id is None:
-        return False
+        return None
     position = {r.problem_id: p for p, r in enumerate(records)}
     explained = Job(top.record, top.settings, explanation_log(cfg.out))
-    steps = {(hint_key(r), int(r["attempt"])): r for r in stored_rows(explained, file_parts(cfg.out, explanation_log))}
+    steps: dict[tuple[str, int], dict] = {}
+    for r in stored_rows(explained, file_parts(cfg.out, explanation_log)):
+        steps.setdefault((hint_key(r), int(r["attempt"])), r)  # the first stored wins, as for every merged row
     order = sorted(steps, key=lambda k: (position.get(k[0], len(position)), k[0], k[1]))
     atomic_write_jsonl(explanations_path(cfg.out), [steps[k] for k in order])
-    publish(top, sorted(by_id.values(), key=lambda r: (position.get(hint_key(r), len(position)), hint_key(r))))
+    merged = sorted(by_id.values(), key=lambda r: (position.get(hint_key(r), len(position)), hint_key(r)))
+    publish(top, merged)
     top.finish()
-    return True
+    return merged

@@ -28,6 +28,7 @@ def run_launched(cfg: EvalConfig, launch: Launch) -> dict | None:
     refuse_manual_shard(cfg.shard, launch)
     tasks = load_tasks(cfg)
     top = RunStore(cfg.out).job(run_settings(cfg, tasks, model_fingerprint(cfg.model)))
+    top.discard_unrecorded()  # rows without a record in OUT: a merge cut short, redone below
     top.resume()  # another run in OUT is refused before any sampling
     own = replace(
         cfg,

@@ -44,9 +44,10 @@ def short_labels(paths: Sequence[Path]) -> list[str]:
 
 
 def _identity(settings: dict) -> str:
-    """What makes shards one run: their settings but the shard and the amounts a run may grow by (n, ks, limit:
-    a shard stopped before a rerun grew them still belongs to the run, reported at its newest n)."""
-    same = {k: v for k, v in settings.items() if k not in ("shard", "ks", "limit")}
+    """What makes shards one run: their settings but the shard and the samples per problem (n, ks: a shard stopped
+    before a rerun grew n still belongs to the run, reported at the newest n, its missing samples counted as
+    incomplete problems). --limit stays: a shard that never saw the added problems would hide them."""
+    same = {k: v for k, v in settings.items() if k not in ("shard", "ks")}
     same["sampling"] = {k: v for k, v in (settings.get("sampling") or {}).items() if k != "n"}
     return json.dumps(same, sort_keys=True)
 
@@ -115,9 +116,9 @@ def report_run(
     left out of that condition and counted."""
     paths = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
     # shards of one run may have been grown apart (a rerun with a larger n stopped before every shard resumed):
-    # the newest settings, the largest n and limit, say what the run is; samples it lacks count as incomplete
+    # the largest n says what the run is; the samples a shard lacks count as incomplete
     every = [RunStore(d).read_settings() for d in paths]
-    settings = max(every, key=lambda s: (int(s["sampling"]["n"]), s.get("limit") is None, s.get("limit") or 0))
+    settings = max(every, key=lambda s: int(s["sampling"]["n"]))
     n = int(settings["sampling"]["n"])
     rows = list({sample_id(r): r for d in reversed(paths) for r in RunStore(d).load_samples()}.values())
     if not rows:

@@ -60,20 +60,6 @@ class RunStore:
         """The run as a resumable job with these settings (the amounts of GROWABLE may grow)."""
         return Job(self.record, settings, self.samples, may_change=GROWABLE)
 
-    def check(self, settings: dict) -> None:
-        """If the run exists, check that `settings` match the ones it was started with."""
-        self.job(settings).resume()
-
-    def create(self, settings: dict) -> None:
-        """Write the settings of a new run (called once there is work to store), or the grown settings and
-        this invocation's provenance of an existing one."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.record.write(settings)
-
-    def finish(self) -> dict | None:
-        """Stamp this invocation's end in run.json; returns its provenance."""
-        return self.record.finish()
-
     def load_samples(self) -> list[dict]:
         """All stored sample rows (a trailing partial line is ignored; duplicates keep the first)."""
         if not self.samples_path.exists():
@@ -88,9 +74,6 @@ class RunStore:
                 seen.add(key)
                 rows.append(row)
         return rows
-
-    def append(self, rows: list[dict]) -> None:
-        self.samples.append(rows)
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.summary_path, summary)

@@ -64,9 +64,10 @@ def format_plan(what: str, work: list[Work], launch: Launch, tensor_parallel_siz
     return "\n".join(lines)
 
 
-def format_training_plan(head: str, step: str, launch: Launch, engine: str, cpu: bool) -> str:
+def format_training_plan(head: str, step: str, launch: Launch, engine: str, device: str | None) -> str:
     """`train --dry-run`: the run and its steps, then one line per rank (node, local rank, the device its
-    policy replica, and any colocated sampling engine, sits on)."""
+    policy replica, and any colocated sampling engine, sits on: --device, or GPU <local rank> as accelerate
+    places it)."""
     world, local = launch.world, launch.local_world
     lines = [
         head,
@@ -76,8 +77,7 @@ def format_training_plan(head: str, step: str, launch: Launch, engine: str, cpu:
         f"{'rank':>5} {'node':>5} {'local':>5}  device",
     ]
     for rank in range(world):
-        device = "cpu" if cpu else f"cuda:{rank % local}"
-        lines.append(f"{rank:>5} {rank // local:>5} {rank % local:>5}  {device}")
+        lines.append(f"{rank:>5} {rank // local:>5} {rank % local:>5}  {device or f'cuda:{rank % local}'}")
     return "\n".join(lines)
 
 
@@ -101,9 +101,9 @@ class JobProgress:
         """`n` more units done, with `tokens` new tokens (shown as tokens per second) and other figures."""
         self.bar.update(n)
         self.tokens += tokens
-        if n:
-            rate = self.tokens / max(time.monotonic() - self.start, 1e-9)
-            self.bar.set_postfix(tok_s=f"{rate:.0f}", **postfix)
+        if n and (self.tokens or postfix):  # a job that counts no tokens shows no rate
+            rate = {"tok_s": f"{self.tokens / max(time.monotonic() - self.start, 1e-9):.0f}"} if self.tokens else {}
+            self.bar.set_postfix(**rate, **postfix)
         first = self.done == 0 and n > 0
         self.done += n
         if first and self.quiet_rank and self.done < self.total:

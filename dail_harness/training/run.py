@@ -55,6 +55,7 @@ def train(
 def prepare(cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | None, chosen: dict[str, Where] | None):
     """The method and loss of a run, its back-end settled and its settings checked: (method, loss, loss name,
     the settings a resume must match)."""
+    refuse_unsupported_launch()
     method, loss = resolve(cfg, given, wheres)
     choice = auto_backend(cfg, method, chosen or {}) if cfg.backend == AUTO else None
     if choice is not None:
@@ -74,6 +75,27 @@ def prepare(cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | Non
     return method, loss, loss_name, settings
 
 
+def refuse_unsupported_launch() -> None:
+    """Before anything runs (STaR's generation included): FSDP, which the loop does not support yet, and srun
+    alone, whose tasks training would not see as one run (accelerate reads torchrun's variables)."""
+    import os
+
+    from dail_harness.scale.launch import current
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise HarnessError(
+            "FSDP was asked for (ACCELERATE_USE_FSDP), but the training loop does not support FSDP yet (and on CPU "
+            "processes accelerate would silently run DDP instead). Launch without FSDP (DDP: one replica per "
+            "process), see docs/SCALE.md"
+        )
+    launch = current()
+    if launch.launcher == "srun":
+        raise HarnessError(
+            f"train under srun alone ({launch.world} tasks): training reads torchrun's variables, so each task "
+            "would train on its own into one --out; start one torchrun per node under srun (docs/SCALE.md, (d))"
+        )
+
+
 def plan_text(
     cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | None, chosen: dict[str, Where] | None
 ) -> str:
@@ -82,10 +104,13 @@ def plan_text(
     import math
     from pathlib import Path
 
+    from dail_harness import registry
     from dail_harness.scale.launch import colocated_engine_args, current
     from dail_harness.scale.plan import format_training_plan
 
     method, _, loss_name, _ = prepare(cfg, given, wheres, chosen)
+    if cfg.eval_task or method.source != "file":  # what the run checks before step 1
+        registry.get("backends", cfg.backend).check_policy(cfg)
     if not Path(cfg.data).is_file():
         raise HarnessError("no such file", path=cfg.data)
     launch, rows, o = current(), data_rows(cfg.data), method.options
@@ -115,7 +140,7 @@ def plan_text(
         )
     else:
         engine = f"sampling: {cfg.backend} on the policy in each process"
-    return format_training_plan(head, step, launch, engine, cfg.device == "cpu")
+    return format_training_plan(head, step, launch, engine, cfg.device)
 
 
 def data_rows(path: str) -> int:
