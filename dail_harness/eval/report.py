@@ -104,6 +104,12 @@ def _complete_rows(rows: list[dict], n: int) -> tuple[list[dict], int]:
     return complete, incomplete
 
 
+def _newest_settings(paths: list[Path]) -> dict:
+    """Shards of one run may have been grown apart (a rerun with a larger n stopped before every shard resumed):
+    the largest n says what the run is; the samples a shard lacks count as incomplete."""
+    return max((RunStore(d).read_settings() for d in paths), key=lambda s: int(s["sampling"]["n"]))
+
+
 def report_run(
     dirs: Sequence[str | Path] | str | Path,
     ks: Sequence[int] | None = None,
@@ -115,10 +121,7 @@ def report_run(
     problems of `exclude`. Problems that lack some of their n samples in a condition (an unfinished run) are
     left out of that condition and counted."""
     paths = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
-    # shards of one run may have been grown apart (a rerun with a larger n stopped before every shard resumed):
-    # the largest n says what the run is; the samples a shard lacks count as incomplete
-    every = [RunStore(d).read_settings() for d in paths]
-    settings = max(every, key=lambda s: int(s["sampling"]["n"]))
+    settings = _newest_settings(paths)
     n = int(settings["sampling"]["n"])
     rows = list({sample_id(r): r for d in reversed(paths) for r in RunStore(d).load_samples()}.values())
     if not rows:

@@ -57,16 +57,8 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
         it_dir = out / f"iter-{r}"
         generator = cfg.model if r == 0 else _generation_model(out / f"iter-{r - 1}", cfg)
         mine = it_dir / f"generated.{rank}-of-{world}.jsonl"
-        device = cfg.device or str(state.device)  # each process's engine on its own device
-        _generate(
-            dataclasses.replace(cfg, device=device),
-            method,
-            rows,
-            Shard(rank, world, None, len(rows)),
-            generator,
-            mine,
-            r,
-        )
+        own = dataclasses.replace(cfg, device=cfg.device or str(state.device))  # each engine on its own device
+        _generate(own, method, rows, Shard(rank, world, None, len(rows)), generator, mine, r)
         state.wait_for_everyone()
         counts = _merge(it_dir, world, rows) if state.is_main_process else {}
         state.wait_for_everyone()
@@ -87,13 +79,7 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
         history.append({"iteration": r, **counts, "steps": result["steps"], "final_loss": last.get("loss")})
     if state.is_main_process:
         record.write({**settings, "processes": world})
-        for name in FINAL_FILES:
-            if (out / f"iter-{iterations - 1}" / name).exists():
-                shutil.copy2(out / f"iter-{iterations - 1}" / name, out / name)
-        if cfg.merge:
-            shutil.rmtree(out / "merged", ignore_errors=True)
-            shutil.copytree(out / f"iter-{iterations - 1}" / "merged", out / "merged")
-        atomic_write_jsonl(out / "iterations.jsonl", history)
+        _publish_last(out, iterations, cfg.merge, history)
     return {
         "steps": total,
         "examples": sum(h["kept"] for h in history),
@@ -101,6 +87,18 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
         "iterations": history,
         "resumed_from": resumed,
     }
+
+
+def _publish_last(out: Path, iterations: int, merge: bool, history: list[dict]) -> None:
+    """OUT holds the last iteration's adapter (and merged model) and every iteration's counts."""
+    last = out / f"iter-{iterations - 1}"
+    for name in FINAL_FILES:
+        if (last / name).exists():
+            shutil.copy2(last / name, out / name)
+    if merge:
+        shutil.rmtree(out / "merged", ignore_errors=True)
+        shutil.copytree(last / "merged", out / "merged")
+    atomic_write_jsonl(out / "iterations.jsonl", history)
 
 
 def iteration_config(cfg: TrainConfig, method: GenerateMethod, r: int, iterations: int) -> TrainConfig:
