@@ -197,7 +197,14 @@ class VLLMBackend(SamplingBackend):
         colocated: dict[str, Any] | None = None,
     ):
         if colocated:  # inside a launched training run: the executor runs in this process (scale/launch.py)
+            import torch.distributed as dist
+
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            print(
+                f"vllm (rank {dist.get_rank()}/{dist.get_world_size()}): one engine in this process, on its own "
+                "device (vLLM's external launcher)",
+                file=sys.stderr,
+            )
         vllm = _import_vllm()
         path = resolve_model(model)
         if adapter_base(path):
@@ -399,6 +406,7 @@ class PolicyOnVLLM(SamplingBackend):
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.vllm_memory if _on_gpu() else None,
             sleep_mode=self.sleeps,
+            enforce_eager=cfg.enforce_eager,
             colocated=colocated_engine_args(
                 dist.get_world_size() if dist.is_initialized() and every_rank else 1, cfg.tensor_parallel_size
             ),

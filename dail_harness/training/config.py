@@ -40,7 +40,8 @@ class TrainConfig(SamplingSettings):
     SECTIONS: ClassVar[dict[str, str | tuple[str, ...]]] = {
         "method": "*",  # method: {name: grpo, group_size: 8}
         "loss": "*",  # loss: {name: dail, gamma: 0.1}
-        "sampling": SAMPLING_SETTINGS + ("backend", "vllm_memory", "tensor_parallel_size", "sample_batch_size"),
+        "sampling": SAMPLING_SETTINGS
+        + ("backend", "vllm_memory", "tensor_parallel_size", "enforce_eager", "sample_batch_size"),
         "eval": "eval_",  # eval: {task: aime24, every: 50, n: 16}
         "lora": "lora_",  # lora: {r: 32, alpha: 32}
     }
@@ -200,6 +201,11 @@ class TrainConfig(SamplingSettings):
         "has its own engine).",
         panel=SAMPLE,
     )
+    enforce_eager: bool = option(
+        False,
+        help="--backend vllm during training: skip vLLM's compilation and CUDA graphs (faster start, slower steps).",
+        panel=SAMPLE,
+    )
     sample_batch_size: int = option(
         64,
         ge=1,
@@ -289,11 +295,19 @@ class TrainConfig(SamplingSettings):
                     f"methods that sample ({sampling_methods}) and, without --eval-max-tokens, --eval-task use it"
                 )
         if not samples and not evaluates:
-            for name in ("backend", "vllm_memory", "tensor_parallel_size", "sample_batch_size", "grade_workers"):
+            for name in (
+                "backend",
+                "vllm_memory",
+                "tensor_parallel_size",
+                "enforce_eager",
+                "sample_batch_size",
+                "grade_workers",
+            ):
                 out[name] = f"methods that sample ({sampling_methods}) and --eval-task use it"
         if self.backend == "hf":
             out.setdefault("vllm_memory", "--backend vllm uses it")
             out.setdefault("tensor_parallel_size", "--backend vllm uses it")
+            out.setdefault("enforce_eager", "--backend vllm uses it")
         elif self.backend == "vllm":
             out.setdefault("sample_batch_size", "--backend hf uses it (vLLM schedules its own batches)")
         if not evaluates:
@@ -326,6 +340,7 @@ class TrainConfig(SamplingSettings):
                 "report_to",
                 "save_every",
                 "dry_run",
+                "enforce_eager",
                 "device",
                 "plugin_dir",
                 "loss_opt",

@@ -147,7 +147,7 @@ def _generate(
     # it; under a launcher in this process, on its device: scale/launch.py)
     engine: dict = {"batch_size": cfg.sample_batch_size, "device": cfg.device}
     if cfg.backend == "vllm":
-        engine = {"tensor_parallel_size": cfg.tensor_parallel_size}
+        engine = {"tensor_parallel_size": cfg.tensor_parallel_size, "enforce_eager": cfg.enforce_eager or None}
         engine["colocated"] = colocated_engine_args(world, cfg.tensor_parallel_size)
     with (
         open_backend(
