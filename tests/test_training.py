@@ -633,11 +633,11 @@ def test_fsdp_on_accelerators_is_refused_until_the_loop_supports_it():
     from accelerate.utils import DistributedType
 
     from dail_harness.errors import HarnessError
-    from dail_harness.training.engine import check_fsdp
+    from dail_harness.training.engine import refuse_fsdp
 
     with pytest.raises(HarnessError, match="FSDP is not supported by the training loop yet"):
-        check_fsdp(SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=8))
-    check_fsdp(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU, num_processes=8))  # DDP runs
+        refuse_fsdp(SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=8))
+    refuse_fsdp(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU, num_processes=8))  # DDP runs
 
 
 def test_max_steps_overrides_epochs_cycling_through_the_data_in_keyed_order():

@@ -85,7 +85,7 @@ def _filter_unsolved(records, cfg: HarpConfig, run_dir):
     from dail_harness.eval.pipeline import EvalConfig, run_eval
     from dail_harness.eval.store import RunStore
     from dail_harness.files import atomic_write_jsonl
-    from dail_harness.scale.launch import current, pin_engine
+    from dail_harness.scale.launch import current
 
     run_dir.mkdir(parents=True, exist_ok=True)
     data = run_dir / "problems.jsonl"
@@ -107,7 +107,6 @@ def _filter_unsolved(records, cfg: HarpConfig, run_dir):
     if launch.launched:
         from dail_harness.eval.launched import run_launched
 
-        eval_cfg.device = pin_engine(launch, 1, eval_cfg.backend, eval_cfg.device)
         if run_launched(eval_cfg, launch) is None:
             return None
     else:

@@ -15,7 +15,7 @@ from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S
 from dail_harness.eval.pipeline import EvalConfig
 from dail_harness.options import PATH, option
-from dail_harness.scale.launch import Launch, current, pin_engine
+from dail_harness.scale.launch import Launch, current
 
 
 @dataclass(kw_only=True)
@@ -73,8 +73,7 @@ def eval_cmd(cfg: EvalConfig) -> None:
     if launch.launched:
         from dail_harness.eval.launched import run_launched
 
-        cfg.device = pin_engine(launch, cfg.tensor_parallel_size, cfg.backend, cfg.device)
-        merged = run_launched(cfg, launch)
+        merged = run_launched(cfg, launch)  # places this process's engine on its devices
         if merged is not None:
             typer.echo(format_table([report_from_summary(Path(cfg.out).name, merged)]))
             typer.echo(f"merged {launch.world} shards into {Path(cfg.out) / 'samples.jsonl'} and summary.json")

@@ -382,14 +382,13 @@ def _generate(cfg: GenerateConfig, engine_cls, records, templates, todo: list[Pe
     bar = JobProgress(f"generate ({cfg.mode})", "trace", traces, bound, cfg.progress, current_launch())
 
     def stored(rows: list[dict]) -> None:
+        tokens = sum(r["num_tokens"] for r in rows)
         for key in ("student_tokens", "privileged_tokens"):
             stats[key] += sum(r[key] for r in rows)
-        stats["tokens"] += sum(r["num_tokens"] for r in rows)
+        stats["tokens"] += tokens
         mixed = cfg.mode == "mixed" and stats["tokens"]
         bar.update(
-            len(rows),
-            sum(r["num_tokens"] for r in rows),
-            **({"accept": f"{stats['student_tokens'] / stats['tokens']:.2f}"} if mixed else {}),
+            len(rows), tokens, **({"accept": f"{stats['student_tokens'] / stats['tokens']:.2f}"} if mixed else {})
         )
 
     with backend, GradingPool(cfg.grade_workers) as pool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dail_harness.eval.pipeline import EvalConfig, load_tasks, positioned, run_eval, run_settings, summarize_run
 from dail_harness.eval.store import RunStore, sample_id
-from dail_harness.scale.launch import Launch, refuse_manual_shard
+from dail_harness.scale.launch import Launch, pin_engine, refuse_manual_shard
 from dail_harness.scale.merge import Part, complete, publish, stored_rows
 from dail_harness.scale.shards import shard_dir
 from dail_harness.worklog import Job
@@ -26,6 +26,7 @@ def run_launched(cfg: EvalConfig, launch: Launch) -> dict | None:
     from dail_harness.models.fingerprint import model_fingerprint
 
     refuse_manual_shard(cfg.shard, launch)
+    cfg.device = pin_engine(launch, cfg.tensor_parallel_size, cfg.backend, cfg.device)
     tasks = load_tasks(cfg)
     top = RunStore(cfg.out).job(run_settings(cfg, tasks, model_fingerprint(cfg.model)))
     top.discard_unrecorded()  # rows without a record in OUT: a merge cut short, redone below

@@ -228,28 +228,25 @@ def check_length(out: Path, ckpt: Path | None, total_steps: int, cfg: TrainConfi
         )
 
 
-def check_fsdp(accelerator) -> None:
-    """Refuse FSDP, which the loop does not support yet (on accelerators), and an FSDP launch that accelerate
-    would silently run as DDP. accelerate (1.x) turns FSDP on only for accelerator devices (its
-    MULTI_GPU/NPU/XPU/... types); on CPU processes ACCELERATE_USE_FSDP and an `accelerate config` FSDP section are
-    ignored and the model is replicated, not sharded."""
+FSDP_REFUSED = (
+    "FSDP was asked for, but FSDP is not supported by the training loop yet: its chunked loss reads the LM head's "
+    "weights outside the sharded forward and its checkpoints are whole state dicts (and on CPU processes accelerate "
+    "would silently run DDP instead). Train with DDP (one replica per process; LoRA runs fit one GPU each), see "
+    "docs/SCALE.md"
+)
+
+
+def refuse_fsdp(accelerator=None) -> None:
+    """Refuse FSDP, which the loop does not support yet: asked for through accelerate (ACCELERATE_USE_FSDP, what
+    `accelerate launch --use_fsdp` sets; checked before anything runs) or turned on in `accelerator`. accelerate
+    (1.x) turns FSDP on only for accelerator devices and would run CPU processes as DDP, silently."""
     import os
 
     from accelerate.utils import DistributedType
 
     asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if accelerator.distributed_type == DistributedType.FSDP:
-        raise HarnessError(
-            "FSDP is not supported by the training loop yet: its chunked loss reads the LM head's weights outside "
-            "the sharded forward and its checkpoints are whole state dicts. Train with DDP (one replica per "
-            "process; LoRA runs fit one GPU each), see docs/SCALE.md"
-        )
-    if asked and accelerator.distributed_type != DistributedType.FSDP:
-        raise HarnessError(
-            "FSDP was asked for (ACCELERATE_USE_FSDP), but accelerate runs FSDP only on GPUs and other "
-            f"accelerators: these {accelerator.num_processes} CPU process(es) would silently train with "
-            f"{accelerator.distributed_type.value} instead. Launch without FSDP on CPU (DDP is what runs), or on GPUs."
-        )
+    if asked or (accelerator is not None and accelerator.distributed_type == DistributedType.FSDP):
+        raise HarnessError(FSDP_REFUSED)
 
 
 SHOWN = ("loss", "kl_ps", "kl_nr", "reward", "kl")
@@ -276,7 +273,7 @@ class Trainer:
             log_with=cfg.report_to,
             project_dir=str(self.out),
         )
-        check_fsdp(self.accelerator)
+        refuse_fsdp(self.accelerator)
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.settings = {**settings, "processes": self.world}  # a step's data order depends on it
         self.record = SettingsRecord(self.out / "train_config.json", self.out, "training run")

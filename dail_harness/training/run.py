@@ -10,7 +10,7 @@ from dail_harness.errors import HarnessError
 from dail_harness.options import Where, as_settings
 from dail_harness.options import refuse_unused as refuse
 from dail_harness.training.config import TrainConfig
-from dail_harness.training.engine import FileSource, Trainer, resolve
+from dail_harness.training.engine import FileSource, Trainer, refuse_fsdp, resolve
 from dail_harness.training.plan import StepSource
 from dail_harness.training.recipes import FileMethod, GenerateMethod, OnlineMethod
 
@@ -78,16 +78,9 @@ def prepare(cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | Non
 def refuse_unsupported_launch() -> None:
     """Before anything runs (STaR's generation included): FSDP, which the loop does not support yet, and srun
     alone, whose tasks training would not see as one run (accelerate reads torchrun's variables)."""
-    import os
-
     from dail_harness.scale.launch import current
 
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        raise HarnessError(
-            "FSDP was asked for (ACCELERATE_USE_FSDP), but the training loop does not support FSDP yet (and on CPU "
-            "processes accelerate would silently run DDP instead). Launch without FSDP (DDP: one replica per "
-            "process), see docs/SCALE.md"
-        )
+    refuse_fsdp()
     launch = current()
     if launch.launcher == "srun":
         raise HarnessError(
