@@ -197,14 +197,7 @@ class VLLMBackend(SamplingBackend):
         colocated: dict[str, Any] | None = None,
     ):
         if colocated:  # inside a launched training run: the executor runs in this process (scale/launch.py)
-            import torch.distributed as dist
-
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-            print(
-                f"vllm (rank {dist.get_rank()}/{dist.get_world_size()}): one engine in this process, on its own "
-                "device (vLLM's external launcher)",
-                file=sys.stderr,
-            )
+            _enter_colocated()
         vllm = _import_vllm()
         path = resolve_model(model)
         if adapter_base(path):
@@ -344,6 +337,19 @@ class VLLMBackend(SamplingBackend):
                         )
                     )
             yield batch
+
+
+def _enter_colocated() -> None:
+    """An engine in a launched run's process group (vLLM's external launcher) runs its executor in this process,
+    on this process's device; say so, once per rank."""
+    import torch.distributed as dist
+
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    print(
+        f"vllm (rank {dist.get_rank()}/{dist.get_world_size()}): one engine in this process, on its own device "
+        "(vLLM's external launcher)",
+        file=sys.stderr,
+    )
 
 
 def _sampled_logprobs(output) -> list[float]:
