@@ -113,7 +113,11 @@ def test_every_recipe_plans_the_world_its_launcher_starts(launcher, args, argv, 
         assert lines[0].startswith(f"train ({'grpo' if 'grpo' in option(argv, '--config') else 'dail'}, "), lines
         assert f"launch: {world} process(es) = {world // per_node} node(s) x {per_node}, torchrun" in lines[2]
         assert len(lines) == 4 + world and lines[-1].endswith(f"cuda:{per_node - 1}")
-        if "--backend" in argv:  # GRPO: one colocated vLLM engine per rank
+        if "--fsdp" in argv:
+            assert f"the policy sharded over the {world} processes (FSDP2" in lines[2]
+        else:
+            assert "one policy replica per process (DDP)" in lines[2]
+        if option(argv, "--backend") == "vllm":  # GRPO: one colocated vLLM engine per rank
             assert "one vLLM engine in each process on its device (external launcher)" in lines[2]
         return
     tp = int(option(argv, "--tensor-parallel-size", default="1") or 1)

@@ -604,40 +604,25 @@ def test_tensorboard_tracker_writes_the_logged_scalars(tmp_path, cli):
         assert [s.value for s in scalars] == pytest.approx([r[key] for r in log], rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.slow
-def test_fsdp_on_cpu_processes_is_refused_not_silently_run_as_ddp(tmp_path):
-    """The loop does not support FSDP yet, and accelerate turns FSDP on only for accelerators (2 CPU processes
-    asked for FSDP would replicate the model): the run stops with one line saying so, before any output."""
-    data = write_dsyn(tmp_path / "d.jsonl", n=2)
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    env = {**os.environ, "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
-    args = ["train", "--method", "dail", "--data", str(data), "--max-steps", "1", *TRAIN, "--out", str(tmp_path / "r")]
-    proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "-m", "dail_harness", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode != 0
-    errors = {line for line in proc.stderr.splitlines() if line.startswith("error: FSDP was asked for")}
-    assert len(errors) == 1, proc.stderr[-2000:]  # the same line from both processes
-    assert "accelerate would silently run DDP instead" in errors.pop()
-    assert "Traceback" not in proc.stderr.split("error: FSDP")[0][-500:]
-    assert not (tmp_path / "r" / "train_log.jsonl").exists()
-
-
-def test_fsdp_on_accelerators_is_refused_until_the_loop_supports_it():
+def test_accelerates_own_fsdp_is_refused_before_anything_runs_pointing_to_train_fsdp(tmp_path, cli, monkeypatch):
+    """accelerate turns its FSDP on only for accelerators (CPU processes asked for it would replicate the model)
+    and wraps the model its own way: `accelerate launch --use_fsdp` stops with one line naming `train --fsdp`."""
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
 
     from dail_harness.errors import HarnessError
-    from dail_harness.training.engine import refuse_fsdp
+    from dail_harness.training.engine import refuse_accelerate_fsdp
 
-    with pytest.raises(HarnessError, match="FSDP is not supported by the training loop yet"):
-        refuse_fsdp(SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=8))
-    refuse_fsdp(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU, num_processes=8))  # DDP runs
+    data = write_dsyn(tmp_path / "d.jsonl", n=2)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    code, _, err = cli("train", "--method", "dail", "--data", data, "--max-steps", "1", *TRAIN, "--out", tmp_path / "r")
+    assert code == 2 and err.startswith("error: accelerate's own FSDP was asked for") and "train --fsdp" in err
+    assert not (tmp_path / "r").exists()
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    with pytest.raises(HarnessError, match="pass `train --fsdp`"):
+        refuse_accelerate_fsdp(SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=8))
+    refuse_accelerate_fsdp(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU, num_processes=8))  # DDP runs
 
 
 def test_max_steps_overrides_epochs_cycling_through_the_data_in_keyed_order():

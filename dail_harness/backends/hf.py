@@ -162,6 +162,7 @@ class HFBackend(SamplingBackend):
             attention_mask=attention,
             generation_config=cfg,
             logits_processor=LogitsProcessorList([processor]),
+            synced_gpus=False,  # every process samples alone (an FSDP policy is whole while it samples)
             **kwargs,
         )
         logprobs = torch.stack(processor.logprobs, 1)[:real].tolist() if params.logprobs else None

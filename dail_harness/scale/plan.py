@@ -64,7 +64,9 @@ def format_plan(what: str, work: list[Work], launch: Launch, tensor_parallel_siz
     return "\n".join(lines)
 
 
-def format_training_plan(head: str, step: str, launch: Launch, engine: str, device: str | None) -> str:
+def format_training_plan(
+    head: str, step: str, launch: Launch, engine: str, device: str | None, sharded: bool = False
+) -> str:
     """`train --dry-run`: the run and its steps, then one line per rank (node, local rank, the device its
     policy replica, and any colocated sampling engine, sits on: --device, or GPU <local rank> as accelerate
     places it)."""
@@ -73,12 +75,18 @@ def format_training_plan(head: str, step: str, launch: Launch, engine: str, devi
         head,
         step,
         f"launch: {world} process(es) = {max(1, world // local)} node(s) x {local}, {launcher_name(launch)}; "
-        f"{'one policy replica per process (DDP)' if world > 1 else 'one policy'}; {engine}",
+        f"{_placement(world, sharded)}; {engine}",
         f"{'rank':>5} {'node':>5} {'local':>5}  device",
     ]
     for rank in range(world):
         lines.append(f"{rank:>5} {rank // local:>5} {rank % local:>5}  {device or f'cuda:{rank % local}'}")
     return "\n".join(lines)
+
+
+def _placement(world: int, sharded: bool) -> str:
+    if sharded:
+        return f"the policy sharded over the {world} processes (FSDP2: each holds 1/{world} of it)"
+    return "one policy replica per process (DDP)" if world > 1 else "one policy"
 
 
 class JobProgress:

@@ -144,6 +144,13 @@ class TrainConfig(SamplingSettings):
     )
     chunk_tokens: int = option(DEFAULT_CHUNK, ge=1, help="Positions per loss chunk (memory vs. speed).", panel=OPTIM)
     gradient_checkpointing: bool = option(True, help="Recompute activations in backward (less memory).", panel=OPTIM)
+    fsdp: bool = option(
+        False,
+        help="Shard weights, gradients and optimizer state over the launch's processes (FSDP2, torch's fully_shard "
+        "on each decoder layer), for a model that does not fit one device; checkpoints are sharded, the final "
+        "weights gathered. Needs torchrun or accelerate launch; sampling during training uses --backend hf.",
+        panel=OPTIM,
+    )
     seed: int = option(0, help="Seed of the data order, LoRA initialisation and sampling.", panel=RUN)
     save_every: int = option(50, ge=1, help="Checkpoint every N optimizer steps.", panel=RUN)
     dry_run: bool = option(

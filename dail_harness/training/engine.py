@@ -30,7 +30,14 @@ from dail_harness.files import append_jsonl, atomic_write_jsonl, iter_jsonl
 from dail_harness.options import Where
 from dail_harness.sampling import SAMPLING_SETTINGS
 from dail_harness.settings import SettingsRecord
-from dail_harness.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, step_of
+from dail_harness.training.checkpoints import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_sharded_checkpoint,
+    save_checkpoint,
+    save_sharded_checkpoint,
+    step_of,
+)
 from dail_harness.training.chunked import chunked_sums
 from dail_harness.training.config import TrainConfig
 from dail_harness.training.examples import (
@@ -228,25 +235,23 @@ def check_length(out: Path, ckpt: Path | None, total_steps: int, cfg: TrainConfi
         )
 
 
-FSDP_REFUSED = (
-    "FSDP was asked for, but FSDP is not supported by the training loop yet: its chunked loss reads the LM head's "
-    "weights outside the sharded forward and its checkpoints are whole state dicts (and on CPU processes accelerate "
-    "would silently run DDP instead). Train with DDP (one replica per process; LoRA runs fit one GPU each), see "
-    "docs/SCALE.md"
+ACCELERATE_FSDP_REFUSED = (
+    "accelerate's own FSDP was asked for (accelerate launch --use_fsdp or an FSDP config): launch without it and "
+    "pass `train --fsdp`, FSDP2 applied by the harness (accelerate 1.x turns its FSDP on only for accelerator "
+    "devices and wraps the model its own way; see docs/SCALE.md)"
 )
 
 
-def refuse_fsdp(accelerator=None) -> None:
-    """Refuse FSDP, which the loop does not support yet: asked for through accelerate (ACCELERATE_USE_FSDP, what
-    `accelerate launch --use_fsdp` sets; checked before anything runs) or turned on in `accelerator`. accelerate
-    (1.x) turns FSDP on only for accelerator devices and would run CPU processes as DDP, silently."""
+def refuse_accelerate_fsdp(accelerator=None) -> None:
+    """Refuse accelerate's FSDP plugin: asked for through accelerate (ACCELERATE_USE_FSDP, what `accelerate launch
+    --use_fsdp` sets; checked before anything runs) or turned on in `accelerator`. FSDP is `train --fsdp`."""
     import os
 
     from accelerate.utils import DistributedType
 
     asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if asked or (accelerator is not None and accelerator.distributed_type == DistributedType.FSDP):
-        raise HarnessError(FSDP_REFUSED)
+        raise HarnessError(ACCELERATE_FSDP_REFUSED)
 
 
 SHOWN = ("loss", "kl_ps", "kl_nr", "reward", "kl")
@@ -273,7 +278,7 @@ class Trainer:
             log_with=cfg.report_to,
             project_dir=str(self.out),
         )
-        refuse_fsdp(self.accelerator)
+        refuse_accelerate_fsdp(self.accelerator)
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.settings = {**settings, "processes": self.world}  # a step's data order depends on it
         self.record = SettingsRecord(self.out / "train_config.json", self.out, "training run")
@@ -293,25 +298,24 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         dtype = torch.float32 if self.cpu else torch.bfloat16
         self.policy = Policy(self.path, cfg, dtype, need_reference=bool(self.loss.contexts))
-        self.params = self.policy.trainable()
+        if ckpt is None and cfg.init:
+            self.policy.load_adapter(cfg.init)
+        self.place()
         optimizer = make_optimizer(cfg, self.params)
         self.scheduler = make_scheduler(cfg, optimizer, total_steps)
-        # the scheduler stays unprepared: our step plan is already global, and accelerate's wrapper would
-        # advance it once per process per optimizer step
-        self.student, self.optimizer = self.accelerator.prepare(StudentHidden(self.policy.model), optimizer)
-        self.policy.to(self.accelerator.device)
+        self.optimizer = optimizer if cfg.fsdp else self.accelerator.prepare(optimizer)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:  # one writer: the record's provenance history is read-modify-write
             self.record.write(self.settings)
         self.accelerator.wait_for_everyone()
         self.log_path = self.out / "train_log.jsonl"
         self.start_step = 0
-        if ckpt is not None:
+        if ckpt is not None and cfg.fsdp:
+            self.start_step = load_sharded_checkpoint(ckpt, self.student, self.optimizer, self.scheduler)["step"]
+        elif ckpt is not None:
             state = load_checkpoint(ckpt, self.optimizer, self.scheduler)
             self.policy.load_state_dict(state["weights"])
             self.start_step = state["step"]
-        elif cfg.init:
-            self.policy.load_adapter(cfg.init)
         self.resumed_log: dict = {}  # the last logged step a resumed (or finished) run starts from
         if self.log_path.exists():  # keep exactly the steps the checkpoint covers
             kept = [r for _, r in iter_jsonl(self.log_path, allow_partial_tail=True) if r["step"] <= self.start_step]
@@ -319,6 +323,41 @@ class Trainer:
             self.resumed_log = kept[-1] if kept else {}
         if cfg.report_to:
             self.accelerator.init_trackers("dail-harness", config={k: str(v) for k, v in self.settings.items()})
+
+    def place(self) -> None:
+        """The policy on this process's device, as DDP replicas or (--fsdp) sharded over the processes; sets the
+        module the loop calls and the parameters that train (sharding replaces them)."""
+        device = self.accelerator.device
+        student = StudentHidden(self.policy.model)
+        self.policy.to(device)
+        if self.cfg.fsdp:
+            from dail_harness.training.sharding import shard
+
+            student.to(device)
+            self.policy.frozen_decoder = shard(self.policy, student, device)
+            self.student = student
+        else:
+            # the scheduler stays unprepared: our step plan is already global, and accelerate's wrapper would
+            # advance it once per process per optimizer step
+            self.student = self.accelerator.prepare(student)
+        self.params = self.policy.trainable()
+
+    def whole_policy(self):
+        """A block in which every process holds the policy's whole weights (entered by all together; nothing to
+        do without --fsdp): sampling runs inside it."""
+        if not self.cfg.fsdp:
+            return contextlib.nullcontext()
+        from dail_harness.training.sharding import whole
+
+        return whole(self.student)
+
+    def checkpoint(self, step: int) -> None:
+        """Save a checkpoint of `step`: the main process alone, or with --fsdp every process its shard."""
+        main = self.accelerator.is_main_process
+        if self.cfg.fsdp:
+            save_sharded_checkpoint(self.out, step, self.student, self.optimizer, self.scheduler, main)
+        elif main:
+            save_checkpoint(self.out, step, self.policy.state_dict(), self.optimizer, self.scheduler)
 
     @torch.no_grad()
     def token_logps(self, examples: list[Example]) -> list[list[float]]:
@@ -381,10 +420,12 @@ class Trainer:
             last = self.log_row(step, batch, sums, lr, t0, t_update)
             every = self.cfg.eval_every or total_steps  # without --eval-every: at the end only
             if self.cfg.eval_task and ((step + 1) % every == 0 or step + 1 == total_steps):
-                if step + 1 == total_steps and self.accelerator.is_main_process:  # a failing evaluation loses no step
-                    save_checkpoint(self.out, step + 1, self.policy.state_dict(), self.optimizer, self.scheduler)
+                if step + 1 == total_steps:  # a failing evaluation loses no step
+                    self.checkpoint(step + 1)
                 last.update(self.evaluate(step + 1))
-            self.after_step(last, bar, checkpoint=(step + 1) % align == 0 and step + 1 < total_steps)
+            self.after_step(last, bar)
+            if (step + 1) % align == 0 and step + 1 < total_steps and (step + 1) % self.cfg.save_every == 0:
+                self.checkpoint(step + 1)
         bar.close()
         return last
 
@@ -440,7 +481,12 @@ class Trainer:
 
     def update(self) -> float:
         """Clip, step the optimizer and the schedule; returns the learning rate this update used."""
-        self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        if self.cfg.fsdp:
+            from dail_harness.training.sharding import clip_grad_norm
+
+            clip_grad_norm(self.params, self.cfg.max_grad_norm)
+        else:
+            self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
@@ -465,8 +511,8 @@ class Trainer:
             row["update_tokens_per_s"] = tokens / max(now - t1, 1e-9)
         return row
 
-    def after_step(self, row: dict, bar, *, checkpoint: bool) -> None:
-        """Main process: append the log row, show it, send it to the trackers, checkpoint every --save-every."""
+    def after_step(self, row: dict, bar) -> None:
+        """Main process: append the log row, show it, send it to the trackers."""
         if not self.accelerator.is_main_process:
             return
         append_jsonl(self.log_path, [row])
@@ -475,8 +521,6 @@ class Trainer:
         bar.set_postfix(**shown, tok_s=f"{row['tokens_per_s']:.0f}")
         if self.cfg.report_to:
             self.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
-        if checkpoint and row["step"] % self.cfg.save_every == 0:
-            save_checkpoint(self.out, row["step"], self.policy.state_dict(), self.optimizer, self.scheduler)
 
     def check_sampling(self, source: StepSource) -> None:
         """Before any training (every process): the evaluation tasks load, and the run's back-end can sample the
@@ -540,19 +584,20 @@ class Trainer:
         from dail_harness.eval.pipeline import run_eval
 
         out: dict = {}
-        if self.accelerator.is_main_process:
-            eval_cfg = self.eval_config(step)
-            self.policy.model.eval()
-            try:
-                summary = run_eval(
-                    eval_cfg, backend=self.sampler(), fingerprint=f"live policy of {self.out} at step {step}"
-                )
-            finally:
-                self.student.train()
-            for task in eval_cfg.task:
-                metrics = summary["per_task"].get(task, summary) if len(eval_cfg.task) > 1 else summary
-                out.update({f"eval/{task}/pass@{k}": v for k, v in metrics["pass_at_k"].items()})
-        self.accelerator.wait_for_everyone()
+        with self.whole_policy():
+            if self.accelerator.is_main_process:
+                eval_cfg = self.eval_config(step)
+                self.policy.model.eval()
+                try:
+                    summary = run_eval(
+                        eval_cfg, backend=self.sampler(), fingerprint=f"live policy of {self.out} at step {step}"
+                    )
+                finally:
+                    self.student.train()
+                for task in eval_cfg.task:
+                    metrics = summary["per_task"].get(task, summary) if len(eval_cfg.task) > 1 else summary
+                    out.update({f"eval/{task}/pass@{k}": v for k, v in metrics["pass_at_k"].items()})
+            self.accelerator.wait_for_everyone()
         return out
 
     def close(self) -> None:
@@ -563,11 +608,17 @@ class Trainer:
             sampler.close()
 
     def finish(self, total_steps: int) -> None:
+        """The last checkpoint, then the trained weights (gathered from the shards with --fsdp) and the record."""
         self.close()
         self.accelerator.wait_for_everyone()
+        self.checkpoint(total_steps)
+        weights = None
+        if self.cfg.fsdp:
+            from dail_harness.training.sharding import gathered_weights
+
+            weights = gathered_weights(self.policy.model, trainable_only=self.policy.is_lora)
         if self.accelerator.is_main_process:
-            save_checkpoint(self.out, total_steps, self.policy.state_dict(), self.optimizer, self.scheduler)
-            self.policy.save(self.out, self.tokenizer, self.cfg.model, self.cfg.merge)
+            self.policy.save(self.out, self.tokenizer, self.cfg.model, self.cfg.merge, weights)
             self.record.finish()
         if self.cfg.report_to:
             self.accelerator.end_training()

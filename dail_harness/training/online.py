@@ -146,7 +146,8 @@ class OnlineSource(StepSource):
         epoch, (prompts,) = self.generations[g]
         ctx.step = g
         sampled, seconds, grading = ctx.sampled_tokens, ctx.sampling_seconds, ctx.grading_seconds
-        rollout = self.method.rollout(ctx, [self.rows[i] for i in prompts[trainer.rank :: trainer.world]])
+        with trainer.whole_policy():  # --fsdp: every process samples from the whole weights
+            rollout = self.method.rollout(ctx, [self.rows[i] for i in prompts[trainer.rank :: trainer.world]])
         if self.align > 1:  # the ratio's denominator: the policy that sampled the batch
             for example, logps in zip(rollout.examples, trainer.token_logps(rollout.examples)):
                 example.extras["old_logp"] = logps

@@ -29,7 +29,7 @@ class Policy:
     def wrap(cls, model: Any, frozen: Any = None) -> Policy:
         """A policy around a model already built (a PEFT model, or a full model and its frozen copy)."""
         policy = cls.__new__(cls)
-        policy.model, policy.frozen = model, frozen
+        policy.model, policy.frozen, policy.frozen_decoder = model, frozen, None
         return policy
 
     def __init__(self, path: str, cfg: TrainConfig, dtype: torch.dtype, need_reference: bool):
@@ -40,6 +40,7 @@ class Policy:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
         self.frozen: Any = None
+        self.frozen_decoder: Any = None  # with FSDP, the sharded module around the frozen copy's decoder
         if cfg.lora_r > 0:
             from peft import LoraConfig, get_peft_model
 
@@ -79,7 +80,7 @@ class Policy:
         """(decoder, head) of the frozen reference, under no_grad."""
         with torch.no_grad():
             if self.frozen is not None:
-                yield self.frozen.get_decoder(), self.frozen.get_output_embeddings()
+                yield self.frozen_decoder or self.frozen.get_decoder(), self.frozen.get_output_embeddings()
             elif self.is_lora:
                 with self.model.disable_adapter():
                     yield self.model.get_decoder(), self.model.get_output_embeddings()
@@ -144,14 +145,15 @@ class Policy:
 
         set_peft_model_state_dict(self.model, load_file(str(directory / "adapter_model.safetensors")))
 
-    def save(self, out: Path, tokenizer: Any, base_model: str, merge: bool) -> None:
+    def save(self, out: Path, tokenizer: Any, base_model: str, merge: bool, weights: dict | None = None) -> None:
         """The adapter in `out` (its base model is the `--model` the user gave, a local directory as an absolute
-        path) and optionally `out/merged`; with all weights trained, the full model in `out`."""
+        path) and optionally `out/merged`; with all weights trained, the full model in `out`. `weights`: the
+        whole weights gathered from a sharded model (`sharding.gathered_weights`), saved instead of the model's."""
         from dail_harness.models.loading import recorded_model
 
         out.mkdir(parents=True, exist_ok=True)
         tmp = temp_dir(out, ".final-")
-        self.model.save_pretrained(tmp)
+        self.model.save_pretrained(tmp, **({} if weights is None else {"state_dict": weights}))
         tokenizer.save_pretrained(tmp)
         if self.is_lora:
             adapter_cfg = json.loads((tmp / "adapter_config.json").read_text())
@@ -163,9 +165,22 @@ class Policy:
         shutil.rmtree(tmp, ignore_errors=True)
         if merge and self.is_lora:
             merged_tmp = temp_dir(out, ".merged-")
-            self.model.merge_and_unload().save_pretrained(merged_tmp)
+            self._merged(out, weights).save_pretrained(merged_tmp)
             tokenizer.save_pretrained(merged_tmp)
             apply_umask_modes(merged_tmp)
             if (out / "merged").exists():
                 shutil.rmtree(out / "merged")
             os.rename(merged_tmp, out / "merged")
+
+    def _merged(self, out: Path, weights: dict | None) -> Any:
+        """The model with the adapter merged in; from a sharded model, rebuilt on the CPU from the base weights
+        and the adapter just saved in `out`."""
+        if weights is None:
+            return self.model.merge_and_unload()
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        dtype = next(iter(weights.values())).dtype  # as the model trained
+        base_path = self.model.peft_config["default"].base_model_name_or_path
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+        return PeftModel.from_pretrained(base, str(out)).merge_and_unload()

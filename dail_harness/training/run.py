@@ -10,7 +10,7 @@ from dail_harness.errors import HarnessError
 from dail_harness.options import Where, as_settings
 from dail_harness.options import refuse_unused as refuse
 from dail_harness.training.config import TrainConfig
-from dail_harness.training.engine import FileSource, Trainer, refuse_fsdp, resolve
+from dail_harness.training.engine import FileSource, Trainer, refuse_accelerate_fsdp, resolve
 from dail_harness.training.plan import StepSource
 from dail_harness.training.recipes import FileMethod, GenerateMethod, OnlineMethod
 
@@ -61,6 +61,8 @@ def prepare(cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | Non
     if choice is not None:
         cfg.backend = choice[0]
     refuse_unused(cfg, method.source, chosen or {})
+    if cfg.fsdp:
+        refuse_unsharded_launch(cfg)
     if choice is not None and choice[1]:
         from dail_harness.backends.auto import announce
 
@@ -76,16 +78,31 @@ def prepare(cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | Non
 
 
 def refuse_unsupported_launch() -> None:
-    """Before anything runs (STaR's generation included): FSDP, which the loop does not support yet, and srun
-    alone, whose tasks training would not see as one run (accelerate reads torchrun's variables)."""
+    """Before anything runs (STaR's generation included): accelerate's FSDP (ours is --fsdp), and srun alone, whose
+    tasks training would not see as one run (accelerate reads torchrun's variables)."""
     from dail_harness.scale.launch import current
 
-    refuse_fsdp()
+    refuse_accelerate_fsdp()
     launch = current()
     if launch.launcher == "srun":
         raise HarnessError(
             f"train under srun alone ({launch.world} tasks): training reads torchrun's variables, so each task "
             "would train on its own into one --out; start one torchrun per node under srun (docs/SCALE.md, (d))"
+        )
+
+
+def refuse_unsharded_launch(cfg: TrainConfig) -> None:
+    """--fsdp needs processes to shard over, and an optimizer that works on shards."""
+    from dail_harness.scale.launch import current
+
+    if not current().launched:
+        raise HarnessError(
+            "--fsdp shards the model over a launch's processes: start the run with torchrun --nproc_per_node N "
+            "(N > 1) or accelerate launch (docs/SCALE.md)"
+        )
+    if cfg.optimizer != "adamw":
+        raise HarnessError(
+            f"--optimizer {cfg.optimizer} works on whole tensors, not FSDP shards: use --optimizer adamw"
         )
 
 
@@ -133,7 +150,7 @@ def plan_text(
         )
     else:
         engine = f"sampling: {cfg.backend} on the policy in each process"
-    return format_training_plan(head, step, launch, engine, cfg.device)
+    return format_training_plan(head, step, launch, engine, cfg.device, sharded=cfg.fsdp)
 
 
 def data_rows(path: str) -> int:
