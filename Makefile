@@ -61,15 +61,20 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(PY_SOURCES)
 	$(BIN)/ruff format $(PY_SOURCES)
 
+# Two parts: most tests on both cores at once (pytest-xdist, one thread per process: OMP_NUM_THREADS=1, which
+# the harness and torch obey); then, alone, the `serial` ones: a vLLM engine (its CPU threads are bound to the
+# cores and stall when they share them), three or more processes, or a grading pool timed against hangs.
+TEST_ENV := VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_DATASETS_OFFLINE=1
 test: $(VLLM_STAMP) lint
-	VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q --durations=25
+	$(TEST_ENV) OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 -m "not serial" --durations=20
+	$(TEST_ENV) $(BIN)/python -m pytest -q -m serial --durations=20
 
 # every command of docs/REPRODUCE.md on tiny-random with tiny sizes (also part of `make test`)
 paper-smoke: $(STAMP)
 	HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests/test_paper_smoke.py
 
 test-fast: $(STAMP)
-	HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+	HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs

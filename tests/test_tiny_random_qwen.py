@@ -157,6 +157,7 @@ def test_mixed_rollouts_equal_the_token_by_token_definition(tok, K):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_vllm_greedy_and_mixed_rollouts_equal_hf_on_the_real_tokenizer(tok):
     """Plain requests pass through the mixed-rollout engine's logits processor untouched (greedy equals hf), and
     mixed rollouts inside the engine equal the token-by-token definition on the real vocabulary."""

@@ -21,7 +21,7 @@ from dail_harness.backends.base import GenerationRequest
 from dail_harness.eval.store import RunStore
 from dail_harness.sampling import SamplingParams
 
-pytestmark = pytest.mark.slow  # starts vLLM / lm-eval: left out of `make test-fast`
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # starts vLLM / lm-eval: left out of `make test-fast`
 
 PROMPTS = [
     GenerationRequest("t/a", "What is 1+1?", [0]),
@@ -160,7 +160,7 @@ def test_eval_with_vllm_matches_hf_greedy_end_to_end(tmp_path, cli):
         "--dtype",
         "float32",
     ]
-    assert cli(*common, "--backend", "vllm", "--out", tmp_path / "v")[0] == 0
+    assert cli(*common, "--backend", "vllm", "--enforce-eager", "--out", tmp_path / "v")[0] == 0
     assert cli(*common, "--backend", "hf", "--out", tmp_path / "h")[0] == 0
     v = {(r["problem_id"], r["sample_index"]): r for r in RunStore(tmp_path / "v").load_samples()}
     h = {(r["problem_id"], r["sample_index"]): r for r in RunStore(tmp_path / "h").load_samples()}
@@ -196,7 +196,7 @@ def test_budget_forcing_with_vllm_matches_hf_greedy(tmp_path, cli):
         "--dtype",
         "float32",
     ]
-    assert cli(*common, "--backend", "vllm", "--out", tmp_path / "v")[0] == 0
+    assert cli(*common, "--backend", "vllm", "--enforce-eager", "--out", tmp_path / "v")[0] == 0
     assert cli(*common, "--backend", "hf", "--out", tmp_path / "h")[0] == 0
     fields = ("completion", "num_tokens", "thinking_tokens", "answer_tokens", "forced_close", "finish_reason")
     v = {(r["problem_id"], r["budget"]): [r[f] for f in fields] for r in RunStore(tmp_path / "v").load_samples()}
@@ -246,6 +246,7 @@ def test_generate_with_vllm_tau_extremes(tmp_path, cli):
             "tiny-random",
             "--backend",
             "vllm",
+            "--enforce-eager",
             "--tau",
             tau,
             "--max-tokens",

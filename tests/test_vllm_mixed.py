@@ -25,7 +25,7 @@ from dail_harness.rollout.base import RolloutConfig, RolloutRequest
 from dail_harness.rollout.reference import reference_authors_rollout, reference_rollout
 from dail_harness.rollout.vllm import VLLMMixedRollout
 
-pytestmark = pytest.mark.slow  # starts vLLM: left out of `make test-fast`
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # starts vLLM: left out of `make test-fast`
 
 PROBLEMS = [
     ("What is 1+1?", "1+1=2 so \\boxed{2}"),

@@ -83,7 +83,7 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
 
     `train --method M --help` lists the options method M (and its loss) uses; a setting the run would ignore is
     refused. Multi-GPU (DDP): `torchrun --nproc_per_node N -m dail_harness train ...` or `accelerate launch -m
-    dail_harness train ...`."""
+    dail_harness train ...`; add --fsdp to shard the model over the processes (docs/SCALE.md)."""
     from dail_harness.training.run import plan_text, train
 
     load_plugins(cfg.plugin_dir)
@@ -91,6 +91,10 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
         typer.echo(plan_text(cfg, extras.values, extras.wheres, extras.chosen))
         return
     result = train(cfg, extras.values, extras.wheres, chosen=extras.chosen)
+    from dail_harness.scale.launch import current
+
+    if current().rank != 0:  # one summary for a launched run, not one per process
+        return
     for it in result.get("iterations", []):
         counts = ", ".join(f"{k} {v}" for k, v in it.items() if k not in ("iteration", "steps", "final_loss"))
         typer.echo(f"iter-{it['iteration']}: {counts}; {it['steps']} steps")

@@ -95,10 +95,10 @@ def refuse_unsharded_launch(cfg: TrainConfig) -> None:
     """--fsdp needs processes to shard over, and an optimizer that works on shards."""
     from dail_harness.scale.launch import current
 
-    if not current().launched:
+    if current().launcher == "none":
         raise HarnessError(
-            "--fsdp shards the model over a launch's processes: start the run with torchrun --nproc_per_node N "
-            "(N > 1) or accelerate launch (docs/SCALE.md)"
+            "--fsdp shards the model over a launch's processes: start the run with torchrun --nproc_per_node N or "
+            "accelerate launch (docs/SCALE.md)"
         )
     if cfg.optimizer != "adamw":
         raise HarnessError(

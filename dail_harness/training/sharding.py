@@ -23,8 +23,6 @@ from typing import Any
 
 import torch
 
-from dail_harness.errors import HarnessError
-
 
 def shard(policy: Any, student: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
     """Shard the policy in place over the launch's processes (already moved to `device`): each decoder layer, then
@@ -35,8 +33,8 @@ def shard(policy: Any, student: torch.nn.Module, device: torch.device) -> torch.
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    if not dist.is_initialized():
-        raise HarnessError("--fsdp shards the model over a launch's processes: start it with torchrun or accelerate")
+    if not dist.is_initialized():  # one launched process (torchrun --nproc-per-node 1): accelerate starts no group
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     for model in (policy.model, policy.frozen):
         if model is not None:
