@@ -341,9 +341,10 @@ def test_vllm_engines_under_torchrun_one_per_rank_equal_one_process(tmp_path, cl
 @pytest.mark.slow
 @pytest.mark.serial
 def test_grpo_under_torchrun_samples_with_one_colocated_vllm_engine_per_rank(tmp_path, cli):
-    """Training launched with 2 processes, full weights, --backend vllm: each rank's engine runs in its process
-    through vLLM's external launcher (on GPUs: on the rank's own device, not all on device 0), gets its rank's
-    updated weights pushed, and the run logs the one-process curve (keyed draws: hf's samples)."""
+    """Training launched with 2 processes, full weights sharded by --fsdp, --backend vllm: each rank's engine runs
+    in its process through vLLM's external launcher (on GPUs: on the rank's own device, not all on device 0), gets
+    the whole updated weights (gathered from the shards) pushed before each rollout, and the run logs the
+    one-process curve (keyed draws: hf's samples)."""
     pytest.importorskip("vllm")
     data = tmp_path / "p.jsonl"
     data.write_text("".join(json.dumps({k: r[k] for k in ("problem_id", "problem", "answer")}) + "\n" for r in EXPERT))
@@ -352,7 +353,7 @@ def test_grpo_under_torchrun_samples_with_one_colocated_vllm_engine_per_rank(tmp
     argv += ["--lr-schedule", "constant", "--temperature", "1.0", "--device", "cpu", "--no-progress"]
     argv += ["--grade-workers", "0", "--reward", "digit-share", "--plugin-dir", ROOT / "docs" / "examples"]
     assert cli(*argv, "--backend", "hf", "--out", tmp_path / "single")[0] == 0
-    proc = run(torchrun(2, [*argv, "--backend", "vllm", "--enforce-eager", "--out", tmp_path / "launched"]))
+    proc = run(torchrun(2, [*argv, "--backend", "vllm", "--enforce-eager", "--fsdp", "--out", tmp_path / "launched"]))
     assert proc.stderr.count("one engine in this process, on its own device (vLLM's external launcher)") == 2
 
     def curve(out: Path) -> list:

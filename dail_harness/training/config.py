@@ -148,7 +148,7 @@ class TrainConfig(SamplingSettings):
         False,
         help="Shard weights, gradients and optimizer state over the launch's processes (FSDP2, torch's fully_shard "
         "on each decoder layer), for a model that does not fit one device; checkpoints are sharded, the final "
-        "weights gathered. Needs torchrun or accelerate launch; sampling during training uses --backend hf.",
+        "weights gathered. Needs torchrun or accelerate launch.",
         panel=OPTIM,
     )
     seed: int = option(0, help="Seed of the data order, LoRA initialisation and sampling.", panel=RUN)
