@@ -477,7 +477,18 @@ def test_grpo_on_two_ddp_processes_gives_the_single_process_curve(cli, tmp_path)
     assert cli(*common, "--out", tmp_path / "one")[0] == 0
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "-m", "dail_harness", *map(str, common), "--out", str(tmp_path / "two")],
+        # --standalone: a free port (the suite runs two tests at a time)
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "dail_harness",
+            *map(str, common),
+            "--out",
+            str(tmp_path / "two"),
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -19,8 +19,11 @@ from test_training import write_dsyn
 TINY = ["--model", "tiny-random", "--no-progress", "--device", "cpu"]
 DAIL = ["train", "--method", "dail", "--batch-size", "1", "--lr", "5e-2", "--warmup-steps", "0"]
 DAIL += ["--lr-schedule", "constant", "--max-length", "1024", "--lora-r", "8", "--lora-alpha", "16", *TINY]
-GRPO = ["train", "--method", "grpo", "--group-size", "4", "--prompts-per-step", "4", "--max-tokens", "6"]
-GRPO += ["--lr", "1e-3", "--batch-size", "32", "--warmup-ratio", "0", "--lora-r", "0", "--max-steps", "2", *TINY]
+# 3 prompts on 2 processes: 2 micro-batches of 4 samples on one, 1 on the other (FSDP's collectives must still
+# meet); 2 iterations over each batch (old log-probs); a KL to the frozen reference (the sharded frozen copy)
+GRPO = ["train", "--method", "grpo", "--group-size", "4", "--prompts-per-step", "3", "--max-tokens", "6"]
+GRPO += ["--num-iterations", "2", "--beta", "0.04"]
+GRPO += ["--lr", "1e-3", "--batch-size", "4", "--warmup-ratio", "0", "--lora-r", "0", "--max-steps", "2", *TINY]
 GRPO += ["--grade-workers", "0"]
 EVAL = ["--eval-task", "aime24", "--eval-every", "1", "--eval-n", "2", "--eval-limit", "2", "--eval-max-tokens", "4"]
 
@@ -50,10 +53,10 @@ def same_weights(a: Path, b: Path, atol: float = 1e-6) -> None:
 
 @pytest.mark.slow
 def test_fsdp_dail_resumes_from_its_shards_and_equals_one_process(tmp_path, cli):
-    """LoRA DAIL: 2 steps, then a rerun to 4 from the sharded checkpoint, equals 4 steps in one process (curve,
-    adapter, merged model)."""
+    """LoRA DAIL with an evaluation at every step: 2 steps, then a rerun to 4 from the sharded checkpoint, equals 4
+    steps in one process (curve, evaluations, adapter, merged model)."""
     data = write_dsyn(tmp_path / "d.jsonl", n=8)
-    common = [*DAIL, "--data", data, "--merge"]
+    common = [*DAIL, "--data", data, "--merge", *EVAL, "--grade-workers", "0"]  # the main rank evaluates alone
     assert cli(*common, "--grad-accum", "2", "--max-steps", "4", "--out", tmp_path / "one")[0] == 0
     sharded, common = tmp_path / "fsdp", [*common, "--grad-accum", "1"]  # a step: 2 examples either way
     torchrun([*common, "--fsdp", "--max-steps", "2", "--out", sharded])
@@ -62,7 +65,7 @@ def test_fsdp_dail_resumes_from_its_shards_and_equals_one_process(tmp_path, cli)
     one, two = log_of(tmp_path / "one"), log_of(sharded)
     assert [r["step"] for r in two] == [1, 2, 3, 4]
     for a, b in zip(one, two):
-        assert (a["tokens"], a["lr"]) == (b["tokens"], b["lr"])
+        assert (a["tokens"], a["lr"], a["eval/aime24/pass@1"]) == (b["tokens"], b["lr"], b["eval/aime24/pass@1"])
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7)
     same_weights(tmp_path / "one" / "adapter_model.safetensors", sharded / "adapter_model.safetensors")
     same_weights(tmp_path / "one" / "merged" / "model.safetensors", sharded / "merged" / "model.safetensors")
@@ -70,8 +73,10 @@ def test_fsdp_dail_resumes_from_its_shards_and_equals_one_process(tmp_path, cli)
 
 @pytest.mark.slow
 def test_fsdp_grpo_with_every_weight_trained_samples_and_evaluates_the_sharded_policy(tmp_path, cli):
-    """Full-weight GRPO: every process samples its rollouts from the whole weights, the main one alone evaluates at
-    each step; rewards, evaluations and the saved model equal one process."""
+    """Full-weight GRPO with a KL to the frozen reference and 2 iterations per batch: every process samples its
+    rollouts (and their old log-probs) from the whole weights, the processes run unequal numbers of micro-batches,
+    the main one alone evaluates at each step; losses, rewards, evaluations and the saved model equal one
+    process."""
     data = problems(tmp_path / "p.jsonl", n=8)
     examples = Path(__file__).parent.parent / "docs" / "examples"  # the reward plugin of problems()
     common = [*GRPO, *EVAL, "--backend", "hf", "--data", data, "--plugin-dir", examples]
@@ -82,6 +87,7 @@ def test_fsdp_grpo_with_every_weight_trained_samples_and_evaluates_the_sharded_p
     for a, b in zip(one, two):
         assert (a["tokens"], a["completion_length"]) == (b["tokens"], b["completion_length"])
         assert b["reward"] == pytest.approx(a["reward"], rel=1e-9)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7)
         assert b["eval/aime24/pass@1"] == a["eval/aime24/pass@1"]
     # Adam divides by the gradient's own size, so a weight whose gradient is ~0 moves by up to lr either way with
     # the summation order: 5e-5 is 2.5% of two steps' largest move (lr 1e-3)

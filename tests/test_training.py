@@ -362,6 +362,7 @@ def test_two_process_ddp_reproduces_the_single_process_loss_curve(tmp_path, cli)
     subprocess.run(
         [
             torchrun,
+            "--standalone",  # a free port (the suite runs two tests at a time)
             "--nproc_per_node",
             "2",
             "-m",

@@ -47,13 +47,21 @@ def save_checkpoint(out: Path, step: int, weights: dict, optimizer, scheduler) -
 
 
 def _publish(root: Path, tmp: Path, step: int) -> None:
-    """Rename a complete checkpoint into place; keep the last KEEP."""
+    """Rename a complete checkpoint into place; keep the last KEEP. A checkpoint is renamed aside before it is
+    deleted, so a kill never leaves a half-deleted one under a `step-N` name."""
     final = root / f"step-{step}"
     if final.exists():
-        shutil.rmtree(final)
+        _discard(final)
     os.rename(tmp, final)
     for old in sorted(root.glob("step-*"), key=step_of)[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
+
+
+def _discard(checkpoint: Path) -> None:
+    aside = checkpoint.with_name(f".old-{checkpoint.name}")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.rename(checkpoint, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def save_sharded_checkpoint(out: Path, step: int, module, optimizer, scheduler, main: bool) -> None:

@@ -147,7 +147,8 @@ class TrainConfig(SamplingSettings):
     fsdp: bool = option(
         False,
         help="Shard weights, gradients and optimizer state over the launch's processes (FSDP2, torch's fully_shard "
-        "on each decoder layer), for a model that does not fit one device; checkpoints are sharded, the final "
+        "on each decoder layer), for training that does not fit one device (the weights alone must, for sampling); "
+        "checkpoints are sharded, the final "
         "weights gathered. Needs torchrun or accelerate launch.",
         panel=OPTIM,
     )

@@ -329,14 +329,15 @@ class Trainer:
         module the loop calls and the parameters that train (sharding replaces them)."""
         device = self.accelerator.device
         student = StudentHidden(self.policy.model)
-        self.policy.to(device)
-        if self.cfg.fsdp:
+        if self.cfg.fsdp:  # fully_shard moves each module's shard to the device: the whole model never is there
             from dail_harness.training.sharding import shard
 
-            student.to(device)
+            if self.accelerator.mixed_precision == "bf16":  # as accelerate wraps a DDP model's forward
+                student.forward = torch.autocast(device.type, dtype=torch.bfloat16)(student.forward)  # type: ignore[method-assign]
             self.policy.frozen_decoder = shard(self.policy, student, device)
             self.student = student
         else:
+            self.policy.to(device)
             # the scheduler stays unprepared: our step plan is already global, and accelerate's wrapper would
             # advance it once per process per optimizer step
             self.student = self.accelerator.prepare(student)
@@ -434,15 +435,17 @@ class Trainer:
         returns the step's sums over every process (tokens, loss, non-finite count, the loss's stats)."""
         accelerator, summed = self.accelerator, self.loss.reduction == "sum"
         mine = batch.micro_batches
-        # every process joins the gradient all-reduce; one without data this step adds zero
-        weights = [1.0] * len(mine) if mine else [0.0]
-        if not mine:
-            if not batch.idle:
+        # every process joins the gradient all-reduce; one without data this step adds zero. With FSDP every
+        # forward and backward is collective, so every process runs as many micro-batches as the busiest one.
+        rounds = self.busiest(len(mine)) if self.cfg.fsdp else max(1, len(mine))
+        weights = [1.0] * len(mine) + [0.0] * (rounds - len(mine))
+        if rounds > len(mine):
+            if not (batch.idle or mine):
                 raise HarnessError(
                     f"step {step + 1}: this process has no examples to join the step with; "
                     "use fewer processes or more prompts per step"
                 )
-            mine = [batch.idle]
+            mine = mine + [batch.idle or mine[0]] * (rounds - len(mine))
         scale = self.world if summed else self.world / batch.total_micro_batches
         acc: dict[str, float] = {"tokens": 0.0, "loss": 0.0, "non_finite": 0.0}
         for k, (examples, w) in enumerate(zip(mine, weights)):
@@ -470,6 +473,11 @@ class Trainer:
             torch.tensor([acc[k] for k in keys], dtype=torch.float64, device=accelerator.device), reduction="sum"
         )
         return dict(zip(keys, reduced.tolist()))
+
+    def busiest(self, count: int) -> int:
+        """The largest `count` of any process (at least 1)."""
+        t = torch.tensor([max(1, count)], dtype=torch.int64, device=self.accelerator.device)
+        return int(self.accelerator.reduce(t, reduction="max").item()) if self.world > 1 else max(1, count)
 
     def skip(self, step: int, bad: int) -> int:
         """Drop a step whose loss is not finite; returns how many in a row."""

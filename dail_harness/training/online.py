@@ -146,11 +146,12 @@ class OnlineSource(StepSource):
         epoch, (prompts,) = self.generations[g]
         ctx.step = g
         sampled, seconds, grading = ctx.sampled_tokens, ctx.sampling_seconds, ctx.grading_seconds
-        with trainer.whole_policy():  # --fsdp: every process samples from the whole weights
+        # --fsdp: every process samples (and scores its own samples) from the whole weights, with no collectives
+        with trainer.whole_policy():
             rollout = self.method.rollout(ctx, [self.rows[i] for i in prompts[trainer.rank :: trainer.world]])
-        if self.align > 1:  # the ratio's denominator: the policy that sampled the batch
-            for example, logps in zip(rollout.examples, trainer.token_logps(rollout.examples)):
-                example.extras["old_logp"] = logps
+            if self.align > 1:  # the ratio's denominator: the policy that sampled the batch
+                for example, logps in zip(rollout.examples, trainer.token_logps(rollout.examples)):
+                    example.extras["old_logp"] = logps
         self.made += len(rollout.examples)
         mine = micro_batches(rollout.examples, trainer.cfg.batch_size)
         total_micro = int(sum(ctx.gather([float(len(mine))])))

@@ -180,7 +180,9 @@ class Policy:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        dtype = next(iter(weights.values())).dtype  # as the model trained
+        dtype = next(
+            p.dtype for n, p in self.model.named_parameters() if "lora_" not in n
+        )  # the base's, not the adapter's
         base_path = self.model.peft_config["default"].base_model_name_or_path
         base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
         return PeftModel.from_pretrained(base, str(out)).merge_and_unload()

@@ -86,6 +86,18 @@ def whole(root: torch.nn.Module) -> Iterator[None]:
         for m in modules:
             m.reshard()
             m.set_reshard_after_forward(m is not root, recurse=False)  # FSDP2's own choice: the root keeps its own
+            _forget_forwards(m)
+
+
+def _forget_forwards(module: Any) -> None:
+    """Drop FSDP2's record of the forwards run since the last backward. It prefetches layers in backward by that
+    order, and sampling runs a different number of forwards on each process (or on the main one alone): kept, the
+    record would make the processes prefetch different layers, and their collectives would not meet (a hang found
+    with an evaluation between two steps). torch's private state (2.13): no public way to reset it."""
+    state = module._get_fsdp_state()
+    state._comm_ctx.post_forward_order.clear()
+    for group in state._fsdp_param_groups:
+        group._post_forward_indices.clear()
 
 
 def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
