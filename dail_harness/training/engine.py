@@ -303,6 +303,8 @@ class Trainer:
         self.place()
         optimizer = make_optimizer(cfg, self.params)
         self.scheduler = make_scheduler(cfg, optimizer, total_steps)
+        # the scheduler stays unprepared: our step plan is already global, and accelerate's wrapper would advance it
+        # once per process per optimizer step
         self.optimizer = optimizer if cfg.fsdp else self.accelerator.prepare(optimizer)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:  # one writer: the record's provenance history is read-modify-write
@@ -338,8 +340,6 @@ class Trainer:
             self.student = student
         else:
             self.policy.to(device)
-            # the scheduler stays unprepared: our step plan is already global, and accelerate's wrapper would
-            # advance it once per process per optimizer step
             self.student = self.accelerator.prepare(student)
         self.params = self.policy.trainable()
 
