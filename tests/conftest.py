@@ -11,6 +11,23 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.pop("DAIL_GPQA_PATH", None)
 
 
+def _own_cores_for_vllm() -> None:
+    """Under pytest-xdist, each worker's vLLM engines bind their threads to that worker's share of the cores
+    (vLLM's CPU back-end binds to every core of the node by default, so two workers' engines would share them
+    and stall), and the engines of subprocesses a test starts inherit the share."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index, count_ = int(worker.removeprefix("gw")), int(count)
+    share = cores[index * len(cores) // count_ : (index + 1) * len(cores) // count_]
+    if share:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, share))
+
+
+_own_cores_for_vllm()
+
+
 def pytest_collection_modifyitems(session, config, items):
     """The paper smoke test first: its 90 in-process commands ran 2.7x slower (176 s against 66 s) after the
     hundreds of tests before it in one process."""

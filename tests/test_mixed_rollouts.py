@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from references import reference
 from scipy import stats
 
 from dail_harness.backends.prompting import render_prompt_ids
@@ -15,7 +16,6 @@ from dail_harness.eval.thinking import think_end_id
 from dail_harness.models.loading import load_causal_lm, load_tokenizer, resolve_model
 from dail_harness.rollout.base import RolloutConfig, RolloutRequest
 from dail_harness.rollout.hf import MixedPolicyEngine
-from dail_harness.rollout.reference import reference_rollout
 
 PROBLEMS = [
     ("What is 1+1?", "1+1=2 so \\boxed{2}"),
@@ -84,7 +84,7 @@ def test_engine_traces_equal_token_by_token_reference(setup, K, static, fuse):
         )
         got = [r for batch in engine.run(reqs, cfg) for r in batch]
         for g, req in zip(got, reqs):
-            ref = reference_rollout(model, req, cfg, [tok.eos_token_id])
+            ref = reference(model, req, cfg, [tok.eos_token_id])
             assert g.token_ids == ref.token_ids, (tau, K, req.row_id)
             assert (g.student_tokens, g.privileged_tokens, g.finish_reason) == (
                 ref.student_tokens,
@@ -324,7 +324,7 @@ def test_rows_that_finish_early_stay_exact(setup, K, static):
         lengths = {len(r.token_ids) for r in got}
         assert len(lengths) > 1 and any(r.finish_reason == "stop" for r in got)
         for g, req in zip(got, reqs):
-            ref = reference_rollout(model, req, cfg, [tok.eos_token_id])
+            ref = reference(model, req, cfg, [tok.eos_token_id], variant="eos bias 4")
             assert (g.token_ids, g.student_tokens, g.finish_reason) == (
                 ref.token_ids,
                 ref.student_tokens,
@@ -366,15 +366,13 @@ def test_compiled_static_engine_has_one_graph_per_step_shape(setup):
         got = [r for b in engine.run(reqs, cfg) for r in b]  # 5 requests: a full batch and a padded one
         assert len(got) == len(reqs) and len(graphs) == expected, (K, len(graphs))
         for g, req in zip(got, reqs):
-            assert g.token_ids == reference_rollout(model, req, cfg, [tok.eos_token_id]).token_ids
+            assert g.token_ids == reference(model, req, cfg, [tok.eos_token_id]).token_ids
 
 
 @pytest.mark.parametrize("static", [False, True])
 def test_authors_top20_proposal_equals_its_token_by_token_definition(setup, static):
     """--proposal top20x5: up to 5 student draws from its top-20, the authors' acceptance, else a privileged
     top-20 draw; the engine's traces equal an explicit per-token implementation (float64)."""
-    from dail_harness.rollout.reference import reference_authors_rollout
-
     tok, model, _, reqs = setup
     engine = MixedPolicyEngine(model, tok, [tok.eos_token_id])
     with torch.no_grad():  # the top-20 probabilities of tiny-random: pick taus that accept some drafts
@@ -394,7 +392,7 @@ def test_authors_top20_proposal_equals_its_token_by_token_definition(setup, stat
         )
         got = [r for b in engine.run(reqs, cfg) for r in b]
         for g, req in zip(got, reqs):
-            ref = reference_authors_rollout(model, req, cfg, [tok.eos_token_id])
+            ref = reference(model, req, cfg, [tok.eos_token_id])
             assert g.token_ids == ref.token_ids
             assert (g.student_tokens, g.privileged_tokens) == (ref.student_tokens, ref.privileged_tokens)
         accepted += sum(g.student_tokens for g in got)

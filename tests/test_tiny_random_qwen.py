@@ -33,6 +33,12 @@ def tok():
     return load_tokenizer(resolve_model(MODEL))
 
 
+@pytest.fixture(scope="module")
+def model64():
+    """float64: the engine and the reference agree bitwise."""
+    return load_causal_lm(resolve_model(MODEL), device="cpu").double()
+
+
 def corpus() -> list[str]:
     """Real benchmark text (the vendored tasks) and hand-written edge cases."""
     from dail_harness.eval.task import make_task
@@ -126,12 +132,13 @@ def test_thinking_and_budget_forcing_on_the_real_tokenizer(tmp_path, cli, tok):
 
 
 @pytest.mark.parametrize("K", [1, 3])
-def test_mixed_rollouts_equal_the_token_by_token_definition(tok, K):
+def test_mixed_rollouts_equal_the_token_by_token_definition(tok, model64, K):
+    from references import reference
+
     from dail_harness.rollout.base import RolloutConfig, RolloutRequest
     from dail_harness.rollout.hf import MixedPolicyEngine
-    from dail_harness.rollout.reference import reference_rollout
 
-    model = load_causal_lm(resolve_model(MODEL), device="cpu").double()
+    model = model64
     problems = [("What is 1+1?", "1+1=2, so \\boxed{2}."), ("Let n = 5. Find n+1.", "n+1 = 6.")]
     reqs = [
         RolloutRequest(
@@ -147,7 +154,7 @@ def test_mixed_rollouts_equal_the_token_by_token_definition(tok, K):
     cfg = RolloutConfig(tau=tau, draft_tokens=K, max_tokens=12, temperature=1.0, top_p=1.0, seed=3, batch_size=2)
     got = [r for batch in engine.run(reqs, cfg) for r in batch]
     for g, req in zip(got, reqs):
-        ref = reference_rollout(model, req, cfg, eos)
+        ref = reference(model, req, cfg, eos)
         assert (g.token_ids, g.student_tokens, g.privileged_tokens) == (
             ref.token_ids,
             ref.student_tokens,
@@ -157,7 +164,7 @@ def test_mixed_rollouts_equal_the_token_by_token_definition(tok, K):
 
 
 @pytest.mark.slow
-@pytest.mark.serial
+@pytest.mark.vllm
 def test_vllm_greedy_and_mixed_rollouts_equal_hf_on_the_real_tokenizer(tok):
     """Plain requests pass through the mixed-rollout engine's logits processor untouched (greedy equals hf), and
     mixed rollouts inside the engine equal the token-by-token definition on the real vocabulary."""

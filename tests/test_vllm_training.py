@@ -19,7 +19,7 @@ from dail_harness.backends.base import GenerationRequest
 from dail_harness.sampling import SamplingParams
 
 EXAMPLES = str(Path(__file__).resolve().parent.parent / "docs" / "examples")
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # starts vLLM: left out of `make test-fast`
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]  # starts vLLM: left out of `make test-fast`
 
 PROMPTS = [
     GenerationRequest("t/a", "What is 1+1?", [0]),
