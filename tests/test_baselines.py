@@ -706,3 +706,28 @@ def test_online_sampling_takes_top_k():
     assert sampled == [greedy] * 3
     cfg.top_k = 0
     assert len({tuple(c.token_ids) for c in ctx.sample({"a": "What is 1+1?"}, 3)["a"]}) > 1
+
+
+def test_stars_merge_orders_every_processes_rows_and_refuses_a_missing_problem(tmp_path, capsys):
+    """The first process merges the per-process generation files after a barrier: rows in data order, the kept
+    ones to train on, the counts; a problem no file holds (a method that broke its one-row-per-problem contract)
+    stops the run, naming the process that owed it, where it was once dropped silently."""
+    from dail_harness.errors import HarnessError
+    from dail_harness.training.iterate import _merge
+
+    rows = [{"problem_id": f"p{i}"} for i in range(3)]
+    part = lambda p: tmp_path / f"generated.{p}-of-2.jsonl"
+    part(0).write_text(json.dumps({"problem_id": "p2", "trace": None, "source": "dropped"}) + "\n")
+    part(1).write_text(json.dumps({"problem_id": "p1", "trace": "t1", "source": "direct"}) + "\n")
+    with pytest.raises(HarnessError, match="lack the problems"):
+        _merge(tmp_path, 2, rows)
+    assert "shard(s) 0/2 (1 left)" in capsys.readouterr().err  # p0 is process 0's (problems dealt round-robin)
+    assert not (tmp_path / "generated.jsonl").exists()
+    with part(0).open("a") as f:
+        f.write(json.dumps({"problem_id": "p0", "trace": "t0", "source": "rationalized"}) + "\n")
+    counts = _merge(tmp_path, 2, rows)
+    merged = [json.loads(x) for x in (tmp_path / "generated.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in merged] == ["p0", "p1", "p2"]
+    kept = [json.loads(x)["problem_id"] for x in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert kept == ["p0", "p1"]
+    assert counts == {"problems": 3, "kept": 2, "rationalized": 1, "direct": 1, "dropped": 1}

@@ -11,7 +11,6 @@ problem, in data order), OUT.explanations.jsonl and OUT.settings.json.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from dail_harness.dsyn.generate import (
@@ -35,7 +34,7 @@ from dail_harness.dsyn.hints import (
 from dail_harness.dsyn.select import write_selection
 from dail_harness.files import atomic_write_jsonl
 from dail_harness.scale.launch import Launch, pin_engine, refuse_manual_shard
-from dail_harness.scale.merge import complete, file_parts, publish, stored_rows
+from dail_harness.scale.merge import complete, file_parts, own_shard, publish, stored_rows
 from dail_harness.scale.shards import shard_file
 from dail_harness.settings import SettingsRecord
 from dail_harness.worklog import Job
@@ -54,14 +53,7 @@ def run_launched_generate(cfg: GenerateConfig, launch: Launch) -> dict[str, Any]
     resolve_engine(cfg, len(records), record, announce_choice=launch.rank == 0)  # every rank resolves alike
     cfg.device = pin_engine(launch, 1, cfg.backend, cfg.device)  # on the back-end chosen, not `auto`
     top = Job(record, cfg.settings(), trace_log(cfg.out))
-    top.discard_unrecorded()  # rows without a record in OUT: a merge cut short, redone below
-    top.resume()  # another D_syn in OUT is refused before any sampling
-    own = replace(
-        cfg,
-        shard=(launch.rank, launch.world),
-        out=str(shard_file(cfg.out, launch.rank, launch.world)),
-        progress=cfg.progress and launch.rank == 0,
-    )
+    own = own_shard(cfg, launch, top, shard_file)
     known = {trace_key(r) for r in launched_traces(cfg, top)}
     stats = run_generate(own, known=known)  # traces an earlier launch or run into OUT stored are not drawn again
     merged = merge_generated(cfg, records, launch.world, top)
@@ -98,14 +90,7 @@ def run_launched_hints(cfg: HintsConfig, launch: Launch) -> dict[str, Any]:
     records, _ = hint_records(cfg)
     cfg.device = pin_engine(launch, 1, cfg.backend, cfg.device)
     top = hints_job(cfg)
-    top.discard_unrecorded()  # rows without a record in OUT: a merge cut short, redone below
-    top.resume()  # another hints file in OUT is refused before any sampling
-    own = replace(
-        cfg,
-        shard=(launch.rank, launch.world),
-        out=str(shard_file(cfg.out, launch.rank, launch.world)),
-        progress=cfg.progress and launch.rank == 0,
-    )
+    own = own_shard(cfg, launch, top, shard_file)
     known = {hint_key(r) for r in stored_rows(top, file_parts(cfg.out, hint_log))}
     stats = generate_hints(own, known=known)
     merged = merge_hints(cfg, records, launch.world, top)

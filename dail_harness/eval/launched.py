@@ -9,13 +9,12 @@ directory for `report`. Until then `report OUT` reports the finished shards and 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from dail_harness.eval.pipeline import EvalConfig, load_tasks, positioned, run_eval, run_settings, summarize_run
 from dail_harness.eval.store import RunStore, sample_id
 from dail_harness.scale.launch import Launch, pin_engine, refuse_manual_shard
-from dail_harness.scale.merge import Part, complete, publish, stored_rows
+from dail_harness.scale.merge import Part, complete, own_shard, publish, stored_rows
 from dail_harness.scale.shards import shard_dir
 from dail_harness.worklog import Job
 
@@ -29,14 +28,7 @@ def run_launched(cfg: EvalConfig, launch: Launch) -> dict | None:
     cfg.device = pin_engine(launch, cfg.tensor_parallel_size, cfg.backend, cfg.device)
     tasks = load_tasks(cfg)
     top = RunStore(cfg.out).job(run_settings(cfg, tasks, model_fingerprint(cfg.model)))
-    top.discard_unrecorded()  # rows without a record in OUT: a merge cut short, redone below
-    top.resume()  # another run in OUT is refused before any sampling
-    own = replace(
-        cfg,
-        shard=(launch.rank, launch.world),
-        out=str(shard_dir(cfg.out, launch.rank, launch.world)),
-        progress=cfg.progress and launch.rank == 0,
-    )
+    own = own_shard(cfg, launch, top, shard_dir)
     known = {sample_id(r) for r in launched_rows(cfg, top)}  # drawn by an earlier launch or run into OUT
     run_eval(own, known=known)
     return merge_shards(cfg, launch.world, tasks, top)

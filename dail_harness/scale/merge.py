@@ -12,15 +12,37 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from dail_harness.files import atomic_write_jsonl
+from dail_harness.scale.launch import Launch
 from dail_harness.scale.shards import lacking_per_shard, shard_file, waiting_message
 from dail_harness.settings import SettingsRecord, settings_changes
 from dail_harness.worklog import Job, WorkLog
 
 Part = tuple[SettingsRecord, WorkLog]
 """One shard's settings record and work log."""
+C = TypeVar("C")
+
+
+def own_shard(cfg: C, launch: Launch, top: Job, place: Callable[[str | Path, int, int], Path]) -> C:
+    """This rank's settings, once OUT's job is opened: rows that OUT holds without a record are dropped (a merge cut
+    short, which the last rank redoes) and another run in OUT is refused before any sampling. The rank draws its
+    shard into its own place under OUT (`place(OUT, rank, world)`), and only rank 0 draws a progress bar."""
+    top.discard_unrecorded()
+    top.resume()
+    settings = cast(Any, cfg)
+    return cast(
+        C,
+        replace(
+            settings,
+            shard=(launch.rank, launch.world),
+            out=str(place(settings.out, launch.rank, launch.world)),
+            progress=settings.progress and launch.rank == 0,
+        ),
+    )
 
 
 def file_parts(out: str | Path, log_of: Callable[[Path], WorkLog]) -> list[Part]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dail_harness.errors import HarnessError
 from dail_harness.files import atomic_write_json, atomic_write_jsonl, iter_jsonl
+from dail_harness.scale.merge import complete
 from dail_harness.scale.shards import Shard
 from dail_harness.settings import SettingsRecord
 from dail_harness.training.config import TrainConfig
@@ -165,13 +166,19 @@ def _generate(
 
 
 def _merge(it_dir: Path, world: int, rows: list[dict]) -> dict:
-    """All processes' rows in data order (`generated.jsonl`), the kept ones (`train.jsonl`), and the counts."""
-    by_id: dict[str, dict] = {}
-    for p in range(world):
-        part = it_dir / f"generated.{p}-of-{world}.jsonl"
-        for _, r in iter_jsonl(part, allow_partial_tail=True) if part.exists() else ():  # none: a rank without problems
-            by_id.setdefault(str(r["problem_id"]), r)
-    merged = [by_id[str(r["problem_id"])] for r in rows if str(r["problem_id"]) in by_id]
+    """All processes' rows in data order (`generated.jsonl`), the kept ones (`train.jsonl`), and the counts. Every
+    process has finished its share (a barrier came first), so a problem without a row is an error, not a wait."""
+    stored = [
+        row
+        for p in range(world)
+        if (part := it_dir / f"generated.{p}-of-{world}.jsonl").exists()  # none: a rank without problems
+        for _, row in iter_jsonl(part, allow_partial_tail=True)
+    ]
+    expected = [(position, 0, str(r["problem_id"])) for position, r in enumerate(rows)]
+    by_id = complete(f"STaR {it_dir}", stored, lambda r: str(r["problem_id"]), expected, world, None, len(rows))
+    if by_id is None:
+        raise HarnessError(f"{it_dir}: the generation files lack the problems named above; rerun to draw them")
+    merged = [by_id[str(r["problem_id"])] for r in rows]
     atomic_write_jsonl(it_dir / "generated.jsonl", merged)
     atomic_write_jsonl(it_dir / "train.jsonl", [r for r in merged if r.get("trace")])
     sources = Counter(r.get("source", "kept" if r.get("trace") else "dropped") for r in merged)
