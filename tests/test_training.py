@@ -669,6 +669,23 @@ def test_a_resumed_schedule_takes_the_rate_of_the_new_total(tmp_path):
     assert [make_scheduler(cfg, schedule(1)[0], t).lr_lambdas[0](4) for t in (3, 9)] == [1.0, 1.0]
 
 
+def test_checkpoints_keep_the_last_two_and_clear_what_a_kill_left(tmp_path):
+    """A kill while a checkpoint was written (`.tmp-*`, `.tmp-sharded-N` of --fsdp) or deleted (`.old-step-N`)
+    leaves a directory no resume reads; the next save removes it, and keeps the last two checkpoints."""
+    from dail_harness.training.checkpoints import latest_checkpoint, save_checkpoint
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    root = tmp_path / "checkpoints"
+    for stale in (".tmp-abc123", ".tmp-sharded-3", ".old-step-1"):
+        (root / stale / "shards").mkdir(parents=True)
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, {}, opt, sched)
+    assert sorted(p.name for p in root.iterdir()) == ["step-2", "step-3"]
+    assert latest_checkpoint(tmp_path) == root / "step-3"
+
+
 def test_a_finished_run_extends_with_more_steps_and_refuses_other_changes(tmp_path, cli):
     data = write_dsyn(tmp_path / "d.jsonl", n=3)
     args = ["train", "--method", "nll", "--data", data, "--lr-schedule", "constant", *TRAIN]

@@ -48,13 +48,16 @@ def save_checkpoint(out: Path, step: int, weights: dict, optimizer, scheduler) -
 
 def _publish(root: Path, tmp: Path, step: int) -> None:
     """Rename a complete checkpoint into place; keep the last KEEP. A checkpoint is renamed aside before it is
-    deleted, so a kill never leaves a half-deleted one under a `step-N` name."""
+    deleted, so a kill never leaves a half-deleted one under a `step-N` name; what a kill did leave (a temporary
+    or an aside directory) is removed here, when nothing else is being written."""
     final = root / f"step-{step}"
     if final.exists():
         _discard(final)
     os.rename(tmp, final)
     for old in sorted(root.glob("step-*"), key=step_of)[:-KEEP]:
         _discard(old)
+    for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _discard(checkpoint: Path) -> None:
