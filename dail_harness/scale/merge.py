@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from dail_harness.files import atomic_write_jsonl
 from dail_harness.scale.launch import Launch
@@ -33,15 +33,12 @@ def own_shard(cfg: C, launch: Launch, top: Job, place: Callable[[str | Path, int
     shard into its own place under OUT (`place(OUT, rank, world)`), and only rank 0 draws a progress bar."""
     top.discard_unrecorded()
     top.resume()
-    settings = cast(Any, cfg)
-    return cast(
-        C,
-        replace(
-            settings,
-            shard=(launch.rank, launch.world),
-            out=str(place(settings.out, launch.rank, launch.world)),
-            progress=settings.progress and launch.rank == 0,
-        ),
+    settings: Any = cfg  # a command's config dataclass: shard, out and progress are what every one of them has
+    return replace(
+        settings,
+        shard=(launch.rank, launch.world),
+        out=str(place(settings.out, launch.rank, launch.world)),
+        progress=settings.progress and launch.rank == 0,
     )
 
 

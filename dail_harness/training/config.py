@@ -148,8 +148,7 @@ class TrainConfig(SamplingSettings):
         False,
         help="Shard weights, gradients and optimizer state over the launch's processes (FSDP2, torch's fully_shard "
         "on each decoder layer), for training that does not fit one device (the weights alone must, for sampling); "
-        "checkpoints are sharded, the final "
-        "weights gathered. Needs torchrun or accelerate launch.",
+        "checkpoints are sharded, the final weights gathered. Needs torchrun or accelerate launch.",
         panel=OPTIM,
     )
     seed: int = option(0, help="Seed of the data order, LoRA initialisation and sampling.", panel=RUN)
