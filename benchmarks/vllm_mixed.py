@@ -54,8 +54,8 @@ def engine(path: str, mixed: bool, kv_bytes: int):
     import vllm
 
     from dail_harness.backends.vllm import mixed_rollout_engine_args
-    from dail_harness.backends.vllm_worker import WORKER_EXTENSION
     from dail_harness.models.cpu import cpu_dtype
+    from dail_harness.rollout.vllm_worker import WORKER_EXTENSION
 
     args = dict(
         model=path,

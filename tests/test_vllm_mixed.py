@@ -120,9 +120,9 @@ def test_pairs_split_by_the_scheduler_are_resumed_exactly(hf, monkeypatch):
     vllm.envs.disable_envs_cache()  # an earlier engine in this process froze the environment vLLM reads
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
 
-    from dail_harness.backends.vllm_worker import WORKER_EXTENSION
     from dail_harness.models.loading import resolve_model
     from dail_harness.rollout.vllm_pairs import PairedMixing
+    from dail_harness.rollout.vllm_worker import WORKER_EXTENSION
 
     llm = vllm.LLM(
         model=resolve_model("tiny-random"),

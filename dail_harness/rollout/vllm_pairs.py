@@ -14,7 +14,7 @@ Both rows then stop, and the driver (rollout/vllm.py) keeps their common prefix 
 there; keyed draws make the resumed pair produce the tokens an undisturbed pair would have.
 
 Which tokens came from the student is recorded on the device (no host sync per step) and read once per
-generate call through `collective_rpc("dail_take_accepted", ...)` (backends/vllm_worker.py), which also works
+generate call through `collective_rpc("dail_take_accepted", ...)` (rollout/vllm_worker.py), which also works
 when the engine runs in its own process.
 """
 
