@@ -63,12 +63,12 @@ format: $(STAMP)
 
 # Three parts. Most tests on both cores at once (pytest-xdist, one thread per process: OMP_NUM_THREADS=1, which
 # the harness and torch obey; a test file stays on one worker, so its tests share its models and reference
-# rollouts). Then the `vllm` ones, also two at a time: each worker's vLLM engines bind their threads to that
-# worker's own core (tests/conftest.py), where vLLM would otherwise bind both workers' engines to every core and
-# stall them. Last, alone, the `serial` ones: three or more processes, vLLM engines under torchrun, or a grading
-# pool timed against hangs.
+# rollouts; the longest files start first, tests/conftest.py). Then the `vllm` ones, also two at a time: each
+# worker's vLLM engines bind their threads to that worker's own core (tests/conftest.py), where vLLM would
+# otherwise bind both workers' engines to every core and stall them. Last, alone, the `serial` ones: three or
+# more processes, vLLM engines under torchrun, or a grading pool timed against hangs.
 TEST_ENV := VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_DATASETS_OFFLINE=1
-PARALLEL := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+PARALLEL := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 test: $(VLLM_STAMP) lint
 	$(TEST_ENV) $(PARALLEL) -m "not serial and not vllm" --durations=20
 	$(TEST_ENV) $(PARALLEL) -m vllm --durations=10
