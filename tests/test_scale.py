@@ -340,20 +340,29 @@ def test_vllm_engines_under_torchrun_one_per_rank_equal_one_process(tmp_path, cl
 
 @pytest.mark.slow
 @pytest.mark.serial
-def test_grpo_under_torchrun_samples_with_one_colocated_vllm_engine_per_rank(tmp_path, cli):
-    """Training launched with 2 processes, full weights sharded by --fsdp, --backend vllm: each rank's engine runs
-    in its process through vLLM's external launcher (on GPUs: on the rank's own device, not all on device 0), gets
-    the whole updated weights (gathered from the shards) pushed before each rollout, and the run logs the
-    one-process curve (keyed draws: hf's samples)."""
+@pytest.mark.parametrize(
+    "policy",
+    [["--lora-r", "0", "--fsdp"], ["--lora-r", "4"]],
+    ids=["full-weights-fsdp", "lora-ddp"],
+)
+def test_grpo_under_torchrun_samples_with_one_colocated_vllm_engine_per_rank(tmp_path, cli, policy):
+    """Training launched with 2 processes, --backend vllm: each rank's engine runs in its process through vLLM's
+    external launcher (on GPUs: on the rank's own device, not all on device 0) and samples the policy just updated,
+    and the run logs the one-process curve (keyed draws: hf's samples). Full weights sharded by --fsdp: the whole
+    updated weights (gathered from the shards) are pushed before each rollout. LoRA under DDP: each rank saves the
+    adapter to its own directory and sends it as a new LoRA request. No warm-up, so the first update moves the
+    policy: step 2's rewards from stale weights would differ (0.036 against 0.022 and 0.040, measured)."""
     pytest.importorskip("vllm")
     data = tmp_path / "p.jsonl"
     data.write_text("".join(json.dumps({k: r[k] for k in ("problem_id", "problem", "answer")}) + "\n" for r in EXPERT))
-    argv = ["train", "--method", "grpo", "--data", data, "--model", "tiny-random", "--lora-r", "0"]
+    argv = ["train", "--method", "grpo", "--data", data, "--model", "tiny-random", *policy]
     argv += ["--prompts-per-step", "2", "--group-size", "3", "--max-tokens", "8", "--lr", "1e-3", "--max-steps", "2"]
-    argv += ["--lr-schedule", "constant", "--temperature", "1.0", "--device", "cpu", "--no-progress"]
-    argv += ["--grade-workers", "0", "--reward", "digit-share", "--plugin-dir", ROOT / "docs" / "examples"]
-    assert cli(*argv, "--backend", "hf", "--out", tmp_path / "single")[0] == 0
-    proc = run(torchrun(2, [*argv, "--backend", "vllm", "--enforce-eager", "--fsdp", "--out", tmp_path / "launched"]))
+    argv += ["--lr-schedule", "constant", "--warmup-steps", "0", "--temperature", "1.0", "--device", "cpu"]
+    argv += ["--no-progress", "--grade-workers", "0", "--reward", "digit-share"]
+    argv += ["--plugin-dir", ROOT / "docs" / "examples"]
+    single = [a for a in argv if a != "--fsdp"]
+    assert cli(*single, "--backend", "hf", "--out", tmp_path / "single")[0] == 0
+    proc = run(torchrun(2, [*argv, "--backend", "vllm", "--enforce-eager", "--out", tmp_path / "launched"]))
     assert proc.stderr.count("one engine in this process, on its own device (vLLM's external launcher)") == 2
 
     def curve(out: Path) -> list:

@@ -196,8 +196,9 @@ def test_grpo_full_weights_on_vllm_killed_and_resumed_logs_the_same_curve(cli, t
     )
     common = ["train", "--method", "grpo", "--data", data, "--model", "tiny-random"]
     common += ["--lora-r", "0", "--prompts-per-step", "2", "--group-size", "3", "--max-tokens", "8", "--lr", "1e-3"]
-    common += ["--lr-schedule", "constant", "--temperature", "1.0", "--device", "cpu", "--no-progress"]
-    common += ["--grade-workers", "0", "--reward", "digit-share", "--plugin-dir", EXAMPLES, "--save-every", "1"]
+    common += ["--lr-schedule", "constant", "--warmup-steps", "0", "--temperature", "1.0", "--device", "cpu"]
+    common += ["--no-progress", "--grade-workers", "0", "--reward", "digit-share", "--plugin-dir", EXAMPLES]
+    common += ["--save-every", "1"]
 
     def curve(out):
         rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
