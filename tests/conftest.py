@@ -30,6 +30,8 @@ _own_cores_for_vllm()
 
 LONGEST_FILES_FIRST = (
     "test_paper_smoke.py",
+    "test_vllm_mixed.py",
+    "test_vllm_backend.py",
     "test_kill_resume.py",
     "test_baselines.py",
     "test_fsdp.py",
@@ -40,11 +42,12 @@ LONGEST_FILES_FIRST = (
     "test_training.py",
     "test_tiny_random_qwen.py",
 )
-"""The test files that take longest (pytest --durations, 2026-12-03), longest first; the rest follow in their
-usual order. `make test` hands whole files to whichever pytest-xdist worker is free, in this order
-(--dist loadfile --no-loadscope-reorder), so no long file starts last and leaves the other worker idle. The
-paper smoke test also runs first in its process: its 90 in-process commands ran 2.7x slower (176 s against
-66 s) after the hundreds of tests before it in one process."""
+"""The test files that take longest (pytest --durations, 2026-12-03), longest first within each part of
+`make test` (the vLLM files run in a part of their own); the rest follow in their usual order. `make test` hands
+whole files to whichever pytest-xdist worker is free, in this order (--dist loadfile --no-loadscope-reorder), so
+no long file starts last and leaves the other worker idle. The paper smoke test also runs first in its process:
+its 90 in-process commands ran 2.7x slower (176 s against 66 s) after the hundreds of tests before it in one
+process."""
 
 
 def pytest_collection_modifyitems(session, config, items):
