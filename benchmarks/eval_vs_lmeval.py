@@ -83,19 +83,21 @@ def run_lmeval(args, workdir: Path) -> dict:
     vllm.LLM.__init__ = timed_init  # type: ignore[method-assign]
     import lm_eval
 
-    from dail_harness.eval.lmeval import export_tasks
+    from dail_harness.eval.lmeval import export_tasks, generation_kwargs
+    from dail_harness.eval.pipeline import TaskSelection, load_tasks
 
     s = engine_settings(args.model)
-    tasks = export_tasks(
-        [args.task],
-        workdir / "lm",
-        n=args.n,
-        ks=[1, args.n],
+    gen = generation_kwargs(
         temperature=args.temperature,
         top_p=0.95,
+        top_k=0,
+        presence_penalty=args.presence_penalty,
+        stop=[],
         max_tokens=args.max_tokens,
-        limit=args.limit,
+        lm_eval_model="vllm",
     )
+    loaded = load_tasks(TaskSelection(task=[args.task], limit=args.limit))
+    tasks = export_tasks(loaded, workdir / "lm", n=args.n, ks=[1, args.n], gen=gen)
     model_args = (
         f"pretrained={s['path']},dtype={s['dtype']},enforce_eager=True,max_model_len={s['max_model_len']},"
         f"kv_cache_memory_bytes={s['kv']},seed=0,enable_prefix_caching=True"
@@ -108,7 +110,6 @@ def run_lmeval(args, workdir: Path) -> dict:
         task_manager=lm_eval.tasks.TaskManager(include_path=str(workdir / "lm")),
         apply_chat_template=True,
         log_samples=True,
-        gen_kwargs=f"presence_penalty={args.presence_penalty}",
     )
     wall = time.perf_counter() - t
     from transformers import AutoTokenizer

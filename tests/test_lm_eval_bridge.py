@@ -52,7 +52,9 @@ def test_greedy_lm_eval_reproduces_our_samples_exactly(tmp_path, cli):
         )[0]
         == 0
     )
-    code, out, err = cli("lm-eval-export", "--task", "aime24", *ours, "--out", tmp_path / "lm")
+    code, out, err = cli(
+        "lm-eval-export", "--task", "aime24", *ours, "--presence-penalty", "0", "--out", tmp_path / "lm"
+    )
     assert code == 0, err
     code, out, err = cli(
         "lm-eval",
@@ -108,7 +110,8 @@ def test_sampled_pass_at_k_agrees_within_noise(tmp_path, cli):
         )[0]
         == 0
     )
-    assert cli("lm-eval-export", *task, *sampling, "--plugin-dir", plugins, "--out", tmp_path / "lm")[0] == 0
+    export = ["lm-eval-export", *task, *sampling, "--presence-penalty", "0", "--plugin-dir", plugins]
+    assert cli(*export, "--out", tmp_path / "lm")[0] == 0
     yaml = (tmp_path / "lm" / "dail_file.yaml").read_text()
     assert "take_first_k" in yaml and "repeats: 8" in yaml
     code, out, err = cli(
@@ -137,3 +140,46 @@ def test_sampled_pass_at_k_agrees_within_noise(tmp_path, cli):
 def test_unknown_lm_eval_task_is_one_error(cli, tmp_path):
     code, _, err = cli("lm-eval", "--model", "tiny-random", "--tasks", "dail_aime2x", "--include-path", tmp_path)
     assert code == 2 and "unknown lm-eval task" in err
+
+
+def exported_generation_kwargs(directory) -> dict:
+    (line,) = [x for x in (directory / "dail_aime24.yaml").read_text().splitlines() if x.startswith("generation_kw")]
+    return json.loads(line.split(":", 1)[1])
+
+
+def test_export_carries_every_sampling_setting_or_refuses_it(tmp_path, cli):
+    """An export is a cross-check only at our settings: each one reaches lm-eval's generation_kwargs, or the
+    export stops (lm-eval's hf model has no presence penalty; it had been dropped silently)."""
+    base = ["lm-eval-export", "--task", "aime24", "--limit", "2", "--n", "4", "--k", "1,4", "--temperature", "0.7"]
+    base += ["--top-p", "0.9", "--top-k", "20", "--max-tokens", "64", "--stop", "END"]
+    code, _, err = cli(*base, "--out", tmp_path / "hf")
+    assert code == 2 and "--presence-penalty 1.5: lm-eval's hf model cannot apply" in err, err
+    assert not (tmp_path / "hf").exists()
+    code, out, err = cli(*base, "--lm-eval-model", "vllm", "--seed", "7", "--out", tmp_path / "vllm")
+    assert code == 0, err
+    assert exported_generation_kwargs(tmp_path / "vllm") == {
+        "until": ["END"],
+        "do_sample": True,
+        "max_gen_toks": 64,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 20,
+        "presence_penalty": 1.5,
+    }
+    assert "lm_eval --model vllm" in out and "--seed 7" in out and "dail-harness lm-eval" not in out
+    code, out, err = cli(*base, "--presence-penalty", "0", "--out", tmp_path / "hf")
+    assert code == 0 and "presence_penalty" not in exported_generation_kwargs(tmp_path / "hf")
+
+
+def test_export_selects_problems_as_eval_does(tmp_path, cli):
+    """--exclude and task options act as in `eval` (they had been ignored); an option no task uses is refused."""
+    from dail_harness.eval.task import make_task
+
+    first = [p.id for p in make_task("aime24").load()[:3]]
+    (tmp_path / "ids.txt").write_text(first[1] + "\n")
+    argv = ["lm-eval-export", "--task", "aime24", "--limit", "3", "--presence-penalty", "0", "--n", "1"]
+    assert cli(*argv, "--exclude", tmp_path / "ids.txt", "--out", tmp_path / "lm")[0] == 0
+    rows = [json.loads(x) for x in (tmp_path / "lm" / "dail_aime24.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [first[0], first[2]]
+    code, _, err = cli(*argv, "--task-opt", "shufle_seed=1", "--out", tmp_path / "typo")
+    assert code == 2 and "shufle_seed" in err, err

@@ -16,30 +16,42 @@ from dail_harness.options import PATH, PATH_OR_NAME, option
 @dataclass(kw_only=True)
 class ExportConfig(TaskSelection, Sampling):
     out: str = option(path=PATH, help="Directory to write (use it as lm-eval's --include_path).")
+    lm_eval_model: str = option(
+        "hf",
+        choices=("hf", "vllm"),
+        help="The lm-eval model that will sample: hf cannot apply a presence penalty (transformers has none), so "
+        "an hf export refuses one; vllm takes every setting. --seed goes to lm-eval's --seed (its draws are not "
+        "ours: compare pass@k within noise, or greedy exactly).",
+    )
 
 
 @config_command(app, "lm-eval-export", ExportConfig)
 def lm_eval_export_cmd(cfg: ExportConfig) -> None:
     """Write our tasks as an lm-eval task directory that reports our pass@k (cross-check with lm-eval)."""
-    from dail_harness.eval.lmeval import export_tasks
+    from dail_harness.eval.lmeval import export_tasks, generation_kwargs
+    from dail_harness.eval.pipeline import load_tasks
 
     load_plugins(cfg.plugin_dir)
-    names = export_tasks(
-        cfg.task,
-        cfg.out,
-        n=cfg.num_samples,
-        ks=cfg.ks,
+    gen = generation_kwargs(
         temperature=cfg.temperature,
         top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        presence_penalty=cfg.presence_penalty,
+        stop=cfg.stop,
         max_tokens=cfg.max_tokens,
-        limit=cfg.limit,
-        task_options=cfg.task_options(),
+        lm_eval_model=cfg.lm_eval_model,
     )
+    names = export_tasks(load_tasks(cfg), cfg.out, n=cfg.num_samples, ks=cfg.ks, gen=gen)
+    tasks = ",".join(names)
     typer.echo(
-        f"wrote {', '.join(names)} to {cfg.out}\nrun: lm_eval --model hf --model_args pretrained=MODEL "
-        f"--include_path {cfg.out} --tasks {','.join(names)} --apply_chat_template\n"
-        f" or: dail-harness lm-eval --model MODEL --include-path {cfg.out} --tasks {','.join(names)}"
+        f"wrote {', '.join(names)} to {cfg.out}\nrun: lm_eval --model {cfg.lm_eval_model} "
+        f"--model_args pretrained=MODEL --include_path {cfg.out} --tasks {tasks} --apply_chat_template "
+        f"--seed {cfg.seed}"
     )
+    if cfg.lm_eval_model == "hf":
+        typer.echo(
+            f" or: dail-harness lm-eval --model MODEL --include-path {cfg.out} --tasks {tasks} --seed {cfg.seed}"
+        )
 
 
 @dataclass(kw_only=True)
@@ -53,6 +65,7 @@ class LmEvalConfig:
     device: str | None = option(None, help="cpu, cuda ... (default: cuda if available).")
     output: str | None = option(None, path=PATH, help="Write lm-eval's results (and samples) as JSON here.")
     log_samples: bool = option(False, help="Keep every sample in --output.")
+    seed: int | None = option(None, help="lm-eval's python, numpy and torch seeds (default: lm-eval's own).")
     plugin_dir: list[str] = option(
         default_factory=list, repeat=True, path=PATH, help="Directory of extra plugin modules."
     )
@@ -74,6 +87,7 @@ def lm_eval_cmd(cfg: LmEvalConfig) -> None:
         apply_chat_template=cfg.chat_template,
         device=cfg.device,
         log_samples=cfg.log_samples or cfg.output is not None,
+        seed=cfg.seed,
     )
     from lm_eval.utils import make_table
 

@@ -18,8 +18,9 @@ import textwrap
 from pathlib import Path
 
 from dail_harness.errors import HarnessError, did_you_mean
-from dail_harness.eval.task import make_task
+from dail_harness.eval.task import Task
 from dail_harness.files import atomic_write_jsonl, atomic_write_text
+from dail_harness.records import Problem
 
 UTILS = '''\
 """Written by `dail-harness lm-eval-export`: grade with dail-harness verifiers, report pass@k."""
@@ -41,29 +42,52 @@ def lm_eval_task_name(task: str) -> str:
     return "dail_" + task.replace("-", "_")
 
 
+def generation_kwargs(
+    *,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    presence_penalty: float,
+    stop: list[str],
+    max_tokens: int,
+    lm_eval_model: str,
+) -> dict:
+    """Our sampling settings as lm-eval's `generation_kwargs` for its `hf` or `vllm` model. A setting that model
+    cannot apply is refused, never dropped: a cross-check at other settings than ours would compare nothing."""
+    gen: dict = {"until": list(stop), "do_sample": temperature > 0, "max_gen_toks": max_tokens}
+    if temperature > 0:  # greedy ignores them, in our eval as in lm-eval
+        gen.update(temperature=temperature, top_p=top_p)
+        if top_k > 0:
+            gen["top_k"] = top_k
+    if presence_penalty:
+        if lm_eval_model != "vllm":
+            raise HarnessError(
+                f"--presence-penalty {presence_penalty:g}: lm-eval's {lm_eval_model} model cannot apply a presence "
+                "penalty (transformers' generate has none); export with --presence-penalty 0 and evaluate ours "
+                "with it too, or export for --lm-eval-model vllm"
+            )
+        gen["presence_penalty"] = presence_penalty
+    return gen
+
+
 def export_tasks(
-    tasks: list[str],
+    loaded: list[tuple[Task, list[Problem]]],
     out: str | Path,
     *,
-    n: int = 1,
-    ks: list[int] | None = None,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
-    max_tokens: int = 8000,
-    limit: int | None = None,
-    task_options: dict | None = None,
+    n: int,
+    ks: list[int],
+    gen: dict,
 ) -> list[str]:
-    """Write an lm-eval task directory for `tasks`; returns the lm-eval task names."""
-    ks = sorted(k for k in (ks or [1]) if k <= n)
+    """Write an lm-eval task directory for the selected problems (`pipeline.load_tasks`: --limit, --exclude and
+    task options as `eval` applies them) with `gen` (`generation_kwargs`); returns the lm-eval task names."""
+    ks = sorted(k for k in ks if k <= n)
     if not ks:
         raise HarnessError(f"no k <= n={n} to report")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "dail_utils.py", UTILS.format(ks=ks))
     names = []
-    for name in tasks:
-        task = make_task(name, **(task_options or {}))
-        problems = task.load()[:limit] if limit else task.load()
+    for task, problems in loaded:
         lm_name = lm_eval_task_name(task.name)
         data = out / f"{lm_name}.jsonl"
         atomic_write_jsonl(
@@ -73,9 +97,6 @@ def export_tasks(
                 for p in problems
             ],
         )
-        gen = {"until": [], "do_sample": temperature > 0, "max_gen_toks": max_tokens}
-        if temperature > 0:
-            gen.update(temperature=temperature, top_p=top_p)
         atomic_write_text(out / f"{lm_name}.yaml", _task_yaml(task.name, lm_name, data, n, ks, gen))
         names.append(lm_name)
     return names
@@ -121,6 +142,7 @@ def run_lm_eval(
     device: str | None = None,
     log_samples: bool = False,
     gen_kwargs: str | None = None,
+    seed: int | None = None,
 ) -> dict:
     """Run lm-eval's `hf` model on `model` (path, adapter directory or `tiny-random`)."""
     try:
@@ -157,5 +179,6 @@ def run_lm_eval(
         apply_chat_template=apply_chat_template,
         log_samples=log_samples,
         gen_kwargs=gen_kwargs,
+        **({} if seed is None else dict(random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed)),
     )
     return results

@@ -320,7 +320,8 @@ class EvalConfig(TaskSelection, Sampling):
         return options
 
 
-def load_tasks(cfg: EvalConfig) -> list[tuple[Task, list[Problem]]]:
+def load_tasks(cfg: TaskSelection) -> list[tuple[Task, list[Problem]]]:
+    """The selected problems of each task: --limit, then --exclude; a task option no task uses is refused."""
     loaded = []
     options = cfg.task_options()
     excluded = cfg.excluded()
