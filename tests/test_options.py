@@ -103,6 +103,9 @@ def test_bad_config_files_are_one_error(cli, tmp_path):
     assert "malformed YAML" in one_error_line(code, err)
     code, _, err = cli("eval", "--config", tmp_path / "nope.yaml", "--out", tmp_path / "r")
     assert "config file not found" in one_error_line(code, err)
+    cfg.write_text("task: aime24\nmodel: tiny-random\ntemperature: 0.6\nsampling:\n  n: 2\n  n: 4\n")
+    code, _, err = cli("eval", "--config", cfg, "--out", tmp_path / "r")  # PyYAML alone keeps the last silently
+    assert f"{cfg}:6: malformed YAML: key 'n' appears twice in one mapping" in one_error_line(code, err)
     assert not (tmp_path / "r").exists()
 
 
@@ -125,3 +128,49 @@ def test_bad_config_files_are_one_error(cli, tmp_path):
 def test_usage_errors_are_a_usage_line_and_one_error_exit_2(cli, args, needle):
     code, _, err = cli(*args)
     assert needle in one_error_line(code, err)
+
+
+TRAIN = ["train", "--model", "tiny-random", "--data", "d.jsonl", "--out", "o", "--dry-run"]
+EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--dry-run"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (
+            [*TRAIN, "--method", "grpo", "--templates", "t.json"],
+            "--templates: this run does not use it (method 'grpo'): methods whose training prompts are the D_syn",
+        ),
+        (
+            [*TRAIN, "--method", "star", "--templates", "t.json"],
+            "--templates: this run does not use it (method 'star')",
+        ),
+        ([*TRAIN, "--method", "nll", "--device", "cuda:3"], "--device: must be one of cpu, got 'cuda:3'"),
+        ([*TRAIN, "--method", "grpo", "--group-size", "1"], "--group-size: must be >= 2, got 1"),
+        ([*EVAL, "--device", "gpu"], "--device: must be cpu, cuda or cuda:N, got 'gpu'"),
+        ([*EVAL, "--dtype", "fp77"], "--dtype: must be one of float32, bfloat16, float16, got 'fp77'"),
+        (
+            [*EVAL, "--budgets", "2,4", "--thinking", "off"],
+            "--budgets forces thinking budgets, so it needs --thinking on",
+        ),
+    ],
+    ids=["grpo-templates", "star-templates", "train-device", "group-size-1", "eval-device", "dtype", "budgets-off"],
+)
+def test_settings_a_run_would_ignore_or_cannot_honour_are_refused(cli, tmp_path, monkeypatch, args, needle):
+    """Each was accepted and then ignored (or crashed with a traceback that blamed the harness)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.jsonl").write_text('{"problem_id": "p", "problem": "1+1?", "answer": "2", "trace": "2"}\n')
+    code, _, err = cli(*args)
+    assert needle in one_error_line(code, err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_step_of_more_prompts_than_problems_is_refused(cli, tmp_path):
+    """It took every problem, fewer than asked, while the plan printed the number asked for."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"problem_id": "p{i}", "problem": "{i}+1?", "answer": "{i + 1}"}}\n' for i in range(3)))
+    argv = ["train", "--method", "grpo", "--model", "tiny-random", "--data", data, "--out", tmp_path / "o"]
+    argv += ["--prompts-per-step", "4", "--group-size", "2", "--max-steps", "1", "--device", "cpu", "--no-progress"]
+    for dry in ([], ["--dry-run"]):
+        code, _, err = cli(*argv, *dry)
+        assert "--prompts-per-step 4 is more than the 3 problems: a step would take 3" in one_error_line(code, err)

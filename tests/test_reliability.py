@@ -219,10 +219,10 @@ def test_a_train_option_the_method_would_ignore_is_refused(tmp_path, cli, method
 @pytest.mark.parametrize(
     ("method", "listed", "left_out"),
     [
-        ("dail", ["--gamma", "--kl-direction", "--grad-accum", "--eval-temperature"], ["--temperature", "--epsilon"]),
+        ("dail", ["--gamma", "--kl-direction", "--templates", "--eval-temperature"], ["--temperature", "--epsilon"]),
         ("nll", ["--grad-accum", "--eval-task"], ["--gamma", "--top-p", "--group-size"]),
-        ("grpo", ["--group-size", "--epsilon", "--temperature", "--backend"], ["--gamma", "--grad-accum"]),
-        ("star", ["--iterations", "--temperature", "--grad-accum"], ["--gamma", "--epsilon"]),
+        ("grpo", ["--group-size", "--epsilon", "--backend"], ["--gamma", "--grad-accum", "--templates"]),
+        ("star", ["--iterations", "--temperature", "--grad-accum"], ["--gamma", "--epsilon", "--templates"]),
     ],
 )  # fmt: skip
 def test_train_help_for_a_method_lists_what_it_uses(cli, method, listed, left_out):

@@ -10,6 +10,7 @@ import typer
 from dail_harness.cli import app, load_plugins
 from dail_harness.cli.options import config_command
 from dail_harness.eval.pipeline import Sampling, TaskSelection
+from dail_harness.models.loading import device_option
 from dail_harness.options import PATH, PATH_OR_NAME, option
 
 
@@ -62,7 +63,7 @@ class LmEvalConfig:
     limit: int | None = option(None, ge=1, help="Only the first L documents of each task.")
     batch_size: int = option(1, ge=1, help="lm-eval batch size.")
     chat_template: bool = option(True, help="Apply the model's chat template.")
-    device: str | None = option(None, help="cpu, cuda ... (default: cuda if available).")
+    device: str | None = device_option()
     output: str | None = option(None, path=PATH, help="Write lm-eval's results (and samples) as JSON here.")
     log_samples: bool = option(False, help="Keep every sample in --output.")
     seed: int | None = option(None, help="lm-eval's python, numpy and torch seeds (default: lm-eval's own).")

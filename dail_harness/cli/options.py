@@ -97,6 +97,26 @@ PLUGIN_SECTION = "*"
 plugin's options."""
 
 
+def load_yaml(text: str) -> Any:
+    """YAML as `yaml.safe_load` reads it, except that a key given twice in one mapping is an error (PyYAML keeps the
+    last silently, so `method: grpo` ... `method: nll` would train nll)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key}' appears twice in one mapping", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def _read_mapping(path: Path) -> dict:
     """A YAML config file's top-level mapping ({} for an empty file); anything else is one error naming the file."""
     import yaml
@@ -104,7 +124,7 @@ def _read_mapping(path: Path) -> dict:
     if not path.exists():
         raise HarnessError("config file not found", path=str(path))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise HarnessError(
@@ -204,7 +224,7 @@ def config_values(path: str, keys: tuple[str, ...]) -> dict[str, list[str]]:
     import yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = load_yaml(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return {}
     if not isinstance(data, dict):

@@ -73,7 +73,7 @@ def help_scope(argv: list[str]) -> tuple[set[str], str | None]:
     loss_cls = registry.get("losses", loss_name)
     mine = {f.name for cls in (method_cls.Options, loss_cls.Options) for f in dataclasses.fields(cls)}
     others = {f.name for f, _ in plugin_options(argv)} - mine
-    never = TrainConfig.never_used(method_cls.source)
+    never = TrainConfig.never_used(method_cls.source, method_cls.uses_templates)
     return others | never, f"Options of method '{method}' and its loss '{loss_name}' (others are left out)."
 
 

@@ -32,6 +32,7 @@ from dail_harness.dsyn.prompts import (
 from dail_harness.dsyn.select import SELECT_RULES, authors_correct, traces_path, write_selection
 from dail_harness.errors import HarnessError
 from dail_harness.models.cpu import threads_option
+from dail_harness.models.loading import device_option, dtype_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option, parse_shard
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingSettings, sampling_option
 from dail_harness.scale.launch import current as current_launch
@@ -195,9 +196,9 @@ class GenerateConfig(SamplingSettings):
         help="Print the plan (traces, token bound, shards, devices) and exit without loading a model.",
         panel=RUN,
     )
-    device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=ENGINE)
+    device: str | None = device_option(ENGINE)
     threads: int | None = threads_option(ENGINE)
-    dtype: str | None = option(None, help="float32, bfloat16 ... (default: bf16 on GPU, fp32 on CPU).", panel=ENGINE)
+    dtype: str | None = dtype_option(ENGINE)
     progress: bool = option(True, help="Show a progress bar.", panel=RUN)
     plugin_dir: list[str] = option(
         default_factory=list,

@@ -28,6 +28,7 @@ from dail_harness.dsyn.prompts import final_answer_of
 from dail_harness.errors import HarnessError
 from dail_harness.files import iter_jsonl
 from dail_harness.models.cpu import threads_option
+from dail_harness.models.loading import device_option, dtype_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, option, parse_shard
 from dail_harness.sampling import SamplingSettings, sampling_option
 from dail_harness.scale.launch import current as current_launch
@@ -118,9 +119,9 @@ class HintsConfig(SamplingSettings):
     shard: tuple[int, int] | None = option(
         None, parse=parse_shard, metavar="i/N", help="Only problems with index % N == i."
     )
-    device: str | None = option(None, help="cpu, cuda ... (default: cuda if available).")
+    device: str | None = device_option()
     threads: int | None = threads_option()
-    dtype: str | None = option(None, help="float32, bfloat16 ... (default: bf16 on GPU, fp32 on CPU).")
+    dtype: str | None = dtype_option()
     progress: bool = option(True, help="Show a progress bar.")
 
     def ignored(self) -> dict[str, str]:

@@ -33,6 +33,7 @@ from dail_harness.eval.thinking import (
     think_end_id,
 )
 from dail_harness.models.cpu import threads_option
+from dail_harness.models.loading import device_option, dtype_option
 from dail_harness.options import PATH, PATH_OR_NAME, on_off, option, parse_shard
 from dail_harness.records import Problem
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingParams, SamplingSettings, sampling_option
@@ -205,12 +206,12 @@ class EvalConfig(TaskSelection, Sampling):
         panel=RUN,
     )
     system_prompt: str | None = option(None, help="System prompt (default: the chat template's own).", panel=TASK)
-    thinking: bool = option(
-        False,
+    thinking: bool | None = option(
+        None,
         parse=on_off,
         flag="--thinking",
         metavar="on|off",
-        help="on: thinking model (enable_thinking, </think> phases); off: plain.",
+        help="on: thinking model (enable_thinking, </think> phases); off (the default without --budgets): plain.",
         panel=THINKING,
     )
     budgets: list[int] | None = option(
@@ -256,13 +257,10 @@ class EvalConfig(TaskSelection, Sampling):
         panel=ENGINE,
     )
     max_model_len: int | None = option(None, ge=1, help="vLLM context length (default: the model's).", panel=ENGINE)
-    device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=ENGINE)
+    device: str | None = device_option(ENGINE)
     threads: int | None = threads_option(ENGINE)
-    dtype: str | None = option(
-        None,
-        help="float32, bfloat16 ... (default: bf16 on GPU; on CPU fp32 for hf, and for vllm bf16 where the CPU has "
-        "native bf16, else fp32).",
-        panel=ENGINE,
+    dtype: str | None = dtype_option(
+        ENGINE, "bf16 on GPU; on CPU fp32 for hf, and for vllm bf16 where the CPU has native bf16, else fp32"
     )
     grade_workers: int | None = option(
         None, ge=0, help="Grading processes (0: in-process; default min(4, cores)).", panel="Grading"
@@ -275,8 +273,9 @@ class EvalConfig(TaskSelection, Sampling):
     def check(self) -> None:
         """Cross-field checks (single values were checked against their ranges already)."""
         super().check()
-        if self.budgets:
-            self.thinking = True
+        if self.budgets and self.thinking is False:
+            raise HarnessError("--budgets forces thinking budgets, so it needs --thinking on (or leave --thinking out)")
+        self.thinking = bool(self.budgets) or bool(self.thinking)
         if self.answer_tokens is None:
             self.answer_tokens = FORCE_ANSWER_TOKENS if self.force_answer else DEFAULT_ANSWER_TOKENS
 
@@ -385,7 +384,7 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]], finge
         "backend": cfg.backend,
         "sampling": cfg.params().to_dict(),
         "temperatures": cfg.temperatures,
-        "thinking": cfg.thinking,
+        "thinking": bool(cfg.thinking),
         "budgets": cfg.budgets,
         "answer_tokens": cfg.answer_tokens if cfg.thinking or cfg.force_answer else None,
         "force_answer": cfg.force_answer,
@@ -398,7 +397,7 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]], finge
         "task_options": {k: str(v) for k, v in sorted(cfg.task_options().items()) if k != "prompt_template"},
         "excluded": sorted(cfg.excluded()),
         "system_prompt": cfg.system_prompt,
-        "chat_template_kwargs": {"enable_thinking": cfg.thinking},
+        "chat_template_kwargs": {"enable_thinking": bool(cfg.thinking)},
     }
 
 
@@ -531,7 +530,7 @@ def _generate_and_grade(
     if loaded is not None:
         opened: Any = contextlib.nullcontext(loaded)
     else:
-        thinking = {"enable_thinking": cfg.thinking}
+        thinking = {"enable_thinking": bool(cfg.thinking)}
         opened = open_backend(cfg.backend, cfg.model, cfg.seed, **cfg.backend_options(), chat_template_kwargs=thinking)
     # Load the model before creating the run directory: a bad model leaves nothing behind.
     with opened as backend, GradingPool(cfg.grade_workers, cfg.grade_timeout) as pool:

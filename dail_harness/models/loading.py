@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 from dail_harness.errors import HarnessError
 from dail_harness.models import tiny_random, tiny_random_qwen
@@ -83,10 +85,47 @@ def load_tokenizer(path: str):
     return tok
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+"""The dtypes --dtype takes (torch's names; vLLM takes the same)."""
+
+
+def parse_device(text: str) -> str:
+    """--device as given, checked when it is read rather than deep inside a model load: cpu, cuda or cuda:N."""
+    if re.fullmatch(r"cpu|mps|(cuda|xpu)(:\d+)?", text):
+        return text
+    raise ValueError(f"must be cpu, cuda or cuda:N, got {text!r}")
+
+
+def device_option(panel: str | None = None) -> Any:
+    """The `--device` field of a command that loads a model for sampling."""
+    from dail_harness.options import option
+
+    return option(None, parse=parse_device, help="cpu, cuda, cuda:1 ... (default: cuda if available).", panel=panel)
+
+
+def dtype_option(panel: str | None = None, default_help: str = "bf16 on GPU, fp32 on CPU") -> Any:
+    """The `--dtype` field of a command that loads a model for sampling."""
+    from dail_harness.options import option
+
+    return option(None, choices=DTYPES, help=f"{', '.join(DTYPES)} (default: {default_help}).", panel=panel)
+
+
 def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device_present(device: str) -> None:
+    """A CUDA device asked for that this machine does not have: one line, not a traceback from torch."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= count:
+        raise HarnessError(f"--device {device}: torch sees {count} CUDA device(s) here; use --device cpu")
 
 
 def load_causal_lm(path: str, *, device: str | None = None, dtype: str | None = None):
@@ -96,6 +135,7 @@ def load_causal_lm(path: str, *, device: str | None = None, dtype: str | None = 
 
     quiet_transformers()
     device = device or default_device()
+    check_device_present(device)
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     base = adapter_base(path)
     source = resolve_model(base) if base else path

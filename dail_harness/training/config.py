@@ -267,7 +267,12 @@ class TrainConfig(SamplingSettings):
     )
     merge: bool = option(False, help="Also write OUT/merged, a full model for transformers and vLLM.", panel=RUN)
     report_to: str | None = option(None, help="accelerate tracker: tensorboard, wandb, ...", panel=RUN)
-    device: str | None = option(None, help="cpu to force the CPU.", panel=RUN)
+    device: str | None = option(
+        None,
+        choices=("cpu",),
+        help="cpu to force the CPU. GPUs are the launcher's: one per process (CUDA_VISIBLE_DEVICES picks which).",
+        panel=RUN,
+    )
     threads: int | None = threads_option(RUN)
     progress: bool = option(True, help="Show a progress bar.", panel=RUN)
     plugin_dir: list[str] = option(
@@ -282,17 +287,20 @@ class TrainConfig(SamplingSettings):
             self.max_length = 2048 if self.thinking else 12288
 
     @classmethod
-    def never_used(cls, source: str) -> set[str]:
+    def never_used(cls, source: str, uses_templates: bool = True) -> set[str]:
         """The settings a method of this source ignores whatever the other settings (what its --help leaves out)."""
         runs = [cls(method="", model="", data="", out="", eval_task=["t"], backend=b) for b in ("hf", "vllm")]
-        return set.intersection(*(set(run.unused(source, "")) for run in runs))
+        return set.intersection(*(set(run.unused(source, "", uses_templates)) for run in runs))
 
-    def unused(self, source: str, sampling_methods: str) -> dict[str, str]:
+    def unused(self, source: str, sampling_methods: str, uses_templates: bool = True) -> dict[str, str]:
         """The options this run would ignore, each with who would use it: a method that does not sample ignores
         the sampling settings, a run without --eval-task the evaluation's, --backend hf the vLLM engine's, and so
-        on. `source` is the method's (file, generate, online); `sampling_methods` names the methods that sample."""
+        on. `source` is the method's (file, generate, online); `sampling_methods` names the methods that sample;
+        `uses_templates`: whether the method's training prompts are the D_syn templates (--templates)."""
         samples, evaluates = source != "file", bool(self.eval_task)
         out: dict[str, str] = {}
+        if not uses_templates:
+            out["templates"] = "methods whose training prompts are the D_syn templates (dail, nll, sft) use it"
         if not samples:
             for name in ("temperature", "top_p", "top_k", "presence_penalty"):
                 flag = "--eval-" + name.replace("_", "-")

@@ -93,6 +93,18 @@ class OnlineContext:
         )
 
 
+def check_prompts_per_step(per_step: int, rows: int, world: int, data: str) -> None:
+    """A step's prompts must be at most the problems there are (a larger one silently took fewer) and at least one
+    per process."""
+    if per_step < world:
+        raise HarnessError(f"--prompts-per-step {per_step} is smaller than the {world} processes")
+    if per_step > rows:
+        raise HarnessError(
+            f"--prompts-per-step {per_step} is more than the {rows} problems: a step would take {rows}; lower it",
+            path=data,
+        )
+
+
 class OnlineSource(StepSource):
     """The online loop's steps: every generation batch, this process's share of the prompts is sampled from the
     live policy and the method turns the scored samples into examples; the batch serves `num_iterations` (mu)
@@ -107,8 +119,7 @@ class OnlineSource(StepSource):
     def plan(self, trainer: Any) -> int:
         cfg, mu, per_step = trainer.cfg, self.align, self.method.options.prompts_per_step
         self.trainer, self.rows = trainer, self.method.load_rows(cfg.data)
-        if per_step < trainer.world:
-            raise HarnessError(f"--prompts-per-step {per_step} is smaller than the {trainer.world} processes")
+        check_prompts_per_step(per_step, len(self.rows), trainer.world, cfg.data)
         # --max-steps counts optimizer steps: enough generation batches for them, each serving mu steps
         self.generations = plan_steps(
             len(self.rows),

@@ -41,6 +41,8 @@ class Method:
     default_loss = "nll"
     source: ClassVar[str] = "file"
     """Where examples come from: "file", "generate" or "online"."""
+    uses_templates: ClassVar[bool] = False
+    """Whether `prompts` renders the D_syn templates (--templates); a run of a method that does not refuses them."""
     Options: ClassVar[type] = NoOptions
     required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem")
 
@@ -88,6 +90,7 @@ class FileMethod(Method):
     """Offline: examples from a fixed file of rows."""
 
     source = "file"
+    uses_templates = True
     required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem", "trace")
 
     def response(self, row: dict) -> str:
@@ -131,7 +134,11 @@ class OnlineOptions:
     """What every online method shares: how many prompts a step takes and how many samples each gets."""
 
     prompts_per_step: int = option(8, ge=1, help="Prompts per optimizer step (the paper's GRPO: 64).")
-    group_size: int = option(8, ge=1, help="Samples per prompt (the paper's GRPO: 32).")
+    group_size: int = option(
+        8,
+        ge=2,
+        help="Samples per prompt, at least 2: the advantage compares a prompt's samples (the paper's GRPO: 32).",
+    )
     prompt: str = option(
         "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}.",
         help="User-turn template of the policy's prompt ({problem} is replaced); default: the evaluation prompt.",

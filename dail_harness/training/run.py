@@ -60,7 +60,7 @@ def prepare(cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | Non
     choice = auto_backend(cfg, method, chosen or {}) if cfg.backend == AUTO else None
     if choice is not None:
         cfg.backend = choice[0]
-    refuse_unused(cfg, method.source, chosen or {})
+    refuse_unused(cfg, method, chosen or {})
     if cfg.fsdp:
         refuse_unsharded_launch(cfg)
     if choice is not None and choice[1]:
@@ -117,6 +117,7 @@ def plan_text(
     from dail_harness import registry
     from dail_harness.scale.launch import colocated_engine_args, current
     from dail_harness.scale.plan import format_training_plan
+    from dail_harness.training.online import check_prompts_per_step
 
     method, _, loss_name, _ = prepare(cfg, given, wheres, chosen)
     if cfg.eval_task or method.source != "file":  # what the run checks before step 1
@@ -127,6 +128,7 @@ def plan_text(
     world = launch.world
     if method.source == "online":
         per_step, unit = int(getattr(o, "prompts_per_step", 1)), "prompts"
+        check_prompts_per_step(per_step, rows, world, cfg.data)
         step = f"one optimizer step: {per_step} prompts x {getattr(o, 'group_size', 1)} samples, "
         step += f"at most {math.ceil(per_step / world)} prompt(s) per process"
     else:
@@ -162,7 +164,7 @@ def data_rows(path: str) -> int:
         return 0
 
 
-def refuse_unused(cfg: TrainConfig, source: str, chosen: dict[str, Where]) -> None:
+def refuse_unused(cfg: TrainConfig, method, chosen: dict[str, Where]) -> None:
     """A setting the user chose that method `cfg.method` would not use, naming who would: an error for a flag, a
     warning for a config key (see `options.refuse_unused`)."""
     from dail_harness import registry
@@ -170,7 +172,7 @@ def refuse_unused(cfg: TrainConfig, source: str, chosen: dict[str, Where]) -> No
     if not chosen:
         return
     samplers = ", ".join(e.name for e in registry.entries("methods") if getattr(e.obj, "source", "file") != "file")
-    refuse(cfg.unused(source, samplers), chosen, f" (method '{cfg.method}')")
+    refuse(cfg.unused(method.source, samplers, method.uses_templates), chosen, f" (method '{cfg.method}')")
 
 
 def auto_backend(cfg: TrainConfig, method, chosen: dict[str, Where]) -> tuple[str, str]:

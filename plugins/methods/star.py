@@ -59,6 +59,7 @@ class STaRMethod(GenerateMethod):
     default_loss = "nll"
     Options = STaROptions
     required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem", "answer")
+    uses_templates = False  # its prompt is --prompt (the evaluation's by default)
 
     def prompt_of(self, problem: str) -> str:
         return self.options.prompt.replace("{problem}", problem)
