@@ -48,6 +48,7 @@ ADDED_LATER: dict[str, object] = {
     "ks": ANY,
     "sample_block": None,
     "fsdp": False,
+    "warmup_clamp": True,
 }
 """Settings that records written by dail-harness 0.1.0 before them lack, with the value such a run had (ANY: not
 recorded then, so any value resumes): an older run directory still resumes and extends."""

@@ -40,7 +40,7 @@ def test_config_builds_for_its_command(path):
     refuse_ignored(cfg, {k: w for k, w in wheres.items() if k in own})  # every key is used
     if command == "train":
         method, _ = resolve(cfg, {k: v for k, v in values.items() if k not in own}, wheres)
-        refuse_unused(cfg, method.source, {k: w for k, w in wheres.items() if k in own})  # every key is used
+        refuse_unused(cfg, method, {k: w for k, w in wheres.items() if k in own})  # every key is used
 
 
 def test_configs_exist():

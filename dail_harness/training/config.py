@@ -85,6 +85,14 @@ class TrainConfig(SamplingSettings):
     warmup_ratio: float | None = option(
         None, ge=0, le=1, help="Warm up for this share of the steps instead of --warmup-steps.", panel=OPTIM
     )
+    warmup_clamp: bool = option(
+        True,
+        flag="--warmup-clamp/--no-warmup-clamp",
+        help="A linear or cosine run shorter than --warmup-steps warms up over its own steps (5 warm-up steps, a "
+        "2-step run: rates 0 and 0.5 x --lr). --no-warmup-clamp: transformers' schedule as the authors' code runs "
+        "it (rates 0 and 0.2 x --lr). The two differ only on runs shorter than the warm-up.",
+        panel=OPTIM,
+    )
     lr_schedule: str = option(
         "linear",
         choices=("linear", "constant", "cosine"),
@@ -337,6 +345,10 @@ class TrainConfig(SamplingSettings):
                     "methods that train on a file or on generated traces use it; an online method's step is one "
                     "generation batch (--prompts-per-step), its length limit --max-tokens"
                 )
+        if self.warmup_ratio is not None:
+            out["warmup_clamp"] = "--warmup-steps uses it (--warmup-ratio never exceeds the run)"
+        elif self.lr_schedule == "constant":
+            out["warmup_clamp"] = "--lr-schedule linear or cosine uses it (a constant rate never depends on the length)"
         if self.lora_r == 0:
             for name in ("lora_alpha", "lora_dropout", "lora_targets"):
                 out[name] = "LoRA runs (--lora-r > 0) use it"

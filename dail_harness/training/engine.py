@@ -219,7 +219,8 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_ste
     if cfg.warmup_ratio is not None:
         warmup = math.ceil(cfg.warmup_ratio * total_steps)
     else:
-        warmup = cfg.warmup_steps if cfg.lr_schedule == "constant" else min(cfg.warmup_steps, total_steps)
+        clamp = cfg.warmup_clamp and cfg.lr_schedule != "constant"  # a constant rate must not depend on the length
+        warmup = min(cfg.warmup_steps, total_steps) if clamp else cfg.warmup_steps
     name = SCHEDULES[cfg.lr_schedule]
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=max(1, total_steps))
 
