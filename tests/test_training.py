@@ -693,7 +693,7 @@ def test_a_finished_run_extends_with_more_steps_and_refuses_other_changes(tmp_pa
     first = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
     code, out, err = cli(*args, "--out", tmp_path / "run", "--max-steps", "5")
     assert code == 0, err
-    assert "trained 5 steps (3 epochs, resumed after step 3)" in out
+    assert "trained 5 steps (2.67 epochs, resumed after step 3)" in out  # 8 of 3 examples x 3 epochs: the last partial
     log = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
     assert len(log) == 5 and log[:3] == first
     code, out, err = cli(*args, "--out", tmp_path / "run", "--max-steps", "5")

@@ -56,7 +56,7 @@ def _print_plan(cfg: GenerateConfig, launch: Launch) -> None:
     work = [Work(p, cfg.n, int(cfg.max_tokens or 0)) for p in range(len(load_records(cfg)))]
     if cfg.shard is not None:  # the plan of the N shards, as if each were a process
         launch = Launch(cfg.shard[0], cfg.shard[1], cfg.shard[0], cfg.shard[1], "--shard")
-    typer.echo(format_plan(f"generate ({cfg.mode})", work, launch, 1, cfg.sample_block))
+    typer.echo(format_plan(f"generate ({cfg.mode})", work, launch, 1, cfg.sample_block, cfg.device))
 
 
 @dataclass(kw_only=True)

@@ -97,7 +97,7 @@ def _print_plan(cfg: EvalConfig, launch) -> None:
     work = plan_work(cfg, load_tasks(cfg))
     if cfg.shard is not None:  # the plan of the N shards, as if each were a process
         launch = Launch(cfg.shard[0], cfg.shard[1], cfg.shard[0], cfg.shard[1], "--shard")
-    typer.echo(format_plan("eval", work, launch, cfg.tensor_parallel_size, cfg.sample_block))
+    typer.echo(format_plan("eval", work, launch, cfg.tensor_parallel_size, cfg.sample_block, cfg.device))
 
 
 @dataclass(kw_only=True)

@@ -121,10 +121,10 @@ def summary_line(cfg: TrainConfig, result: dict) -> str:
         else f"adapter in {cfg.out}" + (f", merged model in {cfg.out}/merged" if cfg.merge else "")
     )
     epochs = result.get("epochs")
-    notes = [f"{epochs} epoch{'s' * (epochs != 1)}"] if epochs and cfg.max_steps else []  # --max-steps sets them
+    notes = [f"{epochs:.3g} epoch{'s' * (epochs != 1)}"] if epochs and cfg.max_steps else []  # --max-steps sets them
     notes += [f"resumed after step {done}"] if done else []
     paren = f" ({', '.join(notes)})" if notes else ""
     return (
-        f"trained {steps} steps{paren} on {result['examples']} examples ({cfg.method}, loss {result['loss']}); "
-        f"{final}; {where}"
+        f"trained {steps} step{'s' * (steps != 1)}{paren} on {result['examples']} examples ({cfg.method}, "
+        f"loss {result['loss']}); {final}; {where}"
     )

@@ -47,19 +47,28 @@ def launcher_name(launch: Launch) -> str:
     return "no launcher" if launch.launcher == "none" else launch.launcher
 
 
-def format_plan(what: str, work: list[Work], launch: Launch, tensor_parallel_size: int, block: int | None) -> str:
-    """The plan: totals, then one line per rank (node, local rank, the devices its engine asks for, its share)."""
+def format_plan(
+    what: str,
+    work: list[Work],
+    launch: Launch,
+    tensor_parallel_size: int,
+    block: int | None,
+    device: str | None = None,
+) -> str:
+    """The plan: totals, then one line per rank (node, local rank, the devices its engine asks for, its share).
+    Without --device the devices are those a GPU node would give (a dry run on a login node plans a cluster)."""
     world, local = launch.world, launch.local_world
     shares = per_rank(work, world, block)
+    header = "devices" if device else "devices (if GPUs)"
     lines = [
         total_line(what, sum(s for s, _ in shares), sum(t for _, t in shares), launch),
         f"launch: {world} process(es) = {max(1, world // local)} node(s) x {local}, {launcher_name(launch)}; "
         f"one engine per process over {tensor_parallel_size} device(s): {local * tensor_parallel_size} devices "
         f"per node; sample block {block or 'whole items'}",
-        f"{'rank':>5} {'node':>5} {'local':>5}  {'devices (if GPUs)':<30} {'samples':>9} {'token bound':>14}",
+        f"{'rank':>5} {'node':>5} {'local':>5}  {header:<30} {'samples':>9} {'token bound':>14}",
     ]
     for rank, (samples, tokens) in enumerate(shares):
-        devices = ",".join(f"cuda:{d}" for d in local_devices(rank % local, tensor_parallel_size))
+        devices = device or ",".join(f"cuda:{d}" for d in local_devices(rank % local, tensor_parallel_size))
         lines.append(f"{rank:>5} {rank // local:>5} {rank % local:>5}  {devices:<30} {samples:>9,} {tokens:>14,}")
     return "\n".join(lines)
 
@@ -76,7 +85,7 @@ def format_training_plan(
         step,
         f"launch: {world} process(es) = {max(1, world // local)} node(s) x {local}, {launcher_name(launch)}; "
         f"{_placement(world, sharded)}; {engine}",
-        f"{'rank':>5} {'node':>5} {'local':>5}  device",
+        f"{'rank':>5} {'node':>5} {'local':>5}  {'device' if device else 'device (if GPUs)'}",
     ]
     for rank in range(world):
         lines.append(f"{rank:>5} {rank // local:>5} {rank % local:>5}  {device or f'cuda:{rank % local}'}")

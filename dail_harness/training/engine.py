@@ -54,6 +54,7 @@ from dail_harness.training.plan import (
     LENGTH_SETTINGS,
     StepBatch,
     StepSource,
+    epochs_covered,
     micro_batches,
     offline_batches,
     plan_steps,
@@ -660,7 +661,7 @@ class FileSource(StepSource):
 
     def result(self) -> dict:
         return {
-            "epochs": self.steps[-1][0] + 1,  # passes over the data (--max-steps may take more or fewer than --epochs)
+            "epochs": epochs_covered(self.steps, len(self.examples)),  # --max-steps may take more or fewer
             "examples": len(self.examples),
             "dropped_overlong": self.dropped,
         }

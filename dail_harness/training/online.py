@@ -20,7 +20,7 @@ from dail_harness.eval.grading import GradeJob, GradingPool
 from dail_harness.sampling import SamplingParams
 from dail_harness.training.config import TrainConfig
 from dail_harness.training.examples import Example, sampled_example
-from dail_harness.training.plan import StepBatch, StepSource, micro_batches, plan_steps
+from dail_harness.training.plan import StepBatch, StepSource, epochs_covered, micro_batches, plan_steps
 from dail_harness.verifiers.base import Verdict
 
 
@@ -177,4 +177,4 @@ class OnlineSource(StepSource):
         return StepBatch(mine, max(total_micro, 1), stats=stats)
 
     def result(self) -> dict:
-        return {"epochs": self.generations[-1][0] + 1, "examples": self.made}
+        return {"epochs": epochs_covered(self.generations, len(self.rows)), "examples": self.made}

@@ -29,6 +29,11 @@ LENGTH_SETTINGS = ("max_steps", "epochs")
 finished run can be extended by changing them (the engine refuses a plan shorter than the finished steps)."""
 
 
+def epochs_covered(steps: list[tuple[int, list[list[int]]]], n_items: int) -> float:
+    """How many passes over the data a plan takes, partial ones as a share (--max-steps 2 of 4 prompts on 8: 0.5)."""
+    return sum(len(b) for _, batches in steps for b in batches) / max(1, n_items)
+
+
 def plan_steps(
     n_items: int,
     *,

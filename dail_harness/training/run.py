@@ -138,7 +138,7 @@ def plan_text(
     every = "per iteration" if method.source == "generate" else "in all"
     epochs = cfg.epochs or 1  # resolved from the method's default by now
     steps = (
-        f"{cfg.max_steps} steps (--max-steps)"
+        f"{cfg.max_steps} step{'s' * (cfg.max_steps != 1)} (--max-steps)"
         if cfg.max_steps
         else f"about {epochs * math.ceil(rows / per_step)} steps ({epochs} epoch(s) of {rows} {unit})"
     )
