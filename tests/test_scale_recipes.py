@@ -98,7 +98,7 @@ def test_every_recipe_plans_the_world_its_launcher_starts(launcher, args, argv, 
     (tmp_path / "data").mkdir()
     expert = [
         {"problem_id": f"p{i}", "problem": f"{i} + {i}?", "solution": f"{2 * i}.", "answer": str(2 * i)}
-        for i in range(4)
+        for i in range(64)  # the RL recipes take 64 prompts a step
     ]
     (tmp_path / "data" / "e1-verifiable.jsonl").write_text("".join(json.dumps(r) + "\n" for r in expert))
     shutil.copytree(ROOT / "configs", tmp_path / "configs")  # their paths resolve against their own directory
