@@ -248,5 +248,8 @@ def test_report_of_some_tasks_and_without_excluded_problems_equals_exact_pass_at
         exact(lambda r: f"{r['task']}/{r['problem_id']}" not in excluded), abs=1e-12
     )
     assert got["pass_at_k"] != exact(lambda r: True)  # the exclusion changes the numbers
+    assert got["excluded_problems"] == 1
+    code, out, err = cli("report", run, "--exclude", tmp_path / "ex.txt", "--no-plot")  # the table says so too
+    assert code == 0 and f"note: {run.name}: --exclude left out 1 of its problems" in out, out
     code, _, err = cli("report", run, "--task", "beyondaime", "--no-plot")
     assert code == 2 and "not a task of this run (its tasks: aime24, aime25)" in err

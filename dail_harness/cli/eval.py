@@ -109,7 +109,11 @@ class ReportConfig:
         help="Run directories: evaluations (`dail-harness eval`) and/or training runs (`dail-harness train`).",
     )
     json: bool = option(False, flag="--json", help="Print metrics as JSON instead of a table.")
-    k: str | None = option(None, help="k values to report (default 1,2,4,... up to n).")
+    k: str | None = option(
+        None,
+        help="k values to report, as eval's --k: '8' is 1,2,4,8; '1,8' exactly those (default: each run's own --k, "
+        "else 1,2,4,... up to its n). A column a run has no value for shows '-'.",
+    )
     plot: str | None = option(
         None,
         path=PATH,

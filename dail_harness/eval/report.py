@@ -134,8 +134,11 @@ def report_run(
                 path=str(paths[0]),
             )
         rows = [r for r in rows if r["task"] in tasks]
+    excluded = 0
     if exclude:
+        before = {(r["task"], r["problem_id"]) for r in rows}
         rows = [r for r in rows if not is_listed(exclude, r["task"], r["problem_id"])]
+        excluded = len(before) - len({(r["task"], r["problem_id"]) for r in rows})
         if not rows:
             raise HarnessError("--exclude leaves no problem of this run", path=str(paths[0]))
     shards = sorted(tuple(RunStore(d).read_settings().get("shard") or ()) for d in paths)
@@ -166,6 +169,7 @@ def report_run(
         "shards": [list(s) for s in shards if s],
         "missing_shards": missing_shards,
         "incomplete_problems": incomplete,
+        "excluded_problems": excluded,
         **summary,
     }
 
@@ -292,6 +296,11 @@ def _notes(reports: list[dict], rows: list[dict]) -> list[str]:
             if r.get("incomplete")
         }
     )
+    notes += [
+        f"note: {rep['run']}: --exclude left out {rep['excluded_problems']} of its problems"
+        for rep in reports
+        if rep.get("excluded_problems")
+    ]
     notes += [
         f"note: {rep['run']} merges shards {', '.join(f'{i}/{n}' for i, n in rep['shards'])}"
         for rep in reports
