@@ -564,6 +564,10 @@ def test_dsyn_summary_across_tau_with_plots(tmp_path, cli):
     assert summary["traces"] == 6 and summary["tau"] == 0.001
     assert summary["correct"] == pytest.approx(sum(r["correct"] for r in rows) / 6)
     assert summary["acceptance"] == pytest.approx(sum(r["acceptance_rate"] for r in rows) / 6)
+    code, out, err = cli("data", "summary", files[1], "--no-plot", "--plugin-dir", plugins)  # as `report` takes it
+    assert code == 0 and not (tmp_path / "dsyn_tau.png").exists() and not Path("dsyn_tau.png").exists(), err
+    code, _, err = cli("data", "summary", data)  # expert data, not D_syn: said before any --model is asked for
+    assert code == 2 and f"{data}:1: not a D_syn row (needs problem_id and trace)" in err, err
 
 
 def test_generate_drops_empty_traces_so_train_accepts_what_it_selects(tmp_path, cli):

@@ -222,6 +222,7 @@ class SummaryConfig:
     plot: str | None = option(
         "dsyn.png", path=PATH, help="Plots: PLOT_tau.png (Figure 11) and PLOT_lengths.png (Figure 12)."
     )
+    no_plot: bool = option(False, flag="--no-plot", help="Do not write the plots.")
     json: bool = option(False, flag="--json", help="Print the summaries as JSON.")
     plugin_dir: list[str] = option(
         default_factory=list, repeat=True, path=PATH, help="Directory of extra plugin modules."
@@ -236,12 +237,12 @@ def data_summary_cmd(cfg: SummaryConfig) -> None:
     from pathlib import Path
 
     from dail_harness.cli import load_plugins
-    from dail_harness.dsyn.summary import format_summary, plot_lengths, plot_tau, summarize_dsyn
-    from dail_harness.files import iter_jsonl
+    from dail_harness.dsyn.summary import dsyn_rows, format_summary, plot_lengths, plot_tau, summarize_dsyn
     from dail_harness.models.loading import load_tokenizer, resolve_model
 
     load_plugins(cfg.plugin_dir)
-    model = cfg.model or next((r.get("model") for _, r in iter_jsonl(cfg.files[0]) if r.get("model")), None)
+    rows = dsyn_rows(cfg.files[0])  # not a D_syn file: say so before asking for a model
+    model = cfg.model or next((r.get("model") for r in rows if r.get("model")), None)
     if model is None:
         from dail_harness.errors import HarnessError
 
@@ -252,7 +253,7 @@ def data_summary_cmd(cfg: SummaryConfig) -> None:
         typer.echo(json.dumps(summaries, indent=2))
     else:
         typer.echo(format_summary(summaries))
-    if cfg.plot:
+    if cfg.plot and not cfg.no_plot:
         plot = Path(cfg.plot)
         for drawn in (
             plot_tau(summaries, plot.with_name(f"{plot.stem}_tau{plot.suffix}")),

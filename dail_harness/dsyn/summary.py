@@ -19,13 +19,19 @@ from dail_harness.errors import HarnessError
 from dail_harness.files import iter_jsonl
 
 
-def summarize_dsyn(path: str | Path, tokenizer: Any, answer_type: str = "math", grade_workers: int | None = 0) -> dict:
+def dsyn_rows(path: str | Path) -> list[dict]:
+    """The rows of a D_syn file; a file of other rows (expert data, say) is one error naming the line."""
     rows = [r for _, r in iter_jsonl(path, allow_partial_tail=True)]
     if not rows:
         raise HarnessError("no traces in this file", path=str(path))
     missing = next((i for i, r in enumerate(rows, 1) if "trace" not in r or "problem_id" not in r), None)
     if missing is not None:
         raise HarnessError("not a D_syn row (needs problem_id and trace)", path=str(path), line=missing)
+    return rows
+
+
+def summarize_dsyn(path: str | Path, tokenizer: Any, answer_type: str = "math", grade_workers: int | None = 0) -> dict:
+    rows = dsyn_rows(path)
     if any("correct" not in r for r in rows):
         _grade(rows, answer_type, grade_workers)
     by_problem: dict[str, list[dict]] = defaultdict(list)
