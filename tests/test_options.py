@@ -147,6 +147,7 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
         ),
         ([*TRAIN, "--method", "nll", "--device", "cuda:3"], "--device: must be one of cpu, got 'cuda:3'"),
         ([*TRAIN, "--method", "grpo", "--group-size", "1"], "--group-size: must be >= 2, got 1"),
+        ([*TRAIN, "--method", "grpo", "--temperature", "0"], "--temperature 0 is greedy decoding: the 8 samples"),
         ([*EVAL, "--device", "gpu"], "--device: must be cpu, cuda or cuda:N, got 'gpu'"),
         ([*EVAL, "--dtype", "fp77"], "--dtype: must be one of float32, bfloat16, float16, got 'fp77'"),
         (
@@ -154,7 +155,16 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
             "--budgets forces thinking budgets, so it needs --thinking on",
         ),
     ],
-    ids=["grpo-templates", "star-templates", "train-device", "group-size-1", "eval-device", "dtype", "budgets-off"],
+    ids=[
+        "grpo-templates",
+        "star-templates",
+        "train-device",
+        "group-size-1",
+        "grpo-greedy",
+        "eval-device",
+        "dtype",
+        "budgets-off",
+    ],
 )
 def test_settings_a_run_would_ignore_or_cannot_honour_are_refused(cli, tmp_path, monkeypatch, args, needle):
     """Each was accepted and then ignored (or crashed with a traceback that blamed the harness)."""

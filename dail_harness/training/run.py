@@ -61,6 +61,12 @@ def prepare(cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | Non
     if choice is not None:
         cfg.backend = choice[0]
     refuse_unused(cfg, method, chosen or {})
+    group = int(getattr(method.options, "group_size", 1))
+    if method.source == "online" and group > 1 and cfg.temperature == 0:
+        raise HarnessError(
+            f"--temperature 0 is greedy decoding: the {group} samples of a prompt would be identical, every advantage "
+            f"0, and method '{cfg.method}' would learn nothing; sample at a temperature above 0"
+        )
     if cfg.fsdp:
         refuse_unsharded_launch(cfg)
     if choice is not None and choice[1]:
