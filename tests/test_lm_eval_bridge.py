@@ -161,14 +161,19 @@ def test_export_carries_every_sampling_setting_or_refuses_it(tmp_path, cli):
         "until": ["END"],
         "do_sample": True,
         "max_gen_toks": 64,
+        "repetition_penalty": 1.0,
         "temperature": 0.7,
         "top_p": 0.9,
         "top_k": 20,
         "presence_penalty": 1.5,
     }
-    assert "lm_eval --model vllm" in out and "--seed 7" in out and "dail-harness lm-eval" not in out
-    code, out, err = cli(*base, "--presence-penalty", "0", "--out", tmp_path / "hf")
-    assert code == 0 and "presence_penalty" not in exported_generation_kwargs(tmp_path / "hf")
+    assert "lm_eval --model vllm --model_args pretrained=MODEL,seed=7" in out and "--seed 7" in out
+    assert "dail-harness lm-eval" not in out  # our runner is lm-eval's hf model
+    # top-k 0 and no repetition penalty are written too: transformers' generate would fill them from the model's
+    # generation_config (top_k 50 by default)
+    code, out, err = cli(*base, "--presence-penalty", "0", "--top-k", "0", "--out", tmp_path / "hf")
+    gen = exported_generation_kwargs(tmp_path / "hf")
+    assert code == 0 and "presence_penalty" not in gen and gen["top_k"] == 0 and gen["repetition_penalty"] == 1.0
 
 
 def test_export_selects_problems_as_eval_does(tmp_path, cli):

@@ -221,7 +221,11 @@ def test_a_train_option_the_method_would_ignore_is_refused(tmp_path, cli, method
     [
         ("dail", ["--gamma", "--kl-direction", "--templates", "--eval-temperature"], ["--temperature", "--epsilon"]),
         ("nll", ["--grad-accum", "--eval-task"], ["--gamma", "--top-p", "--group-size"]),
-        ("grpo", ["--group-size", "--epsilon", "--backend"], ["--gamma", "--grad-accum", "--templates"]),
+        (
+            "grpo",
+            ["--group-size", "--epsilon", "--temperature", "--backend"],
+            ["--gamma", "--grad-accum", "--templates"],
+        ),
         ("star", ["--iterations", "--temperature", "--grad-accum"], ["--gamma", "--epsilon", "--templates"]),
     ],
 )  # fmt: skip

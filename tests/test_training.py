@@ -686,6 +686,22 @@ def test_checkpoints_keep_the_last_two_and_clear_what_a_kill_left(tmp_path):
     assert latest_checkpoint(tmp_path) == root / "step-3"
 
 
+def test_a_run_recorded_before_warmup_clamp_resumes_as_it_was_clamped(tmp_path, cli):
+    """A record without `warmup_clamp` (runs before it existed, all clamped) extends as before; asking for the
+    other schedule is a change of settings, refused."""
+    data = write_dsyn(tmp_path / "d.jsonl", n=3)
+    args = ["train", "--method", "nll", "--data", data, "--out", tmp_path / "run", *TRAIN]
+    assert cli(*args, "--max-steps", "2")[0] == 0
+    record = tmp_path / "run" / "train_config.json"
+    settings = json.loads(record.read_text())
+    assert settings.pop("warmup_clamp") is True
+    record.write_text(json.dumps(settings))
+    code, _, err = cli(*args, "--max-steps", "3", "--no-warmup-clamp")
+    assert code == 2 and "warmup_clamp" in err, err
+    code, out, err = cli(*args, "--max-steps", "3")
+    assert code == 0 and "resumed after step 2" in out, err
+
+
 def test_a_finished_run_extends_with_more_steps_and_refuses_other_changes(tmp_path, cli):
     data = write_dsyn(tmp_path / "d.jsonl", n=3)
     args = ["train", "--method", "nll", "--data", data, "--lr-schedule", "constant", *TRAIN]

@@ -21,8 +21,9 @@ class ExportConfig(TaskSelection, Sampling):
         "hf",
         choices=("hf", "vllm"),
         help="The lm-eval model that will sample: hf cannot apply a presence penalty (transformers has none), so "
-        "an hf export refuses one; vllm takes every setting. --seed goes to lm-eval's --seed (its draws are not "
-        "ours: compare pass@k within noise, or greedy exactly).",
+        "an hf export refuses one; vllm takes every setting. --seed is printed into lm-eval's command: its --seed "
+        "(python, numpy, torch; what the hf model samples with) and, for vllm, --model_args seed= (the engine's). "
+        "Its draws are not ours: compare pass@k within noise, or greedy samples exactly.",
     )
 
 
@@ -44,9 +45,10 @@ def lm_eval_export_cmd(cfg: ExportConfig) -> None:
     )
     names = export_tasks(load_tasks(cfg), cfg.out, n=cfg.num_samples, ks=cfg.ks, gen=gen)
     tasks = ",".join(names)
+    model_args = "pretrained=MODEL" + (f",seed={cfg.seed}" if cfg.lm_eval_model == "vllm" else "")
     typer.echo(
         f"wrote {', '.join(names)} to {cfg.out}\nrun: lm_eval --model {cfg.lm_eval_model} "
-        f"--model_args pretrained=MODEL --include_path {cfg.out} --tasks {tasks} --apply_chat_template "
+        f"--model_args {model_args} --include_path {cfg.out} --tasks {tasks} --apply_chat_template "
         f"--seed {cfg.seed}"
     )
     if cfg.lm_eval_model == "hf":

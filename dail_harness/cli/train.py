@@ -120,8 +120,8 @@ def summary_line(cfg: TrainConfig, result: dict) -> str:
         if cfg.lora_r == 0
         else f"adapter in {cfg.out}" + (f", merged model in {cfg.out}/merged" if cfg.merge else "")
     )
-    epochs = result.get("epochs")
-    notes = [f"{epochs:.3g} epoch{'s' * (epochs != 1)}"] if epochs and cfg.max_steps else []  # --max-steps sets them
+    epochs = round(result.get("epochs") or 0, 2)  # passes over the data, a partial one as a share
+    notes = [f"{epochs:g} epoch{'s' * (epochs != 1)}"] if epochs and cfg.max_steps else []  # --max-steps sets them
     notes += [f"resumed after step {done}"] if done else []
     paren = f" ({', '.join(notes)})" if notes else ""
     return (

@@ -54,11 +54,12 @@ def generation_kwargs(
 ) -> dict:
     """Our sampling settings as lm-eval's `generation_kwargs` for its `hf` or `vllm` model. A setting that model
     cannot apply is refused, never dropped: a cross-check at other settings than ours would compare nothing."""
+    # repetition_penalty and top_k always: lm-eval's hf model passes these kwargs to `generate`, which fills what is
+    # missing from the model's generation_config (transformers' top_k 50; Qwen2.5's repetition penalty 1.05)
     gen: dict = {"until": list(stop), "do_sample": temperature > 0, "max_gen_toks": max_tokens}
+    gen["repetition_penalty"] = 1.0
     if temperature > 0:  # greedy ignores them, in our eval as in lm-eval
-        gen.update(temperature=temperature, top_p=top_p)
-        if top_k > 0:
-            gen["top_k"] = top_k
+        gen.update(temperature=temperature, top_p=top_p, top_k=top_k)  # top_k 0: off, in transformers and vLLM
     if presence_penalty:
         if lm_eval_model != "vllm":
             raise HarnessError(

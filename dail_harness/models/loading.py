@@ -93,7 +93,7 @@ def parse_device(text: str) -> str:
     """--device as given, checked when it is read rather than deep inside a model load: cpu, cuda or cuda:N."""
     if re.fullmatch(r"cpu|mps|(cuda|xpu)(:\d+)?", text):
         return text
-    raise ValueError(f"must be cpu, cuda or cuda:N, got {text!r}")
+    raise ValueError(f"must be cpu, cuda or cuda:N (or mps, xpu, xpu:N), got {text!r}")
 
 
 def device_option(panel: str | None = None) -> Any:

@@ -295,12 +295,12 @@ class TrainConfig(SamplingSettings):
             self.max_length = 2048 if self.thinking else 12288
 
     @classmethod
-    def never_used(cls, source: str, uses_templates: bool = True) -> set[str]:
+    def never_used(cls, source: str, uses_templates: bool) -> set[str]:
         """The settings a method of this source ignores whatever the other settings (what its --help leaves out)."""
         runs = [cls(method="", model="", data="", out="", eval_task=["t"], backend=b) for b in ("hf", "vllm")]
         return set.intersection(*(set(run.unused(source, "", uses_templates)) for run in runs))
 
-    def unused(self, source: str, sampling_methods: str, uses_templates: bool = True) -> dict[str, str]:
+    def unused(self, source: str, sampling_methods: str, uses_templates: bool) -> dict[str, str]:
         """The options this run would ignore, each with who would use it: a method that does not sample ignores
         the sampling settings, a run without --eval-task the evaluation's, --backend hf the vLLM engine's, and so
         on. `source` is the method's (file, generate, online); `sampling_methods` names the methods that sample;

@@ -285,7 +285,7 @@ class Trainer:
         self.settings = {**settings, "processes": self.world}  # a step's data order depends on it
         self.record = SettingsRecord(self.out / "train_config.json", self.out, "training run")
         # a longer run extends a finished one; a setting this method never uses may differ from an older record's
-        moot = tuple(cfg.unused(method.source, ""))
+        moot = tuple(cfg.unused(method.source, "", method.uses_templates))
         self.record.check(self.settings, may_change=(*LENGTH_SETTINGS, *moot))
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id

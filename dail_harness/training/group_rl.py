@@ -117,6 +117,7 @@ class GroupRLMethod(OnlineMethod):
 
     default_loss = "grpo"
     Options = GRPOOptions
+    needs_sampled_groups = True
 
     def prompt_of(self, row: dict) -> str:
         return self.options.prompt.replace("{problem}", str(row["problem"]))

@@ -50,7 +50,9 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
     rank, world = state.process_index, state.num_processes
     out = Path(cfg.out)
     record = SettingsRecord(out / "train_config.json", out, "training run")
-    record.check({**settings, "processes": world}, may_change=tuple(cfg.unused(method.source, "")))  # moot ones
+    record.check(
+        {**settings, "processes": world}, may_change=tuple(cfg.unused(method.source, "", method.uses_templates))
+    )  # moot ones
     rows = method.load_rows(cfg.data)
     iterations = int(getattr(method.options, "iterations", 1))
     history, last, total, resumed = [], {}, 0, 0

@@ -43,6 +43,9 @@ class Method:
     """Where examples come from: "file", "generate" or "online"."""
     uses_templates: ClassVar[bool] = False
     """Whether `prompts` renders the D_syn templates (--templates); a run of a method that does not refuses them."""
+    needs_sampled_groups: ClassVar[bool] = False
+    """Whether the method learns only from differences within a prompt's samples (GRPO), so that --temperature 0
+    (identical samples) is refused."""
     Options: ClassVar[type] = NoOptions
     required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem")
 

@@ -61,11 +61,10 @@ def prepare(cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | Non
     if choice is not None:
         cfg.backend = choice[0]
     refuse_unused(cfg, method, chosen or {})
-    group = int(getattr(method.options, "group_size", 1))
-    if method.source == "online" and group > 1 and cfg.temperature == 0:
+    if method.needs_sampled_groups and cfg.temperature == 0:
         raise HarnessError(
-            f"--temperature 0 is greedy decoding: the {group} samples of a prompt would be identical, every advantage "
-            f"0, and method '{cfg.method}' would learn nothing; sample at a temperature above 0"
+            f"--temperature 0 is greedy decoding: the {method.options.group_size} samples of a prompt would be "
+            f"identical, every advantage 0, and method '{cfg.method}' would learn nothing; sample above 0"
         )
     if cfg.fsdp:
         refuse_unsharded_launch(cfg)
@@ -130,7 +129,7 @@ def plan_text(
         registry.get("backends", cfg.backend).check_policy(cfg)
     if not Path(cfg.data).is_file():
         raise HarnessError("no such file", path=cfg.data)
-    launch, rows, o = current(), data_rows(cfg.data), method.options
+    launch, rows, o = current(), len(method.load_rows(cfg.data)), method.options  # read and checked as the run does
     world = launch.world
     if method.source == "online":
         per_step, unit = int(getattr(o, "prompts_per_step", 1)), "prompts"
@@ -162,11 +161,12 @@ def plan_text(
 
 
 def data_rows(path: str) -> int:
-    """The non-empty lines of a data file (0 if it cannot be read)."""
+    """The rows of a data file in any format the run reads (0 if it cannot be read: an estimate's input)."""
+    from dail_harness.files import iter_rows
+
     try:
-        with open(path, encoding="utf-8") as f:
-            return sum(1 for line in f if line.strip())
-    except OSError:
+        return sum(1 for _ in iter_rows(path))
+    except (OSError, ValueError, HarnessError):
         return 0
 
 

@@ -31,6 +31,7 @@ class NuRLMethod(GroupRLMethod):
 
     name = "nurl"
     Options = NuRLOptions
+    needs_sampled_groups = False  # an all-wrong greedy group is redrawn with hints, so its rewards can differ
 
     def load_rows(self, path):
         rows = super().load_rows(path)
