@@ -110,6 +110,28 @@ def _newest_settings(paths: list[Path]) -> dict:
     return max((RunStore(d).read_settings() for d in paths), key=lambda s: int(s["sampling"]["n"]))
 
 
+def _selected(
+    rows: list[dict], run_tasks: list[str], tasks: Sequence[str] | None, exclude: set[str] | None, path: Path
+) -> tuple[list[dict], int]:
+    """The rows of `tasks` (all of the run's if None) without the problems of `exclude`, and how many problems
+    `exclude` left out."""
+    if tasks:
+        missing = [t for t in tasks if t not in run_tasks]
+        if missing:
+            raise HarnessError(
+                f"--task {','.join(missing)}: not a task of this run (its tasks: {', '.join(run_tasks)})",
+                path=str(path),
+            )
+        rows = [r for r in rows if r["task"] in tasks]
+    if not exclude:
+        return rows, 0
+    before = {(r["task"], r["problem_id"]) for r in rows}
+    rows = [r for r in rows if not is_listed(exclude, r["task"], r["problem_id"])]
+    if not rows:
+        raise HarnessError("--exclude leaves no problem of this run", path=str(path))
+    return rows, len(before) - len({(r["task"], r["problem_id"]) for r in rows})
+
+
 def report_run(
     dirs: Sequence[str | Path] | str | Path,
     ks: Sequence[int] | None = None,
@@ -126,21 +148,7 @@ def report_run(
     rows = list({sample_id(r): r for d in reversed(paths) for r in RunStore(d).load_samples()}.values())
     if not rows:
         raise HarnessError("run has no samples yet", path=str(paths[0]))
-    if tasks:
-        missing = [t for t in tasks if t not in settings["tasks"]]
-        if missing:
-            raise HarnessError(
-                f"--task {','.join(missing)}: not a task of this run (its tasks: {', '.join(settings['tasks'])})",
-                path=str(paths[0]),
-            )
-        rows = [r for r in rows if r["task"] in tasks]
-    excluded = 0
-    if exclude:
-        before = {(r["task"], r["problem_id"]) for r in rows}
-        rows = [r for r in rows if not is_listed(exclude, r["task"], r["problem_id"])]
-        excluded = len(before) - len({(r["task"], r["problem_id"]) for r in rows})
-        if not rows:
-            raise HarnessError("--exclude leaves no problem of this run", path=str(paths[0]))
+    rows, excluded = _selected(rows, settings["tasks"], tasks, exclude, paths[0])
     shards = sorted(tuple(RunStore(d).read_settings().get("shard") or ()) for d in paths)
     missing_shards = [i for i in range(shards[0][1]) if (i, shards[0][1]) not in shards] if shards[0] else []
     complete, incomplete = _complete_rows(rows, n)
