@@ -170,6 +170,8 @@ def test_grpo_trains_with_vllm_in_the_loop(cli, tmp_path):
         "tiny-random",
         "--max-steps",
         "1",
+        "--prompts-per-step",
+        "2",
         "--lora-targets",
         "q_proj,lm_head",
         "--device",
