@@ -103,7 +103,8 @@ def test_every_recipe_plans_the_world_its_launcher_starts(launcher, args, argv, 
     (tmp_path / "data" / "e1-verifiable.jsonl").write_text("".join(json.dumps(r) + "\n" for r in expert))
     shutil.copytree(ROOT / "configs", tmp_path / "configs")  # their paths resolve against their own directory
     (tmp_path / "runs").mkdir()
-    shutil.copy(tmp_path / "data" / "e1-verifiable.jsonl", tmp_path / "runs" / "dsyn-qwen2.5-7b-mixed.jsonl")
+    dsyn = [{**r, "trace": r["solution"], "waypoints": [r["answer"]]} for r in expert]  # D_syn rows, as dail reads
+    (tmp_path / "runs" / "dsyn-qwen2.5-7b-mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dsyn))
     before = set(tmp_path.rglob("*"))
     code, out, err = cli(*argv, "--dry-run")
     assert code == 0, err
