@@ -822,19 +822,25 @@ def closed_form_rate(schedule: str, step: int, warmup: int, total: int) -> float
     return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
-def test_each_step_takes_the_closed_form_rate_of_its_schedule(schedule):
+def scheduler_rates(total: int, **settings) -> list[float]:
+    """The learning rate each of `total` updates takes under `make_scheduler` (peak lr 2.0)."""
     from dail_harness.training.config import TrainConfig
     from dail_harness.training.engine import make_scheduler
 
-    cfg = TrainConfig(method="nll", model="m", data="d", out="o", lr=2.0, warmup_steps=2, lr_schedule=schedule)
+    cfg = TrainConfig(method="nll", model="m", data="d", out="o", lr=2.0, **settings)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = make_scheduler(cfg, opt, 7)
+    sched = make_scheduler(cfg, opt, total)
     rates = []
-    for _ in range(7):
+    for _ in range(total):
         rates.append(sched.get_last_lr()[0])
         opt.step()
         sched.step()
+    return rates
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+def test_each_step_takes_the_closed_form_rate_of_its_schedule(schedule):
+    rates = scheduler_rates(7, warmup_steps=2, lr_schedule=schedule)
     assert rates == pytest.approx([2.0 * closed_form_rate(schedule, s, 2, 7) for s in range(7)], abs=1e-12)
     if schedule == "cosine":  # half the peak half-way through the decay
         assert rates[2] == 2.0 and rates[2 + 5 // 2] == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 2 / 5)))
@@ -844,17 +850,7 @@ def test_each_step_takes_the_closed_form_rate_of_its_schedule(schedule):
 def test_a_run_shorter_than_its_warm_up_warms_up_over_its_own_steps_unless_unclamped(clamp):
     """5 warm-up steps, 3 steps: clamped, the warm-up spans the run's 3 steps; unclamped, transformers' schedule
     (the authors') warms up over 5, so each step takes a smaller rate."""
-    from dail_harness.training.config import TrainConfig
-    from dail_harness.training.engine import make_scheduler
-
-    cfg = TrainConfig(method="nll", model="m", data="d", out="o", lr=2.0, warmup_steps=5, warmup_clamp=clamp)
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = make_scheduler(cfg, opt, 3)
-    rates = []
-    for _ in range(3):
-        rates.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
+    rates = scheduler_rates(3, warmup_steps=5, warmup_clamp=clamp)
     warmup = 3 if clamp else 5
     assert rates == pytest.approx([2.0 * closed_form_rate("linear", s, warmup, 3) for s in range(3)], abs=1e-12)
     assert rates == pytest.approx([0.0, 2 / 3, 4 / 3] if clamp else [0.0, 0.4, 0.8], abs=1e-12)
