@@ -155,6 +155,15 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
             [*EVAL, "--budgets", "2,4", "--thinking", "off"],
             "--budgets forces thinking budgets, so it needs --thinking on",
         ),
+        (
+            [*TRAIN, "--method", "grpo", "--loss", "nll"],
+            "loss 'nll' with method 'grpo': the loss does not read 'advantage', which carries the method's reward, "
+            "so it would train on every sample alike; losses that read it: grpo",
+        ),
+        ([*TRAIN, "--method", "nurl", "--loss", "pg"], "loss 'pg' with method 'nurl': the loss does not read 'adv"),
+        ([*TRAIN, "--method", "grpo", "--loss", "kl"], "the loss needs the privileged context, which the method's"),
+        ([*TRAIN, "--method", "star", "--loss", "dail"], "loss 'dail' with method 'star': the loss needs the privi"),
+        ([*TRAIN, "--method", "dail", "--loss", "grpo"], "the loss reads per-token 'advantage', which the method do"),
     ],
     ids=[
         "grpo-templates",
@@ -166,6 +175,11 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
         "eval-device",
         "dtype",
         "budgets-off",
+        "grpo-nll",
+        "nurl-pg",
+        "grpo-kl",
+        "star-dail",
+        "dail-grpo",
     ],
 )
 def test_settings_a_run_would_ignore_or_cannot_honour_are_refused(cli, tmp_path, monkeypatch, args, needle):
@@ -174,6 +188,20 @@ def test_settings_a_run_would_ignore_or_cannot_honour_are_refused(cli, tmp_path,
     (tmp_path / "d.jsonl").write_text('{"problem_id": "p", "problem": "1+1?", "answer": "2", "trace": "2"}\n')
     code, _, err = cli(*args)
     assert needle in one_error_line(code, err)
+
+
+def test_every_method_pairs_with_its_default_loss_and_the_fitting_ones():
+    """The pairing check refuses only what cannot train: each built-in method with its default loss, and the
+    file methods with every KL-family loss, resolve."""
+    from dail_harness import registry
+    from dail_harness.training.engine import resolve
+
+    registry.load_builtins()
+    for name in registry.names("methods"):
+        resolve(TrainConfig(method=name, model="m", data="d", out="o"))
+    for name in ("dail", "nll", "sft"):
+        for loss in ("dail", "kl", "nll"):
+            resolve(TrainConfig(method=name, loss=loss, model="m", data="d", out="o"))
 
 
 def test_a_step_of_more_prompts_than_problems_is_refused(cli, tmp_path):

@@ -155,7 +155,32 @@ def resolve(
             f"--loss-mask authors scores a position that predicts no token: it works with the KL "
             f"losses of file methods (dail, kl), not with loss '{loss.name}' of method '{cfg.method}'"
         )
+    refuse_mismatched_loss(cfg.method, method, loss)
     return method, loss
+
+
+def refuse_mismatched_loss(name: str, method: Method, loss: TokenLoss) -> None:
+    """A loss must find what it reads in the method's examples and must read the method's reward: `--method grpo
+    --loss nll` would train on every sample whatever its reward, `--loss kl` has no privileged context."""
+    where = f"loss '{loss.name}' with method '{name}'"
+    missing = [c for c in loss.contexts if c != REFERENCE and c not in method.contexts]
+    if missing:
+        raise HarnessError(f"{where}: the loss needs the {missing[0]} context, which the method's examples lack")
+    lacking = [e for e in loss.extras if e not in method.extras]
+    if lacking:
+        raise HarnessError(f"{where}: the loss reads per-token '{lacking[0]}', which the method does not produce")
+    read = set(loss.extras) | set(loss.optional_extras)
+    if method.signal and not read & set(method.signal):
+        fits = [
+            n
+            for n in registry.names("losses")
+            if set(registry.get("losses", n).extras) <= set(method.extras)
+            and set(registry.get("losses", n).extras) & set(method.signal)
+        ]
+        raise HarnessError(
+            f"{where}: the loss does not read '{method.signal[0]}', which carries the method's reward, so it would "
+            f"train on every sample alike; losses that read it: {', '.join(fits) or 'none registered'}"
+        )
 
 
 def load_examples(

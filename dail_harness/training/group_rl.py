@@ -118,6 +118,8 @@ class GroupRLMethod(OnlineMethod):
     default_loss = "grpo"
     Options = GRPOOptions
     needs_sampled_groups = True
+    extras = ("advantage", "weight", "share")
+    signal = ("advantage",)  # `weight` only normalises the step's sum
 
     def prompt_of(self, row: dict) -> str:
         return self.options.prompt.replace("{problem}", str(row["problem"]))

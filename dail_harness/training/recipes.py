@@ -46,6 +46,14 @@ class Method:
     needs_sampled_groups: ClassVar[bool] = False
     """Whether the method learns only from differences within a prompt's samples (GRPO), so that --temperature 0
     (identical samples) is refused."""
+    contexts: ClassVar[tuple[str, ...]] = ()
+    """The reference contexts `prompts` can build for a loss ("privileged", "negative"); "reference" (the
+    student's prompt, adapter off) is the engine's. A loss that needs another is refused."""
+    extras: ClassVar[tuple[str, ...]] = ()
+    """The per-token values the method's examples carry (e.g. "weight"); a loss that reads another is refused."""
+    signal: ClassVar[tuple[str, ...]] = ()
+    """The extras that carry what the method learns from (its reward): a loss that reads none of them would
+    train on every sample alike, so it is refused."""
     Options: ClassVar[type] = NoOptions
     required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem")
 
@@ -94,6 +102,7 @@ class FileMethod(Method):
 
     source = "file"
     uses_templates = True
+    contexts: ClassVar[tuple[str, ...]] = ("privileged", "negative")
     required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem", "trace")
 
     def response(self, row: dict) -> str:
@@ -162,6 +171,8 @@ class OnlineMethod(Method):
 
     source = "online"
     default_loss = "pg"
+    extras: ClassVar[tuple[str, ...]] = ("weight",)
+    signal: ClassVar[tuple[str, ...]] = ("weight",)
     Options: ClassVar[type] = OnlineOptions
     required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem", "answer")
 

@@ -60,6 +60,7 @@ class STaRMethod(GenerateMethod):
     Options = STaROptions
     required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem", "answer")
     uses_templates = False  # its prompt is --prompt (the evaluation's by default)
+    contexts: ClassVar[tuple[str, ...]] = ()  # its rows have no reference solution or waypoints
 
     def prompt_of(self, problem: str) -> str:
         return self.options.prompt.replace("{problem}", problem)
