@@ -580,6 +580,11 @@ def test_star_names_an_iteration_as_its_directory(cli, tmp_path):
     )
     assert code == 2 and "iter-0: the method kept nothing to train on" in err and "iteration 1" not in err
     assert (tmp_path / "run" / "iter-0" / "generated.jsonl").exists()
+    # the generation holds rows of --max-tokens 2: a rerun with other settings would have trained on them
+    code, _, err = cli(
+        "train", "--method", "star", "--data", data, "--out", tmp_path / "run", "--max-tokens", "64", *TINY
+    )
+    assert code == 2 and "holds a training run with different settings (max_tokens: 2 -> 64)" in err, err
 
 
 @pytest.mark.parametrize("drop, steps, samples", [(True, 4, 16), (False, 6, 20)])

@@ -53,6 +53,9 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
     record.check(
         {**settings, "processes": world}, may_change=tuple(cfg.unused(method.source, "", method.uses_templates))
     )  # moot ones
+    if state.is_main_process:  # before the first row is generated: a rerun with other settings is refused
+        record.write({**settings, "processes": world})
+    state.wait_for_everyone()
     rows = method.load_rows(cfg.data)
     iterations = int(getattr(method.options, "iterations", 1))
     history, last, total, resumed = [], {}, 0, 0
@@ -81,8 +84,8 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
         resumed += result["resumed_from"]
         history.append({"iteration": r, **counts, "steps": result["steps"], "final_loss": last.get("loss")})
     if state.is_main_process:
-        record.write({**settings, "processes": world})
         _publish_last(out, iterations, cfg.merge, history)
+        record.finish()
     return {
         "steps": total,
         "examples": sum(h["kept"] for h in history),
