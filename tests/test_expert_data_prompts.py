@@ -141,3 +141,24 @@ def test_toy_sets_with_skip_are_disjoint_and_bounded(cli, tmp_path):
     assert code == 2 and "only 81 distinct problems" in err and not (tmp_path / "t.jsonl").exists()
     code, _, err = cli("data", "toy", "--out", tmp_path / "t.jsonl", "--min-operand", 5, "--max-operand", 2)
     assert code == 2 and "--min-operand" in err
+
+
+def test_the_harp_filter_evaluates_the_problems_of_this_run_not_of_the_first_one(cli, tmp_path):
+    """The filter's problem file was written once: a second run with other problems filtered the first run's and
+    called the new ones "never solved" without sampling them."""
+    out = tmp_path / "harp.jsonl"
+    base = ["data", "harp", "--out", out, "--filter-model", "tiny-random", "--n", "1", "--max-tokens", "4"]
+    base += ["--dedup-against", ""]
+
+    def sampled():
+        rows = (tmp_path / "harp.filter" / "eval" / "samples.jsonl").read_text().splitlines()
+        return {json.loads(line)["problem_id"] for line in rows}
+
+    assert cli(*base, "--limit", "2")[0] == 0
+    first = sampled()
+    code, _, err = cli(*base, "--limit", "2", "--first-year", "2010")
+    assert code == 0, err
+    later = {r.problem_id for r in build_harp_aime(first_year=2010)[:2]}
+    assert sampled() == first | later and not first & later
+    kept = {json.loads(line)["problem_id"] for line in out.read_text().splitlines()}
+    assert kept <= later

@@ -164,6 +164,16 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
         ([*TRAIN, "--method", "grpo", "--loss", "kl"], "the loss needs the privileged context, which the method's"),
         ([*TRAIN, "--method", "star", "--loss", "dail"], "loss 'dail' with method 'star': the loss needs the privi"),
         ([*TRAIN, "--method", "dail", "--loss", "grpo"], "the loss reads per-token 'advantage', which the method do"),
+        (["data", "harp", "--out", "h.jsonl", "--n", "32"], "--n: this run does not use it: --filter-model uses it"),
+        (
+            ["data", "harp", "--out", "h.jsonl", "--dedup-against", "", "--drop-overlaps"],
+            "--drop-overlaps: this run does not use it: --dedup-against uses it",
+        ),
+        (
+            ["generate", "--mode", "direct", "--backend", "vllm", "--batch-size", "2", "--model", "m"]
+            + ["--data", "d.jsonl", "--out", "o.jsonl"],
+            "--batch-size: this run does not use it: --backend hf or --mode mixed uses it",
+        ),
     ],
     ids=[
         "grpo-templates",
@@ -180,6 +190,9 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
         "grpo-kl",
         "star-dail",
         "dail-grpo",
+        "harp-filter-without-model",
+        "harp-drop-without-benchmarks",
+        "direct-vllm-batch-size",
     ],
 )
 def test_settings_a_run_would_ignore_or_cannot_honour_are_refused(cli, tmp_path, monkeypatch, args, needle):

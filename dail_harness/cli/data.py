@@ -18,6 +18,9 @@ app.add_typer(data_app, name="data")
 BENCHMARKS = "aime24,aime25,beyondaime,imo-answerbench"
 
 
+FILTER_SETTINGS = ("n", "filter_dir", "backend", "temperature", "top_p", "max_tokens")
+
+
 @dataclass(kw_only=True)
 class HarpConfig:
     out: str = option(path=PATH, help="Expert data JSONL to write.")
@@ -42,6 +45,13 @@ class HarpConfig:
     dedup_against: str = option(BENCHMARKS, help="Benchmarks to check for overlaps ('' to skip).")
     drop_overlaps: bool = option(False, help="Remove overlapping problems.")
     limit: int | None = option(None, ge=1, help="Only the first L problems.")
+
+    def ignored(self) -> dict[str, str]:
+        """The filter's settings without --filter-model, --drop-overlaps without benchmarks (refused when given)."""
+        out = dict.fromkeys(FILTER_SETTINGS, "--filter-model uses it") if not self.filter_model else {}
+        if not self.dedup_against:
+            out["drop_overlaps"] = "--dedup-against uses it"
+        return out
 
     def check(self) -> None:
         if self.last_year < self.first_year:
@@ -84,13 +94,16 @@ def _filter_unsolved(records, cfg: HarpConfig, run_dir):
     launcher each process evaluates its shard; None unless this process merged the run (it was the last)."""
     from dail_harness.eval.pipeline import EvalConfig, run_eval
     from dail_harness.eval.store import RunStore
-    from dail_harness.files import atomic_write_jsonl
+    from dail_harness.files import atomic_write_jsonl, iter_jsonl
     from dail_harness.scale.launch import current
 
     run_dir.mkdir(parents=True, exist_ok=True)
     data = run_dir / "problems.jsonl"
-    if not data.exists():
-        atomic_write_jsonl(data, [{"id": r.problem_id, "problem": r.problem, "answer": r.answer} for r in records])
+    rows = [{"id": r.problem_id, "problem": r.problem, "answer": r.answer} for r in records]
+    if not data.exists() or [row for _, row in iter_jsonl(data)] != rows:
+        # this run's selection (another --limit or years extends the eval run: problems sampled before keep their
+        # samples); every process writes the same bytes, atomically
+        atomic_write_jsonl(data, rows)
     sampling = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_tokens") if getattr(cfg, k) is not None}
     eval_cfg = EvalConfig(
         task=["file"],

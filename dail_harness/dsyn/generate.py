@@ -165,8 +165,8 @@ class GenerateConfig(SamplingSettings):
     batch_size: int | None = option(
         None,
         ge=1,
-        help="Rollouts per batch (hf: one forward batch; vllm: one engine call, stored when it returns). "
-        "Default: 16 with hf, 128 with vllm.",
+        help="Rollouts per batch (hf: one forward batch; vllm --mode mixed: one engine call, stored when it "
+        "returns; vllm --mode direct stores every 256 requests). Default: 16 with hf, 128 with vllm.",
         panel=ENGINE,
     )
     enforce_eager: bool = option(
@@ -225,6 +225,8 @@ class GenerateConfig(SamplingSettings):
         if self.mode == "direct":
             out = dict.fromkeys(("tau", "draft_tokens", "proposal"), "--mode mixed uses it")
             out.update(dict.fromkeys(("static_cache", "compile"), "the hf engine of --mode mixed uses it"))
+            if self.backend == "vllm":  # vLLM takes the requests in its own chunks
+                out["batch_size"] = "--backend hf or --mode mixed uses it"
             return {**out, **self._unsharded()}
         out = {}
         if self.backend == "vllm":
