@@ -37,6 +37,9 @@ class Spec:
     le: float | None = None
     lt: float | None = None
     choices: tuple | None = None
+    placeholders: tuple[str, ...] = ()
+    """A template's fields that must appear in it, e.g. ("problem",) for `{problem}`: one left out would leave
+    that text out of every prompt."""
     parse: Callable[[str], Any] | None = None
     """Turns the command-line (or config-file) text into the value, e.g. `0/4` -> (0, 4)."""
     repeat: bool = False
@@ -239,6 +242,10 @@ def check_value(value: Any, f: dataclasses.Field, where: Where) -> None:
             hint = did_you_mean(str(v), [str(c) for c in s.choices]) if isinstance(v, str) else ""
             allowed = ", ".join(str(c) for c in s.choices)
             raise where.error(f"must be one of {allowed}, got {v!r}" + (f"; {hint}" if hint else ""))
+        missing = [p for p in s.placeholders if isinstance(v, str) and "{" + p + "}" not in v]
+        if missing:
+            names = " and ".join("{" + p + "}" for p in s.placeholders)
+            raise where.error(f"the template must contain {names}; {{{missing[0]}}} is missing from {v!r}")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             bad = (
                 (s.ge is not None and v < s.ge)

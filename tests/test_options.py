@@ -164,6 +164,19 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
         ([*TRAIN, "--method", "grpo", "--loss", "kl"], "the loss needs the privileged context, which the method's"),
         ([*TRAIN, "--method", "star", "--loss", "dail"], "loss 'dail' with method 'star': the loss needs the privi"),
         ([*TRAIN, "--method", "dail", "--loss", "grpo"], "the loss reads per-token 'advantage', which the method do"),
+        ([*TRAIN, "--method", "grpo", "--prompt", "Q: {Problem}"], "--prompt: the template must contain {problem}"),
+        (
+            [*TRAIN, "--method", "star", "--rationalization", "{problem} (the answer is {Answer})"],
+            "--rationalization: the template must contain {problem} and {answer}; {answer} is missing from",
+        ),
+        (
+            [*TRAIN, "--method", "nurl", "--method-opt", "hint_template={problem}"],
+            "the template must contain {problem} and {hint}; {hint} is missing from '{problem}'",
+        ),
+        (
+            [*EVAL, "--task-opt", "prompt_template=tpl.txt"],
+            "--task-opt prompt_template: the template must contain {problem}, got 'tpl.txt' (it is the template's",
+        ),
         (["data", "harp", "--out", "h.jsonl", "--n", "32"], "--n: this run does not use it: --filter-model uses it"),
         (
             ["data", "harp", "--out", "h.jsonl", "--dedup-against", "", "--drop-overlaps"],
@@ -190,6 +203,10 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
         "grpo-kl",
         "star-dail",
         "dail-grpo",
+        "grpo-prompt",
+        "star-rationalization",
+        "nurl-hint-template",
+        "eval-task-opt-template",
         "harp-filter-without-model",
         "harp-drop-without-benchmarks",
         "direct-vllm-batch-size",

@@ -88,6 +88,12 @@ class TaskSelection:
 
     def task_options(self) -> dict:
         options: dict = dict(self.task_opt)
+        text = options.get("prompt_template")
+        if text is not None and "{problem}" not in str(text):
+            raise HarnessError(
+                f"--task-opt prompt_template: the template must contain {{problem}}, got {str(text)!r} (it is the "
+                "template's text; --prompt-template FILE reads one from a file)"
+            )
         for key in ("data", "fields", "answer_type"):
             if getattr(self, key) is not None:
                 options[key] = getattr(self, key)

@@ -153,6 +153,7 @@ class OnlineOptions:
     )
     prompt: str = option(
         "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}.",
+        placeholders=("problem",),
         help="User-turn template of the policy's prompt ({problem} is replaced); default: the evaluation prompt.",
     )
 

@@ -22,7 +22,9 @@ class NuRLOptions(GRPOOptions):
     hints: str | None = option(
         None, path=PATH, help="Hints file from `dail-harness data hints` (one hint per problem)."
     )
-    hint_template: str = option("{problem}\n\nHint: {hint}", help="How a hint is appended to the problem.")
+    hint_template: str = option(
+        "{problem}\n\nHint: {hint}", placeholders=("problem", "hint"), help="How a hint is appended to the problem."
+    )
 
 
 @registry.register("methods", "nurl")

@@ -40,10 +40,12 @@ class STaROptions:
     )
     prompt: str = option(
         OnlineOptions.prompt,
+        placeholders=("problem",),
         help="User-turn template of the model's prompt ({problem}); default: the evaluation prompt.",
     )
     rationalization: str = option(
         "{problem}\n\n(Hint: the final answer is {answer}. Derive it step by step without mentioning this hint.)",
+        placeholders=("problem", "answer"),
         help="How the gold answer is given as a hint.",
     )
     reward: str | None = option(
