@@ -174,6 +174,10 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
             "the template must contain {problem} and {hint}; {hint} is missing from '{problem}'",
         ),
         (
+            [*EVAL, "--budgets", "4,12", "--thinking", "on", "--max-tokens", "2"],
+            "--max-tokens: this run does not use it: a run without --budgets uses it (each budget is its condition's",
+        ),
+        (
             [*EVAL, "--task-opt", "prompt_template=tpl.txt"],
             "--task-opt prompt_template: the template must contain {problem}, got 'tpl.txt' (it is the template's",
         ),
@@ -206,6 +210,7 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
         "grpo-prompt",
         "star-rationalization",
         "nurl-hint-template",
+        "budgets-max-tokens",
         "eval-task-opt-template",
         "harp-filter-without-model",
         "harp-drop-without-benchmarks",

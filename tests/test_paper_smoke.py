@@ -109,8 +109,9 @@ def smoke_flags(argv: list[str]) -> list[str]:
     command = " ".join(argv[:2]) if argv[0] == "data" else argv[0]
     flags = list(SMOKE[command])
     settings = settings_of(argv)
-    if command == "eval" and settings.get("budgets"):
-        flags += ["--budgets", "4,8", "--answer-tokens", "4"]
+    if command == "eval" and settings.get("budgets"):  # each budget is its condition's limit: no --max-tokens
+        at = flags.index("--max-tokens")
+        flags = flags[:at] + flags[at + 2 :] + ["--budgets", "4,8", "--answer-tokens", "4"]
     if command == "report" and "k" in settings:
         flags += ["--k", "1,2"]  # the page's k (up to 128) are more than the smoke's 2 samples
     if command == "train":

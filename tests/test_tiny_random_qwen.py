@@ -118,7 +118,7 @@ def test_three_contexts_splice_one_tokenization_of_the_response(tok):
 
 
 def test_thinking_and_budget_forcing_on_the_real_tokenizer(tmp_path, cli, tok):
-    args = ["--task", "aime24", "--model", MODEL, "--limit", "2", "--n", "2", "--max-tokens", "8", "--no-progress"]
+    args = ["--task", "aime24", "--model", MODEL, "--limit", "2", "--n", "2", "--no-progress"]
     args += ["--thinking", "on", "--budgets", "4,8", "--answer-tokens", "6", "--grade-workers", "0"]
     code, _, err = cli("eval", *args, "--out", tmp_path / "r")
     assert code == 0, err

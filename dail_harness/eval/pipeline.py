@@ -298,6 +298,8 @@ class EvalConfig(TaskSelection, Sampling):
             out["answer_tokens"] = "--thinking on, --budgets or --force-answer uses it"
         if not self.budgets:
             out["budget_mode"] = "--budgets uses it"
+        else:  # a condition thinks up to its budget, then answers in --answer-tokens
+            out["max_tokens"] = "a run without --budgets uses it (each budget is its condition's thinking limit)"
         if self.temperatures:
             out["temperature"] = "--temperatures replaces it (one condition per temperature)"
         if self.shard is None and not current_launch().launched:
