@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import operator
 import os
 import types
@@ -51,6 +52,9 @@ class Spec:
     panel: str | None = None
     """The `--help` section the flag is listed in."""
     metavar: str | None = None
+    content: bool = False
+    """A file whose text determines the output (a template): settings records hold its SHA-256 beside the path
+    (`NAME_sha256`), so a file edited between a run and its resume is a changed setting."""
     path: str | None = None
     """PATH: a file or directory (each item of a list): relative in a config file, it is relative to that file's
     directory. PATH_OR_NAME: the same where it names an existing path there or begins with `./` or `../`, else a
@@ -346,6 +350,8 @@ def as_settings(cfg: Any, exclude: Sequence[str] = ()) -> dict:
             continue
         v = getattr(cfg, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else v
+        if spec_of(f).content and v is not None and Path(v).is_file():
+            out[f"{f.name}_sha256"] = hashlib.sha256(Path(v).read_bytes()).hexdigest()[:16]
     return out
 
 

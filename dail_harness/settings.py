@@ -49,6 +49,9 @@ ADDED_LATER: dict[str, object] = {
     "sample_block": None,
     "fsdp": False,
     "warmup_clamp": True,
+    "templates_sha256": ANY,
+    "prompt_template_sha256": ANY,
+    "explain_template_sha256": ANY,
 }
 """Settings that records written by dail-harness 0.1.0 before them lack, with the value such a run had (ANY: not
 recorded then, so any value resumes): an older run directory still resumes and extends."""

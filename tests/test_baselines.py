@@ -303,6 +303,19 @@ def test_hints_are_redrawn_until_they_hide_the_answer_and_resume(tmp_path):
     assert generate_hints(cfg, Scripted())["new"] == 0  # a rerun resumes: nothing left to draw
 
 
+def test_an_edited_template_file_is_a_changed_setting(cli, tmp_path):
+    """Records held the template's path only: editing the file and resuming mixed hints of two prompts."""
+    data = problems(tmp_path / "p.jsonl", n=2)
+    template = tmp_path / "hint.txt"
+    template.write_text("Give a hint for {problem} without the answer; explanation: {explanation}")
+    args = ["data", "hints", "--data", data, "--model", "tiny-random", "--out", tmp_path / "h.jsonl"]
+    args += ["--prompt-template", template, "--max-tokens", "4", "--explain-max-tokens", "4", "--no-progress"]
+    assert cli(*args, "--limit", "1")[0] == 0
+    template.write_text("A different hint prompt for {problem}; explanation: {explanation}")
+    code, _, err = cli(*args)
+    assert code == 2 and "different settings (prompt_template_sha256: '" in err, err
+
+
 def test_data_hints_command_on_tiny_random(cli, tmp_path):
     data = tmp_path / "e.jsonl"
     data.write_text(

@@ -239,6 +239,29 @@ def test_every_method_pairs_with_its_default_loss_and_the_fitting_ones():
             resolve(TrainConfig(method=name, loss=loss, model="m", data="d", out="o"))
 
 
+def test_template_files_are_recorded_by_content(tmp_path):
+    """Each config whose template file shapes its output records the file's SHA-256 beside its path."""
+    import hashlib
+
+    from dail_harness.dsyn.generate import GenerateConfig
+    from dail_harness.dsyn.hints import HintsConfig
+
+    t = tmp_path / "t.json"
+    t.write_text('{"student": "{problem}"}')
+    digest = hashlib.sha256(t.read_bytes()).hexdigest()[:16]
+    common = dict(model="m", data="d", out="o")
+    configs = [
+        (TrainConfig(method="dail", templates=str(t), **common), "templates"),
+        (GenerateConfig(templates=str(t), **common), "templates"),
+        (HintsConfig(prompt_template=str(t), **common), "prompt_template"),
+        (HintsConfig(explain_template=str(t), **common), "explain_template"),
+    ]
+    for cfg, key in configs:
+        settings = cfg.settings()
+        assert settings[key] == str(t) and settings[f"{key}_sha256"] == digest, type(cfg)
+    assert "templates_sha256" not in TrainConfig(method="dail", **common).settings()
+
+
 def test_a_step_of_more_prompts_than_problems_is_refused(cli, tmp_path):
     """It took every problem, fewer than asked, while the plan printed the number asked for."""
     data = tmp_path / "d.jsonl"

@@ -155,7 +155,9 @@ class GenerateConfig(SamplingSettings):
         help="on: thinking model (enable_thinking; </think> suppressed in rollouts).",
         panel=RUN,
     )
-    templates: str | None = option(None, path=PATH, help="JSON with student/privileged/negative templates.", panel=RUN)
+    templates: str | None = option(
+        None, path=PATH, content=True, help="JSON with student/privileged/negative templates.", panel=RUN
+    )
     max_prompt_tokens: int | None = option(
         None,
         ge=1,

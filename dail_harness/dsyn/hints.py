@@ -108,11 +108,12 @@ class HintsConfig(SamplingSettings):
     prompt_template: str | None = option(
         None,
         path=PATH,
+        content=True,
         help="File with the hint prompt: {problem} and {explanation} (--style nurl); {problem}, {solution}, "
         "{answer} (--style solution).",
     )
     explain_template: str | None = option(
-        None, path=PATH, help="File with the explanation prompt of --style nurl ({problem}, {answer})."
+        None, path=PATH, content=True, help="File with the explanation prompt of --style nurl ({problem}, {answer})."
     )
     batch_size: int | None = option(None, ge=1, help="Rows per generate call (hf).")
     limit: int | None = option(None, ge=1, help="Only the first L problems.")

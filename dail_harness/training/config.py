@@ -175,7 +175,9 @@ class TrainConfig(SamplingSettings):
         help="on: thinking-model chat template (enable_thinking).",
         panel=DATA,
     )
-    templates: str | None = option(None, path=PATH, help="JSON with student/privileged/negative templates.", panel=DATA)
+    templates: str | None = option(
+        None, path=PATH, content=True, help="JSON with student/privileged/negative templates.", panel=DATA
+    )
     temperature: float = sampling_option(
         "temperature", 1.0, help="Sampling temperature of methods that sample.", panel=SAMPLE
     )
