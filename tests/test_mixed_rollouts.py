@@ -253,6 +253,10 @@ def test_generate_mixed_rows_resume_and_settings(tmp_path, cli):
     assert traces.read_bytes() == full
     code, _, err = cli(*[a if a != "0.002" else "0.5" for a in args])
     assert code == 2 and "tau: 0.002 -> 0.5" in err
+    # a smaller --limit selects from its own problems (it selected from every stored trace); the traces stay
+    assert cli(*args, "--limit", "2")[0] == 0
+    assert {json.loads(l)["problem_id"] for l in out.read_text().splitlines()} == {"p0", "p1"}
+    assert traces.read_bytes() == full
 
 
 def test_generate_direct_and_tau_extremes_via_cli(tmp_path, cli):

@@ -332,7 +332,8 @@ def run_generate(cfg: GenerateConfig, known: AbstractSet = frozenset()) -> dict:
     stats["acceptance_rate"] = (
         stats["student_tokens"] / stats["tokens"] if stats["tokens"] and cfg.mode == "mixed" else None
     )
-    stats["selection"] = write_selection(cfg.out, str(cfg.select), cfg.select_by, cfg.seed)
+    ids = {r.problem_id for r in records}
+    stats["selection"] = write_selection(cfg.out, str(cfg.select), cfg.select_by, cfg.seed, ids)
     return stats
 
 

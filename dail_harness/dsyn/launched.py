@@ -70,7 +70,7 @@ def launched_traces(cfg: GenerateConfig, top: Job) -> list[dict]:
 
 def merge_generated(cfg: GenerateConfig, records, world: int, top: Job) -> dict | None:
     """Write OUT's traces and selection when every trace of the run is stored somewhere; else say which shards
-    still owe traces. Every stored trace is kept (a smaller --limit selects from them all, as a one-process run
+    still owe traces. Every stored trace is kept; the selection takes this run's problems (as a one-process run
     does)."""
     expected = [(p, i, (r.problem_id, i)) for p, r in enumerate(records) for i in range(cfg.n)]
     rows = launched_traces(cfg, top)
@@ -81,7 +81,8 @@ def merge_generated(cfg: GenerateConfig, records, world: int, top: Job) -> dict 
     last = len(position)  # traces of problems past a smaller --limit go after the run's own
     publish(top, sorted(by_key.values(), key=lambda r: (position.get(trace_key(r)[0], last), *trace_key(r))))
     top.finish()
-    return {"rows": len(by_key), "selection": write_selection(cfg.out, str(cfg.select), cfg.select_by, cfg.seed)}
+    selection = write_selection(cfg.out, str(cfg.select), cfg.select_by, cfg.seed, set(position))
+    return {"rows": len(by_key), "selection": selection}
 
 
 def run_launched_hints(cfg: HintsConfig, launch: Launch) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from dail_harness.files import atomic_write_json, atomic_write_jsonl, iter_jsonl
@@ -85,9 +86,11 @@ def select_traces(rows: list[dict], rule: str, by: str, seed: int) -> tuple[list
     return kept, counts
 
 
-def write_selection(out: str | Path, rule: str, by: str, seed: int) -> dict:
-    """Select from the traces file into `out` (atomically) and record the counts beside it."""
+def write_selection(out: str | Path, rule: str, by: str, seed: int, problems: AbstractSet[str]) -> dict:
+    """Select from the traces file into `out` (atomically) and record the counts beside it: the traces of
+    `problems`, this run's (those of problems past a smaller --limit stay stored for a later, larger one)."""
     rows = [r for _, r in iter_jsonl(traces_path(out), allow_partial_tail=True)] if traces_path(out).exists() else []
+    rows = [r for r in rows if str(r["problem_id"]) in problems]
     kept, counts = select_traces(rows, rule, by, seed)
     atomic_write_jsonl(out, kept)
     atomic_write_json(selection_path(out), counts)
