@@ -194,6 +194,10 @@ def coerce(value: Any, f: dataclasses.Field, tp: Any, where: Where) -> Any:
                     raise where.error(f"expected KEY=VALUE, got {p!r}")
                 k, v = p.split("=", 1)
                 pairs.append((k.strip(), v))
+        keys = [str(k) for k, _ in pairs]
+        twice = next((k for k in keys if keys.count(k) > 1), None)
+        if twice is not None:  # the last one would win without a word
+            raise where.error(f"{twice} is given twice")
         return {str(k): _scalar(v, elem, where) for k, v in pairs}
     if origin in (list, tuple):
         if isinstance(value, str):

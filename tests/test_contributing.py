@@ -206,3 +206,23 @@ def test_a_plugin_option_named_like_a_train_setting_is_refused(cli, tmp_path):
     )
     code, _, err = cli("train", "--plugin-dir", tmp_path, "--method", "nll", "--loss", "shadow-nll", "--help")
     assert code == 2 and "loss 'shadow-nll'" in err and "shadow.py" in err and "'temperature'" in err, err
+
+
+def test_a_loss_option_named_like_its_methods_is_refused(cli, tmp_path):
+    """Both would answer to one flag, and the method took it: the loss kept its default unnoticed."""
+    (tmp_path / "twin.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from dail_harness import registry\n"
+        "from dail_harness.options import option\n"
+        "from dail_harness.training.losses import TokenLoss\n"
+        "@dataclass\n"
+        "class TwinOptions:\n"
+        "    group_size: int = option(1)\n"
+        "@registry.register('losses', 'twin-pg')\n"
+        "class TwinPG(TokenLoss):\n"
+        "    extras = ('advantage',)\n"
+        "    Options = TwinOptions\n"
+    )
+    argv = ["train", "--plugin-dir", tmp_path, "--method", "grpo", "--loss", "twin-pg", "--group-size", "2"]
+    code, _, err = cli(*argv, "--model", "tiny-random", "--data", tmp_path / "twin.py", "--out", tmp_path / "o")
+    assert code == 2 and "method 'grpo' and loss 'twin-pg' both have an option 'group_size'" in err, err

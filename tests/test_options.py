@@ -109,6 +109,22 @@ def test_bad_config_files_are_one_error(cli, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_plugin_sections_and_option_maps_of_a_config_file(cli, tmp_path, monkeypatch):
+    """`method: {name: grpo, lr: ...}` applied lr to the run unnoticed; `method_opt: {hints: h.jsonl}` read the
+    path from the current directory, not the file's, as every other path of the file is read."""
+    monkeypatch.chdir(tmp_path)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "d.jsonl").write_text('{"problem_id": "p", "problem": "1+1?", "answer": "2"}\n')
+    cfg = conf / "c.yaml"
+    cfg.write_text("method: {name: grpo, lr: 1.0e-5}\nmodel: tiny-random\ndata: d.jsonl\nout: o\n")
+    code, _, err = cli("train", "--config", cfg, "--dry-run")
+    assert f"{cfg}, field 'method.lr': not an option of a method plugin" in one_error_line(code, err)
+    cfg.write_text("method: nurl\nmodel: tiny-random\ndata: d.jsonl\nout: o\nmethod_opt: {hints: h.jsonl}\n")
+    code, _, err = cli("train", "--config", cfg, "--dry-run")
+    assert f"{conf / 'h.jsonl'}" in one_error_line(code, err)  # looked for beside the config
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -181,6 +197,12 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
             [*EVAL, "--task-opt", "prompt_template=tpl.txt"],
             "--task-opt prompt_template: the template must contain {problem}, got 'tpl.txt' (it is the template's",
         ),
+        (
+            [*TRAIN, "--method", "grpo", "--method-opt", "group_size=4", "--group-size", "2"],
+            "--group-size and --method-opt group_size=... set the same option: give one",
+        ),
+        ([*TRAIN, "--method", "nll", "--method-opt", "a=1", "--method-opt", "a=2"], "--method-opt: a is given twice"),
+        ([*EVAL, "--task-opt", "shuffle_seed=1", "--task-opt", "shuffle_seed=2"], "shuffle_seed is given twice"),
         (["data", "harp", "--out", "h.jsonl", "--n", "32"], "--n: this run does not use it: --filter-model uses it"),
         (
             ["data", "harp", "--out", "h.jsonl", "--dedup-against", "", "--drop-overlaps"],
@@ -212,6 +234,9 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
         "nurl-hint-template",
         "budgets-max-tokens",
         "eval-task-opt-template",
+        "flag-and-method-opt",
+        "method-opt-twice",
+        "task-opt-twice",
         "harp-filter-without-model",
         "harp-drop-without-benchmarks",
         "direct-vllm-batch-size",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -142,12 +143,14 @@ def load_config_file(
     allowed: dict[str, Any],
     sections: dict[str, str | tuple[str, ...]] | None = None,
     written: dict[str, str] | None = None,
+    plugin_keys: AbstractSet[str] = frozenset(),
 ) -> dict[str, Any]:
     """Keys and values of a YAML config file; an unknown key is one error naming the valid ones. `allowed` maps
     each accepted key (a field's name, or its flag's, e.g. `samples_per_problem` for `n`) to the field name
     (None: the key itself). `sections` are nested mappings a config may use instead of flat keys: a prefix
     (`eval: {n: 8}` is `eval_n`), the field names a section holds (`sampling: {temperature: 0.6}`), or
-    PLUGIN_SECTION. `written` receives each field's key as the file spells it (`eval.n`), for messages."""
+    PLUGIN_SECTION (its keys: `name` and `plugin_keys`, the plugins' options). `written` receives each field's key
+    as the file spells it (`eval.n`), for messages."""
     data = _read_mapping(path)
     sections = sections or {}
     out: dict[str, Any] = {}
@@ -175,6 +178,12 @@ def load_config_file(
         for sub, sub_value in value.items():
             sub_name, where = str(sub).replace("-", "_"), f"{key}.{sub}"
             if rule == PLUGIN_SECTION:
+                if sub_name != "name" and sub_name not in plugin_keys:
+                    raise HarnessError(
+                        f"not an option of a {name} plugin (a setting of the run itself goes outside the section)",
+                        path=str(path),
+                        field=where,
+                    )
                 put(name if sub_name == "name" else sub_name, sub_value, where, allowed)
             elif isinstance(rule, tuple):
                 put(sub_name, sub_value, where, {k: None for k in rule})
@@ -355,7 +364,8 @@ def _config_values(path: Path, cls: type, plugin_fields: list) -> tuple[dict[str
             if decl.startswith("--"):
                 allowed.setdefault(decl[2:].replace("-", "_"), f.name)
     spelled: dict[str, str] = {}
-    values = load_config_file(path, allowed, getattr(cls, "SECTIONS", None), spelled)
+    plugin_keys = {f.name for f, _ in plugin_fields}
+    values = load_config_file(path, allowed, getattr(cls, "SECTIONS", None), spelled, plugin_keys)
     by_name = {f.name: f for f in every}
     wheres = {key: Where(flag_of(by_name[key]), path=str(path), key=spelled.get(key, key)) for key in values}
     return values, wheres

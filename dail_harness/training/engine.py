@@ -122,11 +122,21 @@ def split_plugin_options(cfg: TrainConfig, given: dict, wheres: dict[str, Where]
 
     method_fields = {f.name for f in dataclasses.fields(method_cls.Options)}
     loss_fields = {f.name for f in dataclasses.fields(loss_cls.Options)}
+    loss_name = cfg.loss or method_cls.default_loss
+    shared = sorted(method_fields & loss_fields)
+    if shared:  # a flag could set only one of the two
+        raise HarnessError(
+            f"method '{cfg.method}' and loss '{loss_name}' both have an option '{shared[0]}': rename one of them"
+        )
     m_given, l_given = dict(cfg.method_opt), dict(cfg.loss_opt)
-    m_where = {k: Where(f"--method-opt {k}") for k in m_given}
-    l_where = {k: Where(f"--loss-opt {k}") for k in l_given}
+    m_where = {k: _opt_where("method_opt", k, wheres) for k in m_given}
+    l_where = {k: _opt_where("loss_opt", k, wheres) for k in l_given}
     for key, value in given.items():
         where = wheres.get(key) or Where("--" + key.replace("_", "-"))
+        target = m_given if key in method_fields else l_given if key in loss_fields else None
+        if target is not None and key in target:
+            opt = "--method-opt" if target is m_given else "--loss-opt"
+            raise HarnessError(f"{where.flag} and {opt} {key}=... set the same option: give one")
         if key in method_fields:
             m_given[key], m_where[key] = value, where
         elif key in loss_fields:
@@ -134,11 +144,21 @@ def split_plugin_options(cfg: TrainConfig, given: dict, wheres: dict[str, Where]
         else:
             raise HarnessError(
                 f"{where.flag} is not an option of method '{cfg.method}' or of its loss "
-                f"'{cfg.loss or method_cls.default_loss}' (method options: "
+                f"'{loss_name}' (method options: "
                 f"{', '.join(sorted(method_fields)) or 'none'}; loss options: "
                 f"{', '.join(sorted(loss_fields)) or 'none'})"
             )
     return m_given, m_where, l_given, l_where
+
+
+def _opt_where(field: str, key: str, wheres: dict[str, Where]) -> Where:
+    """Where one KEY=VALUE of --method-opt / --loss-opt came from: a config file's entry keeps the file, so a
+    relative path in it is read from the file's directory as every other path of the file is."""
+    flag = "--" + field.replace("_", "-") + f" {key}"
+    given = wheres.get(field)
+    if given is not None and given.path is not None:
+        return Where(flag, path=given.path, key=f"{given.key}.{key}")
+    return Where(flag)
 
 
 def resolve(

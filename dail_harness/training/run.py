@@ -56,7 +56,7 @@ def prepare(cfg: TrainConfig, given: dict | None, wheres: dict[str, Where] | Non
     """The method and loss of a run, its back-end settled and its settings checked: (method, loss, loss name,
     the settings a resume must match)."""
     refuse_unsupported_launch()
-    method, loss = resolve(cfg, given, wheres)
+    method, loss = resolve(cfg, given, {**(chosen or {}), **(wheres or {})})  # chosen: where --method-opt came from
     choice = auto_backend(cfg, method, chosen or {}) if cfg.backend == AUTO else None
     if choice is not None:
         cfg.backend = choice[0]
