@@ -49,6 +49,7 @@ ADDED_LATER: dict[str, object] = {
     "sample_block": None,
     "fsdp": False,
     "warmup_clamp": True,
+    "dtype": ANY,
     "templates_sha256": ANY,
     "prompt_template_sha256": ANY,
     "explain_template_sha256": ANY,

@@ -213,6 +213,15 @@ def test_fewer_problems_or_other_exclusions_are_refused(tmp_path, cli):
     evaluate(cli, out, "--limit", "3", "--n", "1")
 
 
+def test_another_dtype_is_another_run(tmp_path, cli):
+    """run.json did not hold --dtype: float32 samples were extended with bfloat16 ones."""
+    out = tmp_path / "run"
+    evaluate(cli, out, "--limit", "1", "--n", "1", "--dtype", "float32")
+    assert json.loads((out / "run.json").read_text())["dtype"] == "float32"
+    code, _, err = cli(*EVAL, "--out", out, "--limit", "1", "--n", "2", "--dtype", "bfloat16")
+    assert code == 2 and "dtype: 'float32' -> 'bfloat16'" in err
+
+
 def test_one_run_given_twice_is_reported_once(tmp_path, cli, monkeypatch):
     evaluate(cli, tmp_path / "r", "--limit", "2", "--n", "1")
     monkeypatch.chdir(tmp_path)

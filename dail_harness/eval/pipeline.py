@@ -390,6 +390,7 @@ def run_settings(cfg: EvalConfig, tasks: list[tuple[Task, list[Problem]]], finge
         "model": cfg.model,
         "model_fingerprint": fingerprint,
         "backend": cfg.backend,
+        "dtype": cfg.dtype,  # None: the back-end's choice for the device
         "sampling": cfg.params().to_dict(),
         "temperatures": cfg.temperatures,
         "thinking": bool(cfg.thinking),
