@@ -446,6 +446,26 @@ def test_evaluation_during_training_and_the_training_report(tmp_path, cli):
     assert code == 0, err
     assert "dail" in out and "eval/aime24/pass@1" in out
     assert (tmp_path / "p_training.png").read_bytes()[:4] == b"\x89PNG"
+    # extending the run with another protocol would put two protocols in one curve
+    argv = ["train", "--method", "dail", "--data", data, "--out", tmp_path / "run", "--epochs", "3"]
+    argv += ["--eval-task", "aime24", "--eval-n", "4", "--grade-workers", "0", *TRAIN]
+    code, _, err = cli(*argv)
+    assert code == 2 and "evaluation.n: 2 -> 4" in err and "evaluation.temperature: 1.3 -> 0.6" in err, err
+
+
+def test_a_resume_may_start_or_stop_evaluations_but_not_change_them():
+    from dail_harness.settings import settings_changes
+    from dail_harness.training.config import TrainConfig, evaluation_may_change
+
+    def settings(**evaluation):
+        return TrainConfig(method="dail", model="m", data="d", out="o", **evaluation).settings()
+
+    none, some = settings(), settings(eval_task=["aime24"], eval_n=2)
+    other = settings(eval_task=["aime24"], eval_n=4)
+    old_record = {k: v for k, v in none.items() if k != "evaluation"}  # written before evaluations were recorded
+    for old, new in ((none, some), (some, none), (old_record, some), (some, some)):
+        assert settings_changes(old, new, evaluation_may_change(old, new)) is None
+    assert settings_changes(some, other, evaluation_may_change(some, other)) == "evaluation.n: 2 -> 4"
 
 
 def test_full_fine_tuning_uses_a_frozen_reference_and_saves_the_model(tmp_path, cli):

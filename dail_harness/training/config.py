@@ -358,8 +358,9 @@ class TrainConfig(SamplingSettings):
         return out
 
     def settings(self) -> dict:
-        """What determines the trained weights (a resume must match)."""
-        return as_settings(
+        """What determines the trained weights, and the protocol of the evaluations during training (a resume must
+        match; see `evaluation_may_change`)."""
+        weights = as_settings(
             self,
             exclude=(
                 "eval_task",
@@ -378,3 +379,22 @@ class TrainConfig(SamplingSettings):
                 "threads",
             ),
         )
+        return {**weights, "evaluation": self.evaluation()}
+
+    def evaluation(self) -> dict | None:
+        """The evaluations' protocol (None without --eval-task); --eval-every only says when."""
+        if not self.eval_task:
+            return None
+        protocol = {k: getattr(self, f"eval_{k}") for k in EVAL_PROTOCOL}
+        return {"task": list(self.eval_task), **protocol, "max_tokens": self.eval_max_tokens or self.max_tokens}
+
+
+EVAL_PROTOCOL = ("n", "limit", "temperature", "top_p", "top_k", "presence_penalty", "seed")
+
+
+def evaluation_may_change(old: dict | None, new: dict) -> tuple[str, ...]:
+    """The evaluation keys a resume may change: all of them where the run had no evaluations (or an older record
+    without the key) or stops them; none where both evaluate, so one curve holds one protocol."""
+    if old is not None and old.get("evaluation") is not None and new.get("evaluation") is not None:
+        return ()
+    return ("evaluation", "evaluation.task", "evaluation.max_tokens", *(f"evaluation.{k}" for k in EVAL_PROTOCOL))

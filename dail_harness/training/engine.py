@@ -39,7 +39,7 @@ from dail_harness.training.checkpoints import (
     step_of,
 )
 from dail_harness.training.chunked import chunked_sums
-from dail_harness.training.config import TrainConfig
+from dail_harness.training.config import TrainConfig, evaluation_may_change
 from dail_harness.training.examples import (
     AUTHORS_MASK,
     REFERENCE,
@@ -331,6 +331,7 @@ class Trainer:
         self.record = SettingsRecord(self.out / "train_config.json", self.out, "training run")
         # a longer run extends a finished one; a setting this method never uses may differ from an older record's
         moot = tuple(cfg.unused(method.source, "", method.uses_templates))
+        moot += evaluation_may_change(self.record.read() if self.record.exists() else None, self.settings)
         self.record.check(self.settings, may_change=(*LENGTH_SETTINGS, *moot))
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id

@@ -23,7 +23,7 @@ from dail_harness.files import atomic_write_json, atomic_write_jsonl, iter_jsonl
 from dail_harness.scale.merge import complete
 from dail_harness.scale.shards import Shard
 from dail_harness.settings import SettingsRecord
-from dail_harness.training.config import TrainConfig
+from dail_harness.training.config import TrainConfig, evaluation_may_change
 from dail_harness.training.losses import TokenLoss
 from dail_harness.training.recipes import GenerateMethod
 from dail_harness.worklog import Job, WorkLog, pending
@@ -50,9 +50,9 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
     rank, world = state.process_index, state.num_processes
     out = Path(cfg.out)
     record = SettingsRecord(out / "train_config.json", out, "training run")
-    record.check(
-        {**settings, "processes": world}, may_change=tuple(cfg.unused(method.source, "", method.uses_templates))
-    )  # moot ones
+    moot = tuple(cfg.unused(method.source, "", method.uses_templates))
+    moot += evaluation_may_change(record.read() if record.exists() else None, settings)
+    record.check({**settings, "processes": world}, may_change=moot)
     if state.is_main_process:  # before the first row is generated: a rerun with other settings is refused
         record.write({**settings, "processes": world})
     state.wait_for_everyone()
