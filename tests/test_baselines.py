@@ -701,10 +701,14 @@ def test_star_continues_from_the_previous_iteration_when_asked(cli, tmp_path, mo
 def test_star_steps_growth_needs_the_first_iterations_steps(cli, tmp_path):
     data = problems(tmp_path / "p.jsonl", n=2)
     code, _, err = cli(
-        "train", "--method", "star", "--data", data, "--out", tmp_path / "run", "--steps-growth", "1.2", *TINY
-    )
+        "train", "--method", "star", "--data", data, "--out", tmp_path / "run", "--steps-growth", "1.2",
+        "--iterations", "2", *TINY,
+    )  # fmt: skip
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: --steps-growth needs --max-steps")
     assert not (tmp_path / "run").exists()  # refused before anything is written
+    for later in (["--steps-growth", "1.2", "--max-steps", "2"], ["--train-from", "previous"]):
+        code, _, err = cli("train", "--method", "star", "--data", data, "--out", tmp_path / "run", *later, *TINY)
+        assert code == 2 and "--iterations > 1 uses it" in err.strip().splitlines()[-1], err
 
 
 def test_online_sampling_takes_top_k():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dail_harness import registry
+from dail_harness.errors import HarnessError
 from dail_harness.options import option
 from dail_harness.training.recipes import GenerateMethod, OnlineOptions
 
@@ -51,6 +52,15 @@ class STaROptions:
     reward: str | None = option(
         None, help="Verifier that accepts rationales (default: each row's answer_type, else math)."
     )
+
+    def check(self) -> None:
+        """Settings of later iterations mean nothing in a run of one."""
+        if self.iterations > 1:
+            return
+        if self.train_from == "previous":
+            raise HarnessError("--train-from previous: one iteration has no previous one (--iterations > 1 uses it)")
+        if self.steps_growth is not None:
+            raise HarnessError("--steps-growth grows the steps of later iterations: --iterations > 1 uses it")
 
 
 @registry.register("methods", "star")
