@@ -32,7 +32,7 @@ def test_config_builds_for_its_command(path):
     extra = {f.name for f, _ in plugin_options(None)} if command == "train" else set()
     allowed = {f.name for f, _ in fields_of(cls)} | extra
     spelled: dict[str, str] = {}
-    values = load_config_file(path, dict.fromkeys(allowed), cls.SECTIONS, spelled)  # an unknown key fails here
+    values = load_config_file(path, dict.fromkeys(allowed), cls.SECTIONS, spelled, extra)  # an unknown key fails
     values = {**GIVEN_ON_THE_COMMAND_LINE.get(path.relative_to(ROOT).as_posix(), {}), **values}
     wheres = {k: Where("--" + k, path=str(path), key=spelled.get(k, k)) for k in values}
     own = {k: v for k, v in values.items() if k not in extra or k in {f.name for f, _ in fields_of(cls)}}
@@ -81,9 +81,10 @@ def _train_values(tmp_path, text):
 
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    allowed = dict.fromkeys({f.name for f, _ in fields_of(TrainConfig)} | {f.name for f, _ in plugin_options(None)})
+    plugin_keys = {f.name for f, _ in plugin_options(None)}
+    allowed = dict.fromkeys({f.name for f, _ in fields_of(TrainConfig)} | plugin_keys)
     spelled: dict[str, str] = {}
-    return load_config_file(path, allowed, TrainConfig.SECTIONS, spelled), spelled
+    return load_config_file(path, allowed, TrainConfig.SECTIONS, spelled, plugin_keys), spelled
 
 
 def test_config_sections_are_the_flat_keys(tmp_path):
@@ -99,6 +100,7 @@ def test_config_sections_are_the_flat_keys(tmp_path):
     [
         ("method: grpo\ntemperature: 0.6\nsampling: {temperature: 0.7}\n", "field 'sampling.temperature': given twice"),
         ("method: grpo\nsampling: {gamma: 0.1}\n", "field 'sampling.gamma': unknown key"),
+        ("method: {name: grpo, lr: 1.0e-5}\n", "field 'method.lr': not an option of a method plugin"),
         (
             "method: grpo\neval: {tsk: aime24}\n",
             "field 'eval.tsk': unknown key (did you mean 'task'?); valid keys: every, limit",
