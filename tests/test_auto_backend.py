@@ -62,3 +62,18 @@ def test_generate_prints_the_choice_and_a_resume_keeps_the_runs_backend(tmp_path
     assert auto_backend(cfg, 1, SettingsRecord(tmp_path / "new.json", tmp_path / "new", "D_syn file"))[0] == "hf"
     cfg.enforce_eager = True
     assert auto_backend(cfg, 1, SettingsRecord(tmp_path / "new.json", tmp_path / "new", "D_syn file"))[0] == "vllm"
+
+
+def test_a_direct_generate_batch_size_keeps_auto_on_hf(tmp_path, vllm_installed):
+    """vLLM takes direct requests in chunks of its own: with --batch-size, auto picks hf, which uses it."""
+    from dail_harness.dsyn.generate import GenerateConfig, auto_backend
+    from dail_harness.settings import SettingsRecord
+
+    new = SettingsRecord(tmp_path / "new.json", tmp_path / "new", "D_syn file")
+    big = VLLM_MIN_TOKENS  # a job vLLM would take
+    cfg = GenerateConfig(data="d", model="tiny-random", out="o", max_tokens=1, mode="direct")
+    assert auto_backend(cfg, big, new)[0] == "vllm"
+    cfg.batch_size = 8
+    assert auto_backend(cfg, big, new)[0] == "hf"
+    cfg.mode = "mixed"  # the mixed vLLM rollouts take --batch-size pairs per call
+    assert auto_backend(cfg, big, new)[0] == "vllm"

@@ -101,6 +101,7 @@ def test_config_sections_are_the_flat_keys(tmp_path):
         ("method: grpo\ntemperature: 0.6\nsampling: {temperature: 0.7}\n", "field 'sampling.temperature': given twice"),
         ("method: grpo\nsampling: {gamma: 0.1}\n", "field 'sampling.gamma': unknown key"),
         ("method: {name: grpo, lr: 1.0e-5}\n", "field 'method.lr': not an option of a method plugin"),
+        ("method: {name: grpo, group_sise: 8}\n", "not an option of a method plugin (did you mean 'group_size'?)"),
         (
             "method: grpo\neval: {tsk: aime24}\n",
             "field 'eval.tsk': unknown key (did you mean 'task'?); valid keys: every, limit",

@@ -161,4 +161,4 @@ def test_the_harp_filter_evaluates_the_problems_of_this_run_not_of_the_first_one
     later = {r.problem_id for r in build_harp_aime(first_year=2010)[:2]}
     assert sampled() == first | later and not first & later
     kept = {json.loads(line)["problem_id"] for line in out.read_text().splitlines()}
-    assert kept <= later
+    assert kept and kept <= later  # tiny-random solves none of them

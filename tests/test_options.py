@@ -199,7 +199,7 @@ EVAL = ["eval", "--task", "aime24", "--model", "tiny-random", "--out", "o", "--d
         ),
         (
             [*TRAIN, "--method", "grpo", "--method-opt", "group_size=4", "--group-size", "2"],
-            "--group-size and --method-opt group_size=... set the same option: give one",
+            "--group-size: sets the same option as --method-opt group_size=...: give one",
         ),
         ([*TRAIN, "--method", "nll", "--method-opt", "a=1", "--method-opt", "a=2"], "--method-opt: a is given twice"),
         ([*EVAL, "--task-opt", "shuffle_seed=1", "--task-opt", "shuffle_seed=2"], "shuffle_seed is given twice"),

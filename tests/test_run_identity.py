@@ -222,6 +222,22 @@ def test_another_dtype_is_another_run(tmp_path, cli):
     assert code == 2 and "dtype: 'float32' -> 'bfloat16'" in err
 
 
+def test_a_budget_run_recorded_with_max_tokens_resumes(tmp_path, cli):
+    """--max-tokens is refused with --budgets (each budget is its condition's limit); a run recorded before then,
+    with the flag, still extends."""
+    out = tmp_path / "run"
+    budgets = ["--thinking", "on", "--budgets", "2", "--answer-tokens", "2", "--limit", "1"]
+    argv = ["eval", "--task", "aime24", "--model", "tiny-random", "--no-progress", "--grade-workers", "0", *budgets]
+    assert cli(*argv, "--n", "1", "--out", out)[0] == 0
+    record = json.loads((out / "run.json").read_text())
+    record["sampling"]["max_tokens"] = 5
+    (out / "run.json").write_text(json.dumps(record))
+    code, _, err = cli(*argv, "--n", "2", "--out", out)
+    assert code == 0, err
+    code, _, err = cli(*argv, "--n", "2", "--temperature", "0.3", "--out", out)
+    assert code == 2 and "sampling.temperature" in err and "max_tokens" not in err, err
+
+
 def test_one_run_given_twice_is_reported_once(tmp_path, cli, monkeypatch):
     evaluate(cli, tmp_path / "r", "--limit", "2", "--n", "1")
     monkeypatch.chdir(tmp_path)

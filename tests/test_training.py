@@ -455,17 +455,26 @@ def test_evaluation_during_training_and_the_training_report(tmp_path, cli):
 
 def test_a_resume_may_start_or_stop_evaluations_but_not_change_them():
     from dail_harness.settings import settings_changes
-    from dail_harness.training.config import TrainConfig, evaluation_may_change
+    from dail_harness.training.config import TrainConfig, keep_evaluation, resume_may_change
+    from dail_harness.training.recipes import make_method
 
-    def settings(**evaluation):
-        return TrainConfig(method="dail", model="m", data="d", out="o", **evaluation).settings()
+    def config(**evaluation):
+        return TrainConfig(method="dail", model="m", data="d", out="o", **evaluation)
 
-    none, some = settings(), settings(eval_task=["aime24"], eval_n=2)
-    other = settings(eval_task=["aime24"], eval_n=4)
-    old_record = {k: v for k, v in none.items() if k != "evaluation"}  # written before evaluations were recorded
-    for old, new in ((none, some), (some, none), (old_record, some), (some, some)):
-        assert settings_changes(old, new, evaluation_may_change(old, new)) is None
-    assert settings_changes(some, other, evaluation_may_change(some, other)) == "evaluation.n: 2 -> 4"
+    def changes(old: dict, cfg: TrainConfig) -> tuple[str | None, dict]:
+        """What a resume with `cfg` over the record `old` changes, and the settings it would record."""
+        new = keep_evaluation(old, cfg.settings())
+        return settings_changes(old, new, resume_may_change(cfg, make_method("dail"), old)), new
+
+    none, some, other = config(), config(eval_task=["aime24"], eval_n=2), config(eval_task=["aime24"], eval_n=4)
+    old_record = {k: v for k, v in none.settings().items() if k != "evaluation"}  # written before the key
+    for old, cfg in ((none.settings(), some), (some.settings(), none), (old_record, some), (some.settings(), some)):
+        assert changes(old, cfg)[0] is None
+    assert changes(some.settings(), other)[0] == "evaluation.n: 2 -> 4"
+    # a resume without evaluations keeps the recorded protocol, so a later one with another is still refused
+    paused = changes(some.settings(), none)[1]
+    assert paused["evaluation"] == some.settings()["evaluation"]
+    assert changes(paused, other)[0] == "evaluation.n: 2 -> 4"
 
 
 def test_full_fine_tuning_uses_a_frozen_reference_and_saves_the_model(tmp_path, cli):

@@ -179,8 +179,10 @@ def load_config_file(
             sub_name, where = str(sub).replace("-", "_"), f"{key}.{sub}"
             if rule == PLUGIN_SECTION:
                 if sub_name != "name" and sub_name not in plugin_keys:
+                    hint = did_you_mean(sub_name, plugin_keys)
                     raise HarnessError(
-                        f"not an option of a {name} plugin (a setting of the run itself goes outside the section)",
+                        f"not an option of a {name} plugin{(' (' + hint + ')') if hint else ''}; a setting of the run "
+                        "itself goes outside the section",
                         path=str(path),
                         field=where,
                     )

@@ -349,6 +349,7 @@ def auto_backend(cfg: GenerateConfig, problems: int, record: SettingsRecord) -> 
         return "vllm", "--enforce-eager is a vLLM setting"
     hf_only = [flag for flag, given in (("--device", cfg.device), ("--static-cache", cfg.static_cache)) if given]
     hf_only += ["--compile"] if cfg.compile else []
+    hf_only += ["--batch-size"] if cfg.batch_size is not None and cfg.mode == "direct" else []  # vLLM's are its own
     return choose_backend(problems * cfg.n * int(cfg.max_tokens or 0), cfg.model, hf_only)
 
 

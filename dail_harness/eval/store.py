@@ -57,8 +57,10 @@ class RunStore:
         return self.record.read()
 
     def job(self, settings: dict) -> Job:
-        """The run as a resumable job with these settings (the amounts of GROWABLE may grow)."""
-        return Job(self.record, settings, self.samples, may_change=GROWABLE)
+        """The run as a resumable job with these settings (the amounts of GROWABLE may grow; under --budgets the
+        unused --max-tokens may differ from a record that holds one)."""
+        unused = {"sampling.max_tokens": None} if settings.get("budgets") else {}
+        return Job(self.record, settings, self.samples, may_change={**GROWABLE, **unused})
 
     def load_samples(self) -> list[dict]:
         """All stored sample rows (a trailing partial line is ignored; duplicates keep the first)."""

@@ -4,7 +4,7 @@ and loss's own options (their `Options` dataclasses), which the CLI offers as fl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from dail_harness.eval.pipeline import Sampling
 from dail_harness.models.cpu import threads_option
@@ -392,9 +392,20 @@ class TrainConfig(SamplingSettings):
 EVAL_PROTOCOL = ("n", "limit", "temperature", "top_p", "top_k", "presence_penalty", "seed")
 
 
-def evaluation_may_change(old: dict | None, new: dict) -> tuple[str, ...]:
-    """The evaluation keys a resume may change: all of them where the run had no evaluations (or an older record
-    without the key) or stops them; none where both evaluate, so one curve holds one protocol."""
-    if old is not None and old.get("evaluation") is not None and new.get("evaluation") is not None:
-        return ()
-    return ("evaluation", "evaluation.task", "evaluation.max_tokens", *(f"evaluation.{k}" for k in EVAL_PROTOCOL))
+def resume_may_change(cfg: TrainConfig, method: Any, old: dict | None) -> tuple[str, ...]:
+    """The recorded settings a resume may change: those this run never uses (an older record may hold other
+    values), the method's unused options, and the evaluations' protocol where the run had none (or an older
+    record without the key): one curve holds one protocol."""
+    moot = tuple(cfg.unused(method.source, "", method.uses_templates))
+    moot += tuple(f"method_options.{name}" for name in method.unused_options())
+    if old is None or old.get("evaluation") is None:
+        moot += ("evaluation", "evaluation.task", "evaluation.max_tokens", *(f"evaluation.{k}" for k in EVAL_PROTOCOL))
+    return moot
+
+
+def keep_evaluation(old: dict | None, settings: dict) -> dict:
+    """`settings` to record: a resume without evaluations keeps the recorded protocol, so that a later one with
+    another protocol is still refused."""
+    if settings.get("evaluation") is None and old is not None and old.get("evaluation") is not None:
+        return {**settings, "evaluation": old["evaluation"]}
+    return settings

@@ -27,7 +27,7 @@ from dail_harness.backends.base import SamplingBackend
 from dail_harness.dsyn.prompts import Templates
 from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, atomic_write_jsonl, iter_jsonl
-from dail_harness.options import Where
+from dail_harness.options import Where, refuse_unused
 from dail_harness.sampling import SAMPLING_SETTINGS
 from dail_harness.settings import SettingsRecord
 from dail_harness.training.checkpoints import (
@@ -39,7 +39,7 @@ from dail_harness.training.checkpoints import (
     step_of,
 )
 from dail_harness.training.chunked import chunked_sums
-from dail_harness.training.config import TrainConfig, evaluation_may_change
+from dail_harness.training.config import TrainConfig, keep_evaluation, resume_may_change
 from dail_harness.training.examples import (
     AUTHORS_MASK,
     REFERENCE,
@@ -136,7 +136,7 @@ def split_plugin_options(cfg: TrainConfig, given: dict, wheres: dict[str, Where]
         target = m_given if key in method_fields else l_given if key in loss_fields else None
         if target is not None and key in target:
             opt = "--method-opt" if target is m_given else "--loss-opt"
-            raise HarnessError(f"{where.flag} and {opt} {key}=... set the same option: give one")
+            raise where.error(f"sets the same option as {opt} {key}=...: give one")
         if key in method_fields:
             m_given[key], m_where[key] = value, where
         elif key in loss_fields:
@@ -169,6 +169,7 @@ def resolve(
     loss_cls = registry.get("losses", cfg.loss or method_cls.default_loss)
     m_given, m_where, l_given, l_where = split_plugin_options(cfg, given or {}, wheres or {}, method_cls, loss_cls)
     method = make_method(cfg.method, m_given, m_where)
+    refuse_unused(method.unused_options(), {k: w for k, w in m_where.items() if k in m_given})
     loss = make_loss(cfg.loss or method_cls.default_loss, l_given, l_where)
     if cfg.loss_mask == AUTHORS_MASK and (loss.uses_targets or method.source == "online"):
         raise HarnessError(
@@ -330,9 +331,9 @@ class Trainer:
         self.settings = {**settings, "processes": self.world}  # a step's data order depends on it
         self.record = SettingsRecord(self.out / "train_config.json", self.out, "training run")
         # a longer run extends a finished one; a setting this method never uses may differ from an older record's
-        moot = tuple(cfg.unused(method.source, "", method.uses_templates))
-        moot += evaluation_may_change(self.record.read() if self.record.exists() else None, self.settings)
-        self.record.check(self.settings, may_change=(*LENGTH_SETTINGS, *moot))
+        old = self.record.read() if self.record.exists() else None
+        self.settings = keep_evaluation(old, self.settings)
+        self.record.check(self.settings, may_change=(*LENGTH_SETTINGS, *resume_may_change(cfg, method, old)))
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         )

@@ -23,7 +23,7 @@ from dail_harness.files import atomic_write_json, atomic_write_jsonl, iter_jsonl
 from dail_harness.scale.merge import complete
 from dail_harness.scale.shards import Shard
 from dail_harness.settings import SettingsRecord
-from dail_harness.training.config import TrainConfig, evaluation_may_change
+from dail_harness.training.config import TrainConfig, keep_evaluation, resume_may_change
 from dail_harness.training.losses import TokenLoss
 from dail_harness.training.recipes import GenerateMethod
 from dail_harness.worklog import Job, WorkLog, pending
@@ -50,13 +50,13 @@ def generate_then_train(cfg: TrainConfig, method: GenerateMethod, loss: TokenLos
     rank, world = state.process_index, state.num_processes
     out = Path(cfg.out)
     record = SettingsRecord(out / "train_config.json", out, "training run")
-    moot = tuple(cfg.unused(method.source, "", method.uses_templates))
-    moot += evaluation_may_change(record.read() if record.exists() else None, settings)
-    record.check({**settings, "processes": world}, may_change=moot)
-    if state.is_main_process:  # before the first row is generated: a rerun with other settings is refused
-        record.write({**settings, "processes": world})
-    state.wait_for_everyone()
+    old = record.read() if record.exists() else None
+    settings = keep_evaluation(old, {**settings, "processes": world})
+    record.check(settings, may_change=resume_may_change(cfg, method, old))
     rows = method.load_rows(cfg.data)
+    if state.is_main_process:  # before the first row is generated: a rerun with other settings is refused
+        record.write(settings)
+    state.wait_for_everyone()
     iterations = int(getattr(method.options, "iterations", 1))
     history, last, total, resumed = [], {}, 0, 0
     for r in range(iterations):

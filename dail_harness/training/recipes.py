@@ -60,6 +60,11 @@ class Method:
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
 
+    def unused_options(self) -> dict[str, str]:
+        """The options this run of the method would not use, each with who would: refused when a flag gives one,
+        a warning when a config file does; a resume may change them."""
+        return {}
+
     def load_rows(self, path: str | Path) -> list[dict]:
         """The data rows (each with `_line`, its line in the file); missing fields are one clear error."""
         rows: list[dict] = []

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dail_harness import registry
-from dail_harness.errors import HarnessError
 from dail_harness.options import option
 from dail_harness.training.recipes import GenerateMethod, OnlineOptions
 
@@ -53,15 +52,6 @@ class STaROptions:
         None, help="Verifier that accepts rationales (default: each row's answer_type, else math)."
     )
 
-    def check(self) -> None:
-        """Settings of later iterations mean nothing in a run of one."""
-        if self.iterations > 1:
-            return
-        if self.train_from == "previous":
-            raise HarnessError("--train-from previous: one iteration has no previous one (--iterations > 1 uses it)")
-        if self.steps_growth is not None:
-            raise HarnessError("--steps-growth grows the steps of later iterations: --iterations > 1 uses it")
-
 
 @registry.register("methods", "star")
 class STaRMethod(GenerateMethod):
@@ -73,6 +63,12 @@ class STaRMethod(GenerateMethod):
     required_fields: ClassVar[tuple[str, ...]] = ("problem_id", "problem", "answer")
     uses_templates = False  # its prompt is --prompt (the evaluation's by default)
     contexts: ClassVar[tuple[str, ...]] = ()  # its rows have no reference solution or waypoints
+
+    def unused_options(self) -> dict[str, str]:
+        """Settings of later iterations mean nothing in a run of one."""
+        if self.options.iterations > 1:
+            return {}
+        return dict.fromkeys(("train_from", "steps_growth"), "--iterations > 1 uses it")
 
     def prompt_of(self, problem: str) -> str:
         return self.options.prompt.replace("{problem}", problem)
