@@ -178,14 +178,7 @@ def load_config_file(
         for sub, sub_value in value.items():
             sub_name, where = str(sub).replace("-", "_"), f"{key}.{sub}"
             if rule == PLUGIN_SECTION:
-                if sub_name != "name" and sub_name not in plugin_keys:
-                    hint = did_you_mean(sub_name, plugin_keys)
-                    raise HarnessError(
-                        f"not an option of a {name} plugin{(' (' + hint + ')') if hint else ''}; a setting of the run "
-                        "itself goes outside the section",
-                        path=str(path),
-                        field=where,
-                    )
+                _refuse_non_plugin_key(name, sub_name, plugin_keys, path, where)
                 put(name if sub_name == "name" else sub_name, sub_value, where, allowed)
             elif isinstance(rule, tuple):
                 put(sub_name, sub_value, where, {k: None for k in rule})
@@ -199,6 +192,19 @@ def load_config_file(
     if written is not None:
         written.update(spelled)
     return out
+
+
+def _refuse_non_plugin_key(section: str, key: str, plugin_keys: AbstractSet[str], path: Path, where: str) -> None:
+    """`method: {name: grpo, lr: 1e-5}` would set the run's lr from inside the method's section."""
+    if key == "name" or key in plugin_keys:
+        return
+    hint = did_you_mean(key, plugin_keys)
+    raise HarnessError(
+        f"not an option of a {section} plugin{(' (' + hint + ')') if hint else ''}; a setting of the run itself "
+        "goes outside the section",
+        path=str(path),
+        field=where,
+    )
 
 
 def refuse_ignored(cfg: Any, chosen: dict[str, Where]) -> None:
