@@ -239,6 +239,23 @@ def _describe_range(s: Spec) -> str:
     return " and ".join(parts)
 
 
+def missing_placeholder(template: str, names: Sequence[str]) -> str | None:
+    """The first of `names` whose `{name}` the template lacks (its text would be left out of every prompt)."""
+    return next((n for n in names if "{" + n + "}" not in template), None)
+
+
+def read_template(path_text: str, names: Sequence[str], what: str = "prompt template") -> str:
+    """A template file's text, with one error for a missing file or placeholder."""
+    path = Path(path_text)
+    if not path.exists():
+        raise HarnessError(f"{what} file not found", path=str(path))
+    text = path.read_text(encoding="utf-8")
+    missing = missing_placeholder(text, names)
+    if missing:
+        raise HarnessError(f"{what} has no {{{missing}}} placeholder", path=str(path))
+    return text
+
+
 def check_value(value: Any, f: dataclasses.Field, where: Where) -> None:
     """Range and choice checks, for a value or each element of a list."""
     s = spec_of(f)
@@ -250,10 +267,10 @@ def check_value(value: Any, f: dataclasses.Field, where: Where) -> None:
             hint = did_you_mean(str(v), [str(c) for c in s.choices]) if isinstance(v, str) else ""
             allowed = ", ".join(str(c) for c in s.choices)
             raise where.error(f"must be one of {allowed}, got {v!r}" + (f"; {hint}" if hint else ""))
-        missing = [p for p in s.placeholders if isinstance(v, str) and "{" + p + "}" not in v]
+        missing = missing_placeholder(v, s.placeholders) if isinstance(v, str) else None
         if missing:
             names = " and ".join("{" + p + "}" for p in s.placeholders)
-            raise where.error(f"the template must contain {names}; {{{missing[0]}}} is missing from {v!r}")
+            raise where.error(f"the template must contain {names}; {{{missing}}} is missing from {v!r}")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             bad = (
                 (s.ge is not None and v < s.ge)

@@ -29,7 +29,7 @@ from dail_harness.errors import HarnessError
 from dail_harness.files import iter_jsonl
 from dail_harness.models.cpu import threads_option
 from dail_harness.models.loading import device_option, dtype_option
-from dail_harness.options import PATH, PATH_OR_NAME, as_settings, option, parse_shard
+from dail_harness.options import PATH, PATH_OR_NAME, as_settings, option, parse_shard, read_template
 from dail_harness.sampling import SamplingSettings, sampling_option
 from dail_harness.scale.launch import current as current_launch
 from dail_harness.scale.plan import JobProgress
@@ -147,8 +147,8 @@ class HintsConfig(SamplingSettings):
         """The hint prompt (step 2 of --style nurl, the only one of --style solution)."""
         if self.prompt_template is None:
             return NURL_HINT_PROMPT if self.style == "nurl" else HINT_PROMPT
-        needs = ("{problem}", "{explanation}") if self.style == "nurl" else ("{problem}",)
-        return _read_template(self.prompt_template, needs, "hint")
+        needs = ("problem", "explanation") if self.style == "nurl" else ("problem",)
+        return read_template(self.prompt_template, needs, "hint prompt template")
 
     def explain(self) -> str | None:
         """The explanation prompt (step 1 of --style nurl); None for --style solution."""
@@ -156,18 +156,7 @@ class HintsConfig(SamplingSettings):
             return None
         if self.explain_template is None:
             return EXPLAIN_PROMPT
-        return _read_template(self.explain_template, ("{problem}",), "explanation")
-
-
-def _read_template(path_text: str, needs: tuple[str, ...], what: str) -> str:
-    path = Path(path_text)
-    if not path.exists():
-        raise HarnessError("prompt template file not found", path=str(path))
-    text = path.read_text(encoding="utf-8")
-    missing = next((n for n in needs if n not in text), None)
-    if missing:
-        raise HarnessError(f"{what} prompt template has no {missing} placeholder", path=str(path))
-    return text
+        return read_template(self.explain_template, ("problem",), "explanation prompt template")
 
 
 def _squash(text: str) -> str:

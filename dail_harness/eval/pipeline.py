@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from dail_harness.backends.base import GenerationRequest, SamplingBackend, open_backend
@@ -34,7 +33,15 @@ from dail_harness.eval.thinking import (
 )
 from dail_harness.models.cpu import threads_option
 from dail_harness.models.loading import device_option, dtype_option
-from dail_harness.options import PATH, PATH_OR_NAME, on_off, option, parse_shard
+from dail_harness.options import (
+    PATH,
+    PATH_OR_NAME,
+    missing_placeholder,
+    on_off,
+    option,
+    parse_shard,
+    read_template,
+)
 from dail_harness.records import Problem
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingParams, SamplingSettings, sampling_option
 from dail_harness.scale.launch import current as current_launch
@@ -89,7 +96,7 @@ class TaskSelection:
     def task_options(self) -> dict:
         options: dict = dict(self.task_opt)
         text = options.get("prompt_template")
-        if text is not None and "{problem}" not in str(text):
+        if text is not None and missing_placeholder(str(text), ("problem",)):
             raise HarnessError(
                 f"--task-opt prompt_template: the template must contain {{problem}}, got {str(text)!r} (it is the "
                 "template's text; --prompt-template FILE reads one from a file)"
@@ -98,13 +105,7 @@ class TaskSelection:
             if getattr(self, key) is not None:
                 options[key] = getattr(self, key)
         if self.prompt_template is not None:
-            path = Path(self.prompt_template)
-            if not path.exists():
-                raise HarnessError("prompt template file not found", path=str(path))
-            text = path.read_text(encoding="utf-8")
-            if "{problem}" not in text:
-                raise HarnessError("prompt template has no {problem} placeholder", path=str(path))
-            options["prompt_template"] = text
+            options["prompt_template"] = read_template(self.prompt_template, ("problem",))
         return options
 
 

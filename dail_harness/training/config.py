@@ -359,7 +359,7 @@ class TrainConfig(SamplingSettings):
 
     def settings(self) -> dict:
         """What determines the trained weights, and the protocol of the evaluations during training (a resume must
-        match; see `evaluation_may_change`)."""
+        match; see `resume_may_change`)."""
         weights = as_settings(
             self,
             exclude=(
@@ -399,7 +399,7 @@ def resume_may_change(cfg: TrainConfig, method: Any, old: dict | None) -> tuple[
     moot = tuple(cfg.unused(method.source, "", method.uses_templates))
     moot += tuple(f"method_options.{name}" for name in method.unused_options())
     if old is None or old.get("evaluation") is None:
-        moot += ("evaluation", "evaluation.task", "evaluation.max_tokens", *(f"evaluation.{k}" for k in EVAL_PROTOCOL))
+        moot += ("evaluation", *(f"evaluation.{k}" for k in ("task", "max_tokens", *EVAL_PROTOCOL)))
     return moot
 
 

@@ -133,14 +133,10 @@ def split_plugin_options(cfg: TrainConfig, given: dict, wheres: dict[str, Where]
     l_where = {k: _opt_where("loss_opt", k, wheres) for k in l_given}
     for key, value in given.items():
         where = wheres.get(key) or Where("--" + key.replace("_", "-"))
-        target = m_given if key in method_fields else l_given if key in loss_fields else None
-        if target is not None and key in target:
-            opt = "--method-opt" if target is m_given else "--loss-opt"
-            raise where.error(f"sets the same option as {opt} {key}=...: give one")
         if key in method_fields:
-            m_given[key], m_where[key] = value, where
+            target, target_where, opt = m_given, m_where, "--method-opt"
         elif key in loss_fields:
-            l_given[key], l_where[key] = value, where
+            target, target_where, opt = l_given, l_where, "--loss-opt"
         else:
             raise HarnessError(
                 f"{where.flag} is not an option of method '{cfg.method}' or of its loss "
@@ -148,6 +144,9 @@ def split_plugin_options(cfg: TrainConfig, given: dict, wheres: dict[str, Where]
                 f"{', '.join(sorted(method_fields)) or 'none'}; loss options: "
                 f"{', '.join(sorted(loss_fields)) or 'none'})"
             )
+        if key in target:
+            raise where.error(f"sets the same option as {opt} {key}=...: give one")
+        target[key], target_where[key] = value, where
     return m_given, m_where, l_given, l_where
 
 
@@ -192,12 +191,8 @@ def refuse_mismatched_loss(name: str, method: Method, loss: TokenLoss) -> None:
         raise HarnessError(f"{where}: the loss reads per-token '{lacking[0]}', which the method does not produce")
     read = set(loss.extras) | set(loss.optional_extras)
     if method.signal and not read & set(method.signal):
-        fits = [
-            n
-            for n in registry.names("losses")
-            if set(registry.get("losses", n).extras) <= set(method.extras)
-            and set(registry.get("losses", n).extras) & set(method.signal)
-        ]
+        reads = {n: set(registry.get("losses", n).extras) for n in registry.names("losses")}
+        fits = [n for n, e in reads.items() if e <= set(method.extras) and e & set(method.signal)]
         raise HarnessError(
             f"{where}: the loss does not read '{method.signal[0]}', which carries the method's reward, so it would "
             f"train on every sample alike; losses that read it: {', '.join(fits) or 'none registered'}"
