@@ -222,3 +222,20 @@ def test_yaml_lists_are_accepted_for_k(k, expected, tmp_path):
     values = load_config_file(config, dict.fromkeys(["task", "k", "model", "out"]))
     cfg = build(EvalConfig, values, {key: Where("--" + key, path=str(config), key=key) for key in values})
     assert (cfg.k, cfg.task) == (expected, ["aime24", "aime25"])
+
+
+def test_every_package_directory_is_in_the_wheel():
+    """A subpackage missing from pyproject's explicit list installs editable but not from a wheel
+    (dail_harness.scale once was): every directory with an __init__.py must be listed."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    found = set()
+    for package, directory in tool["package-dir"].items():
+        for init in (root / directory).rglob("__init__.py"):
+            parts = init.parent.relative_to(root / directory).parts
+            found.add(".".join((package, *parts)))
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    assert listed - found == set()
