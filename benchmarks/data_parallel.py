@@ -74,7 +74,7 @@ def eval_job(args, work: Path) -> dict:
     from dail_harness.eval.launched import merge_shards
     from dail_harness.eval.pipeline import EvalConfig, load_tasks, run_settings
     from dail_harness.eval.store import RunStore
-    from dail_harness.models.fingerprint import model_fingerprint
+    from dail_harness.models.loading import model_fingerprint
 
     cfg = EvalConfig(task=["aime24"], model=args.model, out=str(work / "dp"), limit=args.problems, n=args.n)
     cfg.max_tokens = args.max_tokens

@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -168,6 +168,12 @@ def load_plugin_dir(directory: str | Path) -> None:
         except Exception as e:
             raise HarnessError(f"plugin failed to load: {e.__class__.__name__}: {e}", path=str(path)) from e
     _state.loaded_dirs.add(str(directory))  # only once every module loaded (workers reload these)
+
+
+def load_plugin_dirs(directories: Iterable[str | Path] | None) -> None:
+    """Load each `--plugin-dir` in order (None or none: nothing)."""
+    for directory in directories or ():
+        load_plugin_dir(directory)
 
 
 def loaded_plugin_dirs() -> list[str]:

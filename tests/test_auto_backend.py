@@ -54,7 +54,7 @@ def test_generate_prints_the_choice_and_a_resume_keeps_the_runs_backend(tmp_path
     settings["backend"] = "vllm"  # as if the run had started on a larger job: a rerun keeps the recorded back-end
     (tmp_path / "d.jsonl.settings.json").write_text(json.dumps(settings))
     from dail_harness.dsyn.generate import GenerateConfig, auto_backend
-    from dail_harness.settings import SettingsRecord
+    from dail_harness.worklog import SettingsRecord
 
     cfg = GenerateConfig(data=str(data), model="tiny-random", out=str(tmp_path / "d.jsonl"), max_tokens=4)
     record = SettingsRecord(tmp_path / "d.jsonl.settings.json", tmp_path / "d.jsonl", "D_syn file")
@@ -67,7 +67,7 @@ def test_generate_prints_the_choice_and_a_resume_keeps_the_runs_backend(tmp_path
 def test_a_direct_generate_batch_size_keeps_auto_on_hf(tmp_path, vllm_installed):
     """vLLM takes direct requests in chunks of its own: with --batch-size, auto picks hf, which uses it."""
     from dail_harness.dsyn.generate import GenerateConfig, auto_backend
-    from dail_harness.settings import SettingsRecord
+    from dail_harness.worklog import SettingsRecord
 
     new = SettingsRecord(tmp_path / "new.json", tmp_path / "new", "D_syn file")
     big = VLLM_MIN_TOKENS  # a job vLLM would take

@@ -61,8 +61,7 @@ def test_verifier_example_grades_with_partial_credit_and_a_canonical_form(loaded
 
 
 def test_loss_example_matches_an_explicit_float64_computation(loaded):
-    from dail_harness.training.chunked import chunked_sums
-    from dail_harness.training.losses import make_loss
+    from dail_harness.training.losses import chunked_sums, make_loss
 
     g = torch.Generator().manual_seed(0)
     head = torch.nn.Linear(4, 9, bias=False).double()

@@ -6,9 +6,8 @@ from collections import defaultdict
 import pytest
 import torch
 
-from dail_harness.training.chunked import chunked_sums
 from dail_harness.training.group_rl import bessel_std, group_advantages, token_weights
-from dail_harness.training.losses import make_loss
+from dail_harness.training.losses import chunked_sums, make_loss
 
 trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer")
 GRPOTrainer = trl_grpo.GRPOTrainer

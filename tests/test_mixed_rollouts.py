@@ -10,7 +10,7 @@ import torch
 from references import reference
 from scipy import stats
 
-from dail_harness.backends.prompting import render_prompt_ids
+from dail_harness.backends.base import render_prompt_ids
 from dail_harness.dsyn.prompts import privileged_prompt, student_prompt
 from dail_harness.eval.thinking import think_end_id
 from dail_harness.models.loading import load_causal_lm, load_tokenizer, resolve_model

@@ -246,13 +246,13 @@ def test_one_run_given_twice_is_reported_once(tmp_path, cli, monkeypatch):
 
 
 def test_a_hub_id_has_no_fingerprint_so_a_rerun_after_the_download_resumes():
-    from dail_harness.models.fingerprint import model_fingerprint
+    from dail_harness.models.loading import model_fingerprint
 
     assert model_fingerprint("Qwen/Qwen2.5-7B-Instruct") is None
 
 
 def test_settings_added_later_compare_as_their_old_value():
-    from dail_harness.settings import settings_changes
+    from dail_harness.worklog import settings_changes
 
     old = {"lr": 1e-4, "method_options": {"iterations": 1}}
     new = {**old, "top_k": 0, "drop_last": False, "lr_schedule": "linear", "model_fingerprint": "sha256:x"}

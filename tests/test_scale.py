@@ -18,8 +18,7 @@ import pytest
 
 from dail_harness.errors import HarnessError
 from dail_harness.scale.launch import Launch, detect, engine_placement
-from dail_harness.scale.plan import Work, format_plan, per_rank
-from dail_harness.scale.shards import Shard
+from dail_harness.scale.plan import Shard, Work, format_plan, per_rank
 
 # ---- which process is this ----
 

@@ -9,7 +9,7 @@ import unicodedata
 import pytest
 import torch
 
-from dail_harness.backends.prompting import render_prompt_ids, text_ids
+from dail_harness.backends.base import render_prompt_ids, text_ids
 from dail_harness.dsyn.prompts import Templates, negative_prompt, privileged_prompt, student_prompt
 from dail_harness.models.loading import load_causal_lm, load_tokenizer, resolve_model
 from dail_harness.models.tiny_random_qwen import DEFAULT_SYSTEM

@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from dail_harness.eval.store import RunStore, sample_id
-from dail_harness.training.chunked import chunked_sums
 from dail_harness.training.examples import build_example, collate, flat_targets
-from dail_harness.training.losses import make_loss
+from dail_harness.training.losses import chunked_sums, make_loss
 
 
 def explicit_kl(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
@@ -454,9 +453,9 @@ def test_evaluation_during_training_and_the_training_report(tmp_path, cli):
 
 
 def test_a_resume_may_start_or_stop_evaluations_but_not_change_them():
-    from dail_harness.settings import settings_changes
     from dail_harness.training.config import TrainConfig, keep_evaluation, resume_may_change
     from dail_harness.training.recipes import make_method
+    from dail_harness.worklog import settings_changes
 
     def config(**evaluation):
         return TrainConfig(method="dail", model="m", data="d", out="o", **evaluation)

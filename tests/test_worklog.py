@@ -5,8 +5,7 @@ import json
 import pytest
 
 from dail_harness.errors import HarnessError
-from dail_harness.settings import SettingsRecord
-from dail_harness.worklog import WorkLog, resume
+from dail_harness.worklog import SettingsRecord, WorkLog, resume
 
 
 def key(row):
@@ -45,7 +44,7 @@ def test_growable_settings_may_change(tmp_path):
 
 
 def test_pending_deals_every_sample_to_one_shard_and_leaves_out_what_is_stored():
-    from dail_harness.scale.shards import Shard
+    from dail_harness.scale.plan import Shard
     from dail_harness.worklog import pending
 
     items, n = ["a", "b", "c"], 5

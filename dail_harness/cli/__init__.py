@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 import typer
 
-from dail_harness import registry
 from dail_harness.errors import HarnessError
 
 app = typer.Typer(
@@ -35,9 +33,9 @@ INTERRUPTED_CODE = 130  # 128 + SIGINT, what shells report for a ctrl-C
 def _print_version(value: bool) -> None:
     if value:
         import dail_harness
-        from dail_harness import provenance
+        from dail_harness import worklog
 
-        commit = provenance.git_commit()
+        commit = worklog.git_commit()
         typer.echo(f"dail-harness {dail_harness.__version__}" + (f" (git {commit})" if commit else ""))
         raise typer.Exit()
 
@@ -56,11 +54,6 @@ BUG_REPORT = (
 
 
 COMMAND_MODULES = ("eval", "lmeval", "dsyn", "data", "train")
-
-
-def load_plugins(dirs: list[str] | None) -> None:
-    for d in dirs or []:
-        registry.load_plugin_dir(Path(d))
 
 
 def _click_errors() -> tuple[type[BaseException], ...]:

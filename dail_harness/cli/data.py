@@ -249,11 +249,11 @@ def data_summary_cmd(cfg: SummaryConfig) -> None:
     import json
     from pathlib import Path
 
-    from dail_harness.cli import load_plugins
+    from dail_harness import registry
     from dail_harness.dsyn.summary import dsyn_rows, format_summary, plot_lengths, plot_tau, summarize_dsyn
     from dail_harness.models.loading import load_tokenizer, resolve_model
 
-    load_plugins(cfg.plugin_dir)
+    registry.load_plugin_dirs(cfg.plugin_dir)
     rows = dsyn_rows(cfg.files[0])  # not a D_syn file: say so before asking for a model
     model = cfg.model or next((r.get("model") for r in rows if r.get("model")), None)
     if model is None:

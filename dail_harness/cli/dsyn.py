@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import typer
 
-from dail_harness.cli import app, load_plugins
+from dail_harness import registry
+from dail_harness.cli import app
 from dail_harness.cli.options import config_command
 from dail_harness.dsyn.generate import GenerateConfig
 from dail_harness.errors import HarnessError, did_you_mean
@@ -19,7 +20,7 @@ def generate_cmd(cfg: GenerateConfig) -> None:
     """Build D_syn: in-distribution reasoning traces grounded in expert solutions (DAIL step 1)."""
     from dail_harness.dsyn.generate import run_generate
 
-    load_plugins(cfg.plugin_dir)
+    registry.load_plugin_dirs(cfg.plugin_dir)
     launch = current()
     if cfg.dry_run:
         _print_plan(cfg, launch)

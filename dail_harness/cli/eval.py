@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from dail_harness import registry
-from dail_harness.cli import app, load_plugins
+from dail_harness.cli import app
 from dail_harness.cli.options import config_command
 from dail_harness.errors import HarnessError, did_you_mean
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S
@@ -31,7 +31,7 @@ class ListConfig:
 @config_command(app, "list", ListConfig)
 def list_cmd(cfg: ListConfig) -> None:
     """List what is registered: one line per entry (tasks: name, problems, answer type)."""
-    load_plugins(cfg.plugin_dir)
+    registry.load_plugin_dirs(cfg.plugin_dir)
     if cfg.kind and cfg.kind not in registry.KINDS:
         hint = did_you_mean(cfg.kind, registry.KINDS)
         raise HarnessError(
@@ -55,7 +55,7 @@ def eval_cmd(cfg: EvalConfig) -> None:
     from dail_harness.eval.pipeline import run_eval
     from dail_harness.eval.report import format_table, report_from_summary
 
-    load_plugins(cfg.plugin_dir)
+    registry.load_plugin_dirs(cfg.plugin_dir)
     from dail_harness.backends.base import refuse_unused_engine_options
 
     # fail fast on an unknown back-end, or a flag it would ignore, before loading anything
@@ -157,7 +157,7 @@ def report_cmd(cfg: ReportConfig) -> None:
     if not evals:
         return
     ks = parse_k(cfg.k)[0] if cfg.k else None
-    from dail_harness.eval.problem_ids import read_id_file
+    from dail_harness.eval.task import read_id_file
 
     reports = report_runs(evals, ks, cfg.task, read_id_file(cfg.exclude) if cfg.exclude else None)
     typer.echo(json.dumps(reports, indent=2) if cfg.json else format_table(reports))
@@ -187,7 +187,7 @@ def grade_cmd(cfg: GradeConfig) -> None:
     """Grade (or re-grade) any JSONL file of completions with the harness verifiers."""
     from dail_harness.eval.grade_file import grade_file
 
-    load_plugins(cfg.plugin_dir)
+    registry.load_plugin_dirs(cfg.plugin_dir)
     stats = grade_file(cfg.input, cfg.output, workers=cfg.workers, timeout_s=cfg.timeout, progress=cfg.progress)
     typer.echo(
         f"graded {stats['rows']} rows: {stats['correct']} correct, {stats['no_answer']} without an "

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import typer
 
-from dail_harness.cli import app, load_plugins
+from dail_harness import registry
+from dail_harness.cli import app
 from dail_harness.cli.options import config_command
 from dail_harness.eval.pipeline import Sampling, TaskSelection
 from dail_harness.models.loading import device_option
@@ -33,7 +34,7 @@ def lm_eval_export_cmd(cfg: ExportConfig) -> None:
     from dail_harness.eval.lmeval import export_tasks, generation_kwargs
     from dail_harness.eval.pipeline import load_tasks
 
-    load_plugins(cfg.plugin_dir)
+    registry.load_plugin_dirs(cfg.plugin_dir)
     gen = generation_kwargs(
         temperature=cfg.temperature,
         top_p=cfg.top_p,
@@ -80,7 +81,7 @@ def lm_eval_cmd(cfg: LmEvalConfig) -> None:
     from dail_harness.eval.lmeval import run_lm_eval
     from dail_harness.files import atomic_write_text
 
-    load_plugins(cfg.plugin_dir)
+    registry.load_plugin_dirs(cfg.plugin_dir)
     results = run_lm_eval(
         cfg.model,
         cfg.tasks,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import typer
 
 from dail_harness import registry
-from dail_harness.cli import app, load_plugins
+from dail_harness.cli import app
 from dail_harness.cli.options import ExtraOptions, config_command
 from dail_harness.errors import HarnessError
 from dail_harness.options import fields_of
@@ -24,8 +23,7 @@ def chosen_plugins(argv: list[str]) -> tuple[str | None, str | None]:
 
     config = flag_values(argv, "--config")
     from_file = config_values(config[-1], ("method", "loss", "plugin_dir")) if config else {}
-    for d in flag_values(argv, "--plugin-dir") or from_file.get("plugin_dir", []):
-        registry.load_plugin_dir(Path(d))
+    registry.load_plugin_dirs(flag_values(argv, "--plugin-dir") or from_file.get("plugin_dir", []))
     methods = flag_values(argv, "--method") or from_file.get("method") or []
     losses = flag_values(argv, "--loss") or from_file.get("loss") or []
     return (methods[-1] if methods else None), (losses[-1] if losses else None)
@@ -86,7 +84,7 @@ def train_cmd(cfg: TrainConfig, extras: ExtraOptions) -> None:
     dail_harness train ...`; add --fsdp to shard the model over the processes (docs/SCALE.md)."""
     from dail_harness.training.run import plan_text, train
 
-    load_plugins(cfg.plugin_dir)
+    registry.load_plugin_dirs(cfg.plugin_dir)
     if cfg.dry_run:
         typer.echo(plan_text(cfg, extras.values, extras.wheres, extras.chosen))
         return

@@ -36,10 +36,8 @@ from dail_harness.models.loading import device_option, dtype_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, on_off, option, parse_shard
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingSettings, sampling_option
 from dail_harness.scale.launch import current as current_launch
-from dail_harness.scale.plan import JobProgress
-from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, as_shard, refuse_old_sharding
-from dail_harness.settings import SettingsRecord
-from dail_harness.worklog import Job, Pending, WorkLog, pending
+from dail_harness.scale.plan import DEFAULT_SAMPLE_BLOCK, JobProgress, as_shard, refuse_old_sharding
+from dail_harness.worklog import Job, Pending, SettingsRecord, WorkLog, pending
 
 ROLLOUT, SAMPLING, ENGINE, RUN, SELECTION = "Mixed rollouts", "Sampling", "Back-end", "Run", "Selection"
 
@@ -414,7 +412,7 @@ def _generate(cfg: GenerateConfig, engine_cls, records, templates, todo: list[Pe
 def _render_prompts(cfg: GenerateConfig, backend, todo, templates) -> dict[str, tuple[list[int], list[int], str]]:
     """Each problem's student and privileged prompt ids, and the expert solution the privileged prompt holds
     (trailing `Solution N:` blocks dropped until it fits the context)."""
-    from dail_harness.backends.prompting import render_prompt_ids
+    from dail_harness.backends.base import render_prompt_ids
 
     kwargs = {"enable_thinking": cfg.thinking}
 

@@ -32,11 +32,9 @@ from dail_harness.models.loading import device_option, dtype_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, option, parse_shard, read_template
 from dail_harness.sampling import SamplingSettings, sampling_option
 from dail_harness.scale.launch import current as current_launch
-from dail_harness.scale.plan import JobProgress
-from dail_harness.scale.shards import as_shard
-from dail_harness.settings import SettingsRecord
+from dail_harness.scale.plan import JobProgress, as_shard
 from dail_harness.verifiers.extract import strip_math_delimiters
-from dail_harness.worklog import Job, WorkLog, pending
+from dail_harness.worklog import Job, SettingsRecord, WorkLog, pending
 
 HINT_PROMPT = """You are helping a student who is stuck on a competition mathematics problem. Below are the problem, an expert solution and its final answer.
 

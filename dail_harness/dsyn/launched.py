@@ -1,7 +1,7 @@
 """`generate` and `data hints` under torchrun, accelerate launch or srun: each process draws its shard, the last
 one done merges (scale/merge.py).
 
-Rank r of W writes shard r/W (blocks of --sample-block traces, see scale/shards.py) to OUT.shards/r-of-W.jsonl
+Rank r of W writes shard r/W (blocks of --sample-block traces, see scale/plan.py) to OUT.shards/r-of-W.jsonl
 (with its own .traces.jsonl and .settings.json, resumable on its own). The rank that finds every trace of
 every problem stored (the last to finish) writes OUT.traces.jsonl (problem order), OUT.settings.json and the
 selection OUT, exactly what one process would have written. `data hints` deals whole problems (a hint is drawn
@@ -35,9 +35,8 @@ from dail_harness.dsyn.select import write_selection
 from dail_harness.files import atomic_write_jsonl
 from dail_harness.scale.launch import Launch, pin_engine, refuse_manual_shard
 from dail_harness.scale.merge import complete, file_parts, own_shard, publish, stored_rows
-from dail_harness.scale.shards import shard_file
-from dail_harness.settings import SettingsRecord
-from dail_harness.worklog import Job
+from dail_harness.scale.plan import shard_file
+from dail_harness.worklog import Job, SettingsRecord
 
 
 def trace_key(row: dict) -> tuple[str, int]:

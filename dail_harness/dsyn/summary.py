@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from dail_harness.backends.prompting import text_ids
+from dail_harness.backends.base import text_ids
 from dail_harness.errors import HarnessError
 from dail_harness.files import iter_jsonl
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend
-from dail_harness.backends.prompting import text_ids
+from dail_harness.backends.base import Completion, GenerationRequest, SamplingBackend, text_ids
 from dail_harness.eval.thinking import Sampled
 from dail_harness.sampling import SamplingParams
 

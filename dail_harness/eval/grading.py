@@ -59,8 +59,7 @@ def _worker_main(conn, plugin_dirs: list[str]) -> None:
     # kills us), so a worker neither dies mid-job nor prints a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     registry.load_builtins(registry.KIND_PACKAGES["verifiers"])  # not tasks/back-ends: no torch here
-    for d in plugin_dirs:  # user verifiers loaded with --plugin-dir must exist in the workers too
-        registry.load_plugin_dir(d)
+    registry.load_plugin_dirs(plugin_dirs)  # user verifiers loaded with --plugin-dir must exist in the workers too
     try:
         conn.send(READY)
         while True:

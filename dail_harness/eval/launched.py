@@ -1,6 +1,6 @@
 """`eval` under torchrun, accelerate launch or srun: each process draws its shard, the last one done merges.
 
-Rank r of W evaluates shard r/W (blocks of --sample-block samples, see scale/shards.py) into
+Rank r of W evaluates shard r/W (blocks of --sample-block samples, see scale/plan.py) into
 OUT/shards/r-of-W, an ordinary run directory that resumes on its own. When a rank has stored its shard it
 checks whether every shard's samples are present; the one that finds them all (the last to finish) writes
 OUT/run.json, OUT/samples.jsonl (every sample, in problem order) and OUT/summary.json, so OUT is a plain run
@@ -15,14 +15,14 @@ from dail_harness.eval.pipeline import EvalConfig, load_tasks, positioned, run_e
 from dail_harness.eval.store import RunStore, sample_id
 from dail_harness.scale.launch import Launch, pin_engine, refuse_manual_shard
 from dail_harness.scale.merge import Part, complete, own_shard, publish, stored_rows
-from dail_harness.scale.shards import shard_dir
+from dail_harness.scale.plan import shard_dir
 from dail_harness.worklog import Job
 
 
 def run_launched(cfg: EvalConfig, launch: Launch) -> dict | None:
     """Evaluate this process's shard, then merge if it was the last; the merged summary, or None if shards
     are still running."""
-    from dail_harness.models.fingerprint import model_fingerprint
+    from dail_harness.models.loading import model_fingerprint
 
     refuse_manual_shard(cfg.shard, launch)
     cfg.device = pin_engine(launch, cfg.tensor_parallel_size, cfg.backend, cfg.device)

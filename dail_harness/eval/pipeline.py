@@ -19,9 +19,8 @@ from dail_harness.backends.base import GenerationRequest, SamplingBackend, open_
 from dail_harness.errors import HarnessError
 from dail_harness.eval.grading import DEFAULT_TIMEOUT_S, GradeJob, GradingPool
 from dail_harness.eval.metrics import condition_of, parse_k, power_of_two_grid, summarize_conditions
-from dail_harness.eval.problem_ids import is_listed, read_id_file
 from dail_harness.eval.store import RunStore, sample_id
-from dail_harness.eval.task import Task, make_task, refuse_unused_options
+from dail_harness.eval.task import Task, is_listed, make_task, read_id_file, refuse_unused_options
 from dail_harness.eval.thinking import (
     DEFAULT_ANSWER_TOKENS,
     FORCE_ANSWER_TOKENS,
@@ -45,8 +44,7 @@ from dail_harness.options import (
 from dail_harness.records import Problem
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingParams, SamplingSettings, sampling_option
 from dail_harness.scale.launch import current as current_launch
-from dail_harness.scale.plan import JobProgress, Work
-from dail_harness.scale.shards import DEFAULT_SAMPLE_BLOCK, Shard, as_shard, refuse_old_sharding
+from dail_harness.scale.plan import DEFAULT_SAMPLE_BLOCK, JobProgress, Shard, Work, as_shard, refuse_old_sharding
 from dail_harness.verifiers.base import Verdict
 from dail_harness.verifiers.simple import simple_correct
 from dail_harness.worklog import Job, pending
@@ -454,7 +452,7 @@ def run_eval(
     `fingerprint` then names the weights (the run's identity in run.json). A shard's summary covers the
     problems whose n samples are all in it (none when its blocks split them): `report` merges shards. `known`:
     ids of samples stored elsewhere (a launched run's other directories), not drawn again."""
-    from dail_harness.models.fingerprint import model_fingerprint
+    from dail_harness.models.loading import model_fingerprint
 
     tasks = load_tasks(cfg)
     store = RunStore(cfg.out)

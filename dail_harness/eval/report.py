@@ -16,9 +16,9 @@ from pathlib import Path
 
 from dail_harness.errors import HarnessError
 from dail_harness.eval.metrics import condition_of, group_rows, power_of_two_grid, summarize_conditions
-from dail_harness.eval.problem_ids import is_listed
 from dail_harness.eval.store import SETTINGS_FILE, RunStore, sample_id
-from dail_harness.settings import settings_changes
+from dail_harness.eval.task import is_listed
+from dail_harness.worklog import settings_changes
 
 
 def run_conditions(settings: dict) -> list[tuple[float, int | None]]:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from dail_harness.errors import HarnessError
 from dail_harness.files import atomic_write_json, iter_jsonl
-from dail_harness.settings import SettingsRecord
-from dail_harness.worklog import Job, WorkLog
+from dail_harness.worklog import Job, SettingsRecord, WorkLog
 
 SETTINGS_FILE, SAMPLES_FILE, SUMMARY_FILE = "run.json", "samples.jsonl", "summary.json"
 

@@ -1,4 +1,5 @@
-"""The task interface: a named benchmark that loads Problem records and renders their prompts."""
+"""The task interface: a named benchmark that loads Problem records and renders their prompts; and the files of
+problem ids that leave some of them out."""
 
 from __future__ import annotations
 
@@ -139,3 +140,17 @@ class VendoredTask(Task):
             solution=str(row[solution_col]) if solution_col and row.get(solution_col) else None,
             metadata=metadata,
         )
+
+
+def read_id_file(path: str | Path) -> set[str]:
+    """A file of problem ids (one per line: `id` for that id in every task, `task/id` for one task's problem), as
+    `data dedup --ids-out` writes them and `eval --exclude` and `report --exclude` read them (the paper's Figure
+    14)."""
+    path = Path(path)
+    if not path.exists():
+        raise HarnessError("problem id file not found", path=str(path))
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def is_listed(ids: set[str], task: str, problem_id: object) -> bool:
+    return str(problem_id) in ids or f"{task}/{problem_id}" in ids

@@ -127,9 +127,6 @@ def build_cached(target: Path, build_tokenizer: Callable[[], Any], build_model: 
         return _wait_for(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(target.parent, f".{target.name}.")
-    from dail_harness.models.quiet import quiet_transformers
-
-    quiet_transformers()
     try:
         tokenizer = build_tokenizer()
         build_model(tokenizer).save_pretrained(tmp)

@@ -18,9 +18,8 @@ from typing import Any, TypeVar
 
 from dail_harness.files import atomic_write_jsonl
 from dail_harness.scale.launch import Launch
-from dail_harness.scale.shards import lacking_per_shard, shard_file, waiting_message
-from dail_harness.settings import SettingsRecord, settings_changes
-from dail_harness.worklog import Job, WorkLog
+from dail_harness.scale.plan import lacking_per_shard, shard_file, waiting_message
+from dail_harness.worklog import Job, SettingsRecord, WorkLog, settings_changes
 
 Part = tuple[SettingsRecord, WorkLog]
 """One shard's settings record and work log."""

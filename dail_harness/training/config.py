@@ -10,7 +10,7 @@ from dail_harness.eval.pipeline import Sampling
 from dail_harness.models.cpu import threads_option
 from dail_harness.options import PATH, PATH_OR_NAME, as_settings, default_of, on_off, option
 from dail_harness.sampling import SAMPLING_SETTINGS, SamplingSettings, sampling_option
-from dail_harness.training.chunked import DEFAULT_CHUNK
+from dail_harness.training.losses import DEFAULT_CHUNK
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RUN, OPTIM, LORA, DATA, SAMPLE = "Run", "Optimisation", "LoRA", "Data", "Sampling (methods that sample)"

@@ -3,7 +3,7 @@
 One set of weights serves every context: the student pass runs with the LoRA adapter on and
 gradients; reference passes (privileged, negative, or the student's own context as the frozen
 reference policy) run with the adapter disabled under no_grad. Losses are full-vocabulary and
-computed in token chunks (`chunked.py`).
+computed in token chunks (`losses.chunked_sums`).
 
 The engine owns the loop for all three kinds of method (`recipes.py`): a step plan (epochs over
 examples, or over prompts for online methods), each process's share of a step's micro-batches
@@ -29,7 +29,6 @@ from dail_harness.errors import HarnessError
 from dail_harness.files import append_jsonl, atomic_write_jsonl, iter_jsonl
 from dail_harness.options import Where, refuse_unused
 from dail_harness.sampling import SAMPLING_SETTINGS
-from dail_harness.settings import SettingsRecord
 from dail_harness.training.checkpoints import (
     latest_checkpoint,
     load_checkpoint,
@@ -38,7 +37,6 @@ from dail_harness.training.checkpoints import (
     save_sharded_checkpoint,
     step_of,
 )
-from dail_harness.training.chunked import chunked_sums
 from dail_harness.training.config import TrainConfig, keep_evaluation, resume_may_change
 from dail_harness.training.examples import (
     AUTHORS_MASK,
@@ -49,7 +47,7 @@ from dail_harness.training.examples import (
     flat_extras,
     flat_targets,
 )
-from dail_harness.training.losses import TokenLoss, make_loss
+from dail_harness.training.losses import TokenLoss, chunked_sums, make_loss
 from dail_harness.training.plan import (
     LENGTH_SETTINGS,
     StepBatch,
@@ -61,6 +59,7 @@ from dail_harness.training.plan import (
 )
 from dail_harness.training.policy import Policy
 from dail_harness.training.recipes import FileMethod, Method, make_method
+from dail_harness.worklog import SettingsRecord
 
 MAX_BAD_STEPS = 10
 

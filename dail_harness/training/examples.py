@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dail_harness.backends.prompting import render_prompt_ids, text_ids
+from dail_harness.backends.base import render_prompt_ids, text_ids
 
 REFERENCE = "reference"
 """The student's own context with the adapter disabled (the frozen reference policy)."""

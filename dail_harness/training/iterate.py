@@ -21,12 +21,11 @@ from pathlib import Path
 from dail_harness.errors import HarnessError
 from dail_harness.files import atomic_write_json, atomic_write_jsonl, iter_jsonl
 from dail_harness.scale.merge import complete
-from dail_harness.scale.shards import Shard
-from dail_harness.settings import SettingsRecord
+from dail_harness.scale.plan import Shard
 from dail_harness.training.config import TrainConfig, keep_evaluation, resume_may_change
 from dail_harness.training.losses import TokenLoss
 from dail_harness.training.recipes import GenerateMethod
-from dail_harness.worklog import Job, WorkLog, pending
+from dail_harness.worklog import Job, SettingsRecord, WorkLog, pending
 
 ROUND = 32  # problems per generation round: a kill loses at most one round
 FINAL_FILES = (

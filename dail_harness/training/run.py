@@ -189,7 +189,7 @@ def auto_backend(cfg: TrainConfig, method, chosen: dict[str, Where]) -> tuple[st
 
     from dail_harness import registry
     from dail_harness.backends.auto import choose_backend
-    from dail_harness.settings import SettingsRecord
+    from dail_harness.worklog import SettingsRecord
 
     record = SettingsRecord(Path(cfg.out) / "train_config.json", cfg.out, "training run")
     started = record.read().get("backend") if record.exists() else None
